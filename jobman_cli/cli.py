@@ -1,0 +1,288 @@
+"""The ``jobman`` command line: parse, call the core, render. No business rules here.
+
+Start-up time matters (cron scripts, shell completion on every TAB), so this module imports only
+click at the top; the store, rich and boto3 are imported inside the commands that need them, and
+``schedule``/``list``/``status`` never import boto3. Every core exception becomes a one-line
+``Error: ...`` with its exit code in :meth:`JobmanGroup.main` — the one place errors are converted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .service import JobService
+
+STATUS_CHOICES = ("scheduled", "launching", "running", "finished", "failed", "cancelled")
+EXIT_WAIT_TIMEOUT = 124
+
+
+class JobmanGroup(click.Group):
+    """Converts every error to one line on stderr with the contract's exit code (0/1/2).
+
+    Click's own usage errors normally print the usage block too; operators and scripts get one line
+    that names the problem and where to look instead.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        from .errors import JobmanError
+
+        try:
+            code = super().main(args, prog_name or "jobman", complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {_one_line(exc.format_message())}{hint}", err=True)
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except JobmanError as exc:
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            code = 1
+        except OSError as exc:
+            # A broken pipe (``jobman list | head``) is not an error worth a message.
+            if exc.errno == 32:
+                code = 0
+            else:
+                click.echo(f"Error: {_one_line(str(exc))}", err=True)
+                code = 1
+        except Exception as exc:  # the last line of defence: never a traceback for a user
+            if os.environ.get("JOBMAN_DEBUG"):
+                raise
+            click.echo(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       "(set JOBMAN_DEBUG=1 for a traceback)", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class State:
+    """Lazily opened store and service, shared by the commands of one invocation."""
+
+    def __init__(self, location: str | None) -> None:
+        self.location = location
+        self._service: JobService | None = None
+
+    def service(self, *, create: bool = True) -> "JobService":
+        if self._service is None:
+            from .config import default_store_location
+            from .service import JobService
+            from .stores import open_store
+
+            self._service = JobService(open_store(self.location or default_store_location(), create=create))
+        return self._service
+
+
+def _print_json(data: Any) -> None:
+    import orjson
+
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def _job_id(value: str) -> int:
+    from .validation import parse_job_id
+
+    return parse_job_id(value, field="ID")
+
+
+@click.group(cls=JobmanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="jobman", message="%(prog)s %(version)s")
+@click.option("--db", "--store", "location", metavar="PATH|URL", envvar=["JOBMAN_STORE", "JOBMAN_DB"],
+              help="Job store: a TinyDB file path or dynamodb://TABLE. "
+                   "[env: JOBMAN_STORE, JOBMAN_DB; default: $JOBMAN_HOME/jobs.json]")
+@click.pass_context
+def cli(ctx: click.Context, location: str | None) -> None:
+    """Run a Docker image at a given time on a fresh EC2 instance, and know what happened.
+
+    \b
+    Quick start:
+      jobman schedule --image alpine:3.20 --at "+10m" -e GREETING=hello
+      jobman daemon            # launches due jobs and serves the REST API
+      jobman list
+      jobman status 1 --wait
+    """
+    ctx.obj = State(location)
+
+
+@cli.command()
+@click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
+@click.option("--at", "when", required=True, metavar="WHEN",
+              help="now, +10m, 'in 2 hours', '2026-12-01 09:00:00' or ISO-8601 (local time unless an offset is given).")
+@click.option("--title", default="", help="A human title.")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
+@click.option("--env-file", type=click.Path(dir_okay=True), metavar="FILE", help="File of KEY=VALUE lines.")
+@click.option("--instance-type", default=None, help="EC2 instance type for this job (default from config).")
+@click.option("--timeout", default=None, metavar="DUR", help="Kill the container after DUR (30s, 10m, 2h, 1h30m). [default: 1h]")
+@click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
+@click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
+@click.option("--tz", default=None, envvar="JOBMAN_TZ", help="Time zone for WHEN without offset. [env: JOBMAN_TZ]")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@click.pass_obj
+def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
+             instance_type: str | None, timeout: str | None, start_deadline: str | None,
+             idempotency_key: str | None, tz: str | None, as_json: bool, quiet: bool) -> None:
+    """Schedule IMAGE to run at WHEN on a fresh EC2 instance."""
+    from .service import CLI_FIELDS, ScheduleRequest, env_from_cli
+
+    if as_json and quiet:
+        raise click.UsageError("--json and -q cannot be used together")
+    request = ScheduleRequest(
+        image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
+        timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
+    )
+    job, created = state.service().schedule(request, CLI_FIELDS)
+    if quiet:
+        click.echo(job.id)
+    elif as_json:
+        from .model import job_to_api
+
+        _print_json(job_to_api(job))
+    else:
+        from .render import describe_scheduled
+
+        click.echo(describe_scheduled(job, created))
+
+
+@cli.command(name="list")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES), help="Only jobs in this state (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
+    """All jobs, newest first."""
+    from .model import JobStatus, job_to_api
+
+    jobs = state.service(create=False).list([JobStatus(s) for s in statuses])
+    if as_json:
+        _print_json([job_to_api(job) for job in jobs])
+    else:
+        from .render import print_job_table
+
+        print_job_table(jobs)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option("--wait", is_flag=True, help="Block until the job has ended; exit 0 only if it finished.")
+@click.option("--wait-timeout", default=None, metavar="DUR", help="With --wait: give up after DUR (exit 124).")
+@click.pass_context
+def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_timeout: str | None) -> None:
+    """Show one job. With --wait: exit 0 finished, 1 failed or cancelled, 124 timed out."""
+    from .model import JobStatus, job_to_api
+
+    state: State = ctx.obj
+    number = _job_id(job_id)
+    if wait_timeout is not None and not wait:
+        raise click.UsageError("--wait-timeout needs --wait")
+    limit = None
+    if wait_timeout is not None:
+        from .validation import parse_duration
+
+        limit = parse_duration(wait_timeout, field="--wait-timeout")
+    service = state.service(create=False)
+    job = service.get(number)
+    code = 0
+    if wait:
+        ended = service.wait(number, limit)
+        if ended is None:
+            job, code = service.get(number), EXIT_WAIT_TIMEOUT
+        else:
+            job, code = ended, (0 if ended.status is JobStatus.FINISHED else 1)
+    if as_json:
+        _print_json(job_to_api(job))
+    else:
+        from .render import print_job
+
+        print_job(job)
+    if code == EXIT_WAIT_TIMEOUT:
+        click.echo(f"Error: job {job.id} is still {job.status.value} after {wait_timeout}", err=True)
+    ctx.exit(code)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--status", "new_status", required=True, type=click.Choice(["running", "finished", "failed"]))
+@click.option("--exit-code", default=None, metavar="N", help="The container's exit code (0-255).")
+@click.option("--json", "as_json", is_flag=True, help="Print the updated job as JSON.")
+@click.pass_obj
+def callback(state: State, job_id: str, new_status: str, exit_code: str | None, as_json: bool) -> None:
+    """Report a job's progress, as its instance does over HTTP."""
+    from .model import job_to_api
+    from .validation import parse_exit_code
+
+    number = _job_id(job_id)
+    code = None if exit_code is None else parse_exit_code(exit_code, field="--exit-code")
+    job = state.service().report(number, new_status, code)
+    if as_json:
+        _print_json(job_to_api(job))
+    else:
+        click.echo(f"Job {job.id} is {job.status.value}" + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the updated job as JSON.")
+@click.pass_obj
+def cancel(state: State, job_id: str, as_json: bool) -> None:
+    """Cancel a job; a launched job's instance is terminated."""
+    from .model import job_to_api
+
+    number = _job_id(job_id)
+    service = state.service()
+
+    def terminate(instance_id: str) -> None:
+        from .launchers.factory import launcher_from_environment
+
+        launcher_from_environment().terminate([instance_id])
+
+    job = service.cancel(number, terminate=terminate)
+    if as_json:
+        _print_json(job_to_api(job))
+    else:
+        suffix = f"; instance {job.instance_id} terminated" if job.instance_id else ""
+        click.echo(f"Job {job.id} is cancelled{suffix}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def logs(state: State, job_id: str) -> None:
+    """The console output of the job's instance (EC2 GetConsoleOutput)."""
+    from .errors import JobmanError
+
+    job = state.service(create=False).get(_job_id(job_id))
+    if not job.instance_id:
+        raise JobmanError(f"job {job.id} has no instance yet (it is {job.status.value})")
+    from .launchers.factory import launcher_from_environment
+
+    output = launcher_from_environment().console_output(job.instance_id)
+    if not output:
+        click.echo(f"(no console output from {job.instance_id} yet; EC2 publishes it a few minutes after boot)", err=True)
+    else:
+        click.echo(output, nl=not output.endswith("\n"))
+
+
+def main(prog_name: str = "jobman") -> None:
+    cli.main(prog_name=prog_name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,200 @@
+"""Use cases: the one place where a request becomes a stored fact.
+
+The CLI and the HTTP API both call :class:`JobService`; neither holds a business rule. Validation
+comes from :mod:`validation` / :mod:`timeparse`, state changes from the :class:`~model.Job`
+transition methods, persistence from the store port. Field names in error messages follow the
+caller (``--image`` on the command line, ``docker-image`` over HTTP) through :class:`FieldNames`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection
+
+from . import timeparse, validation
+from .clock import Clock, SystemClock
+from .errors import IdempotencyConflict, InvalidInput
+from .model import DEFAULT_START_DEADLINE, DEFAULT_TIMEOUT, Job, JobStatus
+from .stores.base import JobStore
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """How each input field is called by the front end that received it."""
+
+    title: str = "title"
+    when: str = "date-time"
+    image: str = "docker-image"
+    env: str = "env-variables"
+    instance_type: str = "instance-type"
+    timeout: str = "timeout"
+    start_deadline: str = "start-deadline"
+    idempotency_key: str = "idempotency-key"
+    tz: str = "tz"
+    status: str = "status"
+    exit_code: str = "exit-code"
+
+
+API_FIELDS = FieldNames()
+CLI_FIELDS = FieldNames(
+    title="--title", when="--at", image="--image", env="-e/--env-file", instance_type="--instance-type",
+    timeout="--timeout", start_deadline="--start-deadline", idempotency_key="--idempotency-key",
+    tz="--tz", status="--status", exit_code="--exit-code",
+)
+
+RELATIVE_PREFIXES = ("now", "+", "in ")
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """Raw, unvalidated input of a schedule call, as either front end received it."""
+
+    image: Any
+    when: Any
+    title: Any = ""
+    env: Any = field(default_factory=dict)
+    instance_type: Any = None
+    timeout: Any = None
+    start_deadline: Any = None
+    idempotency_key: Any = None
+    tz: Any = None
+
+
+def launch_token_for(store_id: str, job_id: int, attempt: int) -> str:
+    """The EC2 ``ClientToken``: deterministic per store, job and attempt, at most 64 ASCII chars."""
+    return f"jobman-{store_id[:16]}-{job_id}-{attempt}"
+
+
+class JobService:
+    """The use cases of jobman over one store. Thread-safe as far as the store is."""
+
+    def __init__(self, store: JobStore, clock: Clock | None = None) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self._listeners: list[Callable[[Job], None]] = []
+
+    # ------------------------------------------------------------------ notifications
+    def subscribe(self, listener: Callable[[Job], None]) -> None:
+        """Call ``listener(job)`` after every change made through this service (the daemon's wake-up)."""
+        self._listeners.append(listener)
+
+    def _changed(self, job: Job) -> Job:
+        for listener in self._listeners:
+            listener(job)
+        return job
+
+    # ------------------------------------------------------------------ schedule
+    def validate(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> Job:
+        """Turn a request into a draft job, or raise InvalidInput naming the first bad field."""
+        now = self.clock.now()
+        image = validation.validate_image(_require_str(request.image, names.image), field=names.image)
+        title = validation.validate_title(request.title if request.title is not None else "", field=names.title)
+        if not isinstance(request.when, str):
+            raise InvalidInput(names.when, "must be a string such as 'now', '+10m' or '2026-12-01 09:00:00'")
+        tz = request.tz
+        if tz is not None and not isinstance(tz, str):
+            raise InvalidInput(names.tz, "must be a time zone name such as 'Europe/Berlin'")
+        date_time = timeparse.parse_when(request.when, now=now, tz=tz, field=names.when)
+        env = validation.validate_env_mapping(request.env if request.env is not None else {}, field=names.env)
+        timeout = (DEFAULT_TIMEOUT if request.timeout is None
+                   else validation.parse_duration(request.timeout, field=names.timeout))
+        start_deadline = (DEFAULT_START_DEADLINE if request.start_deadline is None
+                          else validation.parse_duration(request.start_deadline, field=names.start_deadline))
+        instance_type = (None if request.instance_type is None
+                         else validation.validate_instance_type(request.instance_type, field=names.instance_type))
+        key = (None if request.idempotency_key is None
+               else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))
+        when_text = request.when.strip().lower()
+        # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
+        # same instant, so the idempotency check compares the text; for an absolute time, the instant.
+        when_spec = when_text if when_text.startswith(RELATIVE_PREFIXES) else date_time.isoformat()
+        draft = Job(
+            id=0, title=title, date_time=date_time, docker_image=image, env_variables=env,
+            status=JobStatus.SCHEDULED, created_at=now, callback_token=secrets.token_urlsafe(32),
+            timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
+            idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
+        )
+        from .launchers.userdata import check_size  # stdlib only: safe on the hot path
+
+        check_size(draft, field=names.env)
+        return draft
+
+    def schedule(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> tuple[Job, bool]:
+        """Store a new job; ``(job, False)`` when the idempotency key names an identical job."""
+        draft = self.validate(request, names)
+        job, created = self.store.add(draft)
+        if not created:
+            if _idempotency_view(job) != _idempotency_view(draft):
+                raise IdempotencyConflict(
+                    f"{names.idempotency_key}: {draft.idempotency_key!r} already names job {job.id} "
+                    "with different fields (use a new key for a new job)"
+                )
+            return job, False
+        return self._changed(job), True
+
+    # ------------------------------------------------------------------ queries
+    def get(self, job_id: int) -> Job:
+        return self.store.get(job_id)
+
+    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
+        return self.store.list(statuses or None)
+
+    # ------------------------------------------------------------------ changes
+    def report(self, job_id: int, status: str, exit_code: int | None = None) -> Job:
+        """The completion callback (HTTP PUT or ``jobman callback``)."""
+        now = self.clock.now()
+        before = self.store.get(job_id)
+        after = self.store.update(job_id, lambda job: job.reported(status, exit_code, now))
+        return self._changed(after) if after.version != before.version else after
+
+    def cancel(self, job_id: int, terminate: Callable[[str], None] | None = None) -> Job:
+        """Cancel a job. A launched job's instance is terminated through ``terminate(instance_id)``.
+
+        The cancellation is stored first, so if terminating fails the daemon's reaper still ends the
+        instance (its job is terminal), and a launch in flight sees the cancellation and undoes itself.
+        """
+        now = self.clock.now()
+        job = self.store.update(job_id, lambda current: current.cancelled(now))
+        if job.instance_id and terminate is not None:
+            terminate(job.instance_id)
+        return self._changed(job)
+
+    def wait(self, job_id: int, timeout: float | None, poll: float = 0.1) -> Job | None:
+        """Block until the job is terminal; None if ``timeout`` seconds pass first.
+
+        Polls the store's cheap change marker and re-reads the job only when it moved.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.store.get(job_id)
+        marker = self.store.change_marker()
+        while not job.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+            current = self.store.change_marker()
+            if current != marker:
+                marker = current
+                job = self.store.get(job_id)
+        return job
+
+
+def _require_str(value: Any, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field_name, "is required and must be a string")
+    return value
+
+
+def _idempotency_view(job: Job) -> tuple:
+    fingerprint = job.fingerprint()
+    return (job.extra.get("when-spec"),) + fingerprint[:1] + fingerprint[2:]
+
+
+def env_from_cli(assignments: Collection[str], env_file: str | None, names: FieldNames = CLI_FIELDS) -> dict[str, str]:
+    """Merge ``--env-file`` then ``-e`` (later wins), as docker does."""
+    env: dict[str, str] = {}
+    if env_file:
+        env.update(validation.read_env_file(env_file, field="--env-file"))
+    env.update(validation.parse_env_assignments(assignments, field="-e"))
+    return env

@@ -280,6 +280,38 @@ def logs(state: State, job_id: str) -> None:
         click.echo(output, nl=not output.endswith("\n"))
 
 
+@cli.command()
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Address of the REST API. [env: JOBMAN_LISTEN; default: 127.0.0.1:8321]")
+@click.option("--public-url", default=None, metavar="URL", help="Base URL instances call back to. [env: JOBMAN_PUBLIC_URL]")
+@click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="Private key for --tls-cert (PEM).")
+@click.option("--once", is_flag=True, help="Do one pass (launch due jobs, reconcile) and exit.")
+@click.option("--no-api", is_flag=True, help="Do not start the HTTP listener.")
+@click.option("--reconcile-interval", default=None, type=float, metavar="SECONDS", help="How often running jobs are checked against EC2. [default: 30]")
+@click.option("--launch-workers", default=None, type=int, metavar="N", help="Concurrent RunInstances calls. [default: 8]")
+@click.option("--max-attempts", default=None, type=int, metavar="N", help="Launch attempts before a job fails. [default: 5]")
+@click.option("--timeout-grace", default=None, type=float, metavar="SECONDS", help="Time beyond a job's timeout before the daemon terminates it. [default: 600]")
+@click.option("--region", default=None, help="AWS region. [env: AWS_REGION]")
+@click.option("--instance-type", default=None, help="Default EC2 instance type. [default: t3.micro]")
+@click.option("--ami", default=None, help="AMI id or resolve:ssm:PARAMETER. [default: Amazon Linux 2023]")
+@click.option("--subnet-id", default=None, help="Subnet to launch into.")
+@click.option("--security-group-id", "security_group_ids", multiple=True, help="Security group (repeatable).")
+@click.option("--iam-instance-profile", default=None, help="IAM instance profile name or ARN.")
+@click.option("--key-name", default=None, help="EC2 key pair name.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Extra instance tag (repeatable).")
+@click.pass_obj
+def daemon(state: State, **flags: Any) -> None:
+    """Launch due jobs on EC2, follow them to the end, and serve the REST API."""
+    from .config import default_store_location
+    from .daemon import run_daemon
+    from .launchers.factory import ec2_settings
+    from .settings import daemon_settings
+
+    settings = daemon_settings(state.location or default_store_location(), flags)
+    ec2 = ec2_settings(flags)
+    raise SystemExit(run_daemon(settings, ec2))
+
+
 def main(prog_name: str = "jobman") -> None:
     cli.main(prog_name=prog_name)
 

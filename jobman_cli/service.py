@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
 from . import timeparse, validation
@@ -116,9 +116,7 @@ class JobService:
             timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
         )
-        from .launchers.userdata import check_size  # stdlib only: safe on the hot path
-
-        check_size(draft, field=names.env)
+        _check_user_data_size(draft, names)
         return draft
 
     def schedule(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> tuple[Job, bool]:
@@ -178,6 +176,23 @@ class JobService:
                 marker = current
                 job = self.store.get(job_id)
         return job
+
+
+#: A generous stand-in for the daemon's public URL when checking the user-data size at schedule time.
+_WORST_CASE_URL = "https://" + "x" * 200 + ".example:65535"
+
+
+def _check_user_data_size(draft: Job, names: FieldNames) -> None:
+    """Refuse at schedule time a job whose user-data would exceed EC2's 16 KiB, not hours later."""
+    from .launchers.userdata import callback_url_for, render_user_data  # stdlib only: cheap
+
+    probe = replace(draft, id=2**53)
+    try:
+        render_user_data(probe, callback_url=callback_url_for(_WORST_CASE_URL, probe.id))
+    except InvalidInput as exc:
+        if exc.field == "env-variables":
+            raise InvalidInput(names.env, exc.rule) from None
+        raise
 
 
 def _require_str(value: Any, field_name: str) -> str:

@@ -96,7 +96,7 @@ class JobService:
         tz = request.tz
         if tz is not None and not isinstance(tz, str):
             raise InvalidInput(names.tz, "must be a time zone name such as 'Europe/Berlin'")
-        date_time = timeparse.parse_when(request.when, now=now, tz=tz, field=names.when)
+        date_time = timeparse.parse_when(request.when, now=now, tz=tz, field=names.when, tz_field=names.tz)
         env = validation.validate_env_mapping(request.env if request.env is not None else {}, field=names.env)
         timeout = (DEFAULT_TIMEOUT if request.timeout is None
                    else validation.parse_duration(request.timeout, field=names.timeout))

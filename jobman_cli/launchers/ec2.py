@@ -1,0 +1,382 @@
+"""The EC2 adapter of the launcher port: the only module that talks to EC2 (and SSM, for the AMI).
+
+It is imported lazily (by the daemon, ``cancel`` and ``logs``), so importing boto3 at the top is
+fine: ``schedule``/``list``/``status`` never pay for it.
+
+Design choices, and why:
+
+* One boto3 ``Session`` per launcher; its clients are created on first use under a lock and then
+  shared by the launch pool's threads (botocore clients are thread-safe, sessions are not).
+* Every client has short connect/read timeouts and ``standard`` retries with 3 attempts in total,
+  so a hung endpoint costs the calling thread about a minute at worst, never "for ever".
+  botocore's own retries reuse the same ``ClientToken``, so a retried ``RunInstances`` can never
+  start a second instance on AWS.
+* ``AWS_REGION`` is honoured here because botocore itself only reads ``AWS_DEFAULT_REGION``.
+* Credentials and the instance metadata service (IMDS): :meth:`EC2Launcher.check_credentials`
+  asks botocore's normal provider chain and never sets ``AWS_EC2_METADATA_DISABLED``. Disabling
+  IMDS "when nothing is configured" would break exactly the operators who configure nothing
+  because they rely on an instance role, and flipping a process-wide environment variable would
+  also change every other AWS client in the process (the DynamoDB store). The wait is already
+  bounded: botocore asks IMDS with ``metadata_service_timeout`` = 1 s and
+  ``metadata_service_num_attempts`` = 1 by default (a token request, then one fallback request),
+  so on a laptop without credentials the check fails after about two seconds at worst, offline.
+  Users who want zero IMDS traffic set ``AWS_EC2_METADATA_DISABLED=true`` themselves.
+  The check makes no API call: it proves credentials exist, not that they work; bad credentials
+  surface on the first call as a ``LaunchError`` carrying AWS's code (``AuthFailure`` ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import threading
+import time
+from datetime import timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from ..errors import ConfigError, LaunchError
+from ..model import Job
+from .base import (
+    ATTEMPT_TAG,
+    JOB_ID_TAG,
+    LIVE_STATES,
+    EC2Settings,
+    InstanceInfo,
+)
+
+#: AWS error codes after which the same request may succeed later: capacity, quotas that free up
+#: when other instances end, throttling and server-side failures. Any HTTP 5xx also counts.
+RETRYABLE_CODES = frozenset({
+    "InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity",
+    "InsufficientCapacity", "InsufficientAddressCapacity", "InsufficientFreeAddressesInSubnet",
+    "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded",
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException",
+    "EC2ThrottledException", "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
+    "SlowDown", "PriorRequestNotComplete", "ServiceUnavailable", "Unavailable", "InternalError",
+    "InternalFailure", "InternalServerError", "ServerInternal", "RequestTimeout", "RequestTimeoutException",
+})
+
+#: Codes meaning "no such instance" (a malformed id cannot name an instance either).
+NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+
+#: ``GetConsoleOutput(Latest=True)`` only works on Nitro instances; these codes mean "ask again
+#: without it".
+_LATEST_UNSUPPORTED = frozenset({"UnsupportedOperation", "InvalidParameterValue",
+                                 "InvalidParameterCombination", "InvalidParameter"})
+
+USER_DATA_LIMIT = 16 * 1024  # bytes, raw (before base64), as EC2 counts them
+MAX_CLIENT_TOKEN = 64
+AMI_CACHE_SECONDS = 12 * 3600  # a long-lived daemon picks up the monthly AL2023 AMI refresh
+_BATCH = 100  # ids per DescribeInstances filter / TerminateInstances call
+_MESSAGE_LIMIT = 1000
+
+NO_CREDENTIALS = ("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                  "or use an instance role)")
+NO_REGION = "no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or a region in your AWS profile)"
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 1] + "…"
+
+
+def to_launch_error(exc: Exception, context: str | None = None) -> LaunchError:
+    """Map a botocore exception to a one-line :class:`LaunchError` with the AWS code.
+
+    ``retryable``: a listed code, any HTTP 5xx, any network-level failure (connection refused,
+    timeouts, dropped connections) and failures to fetch credentials (an instance role's
+    credentials being rotated; an SSO session an operator can renew). Everything else (bad
+    parameters, missing permissions, unknown AMI ...) will fail the same way again.
+    """
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        code = str(error.get("Code") or "Unknown")
+        message = str(error.get("Message") or exc)
+        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        retryable = code in RETRYABLE_CODES or (isinstance(status, int) and status >= 500)
+    elif isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        code, message, retryable = type(exc).__name__, str(exc), True
+    elif isinstance(exc, (NoCredentialsError, CredentialRetrievalError)):
+        code, message, retryable = type(exc).__name__, f"{exc} ({NO_CREDENTIALS})", True
+    else:
+        code, message, retryable = type(exc).__name__, str(exc), False
+    text = f"{code}: {message}" if not context else f"{context}: {code}: {message}"
+    return LaunchError(_one_line(text), retryable=retryable, code=code)
+
+
+def _int_tag(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def decode_console_output(output: str | None) -> str:
+    """Real EC2 returns the console output base64-encoded; moto returns it decoded.
+
+    Console text always contains spaces, base64 never does, so a space-free payload that decodes
+    as base64 is taken to be encoded. Undecodable bytes become U+FFFD rather than an error.
+    """
+    if not output:
+        return ""
+    compact = output.replace("\r", "").replace("\n", "")
+    if " " not in output and "\t" not in output and len(compact) % 4 == 0 and _BASE64.fullmatch(compact):
+        try:
+            return base64.b64decode(compact, validate=True).decode("utf-8", errors="replace")
+        except (binascii.Error, ValueError):
+            pass
+    return output
+
+
+class EC2Launcher:
+    """:class:`~jobman_cli.launchers.base.Launcher` on Amazon EC2 (boto3)."""
+
+    def __init__(self, settings: EC2Settings | None = None, *, connect_timeout: float = 5.0,
+                 read_timeout: float = 20.0, max_attempts: int = 3, page_size: int | None = None) -> None:
+        self.settings = settings or EC2Settings()
+        region = self.settings.region or os.environ.get("AWS_REGION") or None
+        try:
+            self._session = boto3.session.Session(profile_name=self.settings.profile, region_name=region)
+        except ProfileNotFound as exc:
+            raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
+        except BotoCoreError as exc:
+            raise ConfigError(_one_line(f"cannot load the AWS configuration: {exc}")) from exc
+        self._config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            user_agent_extra="jobman",
+        )
+        self._page_size = page_size
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._ami_lock = threading.Lock()
+        self._ami: tuple[str, float] | None = None  # (image id, monotonic time resolved)
+
+    # ------------------------------------------------------------------ plumbing
+    def _client(self, service: str) -> Any:
+        """The one client per service, made on first use (so a bad config fails where it is used)."""
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                try:
+                    client = self._session.client(service, endpoint_url=self.settings.endpoint_url,
+                                                  config=self._config)
+                except NoRegionError as exc:
+                    raise ConfigError(NO_REGION) from exc
+                except ProfileNotFound as exc:
+                    raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
+                except PartialCredentialsError as exc:
+                    raise ConfigError(_one_line(f"incomplete AWS credentials: {exc}")) from exc
+                except BotoCoreError as exc:
+                    raise ConfigError(_one_line(f"cannot configure the AWS {service} client: {exc}")) from exc
+                self._clients[service] = client
+            return client
+
+    @property
+    def _ec2(self) -> Any:
+        return self._client("ec2")
+
+    def _info(self, instance: dict[str, Any]) -> InstanceInfo:
+        tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags") or ()}
+        launch_time = instance.get("LaunchTime")
+        if launch_time is not None and launch_time.tzinfo is not None:
+            launch_time = launch_time.astimezone(timezone.utc)
+        return InstanceInfo(
+            instance_id=instance["InstanceId"],
+            state=str((instance.get("State") or {}).get("Name") or "unknown"),
+            job_id=_int_tag(tags.get(JOB_ID_TAG)),
+            attempt=_int_tag(tags.get(ATTEMPT_TAG)),
+            store_id=tags.get(self.settings.store_tag_key),
+            launch_time=launch_time,
+        )
+
+    def _describe(self, filters: list[dict[str, Any]]) -> list[InstanceInfo]:
+        """DescribeInstances with filters, following every page (moto pages at 100 too)."""
+        pagination = {"PageSize": self._page_size} if self._page_size else {}
+        found: list[InstanceInfo] = []
+        try:
+            pages = self._ec2.get_paginator("describe_instances").paginate(
+                Filters=filters, PaginationConfig=pagination)
+            for page in pages:
+                for reservation in page.get("Reservations") or ():
+                    found.extend(self._info(i) for i in reservation.get("Instances") or ())
+        except (ClientError, BotoCoreError) as exc:
+            raise to_launch_error(exc) from exc
+        return found
+
+    def _image_id(self) -> str:
+        """The AMI: a literal id, or an SSM parameter resolved once and cached for hours."""
+        parameter = self.settings.ami_parameter
+        if parameter is None:
+            return self.settings.ami  # type: ignore[return-value]
+        with self._ami_lock:
+            if self._ami is not None and time.monotonic() - self._ami[1] < AMI_CACHE_SECONDS:
+                return self._ami[0]
+            try:
+                value = self._client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"]
+            except (ClientError, BotoCoreError) as exc:
+                raise to_launch_error(exc, f"cannot resolve the AMI from SSM parameter {parameter}") from exc
+            self._ami = (value, time.monotonic())
+            return value
+
+    def _tags(self, job: Job, store_id: str) -> list[dict[str, str]]:
+        tags = {"Name": f"jobman-{job.id}"}
+        tags.update(dict(self.settings.extra_tags))  # may rename, may not touch the jobman tags
+        tags.update({JOB_ID_TAG: str(job.id), ATTEMPT_TAG: str(job.attempts),
+                     self.settings.store_tag_key: store_id})
+        return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+    # ------------------------------------------------------------------ the port
+    def launch(self, job: Job, *, user_data: str, store_id: str) -> str:
+        token = job.launch_token
+        if token is None:
+            raise ValueError(f"job {job.id} has no launch token; claim it before launching")
+        if len(token) > MAX_CLIENT_TOKEN or not token.isascii():
+            raise ValueError(f"launch token of job {job.id} must be at most 64 ASCII characters")
+        size = len(user_data.encode("utf-8"))
+        if size > USER_DATA_LIMIT:  # moto does not enforce this; fail the same way everywhere
+            raise LaunchError(f"UserDataTooLarge: user-data is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT}",
+                              retryable=False, code="UserDataTooLarge")
+        settings = self.settings
+        tags = self._tags(job, store_id)
+        params: dict[str, Any] = {
+            "ImageId": self._image_id(),
+            "InstanceType": job.instance_type or settings.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": token,
+            "UserData": user_data,  # plain text: botocore base64-encodes it
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            # IMDSv2 only: the user-data (with the job's callback token) is served by IMDS.
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                                  {"ResourceType": "volume", "Tags": tags}],
+        }
+        if settings.subnet_id:
+            params["SubnetId"] = settings.subnet_id
+        if settings.security_group_ids:
+            params["SecurityGroupIds"] = list(settings.security_group_ids)
+        if settings.iam_instance_profile:
+            profile = settings.iam_instance_profile
+            params["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
+        if settings.key_name:
+            params["KeyName"] = settings.key_name
+        try:
+            response = self._ec2.run_instances(**params)
+        except ClientError as exc:
+            code = (exc.response.get("Error") or {}).get("Code")
+            if code == "IdempotentInstanceTerminated":
+                message = (exc.response.get("Error") or {}).get("Message") or ""
+                raise LaunchError(_one_line(
+                    f"IdempotentInstanceTerminated: attempt {job.attempts} of job {job.id} already launched an "
+                    f"instance (client token {token}) and it has terminated; it will not be started again. {message}"
+                ), retryable=False, code="IdempotentInstanceTerminated") from exc
+            raise to_launch_error(exc) from exc
+        except BotoCoreError as exc:
+            raise to_launch_error(exc) from exc
+        instances = response.get("Instances") or []
+        if not instances:
+            raise LaunchError("RunInstances answered without an instance", retryable=True, code="NoInstance")
+        return str(instances[0]["InstanceId"])
+
+    def find_instances(self, store_id: str, *, job_id: int | None = None, attempt: int | None = None,
+                       include_terminated: bool = False) -> list[InstanceInfo]:
+        filters: list[dict[str, Any]] = [{"Name": f"tag:{self.settings.store_tag_key}", "Values": [store_id]}]
+        if job_id is not None:
+            filters.append({"Name": f"tag:{JOB_ID_TAG}", "Values": [str(job_id)]})
+        if attempt is not None:
+            filters.append({"Name": f"tag:{ATTEMPT_TAG}", "Values": [str(attempt)]})
+        if not include_terminated:
+            filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
+        found = self._describe(filters)
+        # Belt and braces: a filter an emulator ignores must not hand us another store's instance.
+        found = [i for i in found if i.store_id == store_id and (job_id is None or i.job_id == job_id)
+                 and (attempt is None or i.attempt == attempt)
+                 and (include_terminated or i.state != "terminated")]
+        return sorted(found, key=lambda i: (i.job_id or 0, i.attempt or 0, i.instance_id))
+
+    def describe(self, instance_ids: Sequence[str]) -> dict[str, InstanceInfo]:
+        # A filter (not InstanceIds=) so one unknown id does not fail the whole call.
+        result: dict[str, InstanceInfo] = {}
+        for chunk in _chunks(_unique(instance_ids), _BATCH):
+            for info in self._describe([{"Name": "instance-id", "Values": chunk}]):
+                if info.instance_id in chunk:
+                    result[info.instance_id] = info
+        return result
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        for chunk in _chunks(_unique(instance_ids), _BATCH):
+            try:
+                self._terminate(chunk)
+            except ClientError as exc:
+                code = (exc.response.get("Error") or {}).get("Code")
+                if code not in NOT_FOUND_CODES:
+                    raise to_launch_error(exc) from exc
+                if len(chunk) > 1:  # AWS refuses the whole batch: retry one by one, skip the unknown
+                    for instance_id in chunk:
+                        try:
+                            self._terminate([instance_id])
+                        except ClientError as one:
+                            if (one.response.get("Error") or {}).get("Code") not in NOT_FOUND_CODES:
+                                raise to_launch_error(one) from one
+
+    def _terminate(self, ids: list[str]) -> None:
+        try:
+            self._ec2.terminate_instances(InstanceIds=ids)
+        except BotoCoreError as exc:
+            raise to_launch_error(exc) from exc
+
+    def console_output(self, instance_id: str) -> str:
+        ec2 = self._ec2
+        try:
+            try:
+                response = ec2.get_console_output(InstanceId=instance_id, Latest=True)
+            except ClientError as exc:
+                if (exc.response.get("Error") or {}).get("Code") not in _LATEST_UNSUPPORTED:
+                    raise
+                response = ec2.get_console_output(InstanceId=instance_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise to_launch_error(exc) from exc
+        return decode_console_output(response.get("Output"))
+
+    def check_credentials(self) -> None:
+        try:
+            if not self._session.region_name:
+                raise ConfigError(NO_REGION)
+            credentials = self._session.get_credentials()
+        except ProfileNotFound as exc:
+            raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
+        except PartialCredentialsError as exc:
+            raise ConfigError(_one_line(f"incomplete AWS credentials: {exc}")) from exc
+        except BotoCoreError as exc:
+            raise ConfigError(_one_line(f"cannot load AWS credentials: {exc}")) from exc
+        if credentials is None:
+            raise ConfigError(NO_CREDENTIALS)

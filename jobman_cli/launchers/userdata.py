@@ -1,0 +1,278 @@
+"""The instance side of a job: the bash script EC2 runs as user-data (DESIGN.md section 6).
+
+:func:`render_user_data` turns a job into that script. The script is plain bash with the job's
+fields substituted into one "job parameters" block at its top, each value single-quoted with
+:func:`shlex.quote` (byte-exact in bash for any string without NUL), so no field can inject shell
+code. Everything else in the script is fixed text, reviewed once, in :data:`USER_DATA_TEMPLATE`.
+
+Guarantees, and why:
+
+* **Power-off whatever happens.** ``trap power_off EXIT`` (and HUP/INT/TERM turned into an exit)
+  runs ``shutdown -P now``, falling back to ``poweroff``. The launcher starts the instance with
+  ``InstanceInitiatedShutdownBehavior=terminate``, so powering off terminates it: no cost leaks,
+  even when Docker cannot be installed or the callback is unreachable.
+* **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff;
+  never an absolute path). A sane system PATH is *appended*, so stub tools placed first on PATH by
+  a test win. ``JOBMAN_SYSTEM_PATH`` replaces that appended part (tests set it to a directory of
+  chosen tools, so a real ``docker`` on the test machine cannot leak in); cloud-init never sets it.
+* **Docker.** If ``docker`` is absent it is installed (``dnf install -y docker``); if the daemon
+  does not answer ``docker info`` it is started (``systemctl enable --now docker``, falling back to
+  ``systemctl start docker``) and waited for. If that fails the job is reported ``failed`` with
+  exit code 125 (Docker's own "could not run the container" code) and the instance powers off.
+* **Callbacks.** ``PUT <callback_url>`` with ``Content-Type: application/json`` and
+  ``Authorization: Bearer <job.callback_token>``: ``{"status":"running"}`` before the container,
+  then ``{"status":"finished","exit-code":0}`` or ``{"status":"failed","exit-code":N}``. curl runs
+  with ``-fsS``, ``--globoff`` (``{}``/``[]`` in the URL are not curl globs), ``--max-time`` and
+  ``--retry``, inside a loop of attempts with doubling back-off;
+  a callback that ultimately fails is logged and the script goes on (to power-off). The response
+  body is discarded (it echoes the environment) and the token is never printed.
+* **The container** runs as ``timeout --kill-after=30s <timeout>s docker run --rm -e 'K=V'...
+  '<image>'``. ``timeout`` gives 124, which is reported as the exit code (as is a container killed
+  after the 30 s grace, normalised from 137). The image is quoted and refused if it starts with
+  ``-``, so it can never be taken as a flag. Image pull time counts against the timeout, which
+  keeps the instance's lifetime bounded.
+* **Environment values byte-exact.** Each variable is one quoted ``KEY=VALUE`` argument of
+  ``docker run -e``; the Docker CLI splits it at the first ``=`` and passes the rest untouched
+  (``opts.ValidateEnv``), so spaces, quotes, ``$``, backticks, ``;``, newlines (a trailing one
+  too), ``\\``, ``%``, ``*`` and unicode arrive as they were. Passing ``KEY=VALUE`` rather than
+  exporting the value and passing ``-e KEY`` keeps the job's variables out of the environment of
+  bash and of the Docker CLI itself, where names such as ``PATH``, ``IFS``, ``UID`` (read-only in
+  bash), ``LD_PRELOAD``, ``DOCKER_HOST`` or ``GODEBUG`` would change how the script or the CLI
+  behaves instead of only reaching the container. Env-file parsing is never involved.
+* **Deterministic.** The same job and URL always render the same bytes (variables sorted by name,
+  no timestamps or randomness), because a retried ``RunInstances`` of the same attempt must send
+  the same parameters as the first, or EC2 answers ``IdempotentParameterMismatch``.
+* **Small.** About 4 KiB plus the quoted environment; EC2's limit is 16 KiB of raw user-data, and
+  a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming ``env-variables``.
+
+Test-only knobs (absent on EC2, where cloud-init runs the script with a clean environment), read
+as small non-negative integers and otherwise ignored: ``JOBMAN_CALLBACK_ATTEMPTS`` (default 5),
+``JOBMAN_CALLBACK_BACKOFF`` (first delay in seconds, default 5), ``JOBMAN_CURL_RETRIES``
+(default 3) and ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Mapping
+
+from ..errors import InvalidInput
+from ..model import Job
+
+#: EC2's limit on raw (not base64-encoded) user-data, in bytes.
+USER_DATA_LIMIT = 16384
+
+#: The path of the callback endpoint under the daemon's public URL (DESIGN.md section 4).
+CALLBACK_PATH = "/jobMan/v1.1/jobs/{job_id}/callback"
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space: one HTTP header value
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_TITLE_LOG_MAX = 120
+
+USER_DATA_TEMPLATE = r"""#!/bin/bash
+# jobman user-data for job @@JOB_ID@@, rendered by jobman_cli/launchers/userdata.py (see its
+# docstring): install Docker if absent, report "running", run the image under `timeout`, report
+# "finished"/"failed" with the exit code, then power off whatever happens. No `set -e`: every
+# failure is handled where it happens.
+
+# ---- job parameters (every value single-quoted by the renderer) -------------------------------
+job_id=@@JOB_ID@@
+job_title=@@TITLE@@
+image=@@IMAGE@@
+job_timeout=@@TIMEOUT@@
+callback_url=@@CALLBACK_URL@@
+callback_token=@@CALLBACK_TOKEN@@
+env_args=(@@ENV_ARGS@@)
+
+# ---- tools come from PATH; the system default is appended so earlier entries win --------------
+system_path=${JOBMAN_SYSTEM_PATH-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
+PATH=${PATH:+$PATH${system_path:+:}}$system_path
+export PATH
+
+number() { if [[ $1 =~ ^(0|[1-9][0-9]{0,3})$ ]]; then echo "$1"; else echo "$2"; fi; }
+callback_attempts=$(number "${JOBMAN_CALLBACK_ATTEMPTS-}" 5)
+callback_backoff=$(number "${JOBMAN_CALLBACK_BACKOFF-}" 5)
+curl_retries=$(number "${JOBMAN_CURL_RETRIES-}" 3)
+docker_wait=$(number "${JOBMAN_DOCKER_WAIT-}" 120)
+
+log() { printf '%(%Y-%m-%dT%H:%M:%S%z)T jobman[job %s]: %s\n' -1 "$job_id" "$*"; }
+
+power_off() {
+  log "powering off"
+  shutdown -P now || poweroff || log "could not power off: neither shutdown nor poweroff worked"
+}
+trap power_off EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# report STATUS EXIT_CODE|"" ATTEMPTS -- PUT the status to the callback URL; never prints the token.
+report() {
+  local status=$1 code=$2 attempts=$3 n=1 delay=$callback_backoff body
+  body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}}"
+  while :; do
+    if curl -fsSg -o /dev/null --connect-timeout 10 --max-time 30 \
+        --retry "$curl_retries" --retry-connrefused --retry-max-time 120 \
+        -X PUT -H 'Content-Type: application/json' \
+        -H "Authorization: Bearer $callback_token" \
+        --data-binary "$body" --url "$callback_url"; then
+      log "reported $status${code:+ (exit code $code)}"
+      return 0
+    fi
+    if (( n >= attempts )); then
+      log "could not report $status after $n attempt(s); giving up"
+      return 1
+    fi
+    log "reporting $status failed (attempt $n of $attempts); retrying in ${delay}s"
+    sleep "$delay"
+    n=$((n + 1))
+    delay=$((delay * 2))
+  done
+}
+
+docker_ready() { docker info >/dev/null 2>&1; }
+
+ensure_docker() {
+  local waited=0
+  if ! command -v docker >/dev/null 2>&1; then
+@@INSTALL_DOCKER@@
+    command -v docker >/dev/null 2>&1 || { log "docker still not found after installing it"; return 1; }
+  fi
+  docker_ready && return 0
+  log "starting the docker service"
+  systemctl enable --now docker || systemctl start docker || { log "systemctl could not start docker"; return 1; }
+  until docker_ready; do
+    if (( waited >= docker_wait )); then
+      log "the docker daemon did not answer within ${docker_wait}s"
+      return 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
+log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
+if ! ensure_docker; then
+  report failed 125 "$callback_attempts"
+  exit 125
+fi
+report running "" 1
+log "running the container"
+started=$SECONDS
+timeout --kill-after=30s "${job_timeout}s" docker run --rm "${env_args[@]}" "$image" </dev/null
+rc=$?
+# Killed after the grace period: still the timeout, not the container's own doing.
+if (( rc == 137 && SECONDS - started >= job_timeout )); then rc=124; fi
+if (( rc == 0 )); then
+  log "the container exited with code 0"
+  report finished 0 "$callback_attempts"
+elif (( rc == 124 )); then
+  log "the container timed out after ${job_timeout}s (exit code 124)"
+  report failed 124 "$callback_attempts"
+else
+  log "the container exited with code $rc"
+  report failed "$rc" "$callback_attempts"
+fi
+exit "$rc"
+"""
+"""The script, with ``@@NAME@@`` placeholders that :func:`render_user_data` fills with quoted
+values. Guarantees are listed in the module docstring; keep the two in step."""
+
+
+_INSTALL_DOCKER = """\
+    log "docker not found; installing it with dnf"
+    dnf install -y docker || { log "dnf could not install docker"; return 1; }"""
+_NO_INSTALL_DOCKER = """\
+    log "docker not found, and this launcher does not install it"
+    return 1"""
+
+
+def callback_url_for(public_url: str, job_id: int) -> str:
+    """The full callback URL of a job under the daemon's public URL (trailing slashes ignored)."""
+    base = public_url.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")) or _UNPRINTABLE.search(base) or " " in base:
+        raise InvalidInput("public-url", f"must be an http:// or https:// URL without spaces (got {base!r})")
+    return base + CALLBACK_PATH.format(job_id=int(job_id))
+
+
+def _env_args(env: Mapping[str, str]) -> str:
+    """``-e 'KEY=VALUE'`` lines for the ``env_args`` bash array, sorted by key (determinism)."""
+    lines = []
+    for key in sorted(env):
+        value = env[key]
+        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+            raise InvalidInput("env-variables", f"{key!r} is not a valid shell identifier")
+        if not isinstance(value, str):
+            raise InvalidInput("env-variables", f"the value of {key} must be a string")
+        if "\x00" in value:
+            raise InvalidInput("env-variables", f"the value of {key} contains a NUL byte, which no environment can carry")
+        _require_utf8("env-variables", value, f"the value of {key}")
+        lines.append(f"\n  -e {shlex.quote(key + '=' + value)}")
+    return "".join(lines) + ("\n" if lines else "")
+
+
+def _require_utf8(field: str, value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, f"{what} is not valid unicode (lone surrogate)") from None
+
+
+def _loggable_title(title: str) -> str:
+    """The title as it appears in the console log: one line, printable, shortened."""
+    text = _UNPRINTABLE.sub("?", title or "")
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= _TITLE_LOG_MAX else text[: _TITLE_LOG_MAX - 3] + "..."
+
+
+def _check_fields(job: Job, callback_url: str) -> None:
+    """Defence in depth: the service validated these already; the renderer refuses to quote
+    anything that could still be misread (a flag-like image, a multi-line header)."""
+    image = job.docker_image
+    if not isinstance(image, str) or not image or image.startswith("-") or re.search(r"[\s\x00-\x1f\x7f]", image):
+        raise InvalidInput("docker-image", f"must be a Docker reference, not empty nor starting with '-' (got {image!r})")
+    _require_utf8("docker-image", image, "the image")
+    timeout = job.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise InvalidInput("timeout", f"must be a positive number of seconds (got {timeout!r})")
+    if not isinstance(job.callback_token, str) or not _TOKEN.fullmatch(job.callback_token):
+        raise InvalidInput("callback-token", "must be non-empty printable ASCII without spaces")
+    if (not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://"))
+            or re.search(r"[\s\x00-\x1f\x7f]", callback_url)):
+        raise InvalidInput("callback-url", f"must be an http:// or https:// URL without spaces (got {callback_url!r})")
+    _require_utf8("callback-url", callback_url, "the callback URL")
+    if isinstance(job.id, bool) or not isinstance(job.id, int) or job.id < 0:
+        raise InvalidInput("id", f"must be a non-negative integer (got {job.id!r})")
+
+
+def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True) -> str:
+    """The user-data script for ``job``, reporting to ``callback_url``.
+
+    ``callback_url`` is the full URL (see :func:`callback_url_for`); the bearer token is
+    ``job.callback_token``. ``docker_install=False`` drops the ``dnf`` install step, for AMIs that
+    ship Docker (a missing ``docker`` is then reported as failed with exit code 125). Raises
+    :class:`InvalidInput` for a field that cannot be rendered safely, or when the script would be
+    over :data:`USER_DATA_LIMIT` bytes.
+    """
+    _check_fields(job, callback_url)
+    values = {
+        "JOB_ID": str(job.id),
+        "TITLE": shlex.quote(_loggable_title(job.title)),
+        "IMAGE": shlex.quote(job.docker_image),
+        "TIMEOUT": str(job.timeout),
+        "CALLBACK_URL": shlex.quote(callback_url),
+        "CALLBACK_TOKEN": shlex.quote(job.callback_token),
+        "ENV_ARGS": _env_args(job.env_variables),
+        "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
+    }
+    # One pass over the placeholders, so a value that happens to contain "@@NAME@@" stays literal.
+    script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)
+    size = len(script.encode("utf-8"))
+    if size > USER_DATA_LIMIT:
+        raise InvalidInput(
+            "env-variables",
+            f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten the environment)",
+        )
+    return script

@@ -1,0 +1,429 @@
+"""``jobman daemon``: launch due jobs on EC2 and follow them to the end (DESIGN.md section 5).
+
+One :class:`Daemon` pass, :meth:`Daemon.tick`, does four things, in this order:
+
+1. **Abandoned launches.** A job left in ``launching`` by a daemon that died mid-launch is taken
+   over (a compare-and-set on its version, so two daemons never both take it), then its instance is
+   looked up by tag (store, job id, attempt) *before* any new ``RunInstances``: found, it is
+   recorded; not found, the same attempt is launched again with the same ``ClientToken``. So a
+   daemon killed at any point never starts a second instance for one attempt — on AWS and under
+   moto (which ignores ``ClientToken``) alike.
+2. **Start deadlines.** A job more than ``start_deadline`` past its time fails as missed.
+3. **Due jobs.** Each is claimed (``scheduled -> launching``, attempt+1, launch token) *before* AWS
+   is called, in a bounded pool of workers, so a burst is not serialized and the store can
+   group-commit the concurrent claims. Steps 2 and 3 are one compare-and-set per job in a worker.
+4. **Reconciliation** (every ``reconcile_interval``): see :mod:`jobman_cli.reconcile`.
+
+:meth:`Daemon.run` sleeps on an :class:`threading.Event` until the next due time, the next
+reconciliation or the next poll of the store's cheap change marker; the service's change
+notifications (API requests) set the event. Nothing re-reads the store while nothing changed, so an
+idle daemon costs one ``stat`` per ``watch_interval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from .clock import Clock, SystemClock
+from .errors import InvalidInput, JobmanError, LaunchError
+from .launchers.base import InstanceInfo, Launcher
+from .launchers.userdata import callback_url_for, render_user_data
+from .model import Job, JobStatus, format_time
+from .reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING,
+                        Collector, Outcome, Reconciler, Skip, TickReport, describe_change, guarded_update)
+from .service import JobService, launch_token_for
+from .settings import DaemonSettings
+from .stores.base import JobStore
+
+__all__ = ["Daemon", "TickReport", "Outcome", "run_daemon", "CLAIMED_BY", "DEFAULT_LAUNCH_LEASE"]
+
+#: ``Job.extra`` key naming the daemon that claimed a job (extra keys persist in every store).
+CLAIMED_BY = "claimed-by"
+#: How long a claim by another daemon is honoured before its job counts as abandoned.
+DEFAULT_LAUNCH_LEASE = 60.0
+
+
+def new_daemon_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def format_duration(seconds: float) -> str:
+    """``2h5m``, ``45s``: the duration grammar the CLI accepts, for messages."""
+    rest = max(0, int(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def missed_reason(job: Job, now: datetime) -> str:
+    reason = f"missed start deadline (due {format_time(job.date_time)}, {format_duration((now - job.date_time).total_seconds())} late)"
+    if job.reason and job.attempts:  # it was waiting for a retry: say why it was not launched
+        reason += f"; last launch error: {job.reason}"
+    return reason
+
+
+def stderr_log(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class Daemon:
+    """The scheduler loop over one store and one launcher. See the module docstring."""
+
+    def __init__(self, store: JobStore, launcher: Launcher, settings: DaemonSettings, *,
+                 clock: Clock | None = None, service: JobService | None = None, daemon_id: str | None = None,
+                 exclusive: bool = False, launch_lease: float | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        """``exclusive``: this daemon holds the store's daemon lock (TinyDB), so any ``launching`` job
+        it is not launching itself is abandoned. Otherwise (DynamoDB, several daemons) a claim by
+        another daemon is abandoned only once its lease expired."""
+        self.store = store
+        self.launcher = launcher
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.service = service or JobService(store, self.clock)
+        self.daemon_id = daemon_id or new_daemon_id()
+        self.exclusive = exclusive
+        self.launch_lease = float(launch_lease if launch_lease is not None
+                                  else getattr(settings, "launch_lease", DEFAULT_LAUNCH_LEASE))
+        self.public_url = settings.effective_public_url
+        self._write_log = log or stderr_log
+        self._log_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._futures: set[Future] = set()
+        #: job id -> (not before, unexpected errors in a row): a job whose handling crashed waits.
+        self._cooldown: dict[int, tuple[datetime, int]] = {}
+        self._next_reconcile: datetime | None = None
+        self._pool = ThreadPoolExecutor(max_workers=settings.launch_workers, thread_name_prefix="jobman-launch")
+        self._reconciler = Reconciler(store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
+                                      in_flight=self.in_flight)
+        self.service.subscribe(self._on_service_change)
+
+    # ------------------------------------------------------------------ small helpers
+    def log(self, line: str) -> None:
+        with self._log_lock:
+            self._write_log(f"{format_time(self.clock.now().replace(microsecond=0))} {line}")
+
+    def in_flight(self, job_id: int) -> bool:
+        with self._lock:
+            return job_id in self._in_flight
+
+    def _now(self, at_least: datetime) -> datetime:
+        now = self.clock.now()
+        return now if now > at_least else at_least
+
+    def _on_service_change(self, job: Job) -> None:
+        """A change made through the service (the API): log it and wake the loop at once."""
+        if job.status is JobStatus.SCHEDULED:
+            self.log(f"job {job.id} scheduled for {format_time(job.date_time)}")
+        else:
+            code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
+            self.log(f"job {job.id} -> {job.status.value} (reported{code})")
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from a signal handler: sets two events, nothing else)."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # ------------------------------------------------------------------ one pass
+    def tick(self, now: datetime | None = None, *, wait_launches: bool = True,
+             reconcile: bool | None = None) -> TickReport:
+        """One pass (see the module docstring). ``reconcile=None``: when the interval is due.
+
+        With ``wait_launches`` (tests, ``--once``) the launches started by this pass are waited for
+        and the reconciliation runs after them, so the report is complete.
+        """
+        now = now or self.clock.now()
+        out = Collector()
+        futures: list[Future] = []
+        if not self.stopping:
+            futures += self._resolve_abandoned(now, out)
+            futures += self._start_due(now, out)
+        if wait_launches and futures:
+            wait(futures)
+        do_reconcile = reconcile if reconcile is not None else (
+            self._next_reconcile is None or now >= self._next_reconcile)
+        if do_reconcile:
+            self._next_reconcile = now + timedelta(seconds=self.settings.reconcile_interval)
+            self._reconciler.run(now, out)
+        return out.report(do_reconcile)
+
+    def _reserve(self, job_id: int, now: datetime) -> bool:
+        """Mark a job as this daemon's to handle; False if it is in flight or cooling down."""
+        with self._lock:
+            if job_id in self._in_flight:
+                return False
+            cooldown = self._cooldown.get(job_id)
+            if cooldown is not None and now < cooldown[0]:
+                return False
+            self._in_flight.add(job_id)
+            return True
+
+    def _submit(self, task: Callable[[Job, datetime, Collector], None], job: Job, now: datetime,
+                out: Collector) -> Future:
+        future = self._pool.submit(self._guarded, task, job, now, out)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        self._wake.set()  # a launch ended: the loop re-checks (a retry may be due, a claim freed)
+
+    def _guarded(self, task: Callable[[Job, datetime, Collector], None], job: Job, now: datetime,
+                 out: Collector) -> None:
+        """Run one job's task. Whatever happens, the loop and the other jobs go on."""
+        try:
+            task(job, now, out)
+            with self._lock:
+                self._cooldown.pop(job.id, None)
+        except Exception as exc:  # one job's bug must not kill the daemon
+            self._crashed(job, exc, out)
+        finally:
+            with self._lock:
+                self._in_flight.discard(job.id)
+
+    def _crashed(self, job: Job, exc: Exception, out: Collector) -> None:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        now = self.clock.now()
+        with self._lock:
+            _, errors = self._cooldown.get(job.id, (now, 0))
+            errors += 1
+            delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (errors - 1))
+            self._cooldown[job.id] = (now + timedelta(seconds=delay), errors)
+        out.add(ERROR, job.id, message)
+        if errors < self.settings.max_attempts:
+            self.log(f"job {job.id}: unexpected error: {message}; will look at it again in {format_duration(delay)}")
+            return
+        reason = f"internal error: {message}"
+        try:
+            after = guarded_update(self.store, job.id, lambda cur: cur if cur.terminal else cur.failed(reason, now))
+        except Exception as again:  # the store itself is broken; keep going, log it
+            self.log(f"job {job.id}: unexpected error: {message}; cannot fail it either: {again}")
+            return
+        if after is not None and after.terminal:
+            self.log(f"job {job.id} -> failed ({reason})")
+
+    def next_wake(self, after: datetime | None = None) -> datetime | None:
+        """The earliest time (later than ``after``) a job whose handling crashed may be looked at again."""
+        with self._lock:
+            return min((t for t, _ in self._cooldown.values() if after is None or t > after), default=None)
+
+    @property
+    def next_reconcile(self) -> datetime | None:
+        """When the next pass reconciles (None: the next pass does)."""
+        return self._next_reconcile
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep until ``seconds`` passed or something woke the loop (API change, launch end, signal)."""
+        if seconds > 0:
+            self._wake.wait(seconds)
+        self._wake.clear()
+
+    # ------------------------------------------------------------------ 1. abandoned launches
+    def _abandoned(self, now: datetime) -> list[Job]:
+        found = []
+        for job in self.store.active():
+            if not (job.status is JobStatus.LAUNCHING or (job.status is JobStatus.RUNNING and job.instance_id is None)):
+                continue
+            if self.in_flight(job.id):
+                continue
+            if not self.exclusive and job.extra.get(CLAIMED_BY) != self.daemon_id:
+                touched = job.updated_at or job.created_at
+                if now < touched + timedelta(seconds=self.launch_lease):
+                    continue  # another daemon's claim, still within its lease
+            found.append(job)
+        return found
+
+    def _resolve_abandoned(self, now: datetime, out: Collector) -> list[Future]:
+        return [self._submit(self._take_over, job, now, out)
+                for job in self._abandoned(now) if self._reserve(job.id, now)]
+
+    def _take_over(self, seen: Job, now: datetime, out: Collector) -> None:
+        t = self._now(now)
+
+        def take(current: Job) -> Job:
+            if current.version != seen.version:
+                raise Skip  # someone else moved it (or took it over) since we looked
+            extra = {**current.extra, CLAIMED_BY: self.daemon_id}
+            token = current.launch_token or launch_token_for(self.store.store_id, current.id, current.attempts)
+            return dataclasses.replace(current, extra=extra, launch_token=token, updated_at=t,
+                                       version=current.version + 1)
+
+        job = guarded_update(self.store, seen.id, take)
+        if job is None:
+            return
+        instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
+                                                 include_terminated=True)
+        if instances:
+            chosen = _best_instance(instances)
+            self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
+                     f"{job.attempts} launched before a restart; adopting it")
+            self._record_launch(job, chosen.instance_id, out, ADOPTED)
+            return
+        if job.status is not JobStatus.LAUNCHING:
+            return  # it reported running, so its instance exists: tag lookups can lag; next pass
+        self.log(f"job {job.id}: no instance of attempt {job.attempts} exists; launching it again")
+        self._launch(job, out)
+
+    # ------------------------------------------------------------------ 2 + 3. due jobs
+    def _start_due(self, now: datetime, out: Collector) -> list[Future]:
+        futures = []
+        for job in self.store.due(now):
+            if self.stopping:
+                break
+            if self._reserve(job.id, now):
+                futures.append(self._submit(self._claim_and_launch, job, now, out))
+        return futures
+
+    def _claim_and_launch(self, seen: Job, now: datetime, out: Collector) -> None:
+        if self.stopping:
+            return  # stop claiming; the job stays scheduled for the next daemon
+        t = self._now(now)
+
+        def claim(current: Job) -> Job:
+            if current.status is not JobStatus.SCHEDULED or current.due_at > t:
+                raise Skip
+            if t > current.date_time + timedelta(seconds=current.start_deadline):
+                return current.failed(missed_reason(current, t), t)
+            claimed = current.claimed(t, launch_token_for(self.store.store_id, current.id, current.attempts + 1))
+            return dataclasses.replace(claimed, extra={**claimed.extra, CLAIMED_BY: self.daemon_id})
+
+        job = guarded_update(self.store, seen.id, claim)
+        if job is None:
+            return
+        if job.status is JobStatus.FAILED:
+            self.log(describe_change(seen, job, job.reason or ""))
+            out.add(MISSED, job.id, job.reason or "")
+            return
+        self.log(describe_change(seen, job, f"attempt {job.attempts}"))
+        self._launch(job, out)
+
+    def _launch(self, job: Job, out: Collector) -> None:
+        """RunInstances for a claimed job, then record what happened."""
+        try:
+            user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id))
+        except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
+            self._launch_failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
+            return
+        try:
+            instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
+        except LaunchError as exc:
+            self._launch_failed(job, exc, out)
+            return
+        self._record_launch(job, instance_id, out, LAUNCHED)
+
+    def _record_launch(self, job: Job, instance_id: str, out: Collector, kind: str) -> None:
+        t = self.clock.now()
+
+        def record(current: Job) -> Job:
+            if current.attempts != job.attempts:
+                raise Skip  # moved on to another attempt: the reaper ends this instance
+            if current.terminal:  # cancelled (or reported) while we launched
+                return current if current.instance_id else current.attach_instance(instance_id, t)
+            if current.status in (JobStatus.LAUNCHING, JobStatus.RUNNING) and current.instance_id in (None, instance_id):
+                return current.launched(instance_id, t)
+            raise Skip
+
+        after = guarded_update(self.store, job.id, record)
+        if after is None:
+            self.log(f"job {job.id}: instance {instance_id} is not wanted any more; the reaper will end it")
+            return
+        if after.terminal:
+            try:
+                self.launcher.terminate([instance_id])
+            except JobmanError as exc:
+                self.log(f"job {job.id}: cannot terminate instance {instance_id}: {exc}; the reaper will end it")
+            else:
+                self.log(f"job {job.id} was {after.status.value} during its launch; instance {instance_id} terminated")
+            out.add(CANCELLED_DURING_LAUNCH, job.id, after.status.value, instance_id)
+            return
+        # ``job`` is the claimed snapshot; if the instance reported ``running`` first, the service
+        # already logged that change, and this line records the instance.
+        self.log(describe_change(job, after, f"instance {instance_id}, attempt {after.attempts}"))
+        out.add(kind, job.id, "", instance_id)
+
+    def _launch_failed(self, job: Job, exc: LaunchError, out: Collector) -> None:
+        t = self.clock.now()
+        settings = self.settings
+        if exc.code == "IdempotentInstanceTerminated":
+            reason = "instance vanished without reporting (state: terminated)"
+        elif exc.retryable and job.attempts < settings.max_attempts:
+            delay = min(settings.backoff_max, settings.backoff_base * 2 ** (job.attempts - 1))
+            retry_reason = f"launch attempt {job.attempts} failed: {exc}"
+
+            def retry(current: Job) -> Job:
+                if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
+                    raise Skip
+                return current.retry_later(retry_reason, t + timedelta(seconds=delay), t)
+
+            after = guarded_update(self.store, job.id, retry)
+            if after is not None:
+                self.log(describe_change(job, after, f"retry in {format_duration(delay)}: {exc}"))
+                out.add(RETRYING, job.id, str(exc))
+                self._wake.set()
+            return
+        elif exc.retryable:
+            reason = f"launch error after {job.attempts} attempts: {exc}"
+        else:
+            reason = f"launch error: {exc}"
+
+        def fail(current: Job) -> Job:
+            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
+                raise Skip
+            return current.failed(reason, t)
+
+        after = guarded_update(self.store, job.id, fail)
+        if after is not None:
+            self.log(describe_change(job, after, reason))
+            out.add(LAUNCH_FAILED, job.id, reason)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Loop until :meth:`stop`; then finish the launches in flight. Returns the exit code 0."""
+        from .daemon_loop import run_loop
+
+        try:
+            run_loop(self)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        """Stop claiming, cancel queued work, wait for the launches already talking to AWS."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _best_instance(instances: list[InstanceInfo]) -> InstanceInfo:
+    """Of several instances of one attempt (only possible where ``ClientToken`` is ignored), the one
+    to keep: a live one first, then the earliest launched. The reaper ends the others."""
+    return sorted(instances, key=lambda i: (i.gone, i.launch_time is None, i.launch_time or 0, i.instance_id))[0]
+
+
+def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
+    """The ``jobman daemon`` command: wire store, launcher and listener, then run. Returns exit code."""
+    from .daemon_loop import run_daemon as _run
+
+    return _run(settings, ec2)

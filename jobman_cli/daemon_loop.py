@@ -1,0 +1,217 @@
+"""The daemon's outer shell: the sleeping loop, signal handling and the wiring of ``jobman daemon``.
+
+Kept apart from :mod:`jobman_cli.daemon` (what one pass does) so each stays small. The loop's whole
+job is to call :meth:`Daemon.tick` at the right moments and otherwise cost nothing:
+
+* at the next due time (``store.next_due_at()``, re-read only when the store changed),
+* at the next reconciliation, or when a job that crashed may be looked at again,
+* when the store's change marker moved (a ``stat`` every ``watch_interval``; another process
+  added or changed a job) and something is due,
+* when the event is set (the API changed something through the service, a launch ended, a signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .daemon import Daemon
+from .errors import ConfigError, JobmanError
+from .reconcile import TickReport
+from .service import JobService
+from .settings import DaemonSettings
+
+
+class _Errors:
+    """Logs a failing loop step once per distinct message, so a broken store does not flood stderr."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.last: str | None = None
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # the loop must survive anything one step does
+            message = " ".join(f"{type(exc).__name__}: {exc}".split()) if not isinstance(exc, JobmanError) else str(exc)
+            if message != self.last:
+                self.daemon.log(f"error: {message} (the daemon keeps running)")
+                self.last = message
+            return False, None
+        self.last = None
+        return True, result
+
+
+def run_loop(daemon: Daemon) -> None:
+    store, clock, watch = daemon.store, daemon.clock, daemon.settings.watch_interval
+    errors = _Errors(daemon)
+    now = clock.now()
+    errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
+    last_tick = now
+    _, marker = errors.call(store.change_marker)
+    _, next_due = errors.call(store.next_due_at)
+    daemon.log(f"ready; next job due {_when(next_due)}")
+    while not daemon.stopping:
+        now = clock.now()
+        wake_at = [now + timedelta(seconds=watch)]
+        if next_due is not None and next_due > last_tick:
+            wake_at.append(next_due)
+        if daemon.next_reconcile is not None:
+            wake_at.append(daemon.next_reconcile)
+        cooled = daemon.next_wake(after=last_tick)
+        if cooled is not None:
+            wake_at.append(cooled)
+        daemon.sleep((min(wake_at) - now).total_seconds())
+        if daemon.stopping:
+            break
+        now = clock.now()
+        ok, current = errors.call(store.change_marker)
+        changed = ok and current != marker
+        if changed:
+            marker = current
+            _, next_due = errors.call(store.next_due_at)
+        due = next_due is not None and next_due <= now and (changed or next_due > last_tick)
+        cooled_now = cooled is not None and cooled <= now
+        reconcile_now = daemon.next_reconcile is None or now >= daemon.next_reconcile
+        if due or cooled_now or reconcile_now:
+            # Read the marker first: a write after this point is seen by the next poll.
+            _, marker = errors.call(store.change_marker)
+            errors.call(daemon.tick, now, wait_launches=False)
+            last_tick = now
+            _, next_due = errors.call(store.next_due_at)
+    daemon.log("stopping: no new launches; waiting for launches in flight")
+
+
+def _when(value: datetime | None) -> str:
+    from .model import format_time
+
+    return format_time(value) if value is not None else "(none scheduled)"
+
+
+# ---------------------------------------------------------------------- wiring
+class DaemonLock:
+    """``<db>.daemon.lock``: one daemon per TinyDB file (a second one gets a one-line error).
+
+    ``flock`` is released by the kernel when the process dies, even by SIGKILL, so a crashed daemon
+    never blocks its successor.
+    """
+
+    def __init__(self, store_path: str) -> None:
+        import fcntl
+
+        self.path = Path(f"{store_path}.daemon.lock")
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the daemon lock file {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ConfigError(f"another jobman daemon is already running on {store_path} "
+                              f"(it holds {self.path})") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT only call ``stop`` (which sets two events); the loop does the rest."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stop())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_api(settings: DaemonSettings, service: JobService) -> tuple[Any, str]:
+    """Start the HTTP listener if this build has one. Returns ``(server or None, token note)``."""
+    try:
+        from .api import ApiServer, load_or_create_api_token
+    except ModuleNotFoundError as exc:
+        if exc.name != "jobman_cli.api":
+            raise
+        return None, "HTTP API not available in this build; running without it"
+    token, token_path = load_or_create_api_token(settings.home)
+    note = f"API token file {token_path}" if token_path else "API token from JOBMAN_API_TOKEN"
+    server = ApiServer(service, host=settings.listen_host, port=settings.listen_port, api_token=token,
+                       tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.listen_host}:{settings.listen_port}: "
+                          f"{exc.strerror or exc}") from None
+    return server, note
+
+
+def summary(report: TickReport) -> str:
+    counts: dict[str, int] = {}
+    for outcome in report.outcomes:
+        counts[outcome.kind] = counts.get(outcome.kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing to do"
+
+
+def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
+    """Open the store, check credentials, start the listener, run until a signal. Exit code 0.
+
+    Every start-up problem (no credentials, a second daemon on the same file, the port taken, a
+    corrupt store) is a :class:`~jobman_cli.errors.JobmanError`, which the CLI prints as one line
+    with exit code 1.
+    """
+    from .launchers.ec2 import EC2Launcher
+    from .stores import open_store
+
+    launcher = EC2Launcher(ec2)
+    launcher.check_credentials()
+    settings.effective_public_url  # noqa: B018  (raises ConfigError for 0.0.0.0 without --public-url)
+    exclusive = not settings.store_location.startswith("dynamodb://")
+    lock = DaemonLock(settings.store_location) if exclusive else None
+    store = server = daemon = None
+    try:
+        store = open_store(settings.store_location, create=True)
+        service = JobService(store)
+        note = "HTTP API disabled"
+        if settings.serve_api and not settings.once:
+            server, note = start_api(settings, service)
+            if server is not None:
+                settings = dataclasses.replace(settings, listen_port=server.port)
+        daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive)
+        daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting")
+        daemon.log(f"store {store.location} (store id {store.store_id}; instances tagged "
+                   f"{launcher.settings.store_tag_key}={store.store_id})")
+        if server is not None:
+            scheme = "https" if settings.tls_cert else "http"
+            host = f"[{settings.listen_host}]" if ":" in settings.listen_host else settings.listen_host
+            daemon.log(f"listening on {scheme}://{host}:{settings.listen_port}")
+        daemon.log(f"instances call back to {daemon.public_url}; {note}")
+        if settings.once:
+            report = daemon.tick(wait_launches=True, reconcile=True)
+            daemon.log(f"one pass done: {summary(report)}")
+            return 0
+        with stop_on_signals(daemon.stop):
+            return daemon.run()
+    finally:
+        if daemon is not None:
+            daemon.close()
+        if server is not None:
+            server.stop()
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.release()

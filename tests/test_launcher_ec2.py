@@ -461,3 +461,13 @@ def test_settings_refuse_reserved_or_duplicate_tags():
     assert EC2Settings(security_group_ids=["sg-1"]).security_group_ids == ("sg-1",)  # type: ignore[arg-type]
     assert EC2Settings().ami_parameter == DEFAULT_AMI_PARAMETER
     assert EC2Settings(ami="ami-0abc").ami_parameter is None
+
+
+def test_sdk_errors_outside_aws_answers():
+    from botocore.exceptions import NoCredentialsError, ParamValidationError
+    from jobman_cli.launchers.ec2 import to_launch_error
+
+    lost = to_launch_error(NoCredentialsError())  # e.g. an instance role's credentials mid-rotation
+    assert lost.retryable and lost.code == "NoCredentialsError" and NO_CREDENTIALS in str(lost)
+    bad = to_launch_error(ParamValidationError(report="Invalid type for parameter MinCount"))
+    assert not bad.retryable and bad.code == "ParamValidationError" and "\n" not in str(bad)

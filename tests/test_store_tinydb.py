@@ -1,0 +1,406 @@
+"""The TinyDB file store: the shared contract, plus what only a file can get wrong (format, modes,
+foreign and damaged files, caching, group commit, and real processes racing on one file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tinydb import TinyDB
+
+from conftest import make_draft
+from jobman_cli.errors import JobNotFound, StoreError, TransitionNotAllowed
+from jobman_cli.model import JobStatus
+from jobman_cli.stores import tinydb as tinydb_store
+from jobman_cli.stores.tinydb import TinyDBStore
+from store_contract import NOW, StoreContract, bump
+
+TESTS = Path(__file__).resolve().parent
+
+
+class TestTinyDBContract(StoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        handles: list[TinyDBStore] = []
+
+        def make() -> TinyDBStore:
+            handles.append(TinyDBStore(tmp_path / "jobs.json"))
+            return handles[-1]
+
+        yield make
+        for handle in handles:
+            handle.close()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "home" / "jobs.json"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# --------------------------------------------------------------------------- format and files
+def test_the_file_is_a_plain_tinydb_document(db_path):
+    store = TinyDBStore(db_path)
+    first, _ = store.add(make_draft(title="one"))
+    store.add(make_draft(title="two"))
+    doc = json.loads(db_path.read_bytes())
+    assert set(doc) == {"jobs", "meta"}
+    assert doc["meta"] == {"1": {"format": "jobman", "schema": 1, "store-id": store.store_id, "next-id": 3}}
+    assert len(store.store_id) == 32 and int(store.store_id, 16) >= 0
+    assert doc["jobs"]["1"]["title"] == "one" and doc["jobs"]["2"]["id"] == 2
+    with TinyDB(db_path, access_mode="r") as plain:
+        assert plain.table("jobs").get(doc_id=first.id)["title"] == "one"
+        assert len(plain.table("jobs")) == 2
+
+
+def test_new_store_files_are_private_whatever_the_umask(db_path):
+    old = os.umask(0)
+    try:
+        store = TinyDBStore(db_path)
+        assert mode(db_path.parent) == 0o700
+        assert mode(db_path) == 0o600
+        assert mode(db_path.with_name("jobs.json.lock")) == 0o600
+        store.add(make_draft())  # a rewrite is a new file: still 0600
+        assert mode(db_path) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_directory_keeps_its_mode(tmp_path):
+    tmp_path.chmod(0o755)
+    TinyDBStore(tmp_path / "jobs.json")
+    assert mode(tmp_path) == 0o755
+
+
+def test_ids_come_from_the_counter_not_from_the_highest_id(db_path):
+    store = TinyDBStore(db_path)
+    ids = [store.add(make_draft())[0].id for _ in range(3)]
+    with TinyDB(db_path) as plain:  # someone removes the newest job by hand
+        plain.table("jobs").remove(doc_ids=[ids[-1]])
+    assert store.add(make_draft())[0].id == ids[-1] + 1
+    assert TinyDBStore(db_path).add(make_draft())[0].id == ids[-1] + 2
+
+
+def test_a_stale_counter_never_makes_a_duplicate_id(db_path):
+    store = TinyDBStore(db_path)
+    for _ in range(3):
+        store.add(make_draft())
+    doc = json.loads(db_path.read_bytes())
+    doc["meta"]["1"]["next-id"] = 2  # a bad hand edit
+    db_path.write_text(json.dumps(doc))
+    assert TinyDBStore(db_path).add(make_draft())[0].id == 4
+
+
+def test_idempotent_add_and_noop_update_leave_the_file_untouched(db_path):
+    store = TinyDBStore(db_path)
+    job, _ = store.add(make_draft(idempotency_key="k"))
+    before, st = db_path.read_bytes(), os.stat(db_path)
+    assert TinyDBStore(db_path).add(make_draft(idempotency_key="k")) == (job, False)
+    assert store.update(job.id, lambda j: j) == job
+    with pytest.raises(TransitionNotAllowed):
+        store.update(job.id, lambda j: j.reported("running", None, NOW))
+    assert db_path.read_bytes() == before
+    assert os.stat(db_path).st_ino == st.st_ino and os.stat(db_path).st_mtime_ns == st.st_mtime_ns
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(db_path):
+    store = TinyDBStore(db_path)
+    leftover = db_path.with_name(".jobs.json.deadbeef.tmp")
+    leftover.write_bytes(b'{"half a')
+    unrelated = db_path.with_name("notes.tmp")
+    unrelated.write_text("keep me")
+    TinyDBStore(db_path).add(make_draft())
+    assert not leftover.exists() and unrelated.exists()
+    store.add(make_draft())
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["jobs.json", "jobs.json.lock", "notes.tmp"]
+
+
+# --------------------------------------------------------------------------- files that are not ours
+def _valid_store_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "model.json"
+    store = TinyDBStore(path)
+    for n in range(3):
+        store.add(make_draft(title=f"job {n}"))
+    return path.read_bytes()
+
+
+BAD_FILES = {
+    "not json": (b"{this is not json", "not valid JSON"),
+    "binary garbage": (bytes(range(256)), "not valid JSON"),
+    "truncated": (None, "not valid JSON"),
+    "empty": (b"", "empty"),
+    "only whitespace": (b"  \n\n", "empty"),
+    "empty object": (b"{}", "not a jobman store"),
+    "json array": (b"[1, 2, 3]", "not a jobman store"),
+    "another tinydb database": (b'{"_default": {"1": {"name": "x"}}}', "not a jobman store"),
+    "another program's meta": (b'{"meta": {"1": {"format": "other", "schema": 1}}}', "not a jobman store"),
+    "newer schema": (b'{"jobs": {}, "meta": {"1": {"format": "jobman", "schema": 2, "store-id": "a", "next-id": 1}}}',
+                     "schema 2 is newer"),
+    "bad schema": (b'{"jobs": {}, "meta": {"1": {"format": "jobman", "schema": "1"}}}', "damaged"),
+    "bad jobs table": (b'{"jobs": [], "meta": {"1": {"format": "jobman", "schema": 1, "store-id": "a", "next-id": 1}}}',
+                       "damaged"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_damaged_or_foreign_files_are_refused_and_never_written(tmp_path, case):
+    content, expected = BAD_FILES[case]
+    if content is None:
+        whole = _valid_store_bytes(tmp_path)
+        content = whole[: len(whole) // 2]
+    path = tmp_path / "jobs.json"
+    healthy = TinyDBStore(path)  # a handle that was open before the file went bad
+    healthy.add(make_draft())
+    path.write_bytes(content)
+    for attempt in (lambda: TinyDBStore(path), lambda: TinyDBStore(path, create=False),
+                    lambda: healthy.add(make_draft()), lambda: healthy.update(1, bump),
+                    lambda: healthy.list()):
+        with pytest.raises(StoreError) as err:
+            attempt()
+        message = str(err.value)
+        assert str(path) in message and expected in message
+        assert "\n" not in message
+    assert path.read_bytes() == content
+
+
+def test_a_malformed_job_record_is_a_store_error(db_path):
+    store = TinyDBStore(db_path)
+    store.add(make_draft())
+    doc = json.loads(db_path.read_bytes())
+    del doc["jobs"]["1"]["docker-image"]
+    db_path.write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match="job 1 is malformed"):
+        TinyDBStore(db_path).get(1)
+
+
+def test_a_path_that_cannot_be_read_is_a_store_error(tmp_path):
+    (tmp_path / "jobs.json").mkdir()
+    with pytest.raises(StoreError, match=r"jobs\.json: cannot read"):
+        TinyDBStore(tmp_path / "jobs.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_file_is_a_store_error(db_path):
+    TinyDBStore(db_path).add(make_draft())
+    db_path.chmod(0)
+    with pytest.raises(StoreError, match="Permission denied"):
+        TinyDBStore(db_path)
+
+
+def test_a_store_whose_file_vanished_refuses_to_start_over(db_path):
+    store = TinyDBStore(db_path)
+    store.add(make_draft())
+    db_path.unlink()
+    with pytest.raises(StoreError, match="disappeared"):
+        store.add(make_draft())
+    assert not db_path.exists()
+
+
+def test_a_closed_store_says_so(db_path):
+    store = TinyDBStore(db_path)
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.list()
+    with pytest.raises(StoreError, match="closed"):
+        store.add(make_draft())
+
+
+# --------------------------------------------------------------------------- create=False
+def test_read_only_open_of_a_missing_store_creates_nothing(tmp_path):
+    path = tmp_path / "not-yet" / "jobs.json"
+    store = TinyDBStore(path, create=False)
+    assert store.list() == [] and store.due(NOW) == [] and store.active() == []
+    assert store.next_due_at() is None and store.change_marker() is None and store.store_id == ""
+    with pytest.raises(JobNotFound):
+        store.get(1)
+    with pytest.raises(JobNotFound):
+        store.update(1, bump)
+    assert not path.parent.exists()
+    job, created = store.add(make_draft())  # the first write creates it
+    assert created and job.id == 1
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    assert store.store_id and TinyDBStore(path, create=False).store_id == store.store_id
+
+
+def test_a_writer_creates_the_store_under_a_read_only_handle(db_path):
+    reader = TinyDBStore(db_path, create=False)
+    assert reader.list() == []
+    job, _ = TinyDBStore(db_path).add(make_draft())
+    assert reader.get(job.id) == job and reader.store_id
+
+
+# --------------------------------------------------------------------------- caching, group commit
+def test_one_parse_and_one_write_per_operation_and_reuse_while_unchanged(db_path, monkeypatch):
+    TinyDBStore(db_path).add(make_draft())
+    decodes, writes = [], []
+    real_decode, real_write = tinydb_store._decode, tinydb_store.atomic_write
+    monkeypatch.setattr(tinydb_store, "_decode", lambda *a: decodes.append(1) or real_decode(*a))
+    monkeypatch.setattr(tinydb_store, "atomic_write", lambda *a, **k: writes.append(1) or real_write(*a, **k))
+    store = TinyDBStore(db_path)
+    job, _ = store.add(make_draft())
+    assert (len(decodes), len(writes)) == (1, 1)
+    for _ in range(3):
+        store.get(job.id), store.list(), store.due(NOW), store.active(), store.next_due_at()
+        store.update(job.id, bump)
+    assert (len(decodes), len(writes)) == (1, 4)  # its own writes keep the cache valid
+    TinyDBStore(db_path, create=False).update(job.id, bump)  # another "process" writes
+    assert store.get(job.id).attempts == 4
+    assert len(decodes) == 3  # the other handle's parse, then this handle's reload
+
+
+def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatch):
+    store = TinyDBStore(db_path)
+    ids = [store.add(make_draft())[0].id for _ in range(3)]
+    release, writing, writes = threading.Event(), threading.Event(), []
+    real_write = tinydb_store.atomic_write
+
+    def slow_write(*args, **kwargs):
+        writes.append(1)
+        writing.set()
+        release.wait(10)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(tinydb_store, "atomic_write", slow_write)
+    results: dict[str, object] = {}
+
+    def call(name, fn):
+        try:
+            results[name] = fn()
+        except Exception as err:  # noqa: BLE001 - each caller gets its own outcome
+            results[name] = err
+
+    first = threading.Thread(target=call, args=("first", lambda: store.update(ids[0], bump)))
+    first.start()
+    assert writing.wait(10)  # the leader is now writing, holding the lock
+    queued = [
+        ("claim", lambda: store.update(ids[1], lambda j: j.claimed(NOW, "x"))),
+        ("claim again", lambda: store.update(ids[1], lambda j: j.claimed(NOW, "y"))),
+        ("launched", lambda: store.update(ids[1], lambda j: j.launched("i-1", NOW))),
+        ("unknown", lambda: store.update(999, bump)),
+        ("add", lambda: store.add(make_draft(title="batched"))),
+    ] + [(f"bump {n}", lambda: store.update(ids[2], bump)) for n in range(20)]
+    threads = [threading.Thread(target=call, args=item) for item in queued]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.002)  # keep the queue in this order
+    deadline = time.monotonic() + 10
+    while len(store._commits._queue) < len(queued) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    release.set()
+    for thread in [first, *threads]:
+        thread.join()
+    assert len(writes) == 2  # the leader's own write, then one for all 25 queued calls
+    assert isinstance(results["claim again"], TransitionNotAllowed)
+    assert isinstance(results["unknown"], JobNotFound)
+    assert results["launched"].status is JobStatus.RUNNING and results["claim"].launch_token == "x"
+    assert results["add"][0].id == 4
+    reread = TinyDBStore(db_path, create=False)
+    assert reread.get(ids[2]).attempts == 20 and reread.get(ids[1]).instance_id == "i-1"
+    assert reread.get(ids[0]).attempts == 1
+
+
+# --------------------------------------------------------------------------- real processes
+WORKER = r"""
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from conftest import make_draft
+from store_contract import NOW, bump
+from jobman_cli.errors import TransitionNotAllowed
+from jobman_cli.stores.tinydb import TinyDBStore
+
+mode, path, go, me = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+args = [int(a) for a in sys.argv[6:]]
+store = TinyDBStore(path)
+while not go.exists():
+    time.sleep(0.001)
+out, lock = [], threading.Lock()
+
+def claim(thread):
+    for job_id in range(args[0], args[1] + 1):
+        try:
+            store.update(job_id, lambda j: j.claimed(NOW, f"{me}-{thread}"))
+            with lock:
+                out.append(f"{job_id} {me}-{thread}")
+        except TransitionNotAllowed:
+            pass
+
+if mode == "add":
+    out = [str(store.add(make_draft(title=f"{me}-{n}"))[0].id) for n in range(args[0])]
+elif mode == "idem":
+    job, created = store.add(make_draft(idempotency_key="same-key", title=me))
+    out = [f"{job.id} {created}"]
+else:
+    target = claim if mode == "claim" else (lambda t: [store.update(args[0], bump) for _ in range(args[1])])
+    threads = [threading.Thread(target=target, args=(t,)) for t in range(4)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+print("\n".join(out))
+"""
+
+
+def run_workers(tmp_path: Path, path: Path, mode: str, count: int, *args: int) -> list[list[str]]:
+    """Start ``count`` processes, let them go at once, and return each one's output lines."""
+    go = tmp_path / f"go-{mode}"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(TESTS), mode, str(path), str(go), f"p{n}",
+                               *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in range(count)]
+    time.sleep(0.3)  # let them import and open the store
+    go.touch()
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(out.split())
+    return outputs
+
+
+def test_eight_processes_adding_at_once_get_400_distinct_ids(tmp_path, db_path):
+    TinyDBStore(db_path)
+    outputs = run_workers(tmp_path, db_path, "add", 8, 50)
+    ids = [int(i) for out in outputs for i in out]
+    assert len(ids) == 400 and set(ids) == set(range(1, 401))
+    for out in outputs:  # each process saw its own ids increase
+        assert [int(i) for i in out] == sorted(int(i) for i in out)
+    jobs = TinyDBStore(db_path).list()
+    assert len(jobs) == 400 and {j.id for j in jobs} == set(ids)
+    assert {j.title for j in jobs} == {f"p{p}-{n}" for p in range(8) for n in range(50)}
+
+
+def test_processes_racing_for_one_idempotency_key_make_one_job(tmp_path, db_path):
+    TinyDBStore(db_path)
+    outputs = run_workers(tmp_path, db_path, "idem", 6)
+    results = [tuple(out) for out in outputs]
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sorted(created for _, created in results) == ["False"] * 5 + ["True"]
+    assert len(TinyDBStore(db_path).list()) == 1
+
+
+def test_processes_and_threads_racing_to_claim_claim_each_job_once(tmp_path, db_path):
+    store = TinyDBStore(db_path)
+    ids = [store.add(make_draft())[0].id for _ in range(40)]
+    outputs = run_workers(tmp_path, db_path, "claim", 4, ids[0], ids[-1])
+    wins = [line for out in outputs for line in zip(out[::2], out[1::2])]
+    assert sorted(int(job_id) for job_id, _ in wins) == ids  # every job exactly once
+    final = {job.id: job for job in store.list()}
+    for job_id, token in wins:
+        assert final[int(job_id)].launch_token == token and final[int(job_id)].attempts == 1
+    assert all(job.status is JobStatus.LAUNCHING for job in final.values())
+
+
+def test_processes_and_threads_incrementing_one_job_lose_no_update(tmp_path, db_path):
+    store = TinyDBStore(db_path)
+    job, _ = store.add(make_draft())
+    run_workers(tmp_path, db_path, "bump", 4, job.id, 25)  # 4 processes x 4 threads x 25
+    final = store.get(job.id)
+    assert final.attempts == 400 and final.version == 400

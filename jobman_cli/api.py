@@ -1,0 +1,249 @@
+"""The REST API of the original service, served by ``jobman daemon`` under ``/jobMan/v1.1/``.
+
+Routes (DESIGN.md section 4). The path is matched literally: no percent-decoding and no ``..``
+resolution (anything else is a 404), ids are plain decimals from 1 to 2**53, and one trailing ``/``
+is tolerated::
+
+    POST /jobMan/v1.1/jobs/schedule        -> 201 + job (200 + the existing job for a repeated idempotency key)
+    GET  /jobMan/v1.1/jobs[?status=S...]   -> 200 + {"jobs": [...]}
+    GET  /jobMan/v1.1/jobs/<id>/status     -> 200 + job
+    PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
+
+Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`
+and the job model, every job is rendered by :func:`~jobman_cli.model.job_to_api`, and each
+:class:`~jobman_cli.errors.JobmanError` carries its own HTTP status, so the CLI and the API cannot
+disagree. Decided here: authentication and the order of checks. Credentials come first, so nothing
+(not even whether a job or path exists) is revealed without them; then path (404), method (405 with
+``Allow``), then the body. The API token opens everything; a job's callback token opens only that
+job's ``PUT .../callback``. The HTTP wire itself (limits, timeouts, TLS, strict JSON) is
+:mod:`jobman_cli.httpio`.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import sys
+import threading
+from typing import Any
+from urllib.parse import parse_qsl
+
+from . import __version__
+from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
+from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
+from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
+from .model import job_to_api, parse_status
+from .service import API_FIELDS, JobService, ScheduleRequest
+from .validation import parse_exit_code, parse_job_id
+
+__all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
+
+PREFIX = "/jobMan/v1.1"
+SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
+                   "instance-type", "idempotency-key", "tz")
+CALLBACK_FIELDS = ("status", "exit-code")
+#: route name -> the one method it answers
+ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
+_JOB_ROUTE = re.compile(re.escape(PREFIX) + r"/jobs/([^/]*)/(status|callback)/?")
+_AUTH_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="jobman"')
+_NOT_A_TOKEN = "-" * 43  # compared against when a job does not exist, so timing reveals nothing
+
+
+def match_route(path: str) -> tuple[str, int | None] | None:
+    """``(route, job_id)`` for a known path, else None."""
+    if path in (PREFIX + "/jobs", PREFIX + "/jobs/"):
+        return "jobs", None
+    if path in (PREFIX + "/jobs/schedule", PREFIX + "/jobs/schedule/"):
+        return "schedule", None
+    match = _JOB_ROUTE.fullmatch(path)
+    if match is None:
+        return None
+    try:
+        return match.group(2), parse_job_id(match.group(1))
+    except InvalidInput:
+        return None
+
+
+def _unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        names = ", ".join(repr(clip(k, 60)) for k in unknown[:10])
+        raise HttpError(400, f"unknown field(s) {names}; allowed: {', '.join(allowed)}")
+
+
+class JobsApi:
+    """The application: ``(request, connection) -> (status, payload, headers)`` or HttpError."""
+
+    def __init__(self, service: JobService, api_token: str) -> None:
+        self.service = service
+        self.api_token = api_token
+
+    def __call__(self, request: Request, connection: Connection) -> Answer:
+        route = match_route(request.path)
+        self._authenticate(request, route)
+        if route is None:
+            raise HttpError(404, f"no such resource: {clip(request.path, 100)}")
+        name, job_id = route
+        allowed = ROUTE_METHODS[name]
+        if request.method != allowed:
+            raise HttpError(405, f"{clip(request.method, 20)} is not allowed here; use {allowed}", (("Allow", allowed),))
+        if allowed == "GET" and request.has_body:
+            raise HttpError(400, "a GET request must not have a body")
+        if name != "jobs" and request.query:
+            raise HttpError(400, "this resource takes no query parameters")
+        service = self.service
+        try:
+            if name == "jobs":
+                jobs = service.list(_statuses(request.query))
+                return 200, {"jobs": [job_to_api(job) for job in jobs]}, ()
+            if name == "status":
+                return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
+            body = connection.read_json(request)
+            if name == "schedule":
+                return self._schedule(service, body)
+            return 200, job_to_api(self._callback(service, job_id, body)), ()  # type: ignore[arg-type]
+        except JobmanError as err:
+            raise HttpError(err.http_status, str(err)) from None
+
+    def _authenticate(self, request: Request, route: tuple[str, int | None] | None) -> None:
+        """API token for everything; a job's callback token for that job's PUT callback only."""
+        try:
+            token = bearer_token(request.header("authorization"))
+        except BadCredentials as err:
+            raise HttpError(401, str(err), (_AUTH_CHALLENGE,)) from None
+        if tokens_match(token, self.api_token):
+            return
+        if route is not None and route[0] == "callback" and request.method == "PUT":
+            try:
+                expected = self.service.get(route[1]).callback_token  # type: ignore[arg-type]
+            except JobNotFound:
+                expected = _NOT_A_TOKEN
+            except JobmanError as err:
+                raise HttpError(err.http_status, str(err)) from None
+            if tokens_match(token, expected) and expected != _NOT_A_TOKEN:
+                return
+        raise HttpError(401, "invalid token", (_AUTH_CHALLENGE,))
+
+    def _schedule(self, service: JobService, body: dict[str, Any]) -> Answer:
+        _unknown_fields(body, SCHEDULE_FIELDS)
+        request = ScheduleRequest(
+            image=body.get("docker-image"), when=body.get("date-time"), title=body.get("title"),
+            env=body.get("env-variables"), instance_type=body.get("instance-type"), timeout=body.get("timeout"),
+            start_deadline=body.get("start-deadline"), idempotency_key=body.get("idempotency-key"),
+            tz=body.get("tz"),
+        )
+        job, created = service.schedule(request, API_FIELDS)
+        location = (("Location", f"{PREFIX}/jobs/{job.id}/status"),)
+        return (201 if created else 200), job_to_api(job), location
+
+    def _callback(self, service: JobService, job_id: int, body: dict[str, Any]) -> Any:
+        _unknown_fields(body, CALLBACK_FIELDS)
+        status = body.get("status")
+        if not isinstance(status, str):
+            raise InvalidInput("status", "is required and must be one of running, finished, failed")
+        exit_code = body.get("exit-code")
+        if exit_code is not None:
+            if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+                raise InvalidInput("exit-code", "must be a JSON integer from 0 to 255")
+            exit_code = parse_exit_code(exit_code)
+        return service.report(job_id, status, exit_code)
+
+
+def _statuses(query: str) -> list[Any]:
+    if not query:
+        return []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=50,
+                          encoding="utf-8", errors="strict")
+    except ValueError:
+        raise HttpError(400, "malformed query string (expected ?status=S, repeatable)") from None
+    unknown = sorted({name for name, _ in pairs if name != "status"})
+    if unknown:
+        raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
+                             "only 'status' is accepted")
+    return [parse_status(value, "status") for _, value in pairs]
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ApiServer:
+    """The listener: binds at construction (so ``port`` is known at once), serves from :meth:`start`.
+
+    ``port=0`` picks a free port. ``timeout`` bounds how long one request may take to arrive and
+    how long an idle keep-alive connection is kept. For ``0.0.0.0``/``::``, :attr:`url` names the
+    loopback address (instances need ``--public-url`` anyway). ``log`` receives one string per
+    server-side error (500 and above), stderr when None.
+    """
+
+    def __init__(self, service: JobService, *, host: str = "127.0.0.1", port: int = 0, api_token: str,
+                 tls_cert: str | None = None, tls_key: str | None = None, log: Log | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not api_token:
+            raise ConfigError("the API needs a non-empty API token")
+        context = _tls_context(tls_cert, tls_key) if tls_cert or tls_key else None
+        self.tls = context is not None
+        self.host = host
+        try:
+            self._server = HttpServer((host, port), JobsApi(service, api_token), ssl_context=context,
+                                      timeout=timeout, log=log or _stderr_log, server_name=f"jobman/{__version__}")
+        except (OSError, OverflowError) as err:
+            raise ConfigError(f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}") from None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def start(self) -> "ApiServer":
+        """Serve in a daemon thread (each connection then gets its own daemon thread)."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                            name=f"jobman-api-{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting, end idle and half-read connections, give answers in flight ``grace`` s.
+
+        Returns within about ``grace`` + 0.2 s; idempotent.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.stopping = True
+        if self._thread is not None:
+            self._server.shutdown()  # ends serve_forever within its 0.2 s poll interval
+            self._thread.join(timeout=5)
+        self._server.server_close()
+        self._server.stop_connections(grace)
+
+    def __enter__(self) -> "ApiServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    if not cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or err
+        raise ConfigError(f"cannot load the TLS certificate {cert}"
+                          f"{f' / key {key}' if key else ''}: {reason}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context

@@ -1,0 +1,465 @@
+"""The scale-out store: one Amazon DynamoDB table shared by any number of daemons and CLIs.
+
+Chosen with ``--store dynamodb://TABLE`` (optionally ``?region=R&endpoint=URL``). boto3 is imported
+here only, and this module only when such a URL is opened, so the TinyDB path never pays for it.
+
+Table design (one table, on-demand billing, made by ``jobman store init``; see docs/dynamodb.md)::
+
+    pk (S, hash key)   other attributes
+    "meta"             format="jobman", schema=1, store_id (uuid4 hex), created_at
+    "counter"          n (N): the last job id handed out (UpdateItem ADD: atomic, never reused)
+    "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job
+    "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON),
+                       due_ms (N: due time in epoch ms; only while scheduled/launching/running)
+
+    GSI "status-due": hash status, range due_ms, projection ALL. Terminal jobs carry no due_ms, so
+    the index is sparse: it holds only live jobs, however long the history grows.
+
+Reads and writes, and why:
+
+* ``update`` is compare-and-set on ``version``: a consistent GetItem, ``change(job)``, then a PutItem
+  conditioned on ``version = <the version read>``. On a conflict the failed write returns the
+  current item (``ReturnValuesOnConditionCheckFailure``) and the change is applied again to it, so
+  of two daemons claiming one job exactly one write succeeds and the other's change function sees
+  ``launching`` and steps aside. A change that forgets to bump the version gets it bumped here:
+  an unchanged version would let a concurrent writer's condition pass.
+* ``due``/``next_due_at``/``active`` Query the index (never Scan). Index reads are eventually
+  consistent; that is safe because every claim re-reads the job consistently inside ``update``.
+* ``get`` is a consistent GetItem; ``list`` (an operator command) is a consistent, paginated Scan.
+* ``change_marker`` cannot be a cheap change signal (DynamoDB has none): it changes once a second,
+  so a daemon re-queries ``next_due_at`` at most once a second (≈ 0.5 read units each).
+
+Every AWS failure becomes a one-line :class:`~jobman_cli.errors.StoreError` naming the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Collection, Hashable
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from ..errors import JobNotFound, StoreError
+from ..model import ACTIVE_STATES, Job, JobStatus, job_from_record, job_to_record
+from .base import JobChange
+
+SCHEME = "dynamodb://"
+FORMAT, SCHEMA = "jobman", 1
+INDEX = "status-due"
+META_PK, COUNTER_PK, JOB_PREFIX, IDEM_PREFIX = "meta", "counter", "job#", "idem#"
+LIVE_STATES = frozenset({JobStatus.SCHEDULED}) | ACTIVE_STATES
+#: Conflicting writers on one job before ``update`` gives up (each loser re-reads for free).
+MAX_CAS_ATTEMPTS = 40
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAMES = {"#s": "status"}  # ``status`` is a DynamoDB reserved word
+_THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+_DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
+           "ExpiredTokenException", "MissingAuthenticationTokenException", "IncompleteSignature"}
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """``dynamodb://TABLE?region=R&endpoint=URL`` -> ``(table, options)``; bad URLs are StoreErrors."""
+    if not url.startswith(SCHEME):
+        raise StoreError(f"{url}: not a DynamoDB store URL (expected dynamodb://TABLE)")
+    parts = urlsplit(url)
+    table = parts.netloc + parts.path
+    if not table or len(table) > 255 or not all(c.isalnum() or c in "_.-" for c in table) or len(table) < 3:
+        raise StoreError(f"{url}: table name must be 3-255 characters of letters, digits, '_', '-' and '.'")
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = set(options) - {"region", "endpoint"}
+    if unknown:
+        raise StoreError(f"{url}: unknown option {sorted(unknown)[0]!r} (known: region, endpoint)")
+    return table, options
+
+
+def make_client(region: str | None = None, endpoint: str | None = None) -> Any:
+    """A DynamoDB client from the standard AWS chain, plus ``AWS_REGION`` (botocore reads only
+    ``AWS_DEFAULT_REGION``). ``AWS_PROFILE`` and ``AWS_ENDPOINT_URL`` are read by botocore itself."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+        config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=32,
+                        connect_timeout=5, read_timeout=20, user_agent_extra="jobman")
+        return session.client("dynamodb", endpoint_url=endpoint or None, config=config)
+    except BotoCoreError as exc:
+        hint = " (set AWS_REGION or add ?region=... to the store URL)" if "region" in str(exc).lower() else ""
+        raise StoreError(f"cannot reach DynamoDB: {_one_line(exc)}{hint}") from None
+
+
+def _one_line(exc: object) -> str:
+    return " ".join(str(exc).split())
+
+
+def _ms(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_ms(value: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=value)
+
+
+def _normalized(job: Job) -> Job:
+    """The job exactly as any process reads it back (times keep milliseconds only)."""
+    return job_from_record(job_to_record(job))
+
+
+class _Api:
+    """Calls on one table: every failure but the ``expect``-ed error codes becomes a one-line
+    StoreError naming the table (botocore has already retried throttling and 5xx by then)."""
+
+    def __init__(self, table: str, client: Any) -> None:
+        self.table, self.location, self.client, self.closed = table, f"{SCHEME}{table}", client, False
+
+    def call(self, operation: str, *, expect: Collection[str] = (), **kwargs: Any) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self.closed:
+            raise StoreError(f"{self.location}: store is closed")
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in expect:
+                raise
+            raise StoreError(describe_error(self.table, code, exc)) from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{self.location}: cannot reach DynamoDB: {_one_line(exc)}") from None
+
+    def read_meta(self) -> str:
+        """The store id from the meta item; a missing or foreign one is a StoreError."""
+        item = self.call("get_item", TableName=self.table, Key=_key(META_PK), ConsistentRead=True).get("Item")
+        if item is None:
+            raise StoreError(f"{self.location}: table {self.table} has no jobman meta item "
+                             f"(run 'jobman store init --store {self.location}')")
+        fmt, schema = item.get("format", {}).get("S"), int(item.get("schema", {}).get("N", "0"))
+        store_id = item.get("store_id", {}).get("S", "")
+        if fmt != FORMAT or not store_id:
+            raise StoreError(f"{self.location}: table {self.table} is not a jobman store (foreign meta item)")
+        if schema > SCHEMA:
+            raise StoreError(f"{self.location}: store schema {schema} is newer than this jobman supports "
+                             f"({SCHEMA}); upgrade jobman")
+        return store_id
+
+
+class DynamoDBStore:
+    """The :class:`~jobman_cli.stores.base.JobStore` over one DynamoDB table (see the module doc).
+
+    Thread-safe (one boto3 client, which is). ``client`` is for tests that watch or inject calls.
+    The table must exist and carry the meta item (``jobman store init`` makes both).
+    """
+
+    def __init__(self, table: str, *, client: Any = None, region: str | None = None,
+                 endpoint: str | None = None) -> None:
+        self.table = table
+        self.location = f"{SCHEME}{table}"
+        self.client = client if client is not None else make_client(region, endpoint)
+        self._api = _Api(table, self.client)
+        self.store_id = self._api.read_meta()
+
+    @classmethod
+    def from_url(cls, url: str) -> "DynamoDBStore":
+        table, options = parse_url(url)
+        return cls(table, region=options.get("region"), endpoint=options.get("endpoint"))
+
+    def __repr__(self) -> str:
+        return f"DynamoDBStore({self.location!r})"
+
+    def __enter__(self) -> "DynamoDBStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, operation: str, *, expect: Collection[str] = (), **kwargs: Any) -> dict:
+        return self._api.call(operation, expect=expect, **kwargs)
+
+    # ------------------------------------------------------------------ items
+    def _item(self, job: Job) -> dict[str, dict[str, str]]:
+        item = {
+            "pk": {"S": f"{JOB_PREFIX}{job.id}"},
+            "job_id": {"N": str(job.id)},
+            "status": {"S": job.status.value},
+            "version": {"N": str(job.version)},
+            "record": {"S": orjson.dumps(job_to_record(job)).decode()},
+        }
+        if job.status in LIVE_STATES:
+            item["due_ms"] = {"N": str(_ms(job.due_at))}
+        return item
+
+    def _job(self, item: dict[str, Any]) -> Job:
+        try:
+            job = job_from_record(orjson.loads(item["record"]["S"]))
+            if f"{JOB_PREFIX}{job.id}" != item["pk"]["S"]:
+                raise ValueError(f"its record says id {job.id}")
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            raise StoreError(f"{self.location}: item {item.get('pk', {}).get('S', '?')} is malformed "
+                             f"({type(exc).__name__}: {_one_line(exc)})") from None
+        return job
+
+    # ------------------------------------------------------------------ writes
+    def _next_id(self) -> int:
+        answer = self._call("update_item", TableName=self.table, Key=_key(COUNTER_PK), UpdateExpression="ADD n :one",
+                            ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="UPDATED_NEW")
+        return int(answer["Attributes"]["n"]["N"])
+
+    def add(self, draft: Job) -> tuple[Job, bool]:
+        """A fresh id from the counter, then the job item (and the key item, in one transaction),
+        both under ``attribute_not_exists``: a used key returns its job; a used id (someone reset
+        the counter) takes the next id, so ids are never reused."""
+        from botocore.exceptions import ClientError
+
+        key = draft.idempotency_key
+        if key:  # the common retry (a cron job scheduling again) then costs no job id
+            item = self._call("get_item", TableName=self.table, Key=_key(IDEM_PREFIX + key), ConsistentRead=True)
+            if "Item" in item:
+                return self._existing(key, item["Item"]), False
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            job = _normalized(dataclasses.replace(draft, id=self._next_id()))
+            put = {"TableName": self.table, "Item": self._item(job), "ConditionExpression": "attribute_not_exists(pk)"}
+            try:
+                if not key:
+                    self._call("put_item", expect=("ConditionalCheckFailedException",), **put)
+                    return job, True
+                idem = {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                        "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+                self._call("transact_write_items", expect=("TransactionCanceledException",),
+                           TransactItems=[{"Put": put}, {"Put": idem}])
+                return job, True
+            except ClientError as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
+                    return self._existing(key, exc.response["CancellationReasons"][1].get("Item", {})), False
+                if "TransactionConflict" in reasons:  # a concurrent add with this key: look again
+                    _pause(attempt)
+            # otherwise the job id was taken: take another
+        raise StoreError(f"{self.location}: could not add a job after {MAX_CAS_ATTEMPTS} attempts "
+                         "(job ids taken or constant conflicts)")
+
+    def _existing(self, key: str, item: dict[str, Any]) -> Job:
+        try:
+            return self.get(int(item["job_id"]["N"]))  # type: ignore[index]
+        except (JobNotFound, KeyError, TypeError, ValueError):
+            raise StoreError(f"{self.location}: idempotency key {key!r} names a job that does not exist") from None
+
+    def update(self, job_id: int, change: JobChange) -> Job:
+        """Compare-and-set on ``version`` (see the module doc). ``change`` may run more than once
+        (once per conflicting writer), always on the job as currently stored."""
+        from botocore.exceptions import ClientError
+
+        item = self._call("get_item", TableName=self.table, Key=_key(f"{JOB_PREFIX}{job_id}"),
+                          ConsistentRead=True).get("Item")
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            if item is None:
+                raise JobNotFound(job_id)
+            current = self._job(item)
+            new = change(current)
+            if new is current:
+                return current
+            if not isinstance(new, Job) or new.id != job_id:
+                raise TypeError(f"a change of job {job_id} must return that job (got {new!r:.60})")
+            if new.version <= current.version:
+                new = dataclasses.replace(new, version=current.version + 1)
+            new = _normalized(new)
+            try:
+                self._call("put_item", expect=("ConditionalCheckFailedException",), TableName=self.table,
+                           Item=self._item(new), ConditionExpression="version = :v",
+                           ExpressionAttributeValues={":v": {"N": str(current.version)}},
+                           ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                return new
+            except ClientError as exc:
+                item = exc.response.get("Item")  # the item as it is now (None: it was deleted)
+                _pause(attempt)
+        raise StoreError(f"{self.location}: job {job_id}: gave up after {MAX_CAS_ATTEMPTS} conflicting writes")
+
+    # ------------------------------------------------------------------ reads
+    def get(self, job_id: int) -> Job:
+        item = self._call("get_item", TableName=self.table, Key=_key(f"{JOB_PREFIX}{job_id}"),
+                          ConsistentRead=True).get("Item")
+        if item is None:
+            raise JobNotFound(job_id)
+        return self._job(item)
+
+    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
+        """Newest first. A consistent Scan of the whole table (an operator command: it reads every
+        item once, ≈ 1 read unit per 4 KB); ``statuses`` filter server-side, which saves transfer,
+        not read units."""
+        values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
+        condition = "begins_with(pk, :job)"
+        kwargs: dict[str, Any] = {}
+        if statuses:
+            wanted = sorted({JobStatus(s).value for s in statuses})
+            values.update({f":s{i}": {"S": s} for i, s in enumerate(wanted)})
+            condition += f" AND #s IN ({', '.join(f':s{i}' for i in range(len(wanted)))})"
+            kwargs["ExpressionAttributeNames"] = _NAMES
+        items = self._pages("scan", TableName=self.table, ConsistentRead=True, FilterExpression=condition,
+                            ExpressionAttributeValues=values, **kwargs)
+        return sorted((self._job(item) for item in items), key=lambda job: job.id, reverse=True)
+
+    def _pages(self, operation: str, *, stop: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a paginated Scan/Query (until ``stop(items)`` says enough)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            answer = self._call(operation, **kwargs)
+            items.extend(answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start or (stop is not None and stop(items)):
+                return items
+            kwargs["ExclusiveStartKey"] = start
+
+    def _query_index(self, status: JobStatus, condition: str = "", values: dict | None = None,
+                     **kwargs: Any) -> list[dict[str, Any]]:
+        return self._pages("query", TableName=self.table, IndexName=INDEX,
+                           KeyConditionExpression="#s = :s" + condition, ExpressionAttributeNames=_NAMES,
+                           ExpressionAttributeValues={":s": {"S": status.value}, **(values or {})}, **kwargs)
+
+    def due(self, now: datetime, limit: int | None = None) -> list[Job]:
+        """Query the index: ``status = scheduled AND due_ms <= now``, earliest first (ties by id)."""
+        cutoff = {":now": {"N": str(_ms(now))}}
+        if limit is not None and limit <= 0:
+            return []
+
+        def enough(items: list[dict[str, Any]]) -> bool:  # past the limit and past its due-time ties
+            return limit is not None and len(items) > limit and _due(items[-1]) > _due(items[limit - 1])
+
+        page = {"Limit": max(limit + 1, 25)} if limit is not None else {}
+        items = self._query_index(JobStatus.SCHEDULED, " AND due_ms <= :now", cutoff, stop=enough, **page)
+        jobs = sorted((self._job(item) for item in items), key=lambda job: (job.due_at, job.id))
+        return jobs[:limit] if limit is not None else jobs
+
+    def active(self) -> list[Job]:
+        """Query the index for ``launching`` and for ``running`` jobs, by id."""
+        items = [item for status in (JobStatus.LAUNCHING, JobStatus.RUNNING) for item in self._query_index(status)]
+        return sorted((self._job(item) for item in items), key=lambda job: job.id)
+
+    def next_due_at(self) -> datetime | None:
+        """One index Query with ``Limit=1``: the earliest due time of a scheduled job."""
+        answer = self._call("query", TableName=self.table, IndexName=INDEX, KeyConditionExpression="#s = :s",
+                            ExpressionAttributeNames=_NAMES, ExpressionAttributeValues={":s": {"S": "scheduled"}},
+                            ScanIndexForward=True, Limit=1)
+        items = answer.get("Items", [])
+        return _from_ms(_due(items[0])) if items else None
+
+    def change_marker(self) -> Hashable:
+        """The current second: DynamoDB offers no cheap change signal, so pollers re-read at most
+        once a second (the daemon: one ``next_due_at`` Query; ``status --wait``: one GetItem)."""
+        return int(time.time())
+
+    def close(self) -> None:
+        if not self._api.closed:
+            self._api.closed = True
+            close = getattr(self.client, "close", None)
+            if close is not None:
+                close()
+
+
+def _key(pk: str) -> dict[str, dict[str, str]]:
+    return {"pk": {"S": pk}}
+
+
+def _due(item: dict[str, Any]) -> int:
+    return int(item["due_ms"]["N"])
+
+
+def _pause(attempt: int) -> None:
+    """Back off between conflicting writes after the first few (full jitter, at most 0.2 s)."""
+    if attempt >= 2:
+        time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
+
+
+def describe_error(table: str, code: str, exc: Exception) -> str:
+    """One line for a failed DynamoDB call, naming the table and what to do."""
+    from botocore.exceptions import ClientError
+
+    message = _one_line(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
+    operation = getattr(exc, "operation_name", "") or "call"
+    where = f"{SCHEME}{table}"
+    if code == "ResourceNotFoundException":
+        return f"{where}: table {table} does not exist (create it with 'jobman store init --store {where}')"
+    if code in _DENIED:
+        return f"{where}: access denied to table {table} for dynamodb:{operation} ({code}: {message})"
+    if code in _THROTTLED:
+        return f"{where}: DynamoDB throttled {operation} on table {table} after retries ({message})"
+    if code == "ValidationException" and "key" in message.lower() and "schema" in message.lower():
+        return f"{where}: table {table} is not a jobman table ({message})"
+    return f"{where}: DynamoDB {operation} on table {table} failed: {code or 'error'}: {message or _one_line(exc)}"
+
+
+# ---------------------------------------------------------------------- jobman store init
+_ATTRIBUTES = {"pk": "S", "status": "S", "due_ms": "N"}
+_TABLE_KEYS = [{"AttributeName": "pk", "KeyType": "HASH"}]
+_INDEX_KEYS = [{"AttributeName": "status", "KeyType": "HASH"}, {"AttributeName": "due_ms", "KeyType": "RANGE"}]
+
+
+def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tuple[bool, str]:
+    """``jobman store init``: create the table, its index and its meta item; idempotent.
+
+    Returns ``(created, store_id)``. An existing table with jobman's design is kept (and gets its
+    meta item if it has none, e.g. a table made by CloudFormation); any other table is a
+    StoreError saying what differs. The table is on-demand (no capacity to plan for).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    table, options = parse_url(url)
+    client = client if client is not None else make_client(options.get("region"), options.get("endpoint"))
+    where = f"{SCHEME}{table}"
+    created = False
+    try:
+        try:
+            description = client.describe_table(TableName=table)["Table"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            client.create_table(
+                TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=_TABLE_KEYS,
+                AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in _ATTRIBUTES.items()],
+                GlobalSecondaryIndexes=[{"IndexName": INDEX, "KeySchema": _INDEX_KEYS,
+                                         "Projection": {"ProjectionType": "ALL"}}],
+            )
+            created = True
+        else:
+            problem = schema_problem(description)
+            if problem:
+                raise StoreError(f"{where}: table {table} already exists but is not a jobman table: {problem}; "
+                                 "choose another table name")
+        client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": wait_delay, "MaxAttempts": 90})
+        api = _Api(table, client)
+        meta = {"pk": {"S": META_PK}, "format": {"S": FORMAT}, "schema": {"N": str(SCHEMA)},
+                "store_id": {"S": uuid.uuid4().hex}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}}
+        try:
+            api.call("put_item", expect=("ConditionalCheckFailedException",), TableName=table, Item=meta,
+                        ConditionExpression="attribute_not_exists(pk)")
+        except ClientError:
+            pass  # already initialised (by an earlier init, or one running right now)
+        return created, api.read_meta()
+    except ClientError as exc:
+        raise StoreError(describe_error(table, exc.response.get("Error", {}).get("Code", ""), exc)) from None
+    except BotoCoreError as exc:  # the waiter's own error included
+        raise StoreError(f"{where}: {_one_line(exc)}") from None
+
+
+def schema_problem(description: dict[str, Any]) -> str | None:
+    """What makes a described table unusable for jobman, or None if its design is jobman's."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
+    keys = description.get("KeySchema", [])
+    if keys != _TABLE_KEYS or types.get("pk") != "S":
+        shown = ", ".join(f"{k['AttributeName']} ({types.get(k['AttributeName'], '?')}, {k['KeyType']})" for k in keys)
+        return f"its key is [{shown}], jobman needs [pk (S, HASH)]"
+    index = next((i for i in description.get("GlobalSecondaryIndexes", []) if i.get("IndexName") == INDEX), None)
+    if index is None:
+        return f"it has no global secondary index {INDEX!r} (status S HASH, due_ms N RANGE, projection ALL)"
+    if (index.get("KeySchema") != _INDEX_KEYS or types.get("status") != "S" or types.get("due_ms") != "N"
+            or index.get("Projection", {}).get("ProjectionType") != "ALL"):
+        return f"its index {INDEX!r} is not (status S HASH, due_ms N RANGE, projection ALL)"
+    if description.get("TableStatus") in ("DELETING", "ARCHIVING", "ARCHIVED", "INACCESSIBLE_ENCRYPTION_CREDENTIALS"):
+        return f"it is {description['TableStatus']}"
+    return None

@@ -52,10 +52,12 @@ class _Errors:
 def run_loop(daemon: Daemon) -> None:
     store, clock, watch = daemon.store, daemon.clock, daemon.settings.watch_interval
     errors = _Errors(daemon)
+    # The marker is always read *before* the store is: a write after that read moves the marker,
+    # so the next poll notices it even if the tick's own read just missed it.
+    _, marker = errors.call(store.change_marker)
     now = clock.now()
     errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
     last_tick = now
-    _, marker = errors.call(store.change_marker)
     _, next_due = errors.call(store.next_due_at)
     daemon.log(f"ready; next job due {_when(next_due)}")
     while not daemon.stopping:
@@ -81,7 +83,6 @@ def run_loop(daemon: Daemon) -> None:
         cooled_now = cooled is not None and cooled <= now
         reconcile_now = daemon.next_reconcile is None or now >= daemon.next_reconcile
         if due or cooled_now or reconcile_now:
-            # Read the marker first: a write after this point is seen by the next poll.
             _, marker = errors.call(store.change_marker)
             errors.call(daemon.tick, now, wait_launches=False)
             last_tick = now

@@ -1,0 +1,598 @@
+"""The daemon's tick at fixed times, against moto's in-process EC2 and a real TinyDB file.
+
+Every test drives :meth:`Daemon.tick` with a :class:`FixedClock`; nothing sleeps. Faults that moto
+cannot produce (throttling, capacity) come from a launcher wrapper that raises exactly what the EC2
+adapter raises for the matching botocore error (it goes through the adapter's own mapping).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import moto  # noqa: F401  (must precede boto3 client creation)
+from moto import mock_aws
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from jobman_cli.clock import FixedClock
+from jobman_cli.daemon import CLAIMED_BY, Daemon, format_duration
+from jobman_cli.daemon_loop import DaemonLock, run_daemon
+from jobman_cli.errors import ConfigError
+from jobman_cli.launchers.base import EC2Settings
+from jobman_cli.launchers.ec2 import EC2Launcher, to_launch_error
+from jobman_cli.launchers.userdata import render_user_data
+from jobman_cli.model import Job, JobStatus, format_time
+from jobman_cli.reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, REAPED,
+                                  RETRYING, TIMED_OUT, VANISHED, Collector)
+from jobman_cli.service import JobService, ScheduleRequest, launch_token_for
+from jobman_cli.settings import DaemonSettings
+from jobman_cli.stores.tinydb import TinyDBStore
+
+UTC = timezone.utc
+T0 = datetime(2031, 3, 4, 5, 6, 0, tzinfo=UTC)
+PUBLIC = "http://10.1.2.3:8321"
+
+
+# ---------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "aws-empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+@pytest.fixture
+def ec2(aws_env):
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    aws_env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield boto3.client("ec2")
+
+
+class Counting:
+    """A launcher wrapper: counts RunInstances calls and lets a test hook into each launch."""
+
+    def __init__(self, inner, before: Callable[[Job], None] | None = None,
+                 after: Callable[[Job, str], None] | None = None) -> None:
+        self.inner = inner
+        self.before = before
+        self.after = after
+        self.launches: list[tuple[int, int, str]] = []
+        self.lock = threading.Lock()
+
+    def launch(self, job, *, user_data, store_id):
+        with self.lock:
+            self.launches.append((job.id, job.attempts, job.launch_token))
+        if self.before:
+            self.before(job)
+        instance_id = self.inner.launch(job, user_data=user_data, store_id=store_id)
+        if self.after:
+            self.after(job, instance_id)
+        return instance_id
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def aws_error(code: str, message: str, status: int = 400):
+    """The LaunchError the EC2 adapter raises for this AWS error (through its own mapping)."""
+    exc = ClientError({"Error": {"Code": code, "Message": message},
+                       "ResponseMetadata": {"HTTPStatusCode": status}}, "RunInstances")
+    return to_launch_error(exc)
+
+
+class World:
+    def __init__(self, tmp_path, ec2, **overrides) -> None:
+        self.ec2 = ec2
+        self.clock = FixedClock(T0)
+        self.store = TinyDBStore(tmp_path / "jobs.json")
+        self.service = JobService(self.store, self.clock)
+        self.launcher = Counting(EC2Launcher(EC2Settings()))
+        defaults = dict(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC, launch_workers=4,
+                        max_attempts=3, backoff_base=15.0, backoff_max=600.0, reconcile_interval=30.0,
+                        timeout_grace=600.0)
+        defaults.update(overrides)
+        self.settings = DaemonSettings(**defaults)
+        self.lines: list[str] = []
+        self.daemon = self.make_daemon()
+
+    def make_daemon(self, **kw) -> Daemon:
+        kw.setdefault("exclusive", True)
+        return Daemon(self.store, kw.pop("launcher", self.launcher), self.settings, clock=self.clock,
+                      service=self.service, log=self.lines.append, **kw)
+
+    def schedule(self, at: datetime, **fields) -> Job:
+        request = ScheduleRequest(image=fields.pop("image", "alpine:3.20"), when=format_time(at), **fields)
+        job, _ = self.service.schedule(request)
+        return job
+
+    def tick(self, at: datetime, **kw):
+        self.clock.set(at)
+        return self.daemon.tick(at, **kw)
+
+    def get(self, job_id: int) -> Job:
+        return self.store.get(job_id)
+
+    def instances(self, **filters) -> list[dict]:
+        flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()]
+        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=flt)
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def state(self, instance_id: str) -> str:
+        found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        return found["State"]["Name"]
+
+    def close(self) -> None:
+        self.daemon.close()
+        self.store.close()
+
+
+@pytest.fixture
+def world(tmp_path, ec2):
+    w = World(tmp_path, ec2)
+    yield w
+    w.close()
+
+
+def tags_of(instance: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+# ---------------------------------------------------------------------- launching
+def test_launches_at_due_time_and_not_before(world):
+    job = world.schedule(T0 + timedelta(minutes=10))
+    report = world.tick(T0 + timedelta(minutes=10) - timedelta(seconds=1))
+    assert report.job_ids(LAUNCHED) == []
+    assert world.instances() == [] and world.get(job.id).status is JobStatus.SCHEDULED
+
+    due = T0 + timedelta(minutes=10)
+    report = world.tick(due)
+    assert report.job_ids(LAUNCHED) == [job.id]
+    after = world.get(job.id)
+    (instance,) = world.instances()
+    assert after.status is JobStatus.RUNNING
+    assert after.instance_id == instance["InstanceId"] == report.of(LAUNCHED)[0].instance_id
+    assert after.attempts == 1 and after.launched_at == due
+    assert any(f"job {job.id} scheduled -> launching (attempt 1)" in line for line in world.lines)
+    assert any(f"job {job.id} launching -> running (instance {after.instance_id}" in line for line in world.lines)
+    # A second pass launches nothing more.
+    assert world.tick(due + timedelta(seconds=1)).job_ids(LAUNCHED) == []
+    assert len(world.instances()) == 1
+
+
+def test_instance_tags_shutdown_behaviour_and_user_data(world):
+    job = world.schedule(T0 + timedelta(minutes=1), env={"GREETING": "it's $HOME; `x`"}, title="nightly")
+    world.tick(T0 + timedelta(minutes=1))
+    (instance,) = world.instances()
+    tags = tags_of(instance)
+    assert tags["jobman:job-id"] == str(job.id)
+    assert tags["jobman:attempt"] == "1"
+    assert tags["jobman:store"] == world.store.store_id
+    iid = instance["InstanceId"]
+    behaviour = world.ec2.describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    raw = world.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+    script = base64.b64decode(raw).decode()
+    assert f"{PUBLIC}/jobMan/v1.1/jobs/{job.id}/callback" in script
+    assert "alpine:3.20" in script
+    # Exactly what the renderer makes for the stored job: the daemon adds nothing of its own.
+    assert script == render_user_data(world.get(job.id), callback_url=f"{PUBLIC}/jobMan/v1.1/jobs/{job.id}/callback")
+
+
+def test_job_is_claimed_before_run_instances(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    seen: list[Job] = []
+    world.launcher.before = lambda j: seen.append(world.store.get(j.id))
+    world.tick(T0 + timedelta(minutes=1))
+    (during,) = seen
+    assert during.status is JobStatus.LAUNCHING and during.attempts == 1
+    assert during.launch_token == launch_token_for(world.store.store_id, job.id, 1)
+    assert during.extra[CLAIMED_BY] == world.daemon.daemon_id
+    assert world.launcher.launches == [(job.id, 1, during.launch_token)]
+
+
+def test_burst_is_launched_in_parallel_once_each(world):
+    jobs = [world.schedule(T0 + timedelta(minutes=1)) for _ in range(12)]
+    active = []
+    peak = []
+    lock = threading.Lock()
+    gate = threading.Barrier(4, timeout=10)
+
+    def before(job):
+        with lock:
+            active.append(job.id)
+            peak.append(len(active))
+        if len(peak) <= 4:
+            gate.wait()  # the first four launches are only released once all four are in flight
+        with lock:
+            active.remove(job.id)
+
+    world.launcher.before = before
+    report = world.tick(T0 + timedelta(minutes=1))
+    assert report.job_ids(LAUNCHED) == sorted(j.id for j in jobs)
+    assert max(peak) == 4  # settings.launch_workers
+    per_job = {}
+    for instance in world.instances():
+        per_job.setdefault(tags_of(instance)["jobman:job-id"], []).append(instance["InstanceId"])
+    assert sorted(per_job) == sorted(str(j.id) for j in jobs)
+    assert all(len(ids) == 1 for ids in per_job.values())
+
+
+# ---------------------------------------------------------------------- launch errors
+@pytest.mark.parametrize("code,message", [
+    ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested."),
+    ("RequestLimitExceeded", "Request limit exceeded."),
+])
+def test_retryable_errors_back_off_then_fail_with_the_aws_message(world, code, message):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.launcher.before = lambda j: (_ for _ in ()).throw(aws_error(code, message, 503 if "Limit" in code else 500))
+    start = T0 + timedelta(minutes=1)
+
+    report = world.tick(start)
+    assert report.job_ids(RETRYING) == [job.id]
+    after = world.get(job.id)
+    assert after.status is JobStatus.SCHEDULED and after.attempts == 1
+    assert after.not_before == start + timedelta(seconds=15)  # backoff_base * 2**0
+    assert message in after.reason
+
+    assert world.tick(start + timedelta(seconds=14)).job_ids(RETRYING) == []  # still backing off
+    report = world.tick(start + timedelta(seconds=15))
+    assert report.job_ids(RETRYING) == [job.id]
+    after = world.get(job.id)
+    assert after.attempts == 2 and after.not_before == start + timedelta(seconds=15 + 30)
+
+    report = world.tick(start + timedelta(seconds=45))
+    assert report.job_ids(LAUNCH_FAILED) == [job.id]
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED and final.attempts == 3  # max_attempts
+    assert final.reason == f"launch error after 3 attempts: {code}: {message}"
+    assert [a for _, a, _ in world.launcher.launches] == [1, 2, 3]
+    assert len({t for _, _, t in world.launcher.launches}) == 3  # a fresh ClientToken per attempt
+    assert world.instances() == []
+
+
+def test_backoff_is_capped(tmp_path, ec2):
+    w = World(tmp_path, ec2, max_attempts=10, backoff_base=100.0, backoff_max=250.0)
+    try:
+        job = w.schedule(T0 + timedelta(minutes=1))
+        w.launcher.before = lambda j: (_ for _ in ()).throw(aws_error("InsufficientInstanceCapacity", "none left"))
+        at = T0 + timedelta(minutes=1)
+        gaps = []
+        for _ in range(4):
+            w.tick(at)
+            nxt = w.get(job.id).not_before
+            gaps.append((nxt - at).total_seconds())
+            at = nxt
+        assert gaps == [100.0, 200.0, 250.0, 250.0]
+    finally:
+        w.close()
+
+
+def test_non_retryable_error_fails_at_once_with_the_aws_message(tmp_path, ec2):
+    w = World(tmp_path, ec2)
+    w.launcher = Counting(EC2Launcher(EC2Settings(subnet_id="subnet-doesnotexist")))
+    w.daemon = w.make_daemon()
+    try:
+        job = w.schedule(T0 + timedelta(minutes=1))
+        report = w.tick(T0 + timedelta(minutes=1))
+        assert report.job_ids(LAUNCH_FAILED) == [job.id]
+        final = w.get(job.id)
+        assert final.status is JobStatus.FAILED and final.attempts == 1
+        assert final.reason.startswith("launch error: InvalidSubnetID.NotFound: ")
+        assert "subnet-doesnotexist" in final.reason
+        assert len(w.launcher.launches) == 1
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------------- deadlines
+def test_missed_start_deadline_fails_and_never_launches_late(world):
+    due = T0 + timedelta(minutes=1)
+    late = world.schedule(due, start_deadline="1h")
+    edge = world.schedule(due + timedelta(seconds=1), start_deadline="1h")
+    # The daemon comes back 1h0m1s after the first job's time: one second too late for it,
+    # exactly on the deadline of the second.
+    back = due + timedelta(hours=1, seconds=1)
+    report = world.tick(back)
+    assert report.job_ids(MISSED) == [late.id]
+    failed = world.get(late.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 0
+    assert failed.reason == f"missed start deadline (due {format_time(due)}, 1h1s late)"
+    assert world.get(edge.id).status is JobStatus.RUNNING
+    assert [tags_of(i)["jobman:job-id"] for i in world.instances()] == [str(edge.id)]
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 45, 60, 3661, 90061)] == ["0s", "45s", "1m", "1h1m1s", "1d1h1m1s"]
+
+
+def test_timeout_terminates_the_instance_and_fails_the_job(world):
+    job = world.schedule(T0 + timedelta(minutes=1), timeout="60s")
+    launched = T0 + timedelta(minutes=1)
+    world.tick(launched)
+    iid = world.get(job.id).instance_id
+    limit = launched + timedelta(seconds=60 + 600)  # timeout + timeout_grace
+    assert world.tick(limit, reconcile=True).job_ids(TIMED_OUT) == []
+    assert world.get(job.id).status is JobStatus.RUNNING
+    report = world.tick(limit + timedelta(seconds=1), reconcile=True)
+    assert report.job_ids(TIMED_OUT) == [job.id]
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED and final.reason == "timed out after 60s"
+    assert world.state(iid) == "terminated"
+
+
+# ---------------------------------------------------------------------- reconciliation
+def test_vanished_instance_fails_its_job(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    iid = world.get(job.id).instance_id
+    world.ec2.terminate_instances(InstanceIds=[iid])  # behind the daemon's back
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert report.job_ids(VANISHED) == [job.id]
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED
+    assert final.reason == "instance vanished without reporting (state: terminated)"
+
+
+def test_stopped_instance_counts_as_vanished_and_is_terminated(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    iid = world.get(job.id).instance_id
+    world.ec2.stop_instances(InstanceIds=[iid])
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert report.job_ids(VANISHED) == [job.id]
+    assert world.get(job.id).reason == "instance vanished without reporting (state: stopped)"
+    assert world.state(iid) == "terminated"
+
+
+def test_a_job_that_reported_before_its_instance_ended_is_not_failed(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    iid = world.get(job.id).instance_id
+    world.service.report(job.id, "finished", 0)
+    world.ec2.terminate_instances(InstanceIds=[iid])  # it powered itself off
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert report.job_ids(VANISHED) == [] and report.of(REAPED) == []
+    assert world.get(job.id).status is JobStatus.FINISHED
+
+
+def test_reaper_ends_instances_of_finished_and_unknown_jobs_only(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    running = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    finished_iid = world.get(job.id).instance_id
+    running_iid = world.get(running.id).instance_id
+    world.service.report(job.id, "finished", 0)  # moto never powers it off: it is still running
+
+    image = boto3.client("ssm").get_parameter(
+        Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
+
+    def run(tags: dict[str, str]) -> str:
+        spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        return world.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                       TagSpecifications=spec)["Instances"][0]["InstanceId"]
+
+    store = world.store.store_id
+    unknown = run({"jobman:store": store, "jobman:job-id": "999", "jobman:attempt": "1"})
+    no_job = run({"jobman:store": store})
+    old_attempt = run({"jobman:store": store, "jobman:job-id": str(running.id), "jobman:attempt": "0"})
+    duplicate = run({"jobman:store": store, "jobman:job-id": str(running.id), "jobman:attempt": "1"})
+    other_store = run({"jobman:store": "another-store", "jobman:job-id": str(job.id), "jobman:attempt": "1"})
+    untagged = run({"Name": "someone-else"})
+
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    reaped = {o.instance_id for o in report.of(REAPED)}
+    assert reaped == {finished_iid, unknown, no_job, old_attempt, duplicate}
+    for iid in reaped:
+        assert world.state(iid) == "terminated"
+    for iid in (running_iid, other_store, untagged):
+        assert world.state(iid) == "running"
+    assert world.get(running.id).status is JobStatus.RUNNING
+
+
+def test_reconcile_during_a_launch_in_flight_does_not_reap_it(world):
+    """Another daemon (which cannot know what is in flight here) reconciles between RunInstances
+    and the recording of its answer: the instance of a job in ``launching`` is left alone."""
+    job = world.schedule(T0 + timedelta(minutes=1))
+    other = world.make_daemon(exclusive=False, daemon_id="other-daemon")
+    reaped: list = []
+
+    def after(j, iid):
+        out = Collector()
+        other._reconciler.run(world.clock.now(), out)
+        reaped.extend(out.report(True).of(REAPED))
+
+    world.launcher.after = after
+    world.tick(T0 + timedelta(minutes=1))
+    assert reaped == []
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and world.state(final.instance_id) == "running"
+    other.close()
+
+
+def test_cancel_of_a_launched_job_terminates_its_instance(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    iid = world.get(job.id).instance_id
+    cancelled = world.service.cancel(job.id, terminate=lambda i: world.launcher.terminate([i]))
+    assert cancelled.status is JobStatus.CANCELLED
+    assert world.state(iid) == "terminated"
+    # Nothing left for the reconciler to do.
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert report.of(REAPED) == [] and report.of(VANISHED) == []
+
+
+def test_cancel_without_terminating_is_caught_by_the_reaper(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    iid = world.get(job.id).instance_id
+    world.service.cancel(job.id)  # e.g. the CLI could not reach AWS
+    report = world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert [o.instance_id for o in report.of(REAPED)] == [iid]
+    assert world.state(iid) == "terminated"
+
+
+def test_job_cancelled_during_its_launch_gets_its_new_instance_terminated(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.launcher.after = lambda j, iid: world.service.cancel(j.id)
+    report = world.tick(T0 + timedelta(minutes=1))
+    assert report.job_ids(CANCELLED_DURING_LAUNCH) == [job.id]
+    final = world.get(job.id)
+    (instance,) = world.instances()
+    assert final.status is JobStatus.CANCELLED and final.instance_id == instance["InstanceId"]
+    assert world.state(final.instance_id) == "terminated"
+
+
+def test_callback_running_before_the_launch_is_recorded(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.launcher.after = lambda j, iid: world.service.report(j.id, "running")
+    world.tick(T0 + timedelta(minutes=1))
+    final = world.get(job.id)
+    (instance,) = world.instances()
+    assert final.status is JobStatus.RUNNING and final.instance_id == instance["InstanceId"]
+
+
+# ---------------------------------------------------------------------- abandoned launches
+def _claim_as_dead_daemon(world, job: Job, at: datetime) -> Job:
+    token = launch_token_for(world.store.store_id, job.id, job.attempts + 1)
+
+    def claim(current: Job) -> Job:
+        claimed = current.claimed(at, token)
+        return dataclasses.replace(claimed, extra={**claimed.extra, CLAIMED_BY: "dead-daemon"})
+
+    return world.store.update(job.id, claim)
+
+
+def test_abandoned_launch_with_an_instance_is_adopted_without_a_second_run_instances(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    # The dead daemon got as far as RunInstances, then died before recording the answer.
+    iid = world.launcher.inner.launch(claimed, user_data="#!/bin/bash\n", store_id=world.store.store_id)
+    report = world.tick(T0 + timedelta(minutes=1, seconds=5))
+    assert report.job_ids(ADOPTED) == [job.id]
+    assert world.launcher.launches == []  # no RunInstances at all
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.instance_id == iid and final.attempts == 1
+    assert len(world.instances()) == 1
+
+
+def test_abandoned_launch_without_an_instance_is_launched_exactly_once_with_the_same_token(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    report = world.tick(T0 + timedelta(minutes=1, seconds=5))
+    assert report.job_ids(LAUNCHED) == [job.id]
+    assert world.launcher.launches == [(job.id, 1, claimed.launch_token)]
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.attempts == 1
+    assert final.extra[CLAIMED_BY] == world.daemon.daemon_id
+    world.tick(T0 + timedelta(minutes=2), reconcile=True)
+    assert len(world.instances()) == 1 and len(world.launcher.launches) == 1
+
+
+def test_shared_store_honours_another_daemons_claim_until_its_lease_expires(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed_at = T0 + timedelta(minutes=1)
+    _claim_as_dead_daemon(world, job, claimed_at)
+    shared = world.make_daemon(exclusive=False, launch_lease=60.0)
+    world.clock.set(claimed_at + timedelta(seconds=59))
+    assert shared.tick(claimed_at + timedelta(seconds=59)).outcomes == ()
+    assert world.launcher.launches == [] and world.get(job.id).status is JobStatus.LAUNCHING
+    world.clock.set(claimed_at + timedelta(seconds=61))
+    report = shared.tick(claimed_at + timedelta(seconds=61))
+    assert report.job_ids(LAUNCHED) == [job.id]
+    assert len(world.launcher.launches) == 1
+    shared.close()
+
+
+# ---------------------------------------------------------------------- robustness
+def test_one_jobs_unexpected_error_stops_neither_the_loop_nor_other_jobs(world):
+    jobs = [world.schedule(T0 + timedelta(minutes=1)) for _ in range(3)]
+    bad = jobs[1].id
+    faults = {"left": 1}
+
+    def before(job):
+        if job.id == bad and faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("boom")
+
+    world.launcher.before = before
+    report = world.tick(T0 + timedelta(minutes=1))
+    assert report.job_ids(LAUNCHED) == sorted(j.id for j in jobs if j.id != bad)
+    assert report.job_ids(ERROR) == [bad]
+    assert world.get(bad).status is JobStatus.LAUNCHING  # left for the abandoned-launch path
+    assert any("unexpected error: RuntimeError: boom" in line for line in world.lines)
+    # It cools down (backoff_base), then is resolved as abandoned: one launch of the same attempt.
+    assert world.tick(T0 + timedelta(minutes=1, seconds=5)).outcomes == ()
+    report = world.tick(T0 + timedelta(minutes=1, seconds=15))
+    assert report.job_ids(LAUNCHED) == [bad]
+    assert world.get(bad).attempts == 1 and len(world.instances()) == 3
+
+
+def test_a_job_that_keeps_crashing_is_failed_in_the_end(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.launcher.before = lambda j: (_ for _ in ()).throw(KeyError("nope"))
+    at = T0 + timedelta(minutes=1)
+    for _ in range(3):  # max_attempts
+        world.tick(at)
+        at += timedelta(minutes=5)
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED and final.reason == "internal error: KeyError: 'nope'"
+    assert world.instances() == []
+
+
+def test_run_loop_launches_a_job_added_through_the_service_and_stops_on_request(tmp_path, ec2):
+    from jobman_cli.clock import SystemClock
+
+    w = World(tmp_path, ec2)
+    w.clock = SystemClock()
+    w.service = JobService(w.store, w.clock)
+    w.daemon = w.make_daemon()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(w.daemon.run()))
+    thread.start()
+    try:
+        job, _ = w.service.schedule(ScheduleRequest(image="alpine:3.20", when="now"))
+        for _ in range(400):  # up to 20 s; no timing is asserted
+            if w.get(job.id).status is JobStatus.RUNNING:
+                break
+            threading.Event().wait(0.05)
+        assert w.get(job.id).status is JobStatus.RUNNING, w.lines
+    finally:
+        w.daemon.stop()
+        thread.join(30)
+    assert result == [0] and not thread.is_alive()
+    assert any("ready" in line for line in w.lines)
+    w.store.close()
+
+
+def test_missing_credentials_is_a_config_error(aws_env, tmp_path):
+    aws_env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = DaemonSettings(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC)
+    with pytest.raises(ConfigError) as caught:
+        run_daemon(settings, EC2Settings())
+    assert "no AWS credentials found" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "jobs.json").exists()  # nothing was touched
+
+
+def test_a_second_daemon_on_the_same_file_is_refused(tmp_path):
+    first = DaemonLock(str(tmp_path / "jobs.json"))
+    try:
+        with pytest.raises(ConfigError, match="another jobman daemon is already running"):
+            DaemonLock(str(tmp_path / "jobs.json"))
+    finally:
+        first.release()
+    DaemonLock(str(tmp_path / "jobs.json")).release()  # free again once the first is gone

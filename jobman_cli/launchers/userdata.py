@@ -22,9 +22,10 @@ Guarantees, and why:
 * **Callbacks.** ``PUT <callback_url>`` with ``Content-Type: application/json`` and
   ``Authorization: Bearer <job.callback_token>``: ``{"status":"running"}`` before the container,
   then ``{"status":"finished","exit-code":0}`` or ``{"status":"failed","exit-code":N}``. curl runs
-  with ``-fsS``, ``--globoff`` (``{}``/``[]`` in the URL are not curl globs), ``--max-time`` and
-  ``--retry``, inside a loop of attempts with doubling back-off;
-  a callback that ultimately fails is logged and the script goes on (to power-off). The response
+  with ``-fsS``, ``--globoff`` (``{}``/``[]`` in a URL are not curl globs), ``--max-time`` and
+  ``--retry``; the final report also runs inside a loop of attempts with doubling back-off (the
+  ``running`` report gets one loop attempt, so an unreachable daemon delays the job only briefly).
+  A callback that ultimately fails is logged and the script goes on (to power-off). The response
   body is discarded (it echoes the environment) and the token is never printed.
 * **The container** runs as ``timeout --kill-after=30s <timeout>s docker run --rm -e 'K=V'...
   '<image>'``. ``timeout`` gives 124, which is reported as the exit code (as is a container killed
@@ -45,8 +46,9 @@ Guarantees, and why:
 * **Small.** About 4 KiB plus the quoted environment; EC2's limit is 16 KiB of raw user-data, and
   a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming ``env-variables``.
 
-Test-only knobs (absent on EC2, where cloud-init runs the script with a clean environment), read
-as small non-negative integers and otherwise ignored: ``JOBMAN_CALLBACK_ATTEMPTS`` (default 5),
+Test-only knobs (absent on EC2, where cloud-init runs the script with a clean environment):
+``JOBMAN_SYSTEM_PATH`` (above), and, read as small non-negative integers and otherwise ignored,
+``JOBMAN_CALLBACK_ATTEMPTS`` (default 5),
 ``JOBMAN_CALLBACK_BACKOFF`` (first delay in seconds, default 5), ``JOBMAN_CURL_RETRIES``
 (default 3) and ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120).
 """

@@ -82,7 +82,7 @@ CASES: list[tuple[list[str], int, str]] = [
     # status
     (["status", "abc"], 2, "ID"),
     (["status", "0"], 2, "ID"),
-    (["status", "-1"], 2, "ID"),
+    (["status", "-1"], 2, "-1"),
     (["status", "999"], 1, "999"),
     (["status", "1", "--wait-timeout", "5s"], 2, "--wait"),
     (["status", "1", "--wait", "--wait-timeout", "soon"], 2, "--wait-timeout"),

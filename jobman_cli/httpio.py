@@ -145,8 +145,10 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
         raise HttpError(400, f"body is not valid JSON: {message} at line {err.lineno} column {err.colno}") from None
     except RecursionError:
         raise HttpError(400, "body is not valid JSON: nested too deeply") from None
-    except ValueError as err:  # _BadJson, or an integer beyond Python's 4300-digit limit
-        raise HttpError(400, f"body is not valid JSON: {clip(str(err), 120)}") from None
+    except _BadJson as err:
+        raise HttpError(400, f"body is not valid JSON: {err}") from None
+    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+        raise HttpError(400, "body has a number with too many digits") from None
     if not isinstance(value, dict):
         kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
         raise HttpError(400, f"body must be a JSON object (got {kinds.get(type(value), 'null')})")
@@ -345,13 +347,13 @@ class Connection(socketserver.BaseRequestHandler):
         except HttpError as err:
             status, payload, extra = err.status, {"error": clip(err.message, 500)}, err.headers
         except _TimedOut:
-            status, payload = 408, {"error": f"the request did not arrive within {self.server.request_timeout:g} seconds"}
+            status, payload = 408, {"error": f"the request did not arrive within {self.server.request_timeout:g} s"}
         except _Disconnected:
             return False
         except Exception:  # the last line of defence; the hostile-request suite proves it is never reached
             self.server.log(f"api: internal error on {_describe(request)}:\n" + traceback.format_exc().rstrip())
             status, payload, logged = 500, {"error": "internal error (logged by the daemon)"}, True
-        if status >= 500 and not logged:
+        if status >= 500 and status != 505 and not logged:  # 505: the client's protocol, not our failure
             self.server.log(f"api: {status} on {_describe(request)}: {payload['error']}")
         keep = (status < 400 and request is not None and request.keep_alive and not last
                 and not self.server.stopping)

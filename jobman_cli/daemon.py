@@ -116,7 +116,7 @@ class Daemon:
     # ------------------------------------------------------------------ small helpers
     def log(self, line: str) -> None:
         with self._log_lock:
-            self._write_log(f"{format_time(self.clock.now().replace(microsecond=0))} {line}")
+            self._write_log(f"{format_time(self.clock.now())} {line}")
 
     def in_flight(self, job_id: int) -> bool:
         with self._lock:

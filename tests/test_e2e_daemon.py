@@ -1,0 +1,260 @@
+"""End to end: a real ``jobman daemon`` process against a real ``moto_server`` process.
+
+The CLI and the daemon are separate processes sharing one TinyDB file, exactly as an operator runs
+them. Waits poll with generous limits (they prove liveness, not speed); the latencies they observe
+are printed (``pytest -s``) and kept as test properties, never asserted.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from moto_server import aws_env, ec2_client, moto_server, moto_server_process  # noqa: F401  (fixtures)
+
+from jobman_cli.model import JobStatus
+from jobman_cli.service import JobService, ScheduleRequest
+from jobman_cli.stores.tinydb import TinyDBStore
+
+pytestmark = pytest.mark.slow
+
+WAIT = 30.0  # liveness limit for anything the test waits for
+
+
+class DaemonProcess:
+    """``python -m jobman_cli daemon`` with its stderr read line by line in a thread."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        command = [sys.executable, "-m", "jobman_cli", "daemon", "--listen", "127.0.0.1:0",
+                   "--public-url", "http://127.0.0.1:9", *args]
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], count: int = 1, timeout: float = WAIT) -> float:
+        """Block until ``count`` lines matched; return when the last of them was read."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matched = [t for t, line in self.lines if predicate(line)]
+                if len(matched) >= count:
+                    return matched[count - 1]
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.text()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for the daemon:\n{self.text()}")
+                self._cond.wait(min(left, 0.2))
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(line for _, line in self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+
+@pytest.fixture
+def env(moto_server, tmp_path) -> dict[str, str]:  # noqa: F811
+    return aws_env(moto_server, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
+
+
+@pytest.fixture
+def daemons():
+    started: list[DaemonProcess] = []
+
+    def start(env: dict[str, str], *args: str) -> DaemonProcess:
+        proc = DaemonProcess(env, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(timeout=10)
+
+
+def jobman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobman_cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def instances_by_job(url: str, store_id: str) -> dict[int, list[dict]]:
+    """Every instance of the store (any state), grouped by its ``jobman:job-id`` tag."""
+    pages = ec2_client(url).get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag:jobman:store", "Values": [store_id]}])
+    grouped: dict[int, list[dict]] = collections.defaultdict(list)
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                grouped[int(tags["jobman:job-id"])].append(instance)
+    return grouped
+
+
+def poll(check: Callable[[], bool], timeout: float = WAIT, every: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
+
+
+def test_job_for_now_gets_its_instance(env, daemons, moto_server, tmp_path, record_property):  # noqa: F811
+    daemon = daemons(env)
+    daemon.wait_for(lambda line: "ready" in line)
+    scheduled = jobman(env, "schedule", "--image", "alpine:3.20", "--at", "now", "-q")
+    assert scheduled.returncode == 0, scheduled.stderr
+    returned = time.monotonic()
+    job_id = int(scheduled.stdout)
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        assert poll(lambda: len(instances_by_job(moto_server, store.store_id).get(job_id, [])) == 1)
+        seen = time.monotonic()
+        assert poll(lambda: store.get(job_id).status is JobStatus.RUNNING)
+        job = store.get(job_id)
+        (instance,) = instances_by_job(moto_server, store.store_id)[job_id]
+        assert job.instance_id == instance["InstanceId"] and job.attempts == 1
+    finally:
+        store.close()
+    # Observed, not asserted: how long after `schedule` returned the instance was visible in EC2.
+    record_property("schedule_to_instance_seconds", round(seen - returned, 3))
+    print(f"\n`jobman schedule --at now` returned -> instance visible in EC2: {seen - returned:.3f}s")
+    assert daemon.stop() == 0
+
+
+def _schedule_burst(path: Path, count: int) -> list[int]:
+    """``count`` jobs due at once, written by this process (another writer, as a CLI would be)."""
+    store = TinyDBStore(path)
+    try:
+        service = JobService(store)
+        return [service.schedule(ScheduleRequest(image="alpine:3.20", when="now", title=f"burst {n}"))[0].id
+                for n in range(count)]
+    finally:
+        store.close()
+
+
+def test_sigkill_in_the_middle_of_a_burst_then_restart_launches_each_job_exactly_once(
+        env, daemons, moto_server, tmp_path, record_property):  # noqa: F811
+    ids = _schedule_burst(tmp_path / "jobs.json", 50)
+    first = daemons(env, "--launch-workers", "2")
+    first.wait_for(lambda line: "launching -> running" in line, count=5)
+    first.proc.send_signal(signal.SIGKILL)
+    assert first.stop() == -signal.SIGKILL
+
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        at_kill = collections.Counter(store.get(i).status for i in ids)
+        # The kill really happened mid-burst: some jobs were launched, some were not (yet).
+        assert at_kill[JobStatus.RUNNING] >= 5 and at_kill[JobStatus.RUNNING] < len(ids), at_kill
+
+        second = daemons(env)
+        assert poll(lambda: all(store.get(i).status is JobStatus.RUNNING for i in ids)), \
+            (collections.Counter(store.get(i).status for i in ids), second.text())
+        second.wait_for(lambda line: "ready" in line)
+        grouped = instances_by_job(moto_server, store.store_id)
+        assert sorted(grouped) == sorted(ids)
+        duplicates = {i: [x["InstanceId"] for x in grouped[i]] for i in ids if len(grouped[i]) != 1}
+        assert duplicates == {}
+        for i in ids:
+            job = store.get(i)
+            (instance,) = grouped[i]
+            assert job.instance_id == instance["InstanceId"] and job.attempts == 1
+            assert instance["State"]["Name"] == "running"
+        assert [i for i in ids if store.get(i).status is JobStatus.LAUNCHING] == []
+        adopted = second.text().count("adopting it")
+        relaunched = second.text().count("launching it again")
+        record_property("status_at_kill", dict((k.value, v) for k, v in at_kill.items()))
+        print(f"\nat SIGKILL: {dict((k.value, v) for k, v in at_kill.items())}; after restart: "
+              f"{adopted} adopted, {relaunched} relaunched with the same token")
+        assert second.stop() == 0
+    finally:
+        store.close()
+
+
+def test_sigterm_mid_burst_exits_0_and_leaves_nothing_half_launched(env, daemons, moto_server, tmp_path):  # noqa: F811
+    ids = _schedule_burst(tmp_path / "jobs.json", 20)
+    daemon = daemons(env, "--launch-workers", "2")
+    daemon.wait_for(lambda line: "launching -> running" in line, count=2)
+    sent = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    print(f"\nSIGTERM -> exit 0 in {time.monotonic() - sent:.3f}s")
+    assert "stopping" in daemon.text()
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        statuses = {i: store.get(i).status for i in ids}
+        assert set(statuses.values()) <= {JobStatus.SCHEDULED, JobStatus.RUNNING}, statuses
+        grouped = instances_by_job(moto_server, store.store_id)
+        assert sorted(grouped) == sorted(i for i, s in statuses.items() if s is JobStatus.RUNNING)
+        assert all(len(v) == 1 for v in grouped.values())
+    finally:
+        store.close()
+
+
+def test_idle_daemon_stops_on_sigterm_and_sigint(env, daemons):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        daemon = daemons(env)
+        daemon.wait_for(lambda line: "ready" in line)
+        assert daemon.stop(sig) == 0, daemon.text()
+
+
+def test_missing_credentials_stop_the_daemon_with_one_line(env, tmp_path):
+    bare = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    result = subprocess.run([sys.executable, "-m", "jobman_cli", "daemon", "--listen", "127.0.0.1:0"],
+                            env=bare, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: no AWS credentials found"), result.stderr
+    assert not (tmp_path / "jobs.json").exists()
+
+
+def test_a_second_daemon_on_the_same_store_is_refused_with_one_line(env, daemons):
+    first = daemons(env)
+    first.wait_for(lambda line: "ready" in line)
+    result = subprocess.run([sys.executable, "-m", "jobman_cli", "daemon", "--listen", "127.0.0.1:0",
+                             "--public-url", "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "another jobman daemon is already running" in lines[0], result.stderr
+    assert first.stop() == 0
+
+
+def test_once_does_one_pass_and_exits(env, moto_server, tmp_path):  # noqa: F811
+    ids = _schedule_burst(tmp_path / "jobs.json", 3)
+    result = subprocess.run([sys.executable, "-m", "jobman_cli", "daemon", "--once", "--public-url",
+                             "http://127.0.0.1:9"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "one pass done: 3 launched" in result.stderr
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        assert all(store.get(i).status is JobStatus.RUNNING for i in ids)
+        assert sorted(instances_by_job(moto_server, store.store_id)) == ids
+    finally:
+        store.close()

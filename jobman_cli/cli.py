@@ -312,6 +312,42 @@ def daemon(state: State, **flags: Any) -> None:
     raise SystemExit(run_daemon(settings, ec2))
 
 
+@cli.group()
+def store() -> None:
+    """Manage the job store (the TinyDB file or a DynamoDB table)."""
+
+
+@store.command(name="init")
+@click.option("--store", "location", default=None, metavar="PATH|URL",
+              help="Store to create (overrides the global --store/--db). dynamodb://TABLE creates the table.")
+@click.pass_obj
+def store_init(state: State, location: str | None) -> None:
+    """Create the store if it does not exist; safe to run again.
+
+    For dynamodb://TABLE: the table with its status-due index (on-demand billing) and its meta
+    item. An existing table with jobman's design is kept; any other table is an error (exit 1).
+    """
+    from .config import default_store_location
+
+    target = location or state.location or default_store_location()
+    if target.startswith("dynamodb://"):
+        from .stores.dynamodb import init_table  # imports boto3
+
+        created, store_id = init_table(target)
+        what = f"DynamoDB table {target[len('dynamodb://'):].split('?')[0]}"
+    else:
+        from pathlib import Path
+
+        from .stores.tinydb import TinyDBStore
+
+        created = not Path(target).exists()
+        with TinyDBStore(Path(target), create=True) as opened:
+            store_id = opened.store_id
+        what = f"store file {target}"
+    click.echo(f"Created {what} (store id {store_id})" if created
+               else f"{what[0].upper()}{what[1:]} already exists (store id {store_id})")
+
+
 def main(prog_name: str = "jobman") -> None:
     cli.main(prog_name=prog_name)
 

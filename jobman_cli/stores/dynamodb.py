@@ -7,7 +7,8 @@ Table design (one table, on-demand billing, made by ``jobman store init``; see d
 
     pk (S, hash key)   other attributes
     "meta"             format="jobman", schema=1, store_id (uuid4 hex), created_at
-    "counter"          n (N): the last job id handed out (UpdateItem ADD: atomic, never reused)
+    "counter"          n (N): the last job id handed out (UpdateItem ADD: atomic, never reused);
+                       seq (N): bumped after every write, the change marker
     "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job
     "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON),
                        due_ms (N: due time in epoch ms; only while scheduled/launching/running)
@@ -26,8 +27,12 @@ Reads and writes, and why:
 * ``due``/``next_due_at``/``active`` Query the index (never Scan). Index reads are eventually
   consistent; that is safe because every claim re-reads the job consistently inside ``update``.
 * ``get`` is a consistent GetItem; ``list`` (an operator command) is a consistent, paginated Scan.
-* ``change_marker`` cannot be a cheap change signal (DynamoDB has none): it changes once a second,
-  so a daemon re-queries ``next_due_at`` at most once a second (≈ 0.5 read units each).
+* DynamoDB has no cheap change signal, so the store keeps one: every successful write is followed
+  by ``ADD seq 1`` on the counter item, and ``change_marker`` is a consistent GetItem of ``seq``
+  (1 read unit). Pollers re-query only when it moved: the daemon's ``next_due_at`` Query, the
+  ``status --wait`` GetItem. The bump is best effort (a failed bump does not undo a persisted
+  write; the marker then moves with the next write); one item takes every bump, which caps a
+  whole fleet at ≈ 1000 writes/s, far above what EC2's own launch rate allows.
 
 Every AWS failure becomes a one-line :class:`~jobman_cli.errors.StoreError` naming the table.
 """
@@ -228,12 +233,14 @@ class DynamoDBStore:
             try:
                 if not key:
                     self._call("put_item", expect=("ConditionalCheckFailedException",), **put)
+                    self._touch()
                     return job, True
                 idem = {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
                         "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}},
                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
                 self._call("transact_write_items", expect=("TransactionCanceledException",),
                            TransactItems=[{"Put": put}, {"Put": idem}])
+                self._touch()
                 return job, True
             except ClientError as exc:
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
@@ -246,6 +253,9 @@ class DynamoDBStore:
                          "(job ids taken or constant conflicts)")
 
     def _existing(self, key: str, item: dict[str, Any]) -> Job:
+        if "job_id" not in item:  # the cancelled transaction did not return the item: read it
+            item = self._call("get_item", TableName=self.table, Key=_key(IDEM_PREFIX + key),
+                              ConsistentRead=True).get("Item", {})
         try:
             return self.get(int(item["job_id"]["N"]))  # type: ignore[index]
         except (JobNotFound, KeyError, TypeError, ValueError):
@@ -275,6 +285,7 @@ class DynamoDBStore:
                            Item=self._item(new), ConditionExpression="version = :v",
                            ExpressionAttributeValues={":v": {"N": str(current.version)}},
                            ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                self._touch()
                 return new
             except ClientError as exc:
                 item = exc.response.get("Item")  # the item as it is now (None: it was deleted)
@@ -350,9 +361,18 @@ class DynamoDBStore:
         return _from_ms(_due(items[0])) if items else None
 
     def change_marker(self) -> Hashable:
-        """The current second: DynamoDB offers no cheap change signal, so pollers re-read at most
-        once a second (the daemon: one ``next_due_at`` Query; ``status --wait``: one GetItem)."""
-        return int(time.time())
+        """The write sequence number (one consistent GetItem of a tiny item; see the module doc)."""
+        item = self._call("get_item", TableName=self.table, Key=_key(COUNTER_PK), ConsistentRead=True,
+                          ProjectionExpression="seq").get("Item", {})
+        return int(item.get("seq", {}).get("N", "0"))
+
+    def _touch(self) -> None:
+        """Move the change marker after a successful write (best effort: the write stands anyway)."""
+        try:
+            self._call("update_item", TableName=self.table, Key=_key(COUNTER_PK), UpdateExpression="ADD seq :one",
+                       ExpressionAttributeValues={":one": {"N": "1"}})
+        except StoreError:
+            pass
 
     def close(self) -> None:
         if not self._api.closed:

@@ -23,59 +23,29 @@ idle daemon costs one ``stat`` per ``watch_interval``.
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-import sys
 import threading
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from .clock import Clock, SystemClock
 from .errors import InvalidInput, JobmanError, LaunchError
-from .launchers.base import InstanceInfo, Launcher
+from .launchers.base import Launcher
 from .launchers.userdata import callback_url_for, render_user_data
 from .model import Job, JobStatus, format_time
 from .reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING,
-                        Collector, Outcome, Reconciler, Skip, TickReport, describe_change, guarded_update)
+                        Collector, Outcome, Reconciler, Skip, TickReport, best_instance, describe_change,
+                        format_duration, guarded_update, missed_reason, new_daemon_id, stderr_log)
 from .service import JobService, launch_token_for
 from .settings import DaemonSettings
 from .stores.base import JobStore
 
-__all__ = ["Daemon", "TickReport", "Outcome", "run_daemon", "CLAIMED_BY", "DEFAULT_LAUNCH_LEASE"]
+__all__ = ["Daemon", "TickReport", "Outcome", "run_daemon", "format_duration", "CLAIMED_BY", "DEFAULT_LAUNCH_LEASE"]
 
 #: ``Job.extra`` key naming the daemon that claimed a job (extra keys persist in every store).
 CLAIMED_BY = "claimed-by"
 #: How long a claim by another daemon is honoured before its job counts as abandoned.
 DEFAULT_LAUNCH_LEASE = 60.0
-
-
-def new_daemon_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def format_duration(seconds: float) -> str:
-    """``2h5m``, ``45s``: the duration grammar the CLI accepts, for messages."""
-    rest = max(0, int(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size or (unit == "s" and not parts):
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts)
-
-
-def missed_reason(job: Job, now: datetime) -> str:
-    reason = f"missed start deadline (due {format_time(job.date_time)}, {format_duration((now - job.date_time).total_seconds())} late)"
-    if job.reason and job.attempts:  # it was waiting for a retry: say why it was not launched
-        reason += f"; last launch error: {job.reason}"
-    return reason
-
-
-def stderr_log(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 class Daemon:
@@ -107,6 +77,9 @@ class Daemon:
         self._futures: set[Future] = set()
         #: job id -> (not before, unexpected errors in a row): a job whose handling crashed waits.
         self._cooldown: dict[int, tuple[datetime, int]] = {}
+        #: job id -> not before: nothing to do for it until then (a running job whose instance the
+        #: tag lookup did not find yet); looking again on every pass would only cost AWS calls.
+        self._deferred: dict[int, datetime] = {}
         self._next_reconcile: datetime | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.launch_workers, thread_name_prefix="jobman-launch")
         self._reconciler = Reconciler(store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
@@ -175,6 +148,11 @@ class Daemon:
             cooldown = self._cooldown.get(job_id)
             if cooldown is not None and now < cooldown[0]:
                 return False
+            deferred = self._deferred.get(job_id)
+            if deferred is not None:
+                if now < deferred:
+                    return False
+                del self._deferred[job_id]
             self._in_flight.add(job_id)
             return True
 
@@ -271,19 +249,26 @@ class Daemon:
             return dataclasses.replace(current, extra=extra, launch_token=token, updated_at=t,
                                        version=current.version + 1)
 
-        job = guarded_update(self.store, seen.id, take)
+        if seen.status is JobStatus.RUNNING:
+            job: Job | None = seen  # it reported running, so it launched: only find its instance
+        else:
+            job = guarded_update(self.store, seen.id, take)
         if job is None:
             return
         instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
                                                  include_terminated=True)
         if instances:
-            chosen = _best_instance(instances)
+            chosen = best_instance(instances)
             self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
                      f"{job.attempts} launched before a restart; adopting it")
             self._record_launch(job, chosen.instance_id, out, ADOPTED)
             return
         if job.status is not JobStatus.LAUNCHING:
-            return  # it reported running, so its instance exists: tag lookups can lag; next pass
+            # It reported running, so its instance exists somewhere (tag lookups can lag). Look
+            # again after a while; its timeout still ends it if the instance never turns up.
+            with self._lock:
+                self._deferred[job.id] = t + timedelta(seconds=self.settings.reconcile_interval)
+            return
         self.log(f"job {job.id}: no instance of attempt {job.attempts} exists; launching it again")
         self._launch(job, out)
 
@@ -414,12 +399,6 @@ class Daemon:
         """Stop claiming, cancel queued work, wait for the launches already talking to AWS."""
         self._stopping.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _best_instance(instances: list[InstanceInfo]) -> InstanceInfo:
-    """Of several instances of one attempt (only possible where ``ClientToken`` is ignored), the one
-    to keep: a live one first, then the earliest launched. The reaper ends the others."""
-    return sorted(instances, key=lambda i: (i.gone, i.launch_time is None, i.launch_time or 0, i.instance_id))[0]
 
 
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:

@@ -141,6 +141,14 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _api_log(message: str) -> None:
+    from .clock import SystemClock
+    from .daemon import stderr_log
+    from .model import format_time
+
+    stderr_log(f"{format_time(SystemClock().now())} api: {message}")
+
+
 def start_api(settings: DaemonSettings, service: JobService) -> tuple[Any, str]:
     """Start the HTTP listener if this build has one. Returns ``(server or None, token note)``."""
     try:
@@ -152,7 +160,7 @@ def start_api(settings: DaemonSettings, service: JobService) -> tuple[Any, str]:
     token, token_path = load_or_create_api_token(settings.home)
     note = f"API token file {token_path}" if token_path else "API token from JOBMAN_API_TOKEN"
     server = ApiServer(service, host=settings.listen_host, port=settings.listen_port, api_token=token,
-                       tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+                       tls_cert=settings.tls_cert, tls_key=settings.tls_key, log=_api_log)
     try:
         server.start()
     except OSError as exc:

@@ -10,19 +10,24 @@ The orphan reaper looks the instances up *before* it reads the store. An instanc
 its job's claim was persisted (claim-before-launch), so the later store read always knows about
 every instance the lookup found; a launch in flight therefore can never look like an orphan.
 
-It also holds the small value types a daemon tick reports (:class:`Outcome`, :class:`TickReport`).
+It also holds the small value types a daemon tick reports (:class:`Outcome`, :class:`TickReport`)
+and the few helpers the daemon modules share (messages, log lines).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
 from .errors import JobmanError, JobNotFound, TransitionNotAllowed
 from .launchers.base import InstanceInfo, Launcher
-from .model import ACTIVE_STATES, Job, JobStatus
+from .model import ACTIVE_STATES, Job, JobStatus, format_time
 from .stores.base import JobChange, JobStore
 
 # Outcome kinds, one per kind of thing a tick did.
@@ -90,6 +95,39 @@ class Collector:
     def report(self, reconciled: bool) -> TickReport:
         with self._lock:
             return TickReport(tuple(self._items), reconciled)
+
+
+def new_daemon_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def format_duration(seconds: float) -> str:
+    """``2h5m``, ``45s``: the duration grammar the CLI accepts, for messages."""
+    rest = max(0, int(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def missed_reason(job: Job, now: datetime) -> str:
+    reason = f"missed start deadline (due {format_time(job.date_time)}, {format_duration((now - job.date_time).total_seconds())} late)"
+    if job.reason and job.attempts:  # it was waiting for a retry: say why it was not launched
+        reason += f"; last launch error: {job.reason}"
+    return reason
+
+
+def stderr_log(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def best_instance(instances: list[InstanceInfo]) -> InstanceInfo:
+    """Of several instances of one attempt (only possible where ``ClientToken`` is ignored), the one
+    to keep: a live one first, then the earliest launched. The reaper ends the others."""
+    return sorted(instances, key=lambda i: (i.gone, i.launch_time is None, i.launch_time or 0, i.instance_id))[0]
 
 
 def guarded_update(store: JobStore, job_id: int, change: JobChange) -> Job | None:

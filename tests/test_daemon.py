@@ -503,6 +503,29 @@ def test_abandoned_launch_without_an_instance_is_launched_exactly_once_with_the_
     assert len(world.instances()) == 1 and len(world.launcher.launches) == 1
 
 
+def test_job_that_reported_running_before_its_daemon_died_gets_its_instance_recorded(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    iid = world.launcher.inner.launch(claimed, user_data="#!/bin/bash\n", store_id=world.store.store_id)
+    world.service.report(job.id, "running")  # the instance called back; the daemon never recorded it
+    report = world.tick(T0 + timedelta(minutes=1, seconds=5))
+    assert report.job_ids(ADOPTED) == [job.id] and world.launcher.launches == []
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.instance_id == iid
+
+
+def test_running_job_without_any_instance_is_never_relaunched(world):
+    job = world.schedule(T0 + timedelta(minutes=1), timeout="60s")
+    _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    world.service.report(job.id, "running")  # e.g. an operator's `jobman callback`
+    for seconds in (5, 10, 40):
+        assert world.tick(T0 + timedelta(minutes=1, seconds=seconds)).of(LAUNCHED) == []
+    assert world.launcher.launches == [] and world.get(job.id).status is JobStatus.RUNNING
+    # Its timeout still ends it.
+    report = world.tick(T0 + timedelta(minutes=1, seconds=60 + 600 + 1), reconcile=True)
+    assert report.job_ids(TIMED_OUT) == [job.id]
+
+
 def test_shared_store_honours_another_daemons_claim_until_its_lease_expires(world):
     job = world.schedule(T0 + timedelta(minutes=1))
     claimed_at = T0 + timedelta(minutes=1)
@@ -596,3 +619,93 @@ def test_a_second_daemon_on_the_same_file_is_refused(tmp_path):
     finally:
         first.release()
     DaemonLock(str(tmp_path / "jobs.json")).release()  # free again once the first is gone
+
+
+# ---------------------------------------------------------------------- EC2 settings (factory)
+def _config(aws_env, tmp_path, text: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(text)
+
+
+def test_ec2_settings_defaults(aws_env):
+    from jobman_cli.launchers.factory import ec2_settings
+
+    settings = ec2_settings({})
+    assert settings == EC2Settings()
+    assert settings.instance_type == "t3.micro" and settings.store_tag_key == "jobman:store"
+
+
+def test_ec2_settings_precedence_flag_then_env_then_config(aws_env, tmp_path):
+    from jobman_cli.launchers.factory import ec2_settings
+
+    _config(aws_env, tmp_path, """
+[ec2]
+region = "eu-west-1"
+instance_type = "t3.small"
+ami = "ami-config"
+subnet_id = "subnet-config"
+security_group_ids = ["sg-1", "sg-2"]
+iam_instance_profile = "profile-config"
+key_name = "key-config"
+store_tag_key = "acme:jobman-store"
+tags = { team = "data", cost-center = "42" }
+""")
+    from_config = ec2_settings({})
+    assert (from_config.region, from_config.instance_type, from_config.ami, from_config.subnet_id) == (
+        "eu-west-1", "t3.small", "ami-config", "subnet-config")
+    assert from_config.security_group_ids == ("sg-1", "sg-2")
+    assert (from_config.iam_instance_profile, from_config.key_name) == ("profile-config", "key-config")
+    assert from_config.store_tag_key == "acme:jobman-store"
+    assert dict(from_config.extra_tags) == {"team": "data", "cost-center": "42"}
+
+    aws_env.setenv("AWS_REGION", "us-west-2")
+    aws_env.setenv("JOBMAN_INSTANCE_TYPE", "m5.large")
+    aws_env.setenv("JOBMAN_SECURITY_GROUP_IDS", "sg-env1, sg-env2")
+    aws_env.setenv("JOBMAN_TAGS", "cost-center=7,owner=ops")
+    from_env = ec2_settings({})
+    assert (from_env.region, from_env.instance_type) == ("us-west-2", "m5.large")
+    assert from_env.security_group_ids == ("sg-env1", "sg-env2")
+    assert dict(from_env.extra_tags) == {"team": "data", "cost-center": "7", "owner": "ops"}
+
+    flags = {"region": "ap-south-1", "instance_type": "c5.xlarge", "ami": "ami-flag", "subnet_id": "subnet-flag",
+             "security_group_ids": ("sg-flag",), "iam_instance_profile": "arn:aws:iam::1:instance-profile/x",
+             "key_name": "key-flag", "tags": ("owner=me", "run=nightly=1")}
+    from_flags = ec2_settings(flags)
+    assert (from_flags.region, from_flags.instance_type, from_flags.ami) == ("ap-south-1", "c5.xlarge", "ami-flag")
+    assert from_flags.security_group_ids == ("sg-flag",) and from_flags.key_name == "key-flag"
+    assert dict(from_flags.extra_tags) == {"team": "data", "cost-center": "7", "owner": "me", "run": "nightly=1"}
+
+
+@pytest.mark.parametrize("tag,error,text", [
+    ("novalue", "InvalidInput", "--tag: must be KEY=VALUE"),
+    ("=x", "InvalidInput", "--tag: tag key must not be empty"),
+    ("aws:thing=x", "InvalidInput", "reserved prefix"),
+    ("jobman:job-id=1", "ConfigError", "reserved by jobman"),
+])
+def test_bad_tags_are_refused_with_one_line(aws_env, tag, error, text):
+    from jobman_cli.errors import JobmanError
+    from jobman_cli.launchers.factory import ec2_settings
+
+    with pytest.raises(JobmanError) as caught:
+        ec2_settings({"tags": (tag,)})
+    assert type(caught.value).__name__ == error and text in str(caught.value)
+    assert caught.value.exit_code == (2 if error == "InvalidInput" else 1)
+
+
+def test_bad_config_tags_are_a_config_error(aws_env, tmp_path):
+    from jobman_cli.launchers.factory import ec2_settings
+
+    _config(aws_env, tmp_path, '[ec2]\ntags = "team=data"\n')
+    with pytest.raises(ConfigError, match=r"\[ec2\] tags"):
+        ec2_settings({})
+
+
+def test_launcher_from_environment_uses_env_and_config(aws_env, tmp_path):
+    from jobman_cli.launchers.factory import launcher_from_environment
+
+    _config(aws_env, tmp_path, '[ec2]\nstore_tag_key = "acme:store"\n')
+    aws_env.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    launcher = launcher_from_environment()
+    assert isinstance(launcher, EC2Launcher)
+    assert launcher.settings.store_tag_key == "acme:store" and launcher.settings.region == "eu-central-1"

@@ -15,17 +15,20 @@ and the job model, every job is rendered by :func:`~jobman_cli.model.job_to_api`
 disagree. Decided here: authentication and the order of checks. Credentials come first, so nothing
 (not even whether a job or path exists) is revealed without them; then path (404), method (405 with
 ``Allow``), then the body. The API token opens everything; a job's callback token opens only that
-job's ``PUT .../callback``. The HTTP wire itself (limits, timeouts, TLS, strict JSON) is
-:mod:`jobman_cli.httpio`.
+job's ``PUT .../callback``. Bodies are strict JSON (:func:`parse_json_object`): one object,
+valid UTF-8, no duplicate keys, no ``NaN``/``Infinity``, no unpaired surrogate escapes, not nested
+too deeply, and no field the endpoint does not know. The HTTP wire itself (limits, timeouts, TLS,
+connection handling) is :mod:`jobman_cli.httpio`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from . import __version__
@@ -47,6 +50,63 @@ ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback":
 _JOB_ROUTE = re.compile(re.escape(PREFIX) + r"/jobs/([^/]*)/(status|callback)/?")
 _AUTH_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="jobman"')
 _NOT_A_TOKEN = "-" * 43  # compared against when a job does not exist, so timing reveals nothing
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# --------------------------------------------------------------------------- strict JSON bodies
+class _BadJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise _BadJson(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _BadJson(f"duplicate key {clip(key, 60)!r}")
+            seen.add(key)
+    return result
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or :class:`HttpError` 400 saying exactly why not."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise HttpError(400, f"body is not valid UTF-8 (bad byte at offset {err.start})") from None
+    if not text.strip():
+        raise HttpError(400, "body is empty; expected a JSON object")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as err:
+        message = err.msg.removesuffix(" at")  # "Invalid control character at"
+        raise HttpError(400, f"body is not valid JSON: {message} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise HttpError(400, "body is not valid JSON: nested too deeply") from None
+    except _BadJson as err:
+        raise HttpError(400, f"body is not valid JSON: {err}") from None
+    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+        raise HttpError(400, "body has a number with too many digits") from None
+    if not isinstance(value, dict):
+        kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+        raise HttpError(400, f"body must be a JSON object (got {kinds.get(type(value), 'null')})")
+    stack: list[Any] = [value]
+    while stack:  # JSON allows "\ud800"; Unicode (and every later encoder) does not
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise HttpError(400, "body has a string with an unpaired surrogate escape, which is not valid Unicode")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
 
 
 def match_route(path: str) -> tuple[str, int | None] | None:
@@ -98,7 +158,7 @@ class JobsApi:
                 return 200, {"jobs": [job_to_api(job) for job in jobs]}, ()
             if name == "status":
                 return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
-            body = connection.read_json(request)
+            body = parse_json_object(connection.read_body(request))
             if name == "schedule":
                 return self._schedule(service, body)
             return 200, job_to_api(self._callback(service, job_id, body)), ()  # type: ignore[arg-type]

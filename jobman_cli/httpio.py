@@ -14,8 +14,8 @@ every limit explicit and checked before the bytes it guards are read:
   that connects and says nothing cannot stall ``accept``;
 * 8 KiB URL of visible ASCII, 32 KiB and 100 lines of headers, no folded or control-character
   headers, HTTP/1.0 and 1.1 only; bodies need ``Content-Length`` (no chunked), at most 64 KiB,
-  ``Content-Type: application/json`` (UTF-8), and must be one JSON object: valid UTF-8, no
-  duplicate keys, no ``NaN``/``Infinity``, no unpaired surrogate escapes, not nested too deeply;
+  ``Content-Type: application/json`` (UTF-8); a body is read only when the application asks,
+  after it has checked the credentials;
 * every answer is ``application/json`` with ``Content-Length``; an error is ``{"error": "..."}``
   and closes the connection after briefly draining what the client still sends (closing with
   unread input makes the kernel send a reset, which can destroy the answer before it is read);
@@ -23,7 +23,7 @@ every limit explicit and checked before the bytes it guards are read:
   access log otherwise.
 
 The application is one callable ``app(request, connection) -> (status, payload, headers)`` that
-may raise :class:`HttpError`; it calls ``connection.read_json(request)`` when it wants the body.
+may raise :class:`HttpError`; it calls ``connection.read_body(request)`` when it wants the body.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import traceback
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 MAX_BODY = 64 * 1024
 MAX_TARGET = 8 * 1024
@@ -57,7 +57,6 @@ LINGER_BYTES = 1 << 20
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Log = Callable[[str], None]
 Headers = tuple[tuple[str, str], ...]
@@ -111,61 +110,6 @@ def clip(text: str, limit: int = 300) -> str:
 
 
 # --------------------------------------------------------------------------- JSON
-class _BadJson(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise _BadJson(f"{name} is not a JSON number")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _BadJson(f"duplicate key {clip(key, 60)!r}")
-            seen.add(key)
-    return result
-
-
-def parse_json_object(data: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or :class:`HttpError` 400 saying exactly why not."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise HttpError(400, f"body is not valid UTF-8 (bad byte at offset {err.start})") from None
-    if not text.strip():
-        raise HttpError(400, "body is empty; expected a JSON object")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as err:
-        message = err.msg.removesuffix(" at")  # "Invalid control character at"
-        raise HttpError(400, f"body is not valid JSON: {message} at line {err.lineno} column {err.colno}") from None
-    except RecursionError:
-        raise HttpError(400, "body is not valid JSON: nested too deeply") from None
-    except _BadJson as err:
-        raise HttpError(400, f"body is not valid JSON: {err}") from None
-    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
-        raise HttpError(400, "body has a number with too many digits") from None
-    if not isinstance(value, dict):
-        kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
-        raise HttpError(400, f"body must be a JSON object (got {kinds.get(type(value), 'null')})")
-    stack: list[Any] = [value]
-    while stack:  # JSON allows "\ud800"; Unicode (and every later encoder) does not
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                raise HttpError(400, "body has a string with an unpaired surrogate escape, which is not valid Unicode")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
-
 def encode_json(payload: Any) -> bytes:
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     try:
@@ -449,8 +393,8 @@ class Connection(socketserver.BaseRequestHandler):
             headers.setdefault(name.lower(), []).append(value)
         raise HttpError(431, f"more than {MAX_HEADERS} request headers")
 
-    def read_json(self, request: Request) -> dict[str, Any]:
-        """The JSON object body, with every limit checked before a byte of it is read."""
+    def read_body(self, request: Request) -> bytes:
+        """The JSON body's bytes, with every limit checked before a byte of it is read."""
         if request.header("transfer-encoding"):
             raise HttpError(411, "Transfer-Encoding (chunked) bodies are not accepted; send a Content-Length")
         lengths = request.header("content-length")
@@ -473,7 +417,7 @@ class Connection(socketserver.BaseRequestHandler):
         data = self.rfile.read(length) if length else b""
         if len(data) < length:
             raise HttpError(400, f"the body ended after {len(data)} of {length} bytes")
-        return parse_json_object(data)
+        return data
 
 
 def _describe(request: Request | None) -> str:

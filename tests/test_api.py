@@ -13,6 +13,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from jobman_cli.api import ApiServer, load_or_create_api_token
 from jobman_cli.errors import ConfigError
-from jobman_cli.service import JobService, ScheduleRequest
+from jobman_cli.service import JobService
 from jobman_cli.stores import open_store
 
 TOKEN = "test-api-token-0123456789"
@@ -69,7 +70,7 @@ class Api:
         return job
 
     def launch(self, job_id: int) -> None:
-        """What the daemon does: claim the job (launching), then record its instance (running)."""
+        """What the daemon does first: claim the job (``launching``), after which callbacks are accepted."""
         self.service.store.update(job_id, lambda j: j.claimed(NOW, f"token-{job_id}"))
 
     def callback_token(self, job_id: int) -> str:
@@ -564,7 +565,7 @@ def test_concurrent_first_starts_agree_on_one_token(tmp_path: Path, monkeypatch:
     home = tmp_path / "shared"
     code = ("import sys; from pathlib import Path; from jobman_cli.auth import load_or_create_api_token; "
             "print(load_or_create_api_token(Path(sys.argv[1]))[0])")
-    procs = [subprocess.Popen([__import__("sys").executable, "-c", code, str(home)], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs

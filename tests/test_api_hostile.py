@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator

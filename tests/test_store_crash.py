@@ -4,7 +4,9 @@ change it had acknowledged.
 The writer adds and updates jobs in a loop and prints each id only after the store call returned,
 i.e. after the fsync and the rename. After every kill the file must still be valid JSON, open as a
 store, and hold every acknowledged add and update. The store starts with 2,000 jobs so each write
-takes a few milliseconds and many kills land in the middle of one.
+takes a few milliseconds and many kills land in the middle of one; the writer also makes the file
+shrink and grow by turns (a 64 KiB title comes and goes), which is what leaves a torn tail behind
+when a file is rewritten in place, as TinyDB's own ``JSONStorage`` does.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ TESTS = Path(__file__).resolve().parent
 KILLS = 32
 
 WRITER = r"""
-import sys
+import dataclasses, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from conftest import T0, make_draft
 from jobman_cli.stores.tinydb import TinyDBStore
+
+def retitle(job):
+    title = "short" if len(job.title) > 100 else "x" * 65536
+    return dataclasses.replace(job, title=title, version=job.version + 1)
 
 store = TinyDBStore(Path(sys.argv[2]))
 print("ready", flush=True)
@@ -43,6 +49,7 @@ while True:
     if n % 2:
         store.update(job.id - 1, lambda j: j.cancelled(T0))
         print(f"cancel {job.id - 1}", flush=True)
+    store.update(1, retitle)
     n += 1
 """
 

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from tinydb import TinyDB
 
@@ -61,6 +62,30 @@ def test_the_file_is_a_plain_tinydb_document(db_path):
     with TinyDB(db_path, access_mode="r") as plain:
         assert plain.table("jobs").get(doc_id=first.id)["title"] == "one"
         assert len(plain.table("jobs")) == 2
+
+
+def test_adding_to_a_big_file_writes_exactly_what_a_full_encode_would(db_path):
+    store = TinyDBStore(db_path)
+    for n in range(5):
+        store.add(make_draft(title=f"job {n} ✓", env_variables={"N": str(n), "Q": '"\\n'}))
+        data = db_path.read_bytes()
+        assert data == orjson.dumps(orjson.loads(data))
+    store.update(2, bump)
+    store.add(make_draft(idempotency_key="k"))
+    data = db_path.read_bytes()
+    assert data == orjson.dumps(orjson.loads(data))
+    assert [job.id for job in TinyDBStore(db_path).list()] == [6, 5, 4, 3, 2, 1]
+
+
+def test_a_file_last_written_by_plain_tinydb_is_still_extended_correctly(db_path):
+    store = TinyDBStore(db_path)
+    store.add(make_draft(title="one"))
+    with TinyDB(db_path, indent=2) as plain:  # a different layout: spaces, newlines
+        plain.table("jobs").update({"title": "renamed"}, doc_ids=[1])
+    job, _ = store.add(make_draft(title="two"))
+    doc = json.loads(db_path.read_bytes())
+    assert doc["jobs"]["1"]["title"] == "renamed" and doc["jobs"][str(job.id)]["title"] == "two"
+    assert doc["meta"]["1"]["next-id"] == job.id + 1
 
 
 def test_new_store_files_are_private_whatever_the_umask(db_path):

@@ -30,7 +30,7 @@ every queued change in order and writes the file once.
 from __future__ import annotations
 
 import dataclasses
-import gc
+import heapq
 import os
 import threading
 import uuid
@@ -47,8 +47,8 @@ from tinydb.table import Document
 from ..errors import JobNotFound, StoreError
 from ..model import ACTIVE_STATES, Job, JobStatus, job_from_record, job_to_record, parse_time
 from .base import JobChange
-from .filelock import FileLock, GroupCommit, Label, Request, atomic_write, read_labelled, remove_stale_temps, \
-    stat_key, still_current
+from .filelock import (FileLock, GroupCommit, Label, Request, append_members, atomic_write, decode_json,
+                       read_labelled, remove_stale_temps, stat_key, still_current)
 
 FORMAT, SCHEMA = "jobman", 1
 JOBS, META, META_ID = "jobs", "meta", 1
@@ -103,11 +103,11 @@ class _Snapshot:
     ``filelock``). Never mutated once published (writers copy on write), so reader threads can use
     it while a writer builds the next one. Jobs are parsed lazily and kept."""
 
-    __slots__ = ("path", "tables", "label", "_jobs", "_views")
+    __slots__ = ("path", "tables", "label", "_chunks", "_jobs", "_views")
 
-    def __init__(self, path: Path, tables: dict, label: Label | None,
+    def __init__(self, path: Path, tables: dict, label: Label | None, chunks: tuple | None = None,
                  jobs: dict[int, Job] | None = None, views: _Views | None = None) -> None:
-        self.path, self.tables, self.label = path, tables, label
+        self.path, self.tables, self.label, self._chunks = path, tables, label, chunks
         self._jobs: dict[int, Job] = jobs if jobs is not None else {}
         self._views = views
 
@@ -116,6 +116,13 @@ class _Snapshot:
         if self._views is None:
             self._views = _Views.build(self)  # a benign race, like ``job``
         return self._views
+
+    @property
+    def data(self) -> bytes | None:
+        """The file's exact bytes (kept as written, joined only if a later splice needs them)."""
+        if self._chunks is not None and len(self._chunks) != 1:
+            self._chunks = (b"".join(self._chunks),)
+        return None if self._chunks is None else self._chunks[0]  # type: ignore[return-value]
 
     @property
     def raw(self) -> dict[str, dict]:
@@ -140,27 +147,16 @@ class _Snapshot:
             self._jobs[job_id] = job  # a benign race: two threads would store equal Jobs
         return job
 
-    def successor(self, tables: dict, label: Label, changed: list[Job]) -> "_Snapshot":
+    def successor(self, tables: dict, label: Label, chunks: tuple, changed: list[Job]) -> "_Snapshot":
         jobs = dict(self._jobs)
         jobs.update((job.id, job) for job in changed)
         views = None if self._views is None else self._views.updated(changed)
-        return _Snapshot(self.path, tables, label, jobs, views)
+        return _Snapshot(self.path, tables, label, chunks, jobs, views)
 
 
 def _decode(path: Path, data: bytes) -> dict:
     """Parse and validate the file, or raise a one-line StoreError saying what is wrong with it."""
-    if not data.strip():
-        raise StoreError(f"{path}: file is empty, not a jobman store (remove it or choose another --db)")
-    enabled = gc.isenabled()
-    gc.disable()  # the collector would walk the ~300k fresh objects repeatedly: ~20% of the parse
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
-        reason = str(err).splitlines()[0] if str(err) else "invalid JSON"
-        raise StoreError(f"{path}: not valid JSON, the file is corrupt or truncated ({reason})") from None
-    finally:
-        if enabled:
-            gc.enable()
+    doc = decode_json(path, data)
     meta_table = doc.get(META) if isinstance(doc, dict) else None
     meta = meta_table.get(str(META_ID)) if isinstance(meta_table, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -183,6 +179,19 @@ class _Txn:
     dirty: bool = False
     creating: bool = False
     changed: list[Job] = dataclasses.field(default_factory=list)  # for the next snapshot's caches
+    appended: list[int] = dataclasses.field(default_factory=list)  # new job ids, in insertion order
+    rewritten: bool = False  # existing documents were changed
+
+
+def _encode(base: _Snapshot, txn: _Txn) -> tuple[bytes | memoryview, ...]:
+    """The new file's bytes. A transaction that only adds jobs (``schedule``) splices them in."""
+    data, jobs = base.data, txn.tables[JOBS]
+    if txn.appended and not txn.rewritten and data is not None:
+        chunks = append_members(data, base.tables, JOBS, [(str(i), jobs[str(i)]) for i in txn.appended],
+                                txn.tables)
+        if chunks is not None:
+            return chunks
+    return (orjson.dumps(txn.tables),)
 
 
 class JobmanStorage(Storage):
@@ -199,6 +208,7 @@ class JobmanStorage(Storage):
         self.path, self.lock = path, lock
         self.store_id = ""  # known once the file has been seen: then it must not vanish
         self._snapshot: _Snapshot | None = None
+        self._inflight: tuple[_Snapshot, bytes] | None = None  # (base, new nonce) while committing
         self._publish = threading.Lock()
         self._local = threading.local()
         self._swept = False
@@ -223,16 +233,22 @@ class JobmanStorage(Storage):
     # ------------------------------------------------------------- snapshots
     def snapshot(self) -> _Snapshot | None:
         """The current committed state (None if the file does not exist)."""
-        snap = self._snapshot
-        if snap is not None and snap.label is not None and still_current(self.path, self.lock, snap.label):
-            return snap
+        snap, inflight = self._snapshot, self._inflight
+        if snap is not None and snap.label is not None:
+            if still_current(self.path, self.lock, snap.label):
+                return snap
+            # Our own commit has changed the nonce but not yet renamed: the file is still ``snap``
+            # (we hold the lock). Without this, every reader thread would re-parse meanwhile.
+            if inflight is not None and inflight[0] is snap and still_current(
+                    self.path, self.lock, (inflight[1], snap.label[1])):
+                return snap
         loaded = read_labelled(self.path, self.lock)
         if loaded is None:
             if self.store_id:
                 raise StoreError(f"{self.path}: the store file has disappeared; refusing to start over "
                                  "(job ids would be reused)")
             return None
-        new = _Snapshot(self.path, _decode(self.path, loaded[0]), loaded[1])
+        new = _Snapshot(self.path, _decode(self.path, loaded[0]), loaded[1], (loaded[0],))
         self.store_id = new.meta["store-id"]
         with self._publish:
             if self._snapshot is snap:  # never replace a newer snapshot another thread published
@@ -286,20 +302,28 @@ class JobmanStorage(Storage):
 
     def _commit(self, base: _Snapshot, txn: _Txn) -> None:
         try:
-            data = orjson.dumps(txn.tables)
+            chunks = _encode(base, txn)
         except TypeError as err:
             raise StoreError(f"{self.path}: cannot encode the store: {err}") from None
-        nonce = self.lock.write_nonce()  # before the rename: see _Snapshot
-        try:
-            st = atomic_write(self.path, data, create_only=txn.creating)
-        except BaseException:
+        nonce = self.lock.write_nonce()  # before the rename: see filelock
+        self._inflight = (base, nonce)
+
+        def publish(st: os.stat_result) -> None:  # as soon as other processes can see it
+            new = base.successor(txn.tables, (nonce, stat_key(st)), chunks, txn.changed)
+            self.store_id = new.meta["store-id"]
             with self._publish:
-                self._snapshot = None
+                self._snapshot = new
+            self._inflight = None
+
+        try:
+            atomic_write(self.path, chunks, create_only=txn.creating, renamed=publish)
+        except BaseException:
+            if self._inflight is not None:  # not renamed: nothing changed, but our label is stale
+                with self._publish:
+                    self._snapshot = None
             raise
-        new = base.successor(txn.tables, (nonce, stat_key(st)), txn.changed)
-        self.store_id = new.meta["store-id"]
-        with self._publish:
-            self._snapshot = new
+        finally:
+            self._inflight = None
 
 
 def _normalized(job: Job) -> Job:
@@ -393,8 +417,8 @@ class TinyDBStore:
     def update(self, job_id: int, change: JobChange) -> Job:
         """Compare-and-set (see the port). ``change`` runs on whichever thread leads the commit,
         under the file lock: it must be a pure function of the job and must not call the store."""
-        if self._snapshot() is None:  # no file, no job: and a read-only handle must not create one
-            raise JobNotFound(job_id)
+        if not self._storage.store_id and self._snapshot() is None:
+            raise JobNotFound(job_id)  # no file, no job; and a read-only handle must not create one
         return self._commits.submit(lambda batch: batch.update(job_id, change))
 
     def _run(self, batch: list[Request]) -> None:
@@ -424,9 +448,11 @@ class TinyDBStore:
                 doc.update(record)
 
             jobs.update(replace, doc_ids=updated)
+            txn.rewritten = True
         if work.new_ids:
             jobs.insert_multiple([Document(records[job_id], doc_id=job_id) for job_id in work.new_ids])
             meta.update({"next-id": work.next_id}, doc_ids=[META_ID])
+            txn.appended = work.new_ids
         txn.changed = list(work.changed.values())
 
     # ------------------------------------------------------------------ reads (no lock needed)
@@ -456,8 +482,9 @@ class TinyDBStore:
         snap = self._snapshot()
         if snap is None:
             return []
-        pairs = sorted((at, job_id) for job_id, at in snap.views.due.items() if at <= now)
-        return [snap.job(job_id) for _, job_id in pairs[:limit]]  # type: ignore[misc]
+        pairs = ((at, job_id) for job_id, at in snap.views.due.items() if at <= now)
+        chosen = sorted(pairs) if limit is None else heapq.nsmallest(limit, pairs)
+        return [snap.job(job_id) for _, job_id in chosen]  # type: ignore[misc]
 
     def active(self) -> list[Job]:
         snap = self._snapshot()

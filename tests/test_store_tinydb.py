@@ -138,6 +138,17 @@ def test_idempotent_add_and_noop_update_leave_the_file_untouched(db_path):
     assert os.stat(db_path).st_ino == st.st_ino and os.stat(db_path).st_mtime_ns == st.st_mtime_ns
 
 
+def test_idempotency_keys_are_found_by_scan_and_by_the_daemons_views(db_path):
+    first, _ = TinyDBStore(db_path).add(make_draft(idempotency_key="a"))
+    daemon = TinyDBStore(db_path)
+    daemon.due(NOW)  # builds the views
+    assert daemon.add(make_draft(idempotency_key="a")) == (first, False)
+    second, created = daemon.add(make_draft(idempotency_key="b"))  # the views learn the new key
+    assert created and daemon.add(make_draft(idempotency_key="b")) == (second, False)
+    assert TinyDBStore(db_path).add(make_draft(idempotency_key="b")) == (second, False)
+    assert len(daemon.list()) == 2
+
+
 def test_stale_temp_files_of_killed_writers_are_removed(db_path):
     store = TinyDBStore(db_path)
     leftover = db_path.with_name(".jobs.json.deadbeef.tmp")

@@ -147,6 +147,13 @@ class _Snapshot:
             self._jobs[job_id] = job  # a benign race: two threads would store equal Jobs
         return job
 
+    def find_key(self, key: str) -> int | None:
+        """The job holding an idempotency key. A one-shot ``schedule`` scans (about 1 ms at 10k
+        jobs) rather than build every view; a long-lived process has the views already."""
+        if self._views is not None:
+            return self._views.idem.get(key)
+        return next((int(k) for k, r in self.raw.items() if r.get("idempotency-key") == key), None)
+
     def successor(self, tables: dict, label: Label, chunks: tuple, changed: list[Job]) -> "_Snapshot":
         jobs = dict(self._jobs)
         jobs.update((job.id, job) for job in changed)
@@ -231,6 +238,10 @@ class JobmanStorage(Storage):
         pass
 
     # ------------------------------------------------------------- snapshots
+    def release(self) -> None:
+        with self._publish:
+            self._snapshot = None
+
     def snapshot(self) -> _Snapshot | None:
         """The current committed state (None if the file does not exist)."""
         snap, inflight = self._snapshot, self._inflight
@@ -353,7 +364,7 @@ class _Batch:
         if key:
             existing = self.idem.get(key)
             if existing is None:
-                existing = self.base.views.idem.get(key)
+                existing = self.base.find_key(key)
             if existing is not None:
                 return self.current(existing), False
         while str(self.next_id) in self.base.raw or self.next_id in self.changed:
@@ -504,5 +515,9 @@ class TinyDBStore:
         return (self._lock.read_nonce(), st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns)
 
     def close(self) -> None:
+        """Release the lock file and the parsed file. (Dropping the parse here, not at interpreter
+        exit, saves a short-lived CLI ~15 ms at 10k jobs: the exit-time garbage collection would
+        otherwise walk every record.)"""
         self._commits.close()
+        self._storage.release()
         self._lock.close()

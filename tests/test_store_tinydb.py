@@ -326,12 +326,12 @@ def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatc
         ("add", lambda: store.add(make_draft(title="batched"))),
     ] + [(f"bump {n}", lambda: store.update(ids[2], bump)) for n in range(20)]
     threads = [threading.Thread(target=call, args=item) for item in queued]
-    for thread in threads:
+    for count, thread in enumerate(threads, 1):
         thread.start()
-        time.sleep(0.002)  # keep the queue in this order
-    deadline = time.monotonic() + 10
-    while len(store._commits._queue) < len(queued) and time.monotonic() < deadline:
-        time.sleep(0.005)
+        deadline = time.monotonic() + 10
+        while len(store._commits._queue) < count and time.monotonic() < deadline:
+            time.sleep(0.001)  # one at a time, so the queue holds them in this order
+    assert len(store._commits._queue) == len(queued)
     release.set()
     for thread in [first, *threads]:
         thread.join()

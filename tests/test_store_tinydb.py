@@ -242,6 +242,17 @@ def test_a_store_whose_file_vanished_refuses_to_start_over(db_path):
     assert not db_path.exists()
 
 
+def test_odd_job_ids_name_no_job(db_path):
+    store = TinyDBStore(db_path)
+    job, _ = store.add(make_draft())
+    assert store.get(str(job.id)) == job  # a digit string is tolerated
+    for odd in (True, -1, 0, "1x", "", None, 1.5, "../1"):
+        with pytest.raises(JobNotFound):
+            store.get(odd)
+        with pytest.raises(JobNotFound):
+            store.update(odd, bump)
+
+
 def test_a_closed_store_says_so(db_path):
     store = TinyDBStore(db_path)
     store.close()

@@ -337,6 +337,15 @@ class JobmanStorage(Storage):
             self._inflight = None
 
 
+def _as_id(value: object) -> int:
+    """Ids are ints; a digit string is tolerated, anything else simply names no job."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise JobNotFound(str(value))
+
+
 def _normalized(job: Job) -> Job:
     """The job exactly as any process will read it back (times keep milliseconds only)."""
     return job_from_record(job_to_record(job))
@@ -428,6 +437,7 @@ class TinyDBStore:
     def update(self, job_id: int, change: JobChange) -> Job:
         """Compare-and-set (see the port). ``change`` runs on whichever thread leads the commit,
         under the file lock: it must be a pure function of the job and must not call the store."""
+        job_id = _as_id(job_id)
         if not self._storage.store_id and self._snapshot() is None:
             raise JobNotFound(job_id)  # no file, no job; and a read-only handle must not create one
         return self._commits.submit(lambda batch: batch.update(job_id, change))
@@ -473,6 +483,7 @@ class TinyDBStore:
         return self._storage.snapshot()
 
     def get(self, job_id: int) -> Job:
+        job_id = _as_id(job_id)
         snap = self._snapshot()
         job = snap.job(job_id) if snap is not None else None
         if job is None:

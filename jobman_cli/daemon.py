@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -275,7 +276,12 @@ class Daemon:
     # ------------------------------------------------------------------ 2 + 3. due jobs
     def _start_due(self, now: datetime, out: Collector) -> list[Future]:
         futures = []
-        for job in self.store.due(now):
+        due = self.store.due(now)
+        if not self.exclusive:
+            # Daemons sharing a store see the same due list; each walks jobs due at the same instant
+            # in its own order, so they mostly claim different jobs instead of all racing for one.
+            due.sort(key=lambda j: (j.due_at, zlib.crc32(f"{self.daemon_id}:{j.id}".encode())))
+        for job in due:
             if self.stopping:
                 break
             if self._reserve(job.id, now):

@@ -176,6 +176,21 @@ def summary(report: TickReport) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing to do"
 
 
+def launch_lease(settings: DaemonSettings) -> float:
+    """``settings.launch_lease`` once DaemonSettings has it; until then ``JOBMAN_LAUNCH_LEASE`` or
+    ``launch_lease`` in ``[daemon]`` of config.toml (same precedence), default 60 s."""
+    value = getattr(settings, "launch_lease", None)
+    if value is not None:
+        return float(value)
+    from .config import config_section, pick
+    from .daemon import DEFAULT_LAUNCH_LEASE
+    from .settings import _number
+
+    raw = pick(None, "JOBMAN_LAUNCH_LEASE", config_section("daemon", settings.home), "launch_lease",
+               DEFAULT_LAUNCH_LEASE)
+    return _number(raw, "launch_lease", minimum=1.0)
+
+
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     """Open the store, check credentials, start the listener, run until a signal. Exit code 0.
 
@@ -200,7 +215,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
             server, note = start_api(settings, service)
             if server is not None:
                 settings = dataclasses.replace(settings, listen_port=server.port)
-        daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive)
+        daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive,
+                        launch_lease=launch_lease(settings))
         daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting")
         daemon.log(f"store {store.location} (store id {store.store_id}; instances tagged "
                    f"{launcher.settings.store_tag_key}={store.store_id})")
@@ -209,6 +225,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
             host = f"[{settings.listen_host}]" if ":" in settings.listen_host else settings.listen_host
             daemon.log(f"listening on {scheme}://{host}:{settings.listen_port}")
         daemon.log(f"instances call back to {daemon.public_url}; {note}")
+        if not exclusive:
+            daemon.log(f"shared store: another daemon's claim is taken over after {daemon.launch_lease:g}s")
         if settings.once:
             report = daemon.tick(wait_launches=True, reconcile=True)
             daemon.log(f"one pass done: {summary(report)}")

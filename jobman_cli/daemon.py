@@ -14,9 +14,9 @@ One :class:`Daemon` pass, :meth:`Daemon.tick`, does four things, in this order:
    group-commit the concurrent claims. Steps 2 and 3 are one compare-and-set per job in a worker.
 4. **Reconciliation** (every ``reconcile_interval``): see :mod:`jobman_cli.reconcile`.
 
-:meth:`Daemon.run` sleeps on an :class:`threading.Event` until the next due time, the next
-reconciliation or the next poll of the store's cheap change marker; the service's change
-notifications (API requests) set the event. Nothing re-reads the store while nothing changed, so an
+:meth:`Daemon.run` sleeps (on a self-pipe, :class:`~jobman_cli.daemon_loop.Waker`) until the next due
+time, the next reconciliation or the next poll of the store's cheap change marker; the service's
+change notifications (API requests), finished launches and signals wake it at once. Nothing re-reads the store while nothing changed, so an
 idle daemon costs one ``stat`` per ``watch_interval``.
 """
 
@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from .clock import Clock, SystemClock
+from .daemon_loop import Waker
 from .errors import InvalidInput, JobmanError, LaunchError
 from .launchers.base import Launcher
 from .launchers.userdata import callback_url_for, render_user_data
@@ -71,11 +72,10 @@ class Daemon:
         self.public_url = settings.effective_public_url
         self._write_log = log or stderr_log
         self._log_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._wake = Waker()
+        self._stop_requested = False  # a plain flag: a signal handler may set it (see stop())
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
-        self._futures: set[Future] = set()
         #: job id -> (not before, unexpected errors in a row): a job whose handling crashed waits.
         self._cooldown: dict[int, tuple[datetime, int]] = {}
         #: job id -> not before: nothing to do for it until then (a running job whose instance the
@@ -83,6 +83,8 @@ class Daemon:
         self._deferred: dict[int, datetime] = {}
         self._next_reconcile: datetime | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.launch_workers, thread_name_prefix="jobman-launch")
+        self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
+        self._reconciling: Future | None = None
         self._reconciler = Reconciler(store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
                                       in_flight=self.in_flight)
         self.service.subscribe(self._on_service_change)
@@ -110,13 +112,15 @@ class Daemon:
         self._wake.set()
 
     def stop(self) -> None:
-        """Ask the loop to stop (safe from a signal handler: sets two events, nothing else)."""
-        self._stopping.set()
+        """Ask the loop to stop. Safe in a signal handler: it takes no lock (a handler that waited
+        for a lock the interrupted main thread holds would deadlock), it sets a flag and writes
+        one byte to the waker's pipe."""
+        self._stop_requested = True
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self._stop_requested
 
     # ------------------------------------------------------------------ one pass
     def tick(self, now: datetime | None = None, *, wait_launches: bool = True,
@@ -124,7 +128,9 @@ class Daemon:
         """One pass (see the module docstring). ``reconcile=None``: when the interval is due.
 
         With ``wait_launches`` (tests, ``--once``) the launches started by this pass are waited for
-        and the reconciliation runs after them, so the report is complete.
+        and the reconciliation runs after them, so the report is complete. Without it (the loop),
+        the reconciliation runs in its own thread, so a slow DescribeInstances never delays a due
+        launch, and a pass never starts a second reconciliation while one is still running.
         """
         now = now or self.clock.now()
         out = Collector()
@@ -138,8 +144,17 @@ class Daemon:
             self._next_reconcile is None or now >= self._next_reconcile)
         if do_reconcile:
             self._next_reconcile = now + timedelta(seconds=self.settings.reconcile_interval)
-            self._reconciler.run(now, out)
+            if wait_launches:
+                self._reconciler.run(now, out)
+            elif self._reconciling is None or self._reconciling.done():
+                self._reconciling = self._reconcile_pool.submit(self._reconcile_in_background, now, out)
         return out.report(do_reconcile)
+
+    def _reconcile_in_background(self, now: datetime, out: Collector) -> None:
+        try:
+            self._reconciler.run(now, out)
+        except Exception as exc:  # a broken store or cloud must not end the reconciliation thread
+            self.log(f"reconcile: unexpected error: {' '.join(f'{type(exc).__name__}: {exc}'.split())}")
 
     def _reserve(self, job_id: int, now: datetime) -> bool:
         """Mark a job as this daemon's to handle; False if it is in flight or cooling down."""
@@ -160,15 +175,9 @@ class Daemon:
     def _submit(self, task: Callable[[Job, datetime, Collector], None], job: Job, now: datetime,
                 out: Collector) -> Future:
         future = self._pool.submit(self._guarded, task, job, now, out)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._done)
+        # A launch ended: the loop re-checks (a retry may be due, a claim was freed).
+        future.add_done_callback(lambda _: self._wake.set())
         return future
-
-    def _done(self, future: Future) -> None:
-        with self._lock:
-            self._futures.discard(future)
-        self._wake.set()  # a launch ended: the loop re-checks (a retry may be due, a claim freed)
 
     def _guarded(self, task: Callable[[Job, datetime, Collector], None], job: Job, now: datetime,
                  out: Collector) -> None:
@@ -216,9 +225,7 @@ class Daemon:
 
     def sleep(self, seconds: float) -> None:
         """Sleep until ``seconds`` passed or something woke the loop (API change, launch end, signal)."""
-        if seconds > 0:
-            self._wake.wait(seconds)
-        self._wake.clear()
+        self._wake.wait(seconds)
 
     # ------------------------------------------------------------------ 1. abandoned launches
     def _abandoned(self, now: datetime) -> list[Job]:
@@ -403,8 +410,10 @@ class Daemon:
 
     def close(self) -> None:
         """Stop claiming, cancel queued work, wait for the launches already talking to AWS."""
-        self._stopping.set()
+        self._stop_requested = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reconcile_pool.shutdown(wait=True, cancel_futures=True)
+        self._wake.close()
 
 
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:

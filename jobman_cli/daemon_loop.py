@@ -7,7 +7,8 @@ job is to call :meth:`Daemon.tick` at the right moments and otherwise cost nothi
 * at the next reconciliation, or when a job that crashed may be looked at again,
 * when the store's change marker moved (a ``stat`` every ``watch_interval``; another process
   added or changed a job) and something is due,
-* when the event is set (the API changed something through the service, a launch ended, a signal).
+* when the :class:`Waker` is set (the API changed something through the service, a launch ended,
+  a signal arrived).
 """
 
 from __future__ import annotations
@@ -15,24 +16,63 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import select
 import signal
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
-from .daemon import Daemon
 from .errors import ConfigError, JobmanError
 from .reconcile import TickReport
 from .service import JobService
 from .settings import DaemonSettings
 
+if TYPE_CHECKING:  # daemon.py imports this module (for Waker); Daemon itself is imported lazily
+    from .daemon import Daemon
+
+
+class Waker:
+    """The loop's wake-up call, settable by threads *and by signal handlers*: a non-blocking
+    self-pipe. (``threading.Event.set`` takes a lock; called from a handler that interrupted the
+    main thread inside that same event's lock, it would deadlock.)"""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        try:
+            os.write(self._write, b"\0")
+        except OSError:  # pipe full (a wake-up is pending anyway) or already closed
+            pass
+
+    def wait(self, timeout: float) -> None:
+        """Return after ``timeout`` seconds or once set; either way, consume every pending wake-up."""
+        if timeout > 0:
+            select.select([self._read], [], [], timeout)
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except OSError:  # BlockingIOError: drained
+            pass
+
+    def close(self) -> None:
+        fds = (self._read, self._write)
+        self._read = self._write = -1  # first, so a late set() cannot write to a reused number
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
 
 class _Errors:
     """Logs a failing loop step once per distinct message, so a broken store does not flood stderr."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
         self.last: str | None = None
 
@@ -49,7 +89,7 @@ class _Errors:
         return True, result
 
 
-def run_loop(daemon: Daemon) -> None:
+def run_loop(daemon: "Daemon") -> None:
     store, clock, watch = daemon.store, daemon.clock, daemon.settings.watch_interval
     errors = _Errors(daemon)
     # The marker is always read *before* the store is: a write after that read moves the marker,
@@ -198,6 +238,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     corrupt store) is a :class:`~jobman_cli.errors.JobmanError`, which the CLI prints as one line
     with exit code 1.
     """
+    from .daemon import Daemon
     from .launchers.ec2 import EC2Launcher
     from .stores import open_store
 

@@ -709,3 +709,25 @@ def test_launcher_from_environment_uses_env_and_config(aws_env, tmp_path):
     launcher = launcher_from_environment()
     assert isinstance(launcher, EC2Launcher)
     assert launcher.settings.store_tag_key == "acme:store" and launcher.settings.region == "eu-central-1"
+
+
+def test_waker_wakes_a_sleeper_once_and_never_blocks_a_setter():
+    from jobman_cli.daemon_loop import Waker
+
+    waker = Waker()
+    try:
+        for _ in range(100_000):  # far more than a pipe holds: set() must never block or raise
+            waker.set()
+        pending = threading.Thread(target=waker.wait, args=(600,))  # wake-ups are pending: returns
+        pending.start()
+        pending.join(30)
+        assert not pending.is_alive()
+        done = threading.Event()
+        sleeper = threading.Thread(target=lambda: (waker.wait(600), done.set()))
+        sleeper.start()
+        threading.Timer(0.05, waker.set).start()
+        sleeper.join(30)
+        assert done.is_set()
+    finally:
+        waker.close()
+    waker.set()  # after close: harmless

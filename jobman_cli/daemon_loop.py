@@ -90,7 +90,8 @@ class _Errors:
 
 
 def run_loop(daemon: "Daemon") -> None:
-    store, clock, watch = daemon.store, daemon.clock, daemon.settings.watch_interval
+    store, clock = daemon.store, daemon.clock
+    watch = timedelta(seconds=daemon.settings.watch_interval)
     errors = _Errors(daemon)
     # The marker is always read *before* the store is: a write after that read moves the marker,
     # so the next poll notices it even if the tick's own read just missed it.
@@ -99,12 +100,15 @@ def run_loop(daemon: "Daemon") -> None:
     errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
     last_tick = now
     _, next_due = errors.call(store.next_due_at)
+    dirty = False  # the store changed since the last pass, while older due jobs were still in flight
     daemon.log(f"ready; next job due {_when(next_due)}")
     while not daemon.stopping:
         now = clock.now()
-        wake_at = [now + timedelta(seconds=watch)]
+        wake_at = [now + watch]
         if next_due is not None and next_due > last_tick:
             wake_at.append(next_due)
+        if dirty:
+            wake_at.append(last_tick + watch)
         if daemon.next_reconcile is not None:
             wake_at.append(daemon.next_reconcile)
         cooled = daemon.next_wake(after=last_tick)
@@ -115,17 +119,22 @@ def run_loop(daemon: "Daemon") -> None:
             break
         now = clock.now()
         ok, current = errors.call(store.change_marker)
-        changed = ok and current != marker
-        if changed:
+        if ok and current != marker:
             marker = current
+            dirty = True
             _, next_due = errors.call(store.next_due_at)
-        due = next_due is not None and next_due <= now and (changed or next_due > last_tick)
+        due = False
+        if next_due is not None and next_due <= now:
+            # A due time passed since the last pass: go now. Otherwise the earliest due jobs are
+            # the ones already in flight, and the store changed (our own claims, callbacks, a CLI
+            # adding a job): look again, but at most once per watch interval during a burst.
+            due = next_due > last_tick or (dirty and now - last_tick >= watch)
         cooled_now = cooled is not None and cooled <= now
         reconcile_now = daemon.next_reconcile is None or now >= daemon.next_reconcile
         if due or cooled_now or reconcile_now:
             _, marker = errors.call(store.change_marker)
             errors.call(daemon.tick, now, wait_launches=False)
-            last_tick = now
+            last_tick, dirty = now, False
             _, next_due = errors.call(store.next_due_at)
     daemon.log("stopping: no new launches; waiting for launches in flight")
 

@@ -139,13 +139,23 @@ def test_job_for_now_gets_its_instance(env, daemons, moto_server, tmp_path, reco
         seen = time.monotonic()
         assert poll(lambda: store.get(job_id).status is JobStatus.RUNNING)
         job = store.get(job_id)
-        (instance,) = instances_by_job(moto_server, store.store_id)[job_id]
+        store_id = store.store_id
+        (instance,) = instances_by_job(moto_server, store_id)[job_id]
         assert job.instance_id == instance["InstanceId"] and job.attempts == 1
     finally:
         store.close()
     # Observed, not asserted: how long after `schedule` returned the instance was visible in EC2.
     record_property("schedule_to_instance_seconds", round(seen - returned, 3))
     print(f"\n`jobman schedule --at now` returned -> instance visible in EC2: {seen - returned:.3f}s")
+
+    # The operator's side, through the same environment: console output, then cancel.
+    logs = jobman(env, "logs", str(job_id))
+    assert logs.returncode == 0, logs.stderr
+    cancelled = jobman(env, "cancel", str(job_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"instance {instance['InstanceId']} terminated" in cancelled.stdout
+    (after,) = instances_by_job(moto_server, store_id)[job_id]
+    assert after["State"]["Name"] == "terminated"
     assert daemon.stop() == 0
 
 

@@ -247,6 +247,8 @@ class Daemon:
                 for job in self._abandoned(now) if self._reserve(job.id, now)]
 
     def _take_over(self, seen: Job, now: datetime, out: Collector) -> None:
+        if self.stopping:
+            return
         t = self._now(now)
 
         def take(current: Job) -> Job:
@@ -276,6 +278,13 @@ class Daemon:
             # again after a while; its timeout still ends it if the instance never turns up.
             with self._lock:
                 self._deferred[job.id] = t + timedelta(seconds=self.settings.reconcile_interval)
+            return
+        if t > job.date_time + timedelta(seconds=job.start_deadline):  # never launch days late
+            reason = missed_reason(job, t) + "; its launch was interrupted"
+            after = guarded_update(self.store, job.id, lambda cur: _fail_attempt(cur, job, reason, t))
+            if after is not None:
+                self.log(describe_change(job, after, reason))
+                out.add(MISSED, job.id, reason)
             return
         self.log(f"job {job.id}: no instance of attempt {job.attempts} exists; launching it again")
         self._launch(job, out)
@@ -387,12 +396,7 @@ class Daemon:
         else:
             reason = f"launch error: {exc}"
 
-        def fail(current: Job) -> Job:
-            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
-                raise Skip
-            return current.failed(reason, t)
-
-        after = guarded_update(self.store, job.id, fail)
+        after = guarded_update(self.store, job.id, lambda cur: _fail_attempt(cur, job, reason, t))
         if after is not None:
             self.log(describe_change(job, after, reason))
             out.add(LAUNCH_FAILED, job.id, reason)
@@ -414,6 +418,13 @@ class Daemon:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._reconcile_pool.shutdown(wait=True, cancel_futures=True)
         self._wake.close()
+
+
+def _fail_attempt(current: Job, attempt: Job, reason: str, now: datetime) -> Job:
+    """Fail the job if it is still in the launch ``attempt`` we handled (else write nothing)."""
+    if current.status is not JobStatus.LAUNCHING or current.attempts != attempt.attempts:
+        raise Skip
+    return current.failed(reason, now)
 
 
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:

@@ -503,6 +503,17 @@ def test_abandoned_launch_without_an_instance_is_launched_exactly_once_with_the_
     assert len(world.instances()) == 1 and len(world.launcher.launches) == 1
 
 
+def test_abandoned_launch_past_its_start_deadline_is_failed_not_launched(world):
+    due = T0 + timedelta(minutes=1)
+    job = world.schedule(due)
+    _claim_as_dead_daemon(world, job, due)
+    report = world.tick(due + timedelta(hours=2))  # the daemon was down for two hours
+    assert report.job_ids(MISSED) == [job.id] and world.launcher.launches == []
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED
+    assert final.reason == f"missed start deadline (due {format_time(due)}, 2h late); its launch was interrupted"
+
+
 def test_job_that_reported_running_before_its_daemon_died_gets_its_instance_recorded(world):
     job = world.schedule(T0 + timedelta(minutes=1))
     claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))

@@ -185,6 +185,9 @@ BAD_FILES = {
     "bad schema": (b'{"jobs": {}, "meta": {"1": {"format": "jobman", "schema": "1"}}}', "damaged"),
     "bad jobs table": (b'{"jobs": [], "meta": {"1": {"format": "jobman", "schema": 1, "store-id": "a", "next-id": 1}}}',
                        "damaged"),
+    "a job that is not an object": (
+        b'{"jobs": {"1": 5}, "meta": {"1": {"format": "jobman", "schema": 1, "store-id": "a", "next-id": 2}}}',
+        "damaged"),
 }
 
 

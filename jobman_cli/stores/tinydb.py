@@ -175,7 +175,7 @@ def _decode(path: Path, data: bytes) -> dict:
         raise StoreError(f"{path}: store schema {schema} is newer than this jobman supports ({SCHEMA}); upgrade jobman")
     jobs = doc.setdefault(JOBS, {})
     if (not isinstance(jobs, dict) or not isinstance(meta.get("store-id"), str) or not meta["store-id"]
-            or type(meta.get("next-id")) is not int or not all(isinstance(r, dict) for r in jobs.values())):
+            or type(meta.get("next-id")) is not int or not set(map(type, jobs.values())) <= {dict}):
         raise StoreError(f"{path}: damaged jobman store (bad jobs table or meta)")
     return doc
 

@@ -256,6 +256,16 @@ def test_odd_job_ids_name_no_job(db_path):
             store.update(odd, bump)
 
 
+def test_a_store_swapped_for_another_under_an_open_handle_is_refused(tmp_path, db_path):
+    store = TinyDBStore(db_path)
+    store.add(make_draft())
+    TinyDBStore(tmp_path / "other.json").add(make_draft())
+    os.replace(tmp_path / "other.json", db_path)
+    with pytest.raises(StoreError, match="replaced by a different store"):
+        store.list()
+    assert len(TinyDBStore(db_path).list()) == 1  # a fresh handle simply opens the new store
+
+
 def test_a_closed_store_says_so(db_path):
     store = TinyDBStore(db_path)
     store.close()

@@ -260,6 +260,9 @@ class JobmanStorage(Storage):
                                  "(job ids would be reused)")
             return None
         new = _Snapshot(self.path, _decode(self.path, loaded[0]), loaded[1], (loaded[0],))
+        if self.store_id and new.meta["store-id"] != self.store_id:
+            raise StoreError(f"{self.path}: replaced by a different store (id {new.meta['store-id']}, "
+                             f"was {self.store_id}); reopen it")
         self.store_id = new.meta["store-id"]
         with self._publish:
             if self._snapshot is snap:  # never replace a newer snapshot another thread published

@@ -132,6 +132,13 @@ def future_store(path: Path, size: int, *, seed: int = 11) -> list[Job]:
                            for _ in range(size)], now=now)
 
 
+def sample_job(job_id: int = 1) -> Job:
+    """A validated job as the store would hold it (no store needed: validation does not use it)."""
+    now = datetime.now(UTC)
+    draft = _draft(_templates(JobService(None)), 0, now + timedelta(days=1), now)  # type: ignore[arg-type]
+    return dataclasses.replace(draft, id=job_id)
+
+
 def empty_store(path: Path) -> None:
     """An existing store file with no jobs (what ``jobman store init`` leaves)."""
     TinyDBStore(path).close()

@@ -1,5 +1,8 @@
 """A tiny logging HTTP forwarder between the daemon and moto_server, on 127.0.0.1.
 
+It can also hold chosen actions for a fixed time before forwarding them (``delays``), to emulate
+the response time of real EC2 that a local moto_server does not have.
+
 The figure "due time -> RunInstances call" needs the moment the daemon *sent* RunInstances. moto
 does not expose it (an instance's LaunchTime has one-second resolution), so the daemon is pointed
 (``AWS_ENDPOINT_URL``) at this forwarder, which stamps every request with ``time.time()`` as soon as
@@ -50,8 +53,11 @@ def _job_id(params: dict[str, list[str]]) -> int | None:
 class LoggingProxy:
     """Forward everything to ``upstream`` (``host``, ``port``); record every call in :attr:`calls`."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, delays: dict[str, float] | None = None) -> None:
+        """``delays``: seconds to hold each request of an action before forwarding it (to emulate
+        EC2's own response time, which a local moto_server does not have)."""
         self.calls: list[Call] = []
+        self.delays = dict(delays or {})
         self._lock = threading.Lock()
         self._local = threading.local()
         proxy = self
@@ -68,6 +74,8 @@ class LoggingProxy:
                 sent = time.time()
                 params = parse_qs(body.decode("utf-8", "replace")) if body else {}
                 action = (params.get("Action") or [self.headers.get("X-Amz-Target") or "?"])[0]
+                if proxy.delays.get(action):
+                    time.sleep(proxy.delays[action])
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 for attempt in (1, 2):  # a kept-alive upstream connection may have been closed
                     upstream = proxy._connection(upstream_port)

@@ -31,6 +31,7 @@ class Sizes:
     stagger: float  # seconds between their due times (plus jitter)
     burst: int  # jobs due at one moment
     burst_reps: int  # interleaved repetitions of (parallel, one-at-a-time)
+    delayed: int  # jobs of the burst with RunInstances held like EC2 would
     callbacks: int
     clients: int
     idle_seconds: float
@@ -39,9 +40,9 @@ class Sizes:
     def make(cls, quick: bool) -> "Sizes":
         if quick:
             return cls(True, runs=5, store=10_000, scaling=(1_000, 10_000), scaling_runs=3, staggered=30,
-                       stagger=0.25, burst=100, burst_reps=1, callbacks=300, clients=50, idle_seconds=10.0)
+                       stagger=0.25, burst=100, burst_reps=1, delayed=40, callbacks=300, clients=50, idle_seconds=10.0)
         return cls(False, runs=15, store=10_000, scaling=(1_000, 10_000, 50_000), scaling_runs=7, staggered=100,
-                   stagger=0.3, burst=500, burst_reps=2, callbacks=1_000, clients=50, idle_seconds=60.0)
+                   stagger=0.3, burst=500, burst_reps=2, delayed=100, callbacks=1_000, clients=50, idle_seconds=60.0)
 
 
 def _cell(text: str) -> str:

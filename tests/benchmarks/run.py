@@ -61,6 +61,14 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def load() -> str:
+    """The 1-minute load average: other work on the machine shows in every number here."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs (CI)")
@@ -104,6 +112,7 @@ def _timed(name: str, figure: Callable[[], list[Row]]) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
+    load_before = load()
     workdir = Path(tempfile.mkdtemp(prefix="jobman-bench-"))
     for name in NAMES:
         (workdir / name).mkdir()
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] runner failed; its files are in {workdir}", file=sys.stderr)
         return 2
     print(f"jobman benchmarks ({'quick' if args.quick else 'full'} run), {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {load_before} at the start, {load()} at the end")
     print()
     print(render(rows))
     missed = [r for r in rows if r.ok is False]

@@ -61,6 +61,26 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def code_under_test() -> str:
+    """Which jobman was measured: its folder, and its commit when that folder is a git checkout."""
+    import subprocess
+
+    import jobman_cli
+
+    folder = Path(jobman_cli.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return str(folder)
+    if head.returncode != 0:
+        return f"{folder} (not a git checkout)"
+    changes = " + uncommitted changes" if dirty.stdout.strip() else ""
+    return f"{folder} at commit {head.stdout.strip()}{changes}"
+
+
 def load() -> str:
     """The 1-minute load average: other work on the machine shows in every number here."""
     try:
@@ -127,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"jobman benchmarks ({'quick' if args.quick else 'full'} run), {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine: {machine()}; load average {load_before} at the start, {load()} at the end")
+    print(f"code: {code_under_test()}")
     print()
     print(render(rows))
     missed = [r for r in rows if r.ok is False]

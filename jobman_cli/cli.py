@@ -85,7 +85,11 @@ class State:
             from .service import JobService
             from .stores import open_store
 
-            self._service = JobService(open_store(self.location or default_store_location(), create=create))
+            store = open_store(self.location or default_store_location(), create=create)
+            context = click.get_current_context(silent=True)
+            if context is not None:  # release the store (and its parsed file) before interpreter exit
+                context.call_on_close(store.close)
+            self._service = JobService(store)
         return self._service
 
 

@@ -24,6 +24,7 @@ uses only the port, so it holds for a file, a table, or anything else.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from datetime import timedelta
 
@@ -175,6 +176,32 @@ class StoreContract:
         assert [j.id for j in store.list()] == [job.id]
         other, created = store.add(make_draft(idempotency_key="another-key"))
         assert created and other.id > job.id
+
+    def test_idempotency_keys_match_exactly(self, store, make_store):
+        keys = ['say "hi"', 'say "hi', "say", 'back\\slash\\', "back\\slash", "é✓ 日本", "a\tb", '"']
+        jobs = {}
+        for n, key in enumerate(keys):  # each title holds the next key as JSON, to tempt a text search
+            lure = json.dumps({"idempotency-key": keys[(n + 1) % len(keys)]}, ensure_ascii=False,
+                              separators=(",", ":"))
+            job, created = store.add(make_draft(idempotency_key=key, title=lure))
+            assert created, key
+            jobs[key] = job
+        assert len({job.id for job in jobs.values()}) == len(keys)
+        other = make_store()
+        for key in keys:
+            assert other.add(make_draft(idempotency_key=key)) == (jobs[key], False)
+        assert other.add(make_draft(idempotency_key="say \"hi\"x"))[1] is True
+
+    def test_every_job_is_found_by_id_from_a_fresh_handle(self, store, make_store):
+        titles = ['\n"5":{', '"1":', "}", "]},{", '\\n\\"2\\":', "日本語 🚀", "", "line\n" * 20]
+        jobs = [store.add(make_draft(title=titles[n % len(titles)], env_variables={"V": f'{n}\n"{n}":{{'}))[0]
+                for n in range(24)]
+        store.update(jobs[5].id, bump)
+        expected = {job.id: job for job in store.list()}
+        for job in jobs:
+            assert make_store().get(job.id) == expected[job.id]
+        with pytest.raises(JobNotFound):
+            make_store().get(max(expected) + 1)
 
     # ------------------------------------------------------------------ update (compare-and-set)
     def test_update_persists_the_change_and_bumps_the_version(self, store, make_store):

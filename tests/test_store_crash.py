@@ -24,6 +24,7 @@ import orjson
 
 from conftest import make_draft
 from jobman_cli.model import JobStatus, job_to_record
+from jobman_cli.stores.jobfile import Lines
 from jobman_cli.stores.tinydb import TinyDBStore
 
 TESTS = Path(__file__).resolve().parent
@@ -55,7 +56,8 @@ while True:
 
 
 def seed(path: Path, count: int) -> None:
-    """Write a store with ``count`` jobs in one go (adding them one by one would take minutes)."""
+    """Write a store with ``count`` jobs in one go (adding them one by one would take minutes), as
+    one line, the way older versions wrote it: the first writer also converts it to one job a line."""
     records = {str(i): job_to_record(make_draft(id=i, title=f"seed {i}")) for i in range(1, count + 1)}
     meta = {"format": "jobman", "schema": 1, "store-id": "c" * 32, "next-id": count + 1}
     path.write_bytes(orjson.dumps({"jobs": records, "meta": {"1": meta}}))
@@ -83,8 +85,11 @@ def test_sigkilled_writers_never_corrupt_the_store_or_lose_acknowledged_writes(t
             (acked_adds if verb == "add" else acked_cancels).add(int(job_id))
         mid_write_kills += any(name.endswith(".tmp") for name in os.listdir(tmp_path))
 
-        document = json.loads(path.read_bytes())  # whole, valid JSON: never a torn file
+        data = path.read_bytes()
+        document = json.loads(data)  # whole, valid JSON: never a torn file
         assert document["meta"]["1"]["format"] == "jobman"
+        if acked_adds:  # rewritten one job per line, CRC and all: the fast paths can use it
+            assert Lines.parse(data) is not None
         store = TinyDBStore(path, create=False)
         jobs = {job.id: job for job in store.list()}
         assert acked_adds <= jobs.keys()

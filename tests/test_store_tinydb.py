@@ -21,7 +21,7 @@ from conftest import make_draft
 from jobman_cli.errors import JobNotFound, StoreError, TransitionNotAllowed
 from jobman_cli.model import JobStatus, job_to_record
 from jobman_cli.stores import jobfile
-from jobman_cli.stores import tinydb as tinydb_store
+from jobman_cli.stores import snapshot as snapshot_mod
 from jobman_cli.stores.tinydb import TinyDBStore
 from store_contract import NOW, StoreContract, bump
 
@@ -446,9 +446,9 @@ def _count_full_parses(monkeypatch) -> list[int]:
 def test_one_shot_operations_never_parse_the_whole_file_and_caches_are_reused(db_path, monkeypatch):
     first, _ = TinyDBStore(db_path).add(make_draft(idempotency_key="k"))
     decodes, reads, writes = _count_full_parses(monkeypatch), [], []
-    real_read, real_write = tinydb_store.read_labelled, tinydb_store.atomic_write
-    monkeypatch.setattr(tinydb_store, "read_labelled", lambda *a: reads.append(1) or real_read(*a))
-    monkeypatch.setattr(tinydb_store, "atomic_write", lambda *a, **k: writes.append(1) or real_write(*a, **k))
+    real_read, real_write = snapshot_mod.read_labelled, snapshot_mod.atomic_write
+    monkeypatch.setattr(snapshot_mod, "read_labelled", lambda *a: reads.append(1) or real_read(*a))
+    monkeypatch.setattr(snapshot_mod, "atomic_write", lambda *a, **k: writes.append(1) or real_write(*a, **k))
     counts = lambda: (len(decodes), len(reads), len(writes))  # noqa: E731
 
     store = TinyDBStore(db_path)  # what one CLI command does: read, find, splice, write
@@ -474,7 +474,7 @@ def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatc
     store = TinyDBStore(db_path)
     ids = [store.add(make_draft())[0].id for _ in range(3)]
     release, writing, writes = threading.Event(), threading.Event(), []
-    real_write = tinydb_store.atomic_write
+    real_write = snapshot_mod.atomic_write
 
     def slow_write(*args, **kwargs):
         writes.append(1)
@@ -482,7 +482,7 @@ def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatc
         release.wait(10)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(tinydb_store, "atomic_write", slow_write)
+    monkeypatch.setattr(snapshot_mod, "atomic_write", slow_write)
     results: dict[str, object] = {}
 
     def call(name, fn):

@@ -48,245 +48,20 @@ import dataclasses
 import gc
 import heapq
 import os
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Collection, Hashable, Iterable
+from typing import Collection, Hashable
 
 import orjson
 
 from ..errors import JobNotFound, StoreError
-from ..model import ACTIVE_STATES, Job, JobStatus, job_from_record, job_to_record, parse_time
+from ..model import Job, JobStatus, job_from_record, job_to_record
 from . import jobfile
 from .base import JobChange
-from .filelock import FileLock, GroupCommit, Label, Request, atomic_write, read_labelled, remove_stale_temps, \
-    stat_key, still_current
-from .jobfile import JOBS, META, META_ID, Lines
-
-_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
-_SCHEDULED = JobStatus.SCHEDULED.value
-
-
-class _Views:
-    """What the daemon asks for on every tick: due times of scheduled jobs, active ids, and the
-    idempotency keys. Built in one pass over the raw records the first time a loaded file is asked,
-    then carried from snapshot to snapshot with each commit's changed jobs (no 10k-record rescans).
-    """
-
-    __slots__ = ("due", "active", "idem")
-
-    def __init__(self, due: dict[int, datetime], active: set[int], idem: dict[str, int]) -> None:
-        self.due, self.active, self.idem = due, active, idem
-
-    @classmethod
-    def build(cls, snap: "_Snapshot") -> "_Views":
-        views = cls({}, set(), {})
-        for key, record in snap.raw.items():
-            try:
-                status = record["status"]
-                if status == _SCHEDULED:
-                    due, not_before = parse_time(record["date-time"]), parse_time(record.get("not-before"))
-                    views.due[int(key)] = not_before if not_before is not None and not_before > due else due
-                elif status in _ACTIVE:
-                    views.active.add(int(key))
-                if record.get("idempotency-key"):
-                    views.idem[record["idempotency-key"]] = int(key)
-            except (KeyError, ValueError, TypeError) as err:
-                raise StoreError(f"{snap.path}: job {key} is malformed ({type(err).__name__}: {err})") from None
-        return views
-
-    def updated(self, jobs: Iterable[Job]) -> "_Views":
-        views = _Views(dict(self.due), set(self.active), dict(self.idem))
-        for job in jobs:
-            views.due.pop(job.id, None)
-            views.active.discard(job.id)
-            if job.status is JobStatus.SCHEDULED:
-                views.due[job.id] = job.due_at
-            elif job.status in ACTIVE_STATES:
-                views.active.add(job.id)
-            if job.idempotency_key:
-                views.idem[job.idempotency_key] = job.id
-        return views
-
-
-class _Snapshot:
-    """One committed state of the file: its line layout, its full parse, or both (each is made from
-    the other on first use, then kept). Never mutated once published (writers copy on write), so
-    reader threads can use it while a writer builds the next one. Jobs are decoded lazily and kept.
-    """
-
-    __slots__ = ("path", "label", "_lines", "_doc", "_jobs", "_views")
-
-    def __init__(self, path: Path, label: Label | None, *, lines: Lines | None = None, doc: dict | None = None,
-                 jobs: dict[int, Job] | None = None, views: _Views | None = None) -> None:
-        assert lines is not None or doc is not None
-        self.path, self.label, self._lines, self._doc = path, label, lines, doc
-        self._jobs: dict[int, Job] = jobs if jobs is not None else {}
-        self._views = views
-
-    @classmethod
-    def load(cls, path: Path, data: bytes, label: Label | None) -> "_Snapshot":
-        """Validate ``data``: the line layout's frame and CRC, or else the full parse."""
-        lines = Lines.parse(data)
-        if lines is None:
-            return cls(path, label, doc=jobfile.decode(path, data))
-        jobfile.check_meta(path, lines.rest)
-        return cls(path, label, lines=lines)
-
-    # The benign races below: two threads may both build a value; they build equal ones.
-    @property
-    def lines(self) -> Lines:
-        if self._lines is None:
-            self._lines = jobfile.encode(self.doc)  # a file in another layout that is about to be written
-        return self._lines
-
-    @property
-    def doc(self) -> dict:
-        if self._doc is None:
-            self._doc = jobfile.decode(self.path, self.lines.data)
-        return self._doc
-
-    @property
-    def raw(self) -> dict[str, dict]:
-        return self.doc[JOBS]
-
-    @property
-    def meta(self) -> dict:
-        return self._lines.meta if self._lines is not None else self.doc[META][META_ID]
-
-    @property
-    def views(self) -> _Views:
-        if self._views is None:
-            self._views = _Views.build(self)
-        return self._views
-
-    def last_id(self) -> int:
-        return self._lines.last_id() if self._lines is not None else max(map(int, self.raw), default=0)
-
-    def _fast(self) -> Lines | None:
-        """The line layout if the file has not been parsed anyway (then a dict lookup is cheaper)."""
-        return self._lines if self._doc is None else None
-
-    def job(self, job_id: int) -> Job | None:
-        job = self._jobs.get(job_id)
-        if job is not None:
-            return job
-        lines = self._fast()
-        try:
-            record = lines.record(job_id) if lines is not None else self.raw.get(str(job_id))
-        except ValueError:  # not a line after all (a CRC-checked file cannot get here): parse it all
-            record = self.raw.get(str(job_id))
-        if record is None:
-            return None
-        try:
-            job = job_from_record(record)
-            if job.id != job_id:
-                raise ValueError(f"its record says id {job.id}")
-        except (KeyError, ValueError, TypeError) as err:
-            raise StoreError(f"{self.path}: job {job_id} is malformed ({type(err).__name__}: {err})") from None
-        self._jobs[job_id] = job
-        return job
-
-    def find_key(self, key: str) -> int | None:
-        """The job holding an idempotency key: the daemon's views, else a byte search of the lines
-        (about 3 ms at 10k jobs), else a scan of the parsed records."""
-        if self._views is not None:
-            return self._views.idem.get(key)
-        lines = self._fast()
-        if lines is not None:
-            try:
-                return lines.key_holder(key)
-            except ValueError:
-                pass
-        return next((int(k) for k, r in self.raw.items() if r.get("idempotency-key") == key), None)
-
-    def successor(self, lines: Lines, label: Label, changed: list[Job], records: dict[int, dict]) -> "_Snapshot":
-        """The state after a commit of ``changed`` (whose records are ``records``): caches carried over."""
-        doc = None
-        if self._doc is not None:
-            jobs = dict(self._doc[JOBS])
-            jobs.update((str(job_id), record) for job_id, record in records.items())
-            doc = {**self._doc, JOBS: jobs, **lines.rest}
-        cache = dict(self._jobs)
-        cache.update((job.id, job) for job in changed)
-        views = None if self._views is None else self._views.updated(changed)
-        return _Snapshot(self.path, label, lines=lines, doc=doc, jobs=cache, views=views)
-
-
-class _File:
-    """The store file as this process last saw it: a published snapshot, reloaded once another
-    process has written, and replaced by each of our commits the moment its rename makes it visible.
-    """
-
-    def __init__(self, path: Path, lock: FileLock) -> None:
-        self.path, self.lock = path, lock
-        self.store_id = ""  # known once the file has been seen: then it must not vanish
-        self._snapshot: _Snapshot | None = None
-        self._inflight: tuple[_Snapshot, bytes] | None = None  # (base, new nonce) while committing
-        self._publish = threading.Lock()
-        self._swept = False
-
-    def release(self) -> None:
-        with self._publish:
-            self._snapshot = None
-
-    def snapshot(self) -> _Snapshot | None:
-        """The current committed state (None if the file does not exist)."""
-        snap, inflight = self._snapshot, self._inflight
-        if snap is not None and snap.label is not None:
-            if still_current(self.path, self.lock, snap.label):
-                return snap
-            # Our own commit has changed the nonce but not yet renamed: the file is still ``snap``
-            # (we hold the lock). Without this, every reader thread would re-read meanwhile.
-            if inflight is not None and inflight[0] is snap and still_current(
-                    self.path, self.lock, (inflight[1], snap.label[1])):
-                return snap
-        loaded = read_labelled(self.path, self.lock)
-        if loaded is None:
-            if self.store_id:
-                raise StoreError(f"{self.path}: the store file has disappeared; refusing to start over "
-                                 "(job ids would be reused)")
-            return None
-        new = _Snapshot.load(self.path, *loaded)
-        store_id = new.meta["store-id"]
-        if self.store_id and store_id != self.store_id:
-            raise StoreError(f"{self.path}: replaced by a different store (id {store_id}, was {self.store_id}); "
-                             "reopen it")
-        self.store_id = store_id
-        with self._publish:
-            if self._snapshot is snap:  # never replace a newer snapshot another thread published
-                self._snapshot = new
-        return new
-
-    def sweep(self) -> None:
-        """Delete leftovers of killed writers, once per handle (call holding the lock)."""
-        if not self._swept:
-            remove_stale_temps(self.path)
-            self._swept = True
-
-    def commit(self, base: _Snapshot, lines: Lines, changed: list[Job], records: dict[int, dict],
-               creating: bool) -> None:
-        """Write ``lines`` (holding the lock) and publish it as the successor of ``base``."""
-        nonce = self.lock.write_nonce()  # before the rename: see filelock
-        self._inflight = (base, nonce)
-
-        def publish(st: os.stat_result) -> None:  # as soon as other processes can see it
-            new = base.successor(lines, (nonce, stat_key(st)), changed, records)
-            self.store_id = new.meta["store-id"]
-            with self._publish:
-                self._snapshot = new
-            self._inflight = None
-
-        try:
-            atomic_write(self.path, lines.chunks, create_only=creating, renamed=publish)
-        except BaseException:
-            if self._inflight is not None:  # not renamed: nothing changed, but our label is stale
-                with self._publish:
-                    self._snapshot = None
-            raise
-        finally:
-            self._inflight = None
+from .filelock import FileLock, GroupCommit, Request
+from .jobfile import Lines
+from .snapshot import Snapshot, StoreFile
 
 
 def _as_id(value: object) -> int:
@@ -307,7 +82,7 @@ class _Batch:
     """What one group commit sees: the base snapshot plus the changes of the requests queued
     before this one (two updates of one job in one batch apply in order, as if serialized)."""
 
-    def __init__(self, base: _Snapshot) -> None:
+    def __init__(self, base: Snapshot) -> None:
         self.base = base
         self.changed: dict[int, Job] = {}
         self.new_ids: list[int] = []
@@ -374,7 +149,7 @@ class TinyDBStore:
         self.path = Path(path)
         self.location = str(self.path)
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"))
-        self._file = _File(self.path, self._lock)
+        self._file = StoreFile(self.path, self._lock)
         self._commits = GroupCommit(self._run, self.path)
         if self._file.snapshot() is None and create:  # also validates an existing file now
             self._commits.submit(lambda batch: None)  # an empty commit creates the file
@@ -412,7 +187,7 @@ class TinyDBStore:
             base = self._file.snapshot()
             creating = base is None
             if base is None:
-                base = _Snapshot(self.path, None, lines=jobfile.new_document(uuid.uuid4().hex))
+                base = Snapshot(self.path, None, lines=jobfile.new_document(uuid.uuid4().hex))
             work = _Batch(base)
             for request in batch:
                 try:
@@ -424,7 +199,7 @@ class TinyDBStore:
                 self._file.commit(base, lines, list(work.changed.values()), records, creating)
 
     # ------------------------------------------------------------------ reads (no lock needed)
-    def _snapshot(self) -> _Snapshot | None:
+    def _snapshot(self) -> Snapshot | None:
         if self._commits.closed:
             raise StoreError(f"{self.path}: store is closed")
         return self._file.snapshot()

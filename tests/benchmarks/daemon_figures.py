@@ -22,7 +22,6 @@ import http.client
 import os
 import queue
 import random
-import re
 import subprocess
 import sys
 import threading
@@ -38,7 +37,6 @@ from proxy import LoggingProxy
 from report import Row, Sizes
 
 UTC = timezone.utc
-LAUNCHED = re.compile(r"^(\S+) job (\d+) launching -> running \(instance ")
 BOTO_FLOOR = ("import boto3; boto3.client('ec2', region_name='us-east-1'); "
               "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])")
 WAIT_LIMIT = 120.0
@@ -60,14 +58,26 @@ def _poll(check, timeout: float, what: str, every: float = 0.1) -> None:
         time.sleep(every)
 
 
-def _launch_times(daemon: Daemon) -> dict[int, float]:
-    """job id -> when the daemon logged its launch as recorded (its own ms timestamps)."""
-    times: dict[int, float] = {}
-    for line in daemon.matching(lambda text: " launching -> running (instance " in text):
-        match = LAUNCHED.match(line)
-        if match:
-            times.setdefault(int(match.group(2)), datetime.fromisoformat(match.group(1)).timestamp())
-    return times
+def _launched(db: Path) -> dict[int, float]:
+    """job id -> its ``launched-at`` (ms precision, set by the daemon as it records the instance),
+    for every job whose launch is stored. Read from the store, not from the daemon's log, so a
+    change of log wording cannot break the figure."""
+    return {job.id: job.launched_at.timestamp() for job in datagen.read_jobs(db).values()
+            if job.instance_id and job.launched_at is not None}
+
+
+def _wait_launched(db: Path, count: int, timeout: float, daemon: Daemon) -> dict[int, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        launched = _launched(db)
+        if len(launched) >= count:
+            return launched
+        if daemon.proc.poll() is not None:
+            raise BenchError(f"the daemon exited ({daemon.proc.returncode}):\n{daemon.text()[-1500:]}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"only {len(launched)} of {count} launches stored after {timeout:g}s:\n"
+                             f"{daemon.text()[-1500:]}")
+        time.sleep(0.25)
 
 
 def _verify_launched(db: Path, count: int) -> None:
@@ -94,7 +104,7 @@ def due_latency(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
         due = {job.id: job.date_time.timestamp() for job in jobs}
         span = sizes.staggered * sizes.stagger
         _poll(lambda: len(proxy.run_instances()) >= len(due), span + WAIT_LIMIT, "the staggered launches")
-        daemon.wait_for(lambda text: " launching -> running (instance " in text, count=len(due))
+        _wait_launched(db, len(due), WAIT_LIMIT, daemon)
     finally:
         daemon.stop()
         proxy.stop()
@@ -127,13 +137,11 @@ def _burst_once(workdir: Path, count: int, moto: MotoServer, workers: int | None
         daemon.wait_ready()
         at = datetime.now(UTC) + timedelta(seconds=3)
         jobs = datagen.populate(db, [("scheduled", at)] * count)
-        daemon.wait_for(lambda text: " launching -> running (instance " in text, count=len(jobs),
-                        timeout=WAIT_LIMIT + count * (0.5 + delay))
+        launched = _wait_launched(db, count, WAIT_LIMIT + count * (0.5 + delay), daemon)
     finally:
         daemon.stop()
         if proxy:
             proxy.stop()
-    launched = _launch_times(daemon)
     if set(launched) != {job.id for job in jobs}:
         raise BenchError(f"burst {tag}: {len(launched)} launches logged for {len(jobs)} jobs")
     _verify_launched(db, len(jobs))

@@ -283,7 +283,25 @@ class Daemon:
                 self._cond.wait(min(left, 0.2))
 
     def wait_ready(self) -> None:
-        self.wait_for(lambda line: " ready; " in line)
+        """Until the daemon logs that it is ready (its first pass done). If no such line comes
+        (the wording changed), its API port accepting connections plus a few seconds will do."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._accepts():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the daemon did not start ({self.proc.poll()}):\n{self.text()[-1500:]}")
+            time.sleep(0.05)
+        try:
+            self.wait_for(lambda line: "ready" in line, timeout=5.0)
+        except BenchError:
+            if self.proc.poll() is not None:
+                raise
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def matching(self, predicate: Callable[[str], bool]) -> list[str]:
         with self._cond:

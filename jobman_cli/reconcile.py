@@ -120,8 +120,13 @@ def missed_reason(job: Job, now: datetime) -> str:
 
 
 def stderr_log(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    """One line to stderr. A daemon whose stderr went away (its reader died, a closed terminal)
+    keeps working: losing a log line must never fail a launch or the loop."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def best_instance(instances: list[InstanceInfo]) -> InstanceInfo:

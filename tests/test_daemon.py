@@ -112,8 +112,9 @@ class World:
 
     def make_daemon(self, **kw) -> Daemon:
         kw.setdefault("exclusive", True)
+        kw.setdefault("log", self.lines.append)
         return Daemon(self.store, kw.pop("launcher", self.launcher), self.settings, clock=self.clock,
-                      service=self.service, log=self.lines.append, **kw)
+                      service=self.service, **kw)
 
     def schedule(self, at: datetime, **fields) -> Job:
         request = ScheduleRequest(image=fields.pop("image", "alpine:3.20"), when=format_time(at), **fields)
@@ -742,3 +743,18 @@ def test_waker_wakes_a_sleeper_once_and_never_blocks_a_setter():
     finally:
         waker.close()
     waker.set()  # after close: harmless
+
+
+def test_a_lost_stderr_never_fails_the_daemon(world, monkeypatch):
+    import io
+
+    from jobman_cli.reconcile import stderr_log
+
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr("sys.stderr", closed)
+    stderr_log("nobody reads this")  # no exception
+    job = world.schedule(T0 + timedelta(minutes=1))
+    daemon = world.make_daemon(log=None)  # the real stderr logger, on a closed stream
+    assert daemon.tick(T0 + timedelta(minutes=1)).job_ids(LAUNCHED) == [job.id]
+    daemon.close()

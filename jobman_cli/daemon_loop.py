@@ -225,21 +225,6 @@ def summary(report: TickReport) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing to do"
 
 
-def launch_lease(settings: DaemonSettings) -> float:
-    """``settings.launch_lease`` once DaemonSettings has it; until then ``JOBMAN_LAUNCH_LEASE`` or
-    ``launch_lease`` in ``[daemon]`` of config.toml (same precedence), default 60 s."""
-    value = getattr(settings, "launch_lease", None)
-    if value is not None:
-        return float(value)
-    from .config import config_section, pick
-    from .daemon import DEFAULT_LAUNCH_LEASE
-    from .settings import _number
-
-    raw = pick(None, "JOBMAN_LAUNCH_LEASE", config_section("daemon", settings.home), "launch_lease",
-               DEFAULT_LAUNCH_LEASE)
-    return _number(raw, "launch_lease", minimum=1.0)
-
-
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     """Open the store, check credentials, start the listener, run until a signal. Exit code 0.
 
@@ -266,7 +251,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
             if server is not None:
                 settings = dataclasses.replace(settings, listen_port=server.port)
         daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive,
-                        launch_lease=launch_lease(settings))
+                        launch_lease=settings.launch_lease)
         daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting")
         daemon.log(f"store {store.location} (store id {store.store_id}; instances tagged "
                    f"{launcher.settings.store_tag_key}={store.store_id})")

@@ -37,6 +37,8 @@ class DaemonSettings:
     timeout_grace: float = 600.0
     #: How often the store's change marker is polled for jobs added by other processes.
     watch_interval: float = 0.5
+    #: On a shared store, how long another daemon's claim is honoured before it is taken over.
+    launch_lease: float = 60.0
 
     @property
     def effective_public_url(self) -> str:
@@ -93,6 +95,12 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
                                       "max_attempts", 5), "--max-attempts", minimum=1)),
         backoff_base=_number(pick(flags.get("backoff_base"), "JOBMAN_BACKOFF_BASE", section, "backoff_base", 15.0),
                              "--backoff-base", minimum=0.0),
+        backoff_max=_number(pick(flags.get("backoff_max"), "JOBMAN_BACKOFF_MAX", section, "backoff_max", 600.0),
+                            "--backoff-max", minimum=0.0),
         timeout_grace=_number(pick(flags.get("timeout_grace"), "JOBMAN_TIMEOUT_GRACE", section, "timeout_grace", 600.0),
                               "--timeout-grace", minimum=0.0),
+        watch_interval=_number(pick(flags.get("watch_interval"), "JOBMAN_WATCH_INTERVAL", section, "watch_interval",
+                                    0.5), "--watch-interval", minimum=0.05),
+        launch_lease=_number(pick(flags.get("launch_lease"), "JOBMAN_LAUNCH_LEASE", section, "launch_lease", 60.0),
+                             "--launch-lease", minimum=1.0),
     )

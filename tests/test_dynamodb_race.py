@@ -1,0 +1,286 @@
+"""Three real ``jobman daemon`` processes sharing one DynamoDB table (a real moto server process).
+
+300 jobs fall due at the same instant; the daemons race for them through conditional writes. The
+test counts EC2 instances per ``jobman:job-id`` tag (exactly one each), drives every job to its end
+through the HTTP callbacks of all three listeners, and waits until the reapers have terminated
+every instance. The second test SIGKILLs one daemon in the middle of the burst: the two others
+take over its abandoned claims once the launch lease (shortened to a few seconds here) expired,
+find the instances it had already started by tag, and launch the rest, still once per job.
+
+The moto server used here makes DynamoDB's conditional writes atomic (see
+``test_store_dynamodb.py``: moto checks and writes without a lock; AWS does not race), so a double
+launch could only be jobman's fault.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import boto3
+import pytest
+
+from moto_server import _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from test_e2e_daemon import DaemonProcess, instances_by_job, jobman, poll
+
+from jobman_cli.daemon import CLAIMED_BY
+from jobman_cli.model import Job, JobStatus
+from jobman_cli.service import JobService, ScheduleRequest
+from jobman_cli.stores.dynamodb import DynamoDBStore
+
+pytestmark = pytest.mark.slow
+
+TABLE = "jobman-race"
+URL = f"dynamodb://{TABLE}"
+JOBS = 300
+LEASE = 4.0  # seconds a dead daemon's claim is honoured before another daemon takes it over
+TOKEN = "race-test-api-token-0123456789abcdef"
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
+WAIT = 75.0  # liveness limit (the whole module normally takes well under that)
+
+#: moto's server, with its DynamoDB writes serialized as AWS applies them (per item, atomically).
+ATOMIC_SERVER = """
+import sys, threading
+from moto.dynamodb.models import DynamoDBBackend
+lock = threading.RLock()
+def locked(original):
+    def method(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+    return method
+for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+from moto.server import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture(scope="module")
+def dynamodb_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second moto server, for DynamoDB only (``AWS_ENDPOINT_URL_DYNAMODB``), with atomic
+    conditional writes. EC2 stays on the shared ``moto_server`` fixture: two processes, two cores."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto-dynamodb") / "moto_server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")}
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", ATOMIC_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_until_up(url, proc, log)
+        dynamodb_client(url).list_tables()  # load the DynamoDB backend before the clock matters
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dynamodb_server(dynamodb_server_process: str) -> Iterator[str]:
+    reset(dynamodb_server_process)
+    yield dynamodb_server_process
+    reset(dynamodb_server_process)
+
+
+def dynamodb_client(url: str):
+    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def env(moto_server: str, dynamodb_server: str, tmp_path: Path) -> dict[str, str]:  # noqa: F811
+    return aws_env(moto_server, AWS_ENDPOINT_URL_DYNAMODB=dynamodb_server, JOBMAN_HOME=str(tmp_path / "home"),
+                   JOBMAN_STORE=URL, JOBMAN_API_TOKEN=TOKEN, JOBMAN_LAUNCH_LEASE=str(LEASE))
+
+
+@pytest.fixture
+def store(dynamodb_server: str, env: dict[str, str]) -> Iterator[DynamoDBStore]:
+    """``jobman store init`` (the real command), then a handle of this test process on the table."""
+    init = jobman(env, "store", "init")
+    assert init.returncode == 0 and init.stdout.startswith(f"Created DynamoDB table {TABLE} "), init
+    handle = DynamoDBStore(TABLE, client=dynamodb_client(dynamodb_server))
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def start_daemons(env: dict[str, str]) -> Iterator[Callable[[], list[DaemonProcess]]]:
+    """Three daemons on the table, started together; each ready (its first pass done) on return.
+    Reconciliation keeps its default (30 s): under moto every DescribeInstances of 300 instances
+    costs about a second of the one moto process the whole race shares."""
+    started: list[DaemonProcess] = []
+
+    def start() -> list[DaemonProcess]:
+        started.extend(DaemonProcess(env) for _ in range(3))
+        for daemon in started:
+            daemon.wait_for(lambda line: " ready;" in line, timeout=WAIT)
+        return started
+
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(timeout=10)
+
+
+def listen_url(daemon: DaemonProcess) -> str:
+    daemon.wait_for(lambda line: "listening on http://" in line)
+    return re.search(r"listening on (http://\S+)", daemon.text()).group(1)  # type: ignore[union-attr]
+
+
+def schedule_burst(store: DynamoDBStore) -> list[int]:
+    """300 jobs due at one instant (scheduled from 8 threads, as 8 CLIs would), before the daemons
+    start: they all find the whole burst due together, whether or not the instant has passed."""
+    due = (datetime.now(timezone.utc) + timedelta(seconds=10)).replace(microsecond=0)
+    service = JobService(store)
+
+    def one(n: int) -> int:
+        return service.schedule(ScheduleRequest(image="alpine:3.20", when=due.isoformat(), title=f"race {n}"))[0].id
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = sorted(pool.map(one, range(JOBS)))
+    assert len(set(ids)) == JOBS
+    return ids
+
+
+LAUNCHED = re.compile(r"job (\d+) \w+ -> running \(instance (i-\w+)")
+REAPED = re.compile(r"instance (i-\w+) terminated by the reaper")
+
+
+def seen(daemons: list[DaemonProcess], pattern: re.Pattern) -> set[str]:
+    """First groups of ``pattern`` in every daemon's log. Waiting on the logs costs moto nothing
+    (its Scan and DescribeInstances walk every item: polling them would slow the daemons down)."""
+    return {m.group(1) for d in daemons for m in pattern.finditer(d.text())}
+
+
+def wait_until_launched(daemons: list[DaemonProcess], store: DynamoDBStore, ids: list[int]) -> None:
+    """Until every job has its launch recorded. The logs say so at no cost to moto; a daemon killed
+    between recording a launch and logging it leaves a gap only the store can fill, so every few
+    seconds the index is asked too (nothing scheduled or launching any more)."""
+    wanted, polls = {str(i) for i in ids}, [0]
+
+    def launched() -> bool:
+        polls[0] += 1
+        if seen(daemons, LAUNCHED) >= wanted:
+            return True
+        return polls[0] % 6 == 0 and not store.due(FAR_FUTURE) and \
+            not any(j.status is JobStatus.LAUNCHING for j in store.active())
+
+    if not poll(launched, timeout=WAIT, every=0.5):
+        missing = sorted(wanted - seen(daemons, LAUNCHED), key=int)
+        lines = [line for d in daemons for line in d.text().splitlines()
+                 if any(f"job {i} " in line or f"job {i}:" in line for i in missing)]
+        raise AssertionError(f"not launched: {missing}; their log lines: {lines}")
+
+
+def assert_one_instance_per_job(server: str, store: DynamoDBStore, ids: list[int]) -> dict[int, Job]:
+    grouped = instances_by_job(server, store.store_id)
+    assert sorted(grouped) == ids
+    duplicates = {i: [x["InstanceId"] for x in grouped[i]] for i in ids if len(grouped[i]) != 1}
+    assert duplicates == {}
+    jobs = {job.id: job for job in store.list()}
+    assert sorted(jobs) == ids
+    for i in ids:
+        assert jobs[i].status is JobStatus.RUNNING and jobs[i].attempts == 1
+        assert jobs[i].instance_id == grouped[i][0]["InstanceId"]
+        assert grouped[i][0]["State"]["Name"] == "running"  # no daemon's reaper ended another's launch
+    return jobs
+
+
+def callback(base: str, job_id: int, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{base}/jobMan/v1.1/jobs/{job_id}/callback", method="PUT",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+def finish_every_job(store: DynamoDBStore, daemons: list[DaemonProcess], ids: list[int]) -> None:
+    """Every job reports through the daemons' listeners (round robin): ``running`` again (a no-op)
+    to one, then ``finished`` (or ``failed`` with exit code 3, every fifth job) to the next. Then
+    each job is in exactly that final state."""
+    listeners = [listen_url(d) for d in daemons]
+    expected = {i: ("failed", 3) if i % 5 == 0 else ("finished", 0) for i in ids}
+
+    def report(index_and_id: tuple[int, int]) -> None:
+        index, job_id = index_and_id
+        assert callback(listeners[index % len(listeners)], job_id, {"status": "running"})[1]["status"] == "running"
+        status, code = expected[job_id]
+        answer = callback(listeners[(index + 1) % len(listeners)], job_id, {"status": status, "exit-code": code})
+        assert answer[0] == 200 and answer[1]["status"] == status and answer[1]["exit-code"] == code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        list(pool.map(report, enumerate(ids)))
+    final = {job.id: job for job in store.list()}
+    assert {i: (final[i].status.value, final[i].exit_code) for i in ids} == expected
+
+
+def wait_until_reaped(server: str, store: DynamoDBStore, daemons: list[DaemonProcess]) -> None:
+    """The reapers end every instance of a finished job at their next reconciliation (≤ 30 s)."""
+    instances = {x["InstanceId"] for group in instances_by_job(server, store.store_id).values() for x in group}
+    assert poll(lambda: seen(daemons, REAPED) >= instances, timeout=WAIT, every=0.5), len(seen(daemons, REAPED))
+    states = {x["State"]["Name"] for group in instances_by_job(server, store.store_id).values() for x in group}
+    assert states == {"terminated"}
+
+
+def daemon_id(daemon: DaemonProcess) -> str:
+    return re.search(r"daemon (\S+) starting", daemon.text()).group(1)  # type: ignore[union-attr]
+
+
+def test_three_daemons_launch_300_simultaneous_jobs_once_each(store, start_daemons, moto_server, record_property):  # noqa: F811
+    ids = schedule_burst(store)
+    daemons = start_daemons()
+    wait_until_launched(daemons, store, ids)
+    jobs = assert_one_instance_per_job(moto_server, store, ids)
+    by_daemon = collections.Counter(job.extra[CLAIMED_BY] for job in jobs.values())
+    assert set(by_daemon) == {daemon_id(d) for d in daemons}, by_daemon  # all three took part
+    record_property("launches_per_daemon", sorted(by_daemon.values()))
+    print(f"\nlaunches per daemon: {sorted(by_daemon.values())}")
+    finish_every_job(store, daemons, ids)
+    wait_until_reaped(moto_server, store, daemons)
+    assert [d.stop() for d in daemons] == [0, 0, 0]
+
+
+def claims_of(store: DynamoDBStore, daemon: str) -> list[int]:
+    """Jobs ``daemon`` has claimed (persisted) and not yet recorded as launched: one index Query
+    for ``launching`` (the store itself, not the logs, which a busy reader thread can lag behind)."""
+    return [j.id for j in store.active() if j.status is JobStatus.LAUNCHING and j.extra.get(CLAIMED_BY) == daemon]
+
+
+def test_one_of_three_daemons_sigkilled_mid_burst_the_others_take_over(store, start_daemons, moto_server,  # noqa: F811
+                                                                       record_property):
+    ids = schedule_burst(store)
+    daemons = start_daemons()
+    victim, survivors = daemons[0], daemons[1:]
+    # Kill it mid-burst, with launches in flight: claims persisted but not yet recorded.
+    victim.wait_for(lambda line: "launching -> running" in line, count=5, timeout=WAIT)
+    assert poll(lambda: len(claims_of(store, daemon_id(victim))) >= 2, timeout=WAIT, every=0.01)
+    victim.proc.send_signal(signal.SIGKILL)
+    assert victim.stop() == -signal.SIGKILL
+    at_kill = store.list()
+    abandoned = [j.id for j in at_kill
+                 if j.status is JobStatus.LAUNCHING and j.extra.get(CLAIMED_BY) == daemon_id(victim)]
+    assert abandoned, collections.Counter(j.status for j in at_kill)
+    assert any(j.status is JobStatus.SCHEDULED for j in at_kill)  # and the burst was not over
+
+    wait_until_launched(daemons, store, ids)
+    jobs = assert_one_instance_per_job(moto_server, store, ids)
+    assert {jobs[i].extra[CLAIMED_BY] for i in abandoned} <= {daemon_id(d) for d in survivors}
+    log = "\n".join(d.text() for d in survivors)
+    adopted, relaunched = log.count("adopting it"), log.count("launching it again")
+    assert adopted + relaunched == len(abandoned)
+    record_property("abandoned_at_kill", len(abandoned))
+    print(f"\nSIGKILL left {len(abandoned)} claims: {adopted} instances adopted, {relaunched} relaunched")
+    finish_every_job(store, survivors, ids)
+    assert [d.stop() for d in survivors] == [0, 0]

@@ -149,6 +149,22 @@ def test_a_one_line_file_is_read_and_the_next_write_rewrites_it_one_job_per_line
     assert reader.get(31) == job  # the old handle notices the rewrite
 
 
+def test_a_valid_hand_edit_inside_the_line_layout_is_read_and_the_next_write_restamps_it(db_path, monkeypatch):
+    store = TinyDBStore(db_path)
+    for n in range(3):
+        store.add(make_draft(title=f"job {n}"))
+    db_path.write_bytes(db_path.read_bytes().replace(b'"title":"job 1"', b'"title":"edited by hand"'))
+    assert jobfile.Lines.parse(db_path.read_bytes()) is None  # the CRC no longer matches
+    decodes = _count_full_parses(monkeypatch)
+    assert TinyDBStore(db_path, create=False).get(2).title == "edited by hand"
+    assert decodes == [1]  # not refused: read by the full parse
+    store.update(3, bump)  # the writer parses it all too, then writes it in the layout again
+    assert len(decodes) == 2
+    data = db_path.read_bytes()
+    assert jobfile.Lines.parse(data) is not None and b'"title":"edited by hand"' in data
+    assert TinyDBStore(db_path, create=False).get(2).title == "edited by hand" and len(decodes) == 2
+
+
 def test_strings_that_look_like_the_layout_do_not_confuse_the_line_search(db_path, monkeypatch):
     tricky = ['\n"5":{', '"1":', "}", '\n},"meta":{"1":{}}}\n', "\\n\"2\":{\"id\":2}", "日本語 🚀 é",
               '"idempotency-key":"k"', "\r\n\t\u2028\u2029\x00", "line\n" * 50]

@@ -49,9 +49,10 @@ KEY_FIELD = "idempotency-key"
 HEAD = b'{"' + JOBS.encode() + b'":{\n'
 _COMMA, _NL, _QUOTE = ord(","), b"\n", ord('"')
 
+
 class Lines:
     """A file in the line layout: its bytes (possibly still as chunks), the tables after ``jobs``
-    (``rest``, meta first) and where the job lines end. Immutable once made."""
+    (``rest``: meta and any other) and where the job lines end. Immutable once made."""
 
     __slots__ = ("_chunks", "rest", "end")
 

@@ -142,7 +142,7 @@ def listen_url(daemon: DaemonProcess) -> str:
 def schedule_burst(store: DynamoDBStore) -> list[int]:
     """300 jobs due at one instant (scheduled from 8 threads, as 8 CLIs would), before the daemons
     start: they all find the whole burst due together, whether or not the instant has passed."""
-    due = (datetime.now(timezone.utc) + timedelta(seconds=10)).replace(microsecond=0)
+    due = (datetime.now(timezone.utc) + timedelta(seconds=5)).replace(microsecond=0)
     service = JobService(store)
 
     def one(n: int) -> int:

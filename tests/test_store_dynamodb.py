@@ -383,3 +383,66 @@ def test_a_closed_store_refuses_calls(make_handle):
     store.close()
     with pytest.raises(StoreError, match="store is closed"):
         store.get(1)
+
+
+# --------------------------------------------------------------------------- what one job costs
+def test_calls_over_one_jobs_life_match_docs_dynamodb_md(make_handle):
+    """The DynamoDB calls of one job's life with a real daemon (shared-store mode, EC2 under moto):
+    the numbers docs/dynamodb.md prices. If this fails, update the table there too."""
+    from jobman_cli.clock import FixedClock
+    from jobman_cli.daemon import Daemon
+    from jobman_cli.launchers.base import EC2Settings
+    from jobman_cli.launchers.ec2 import EC2Launcher
+    from jobman_cli.model import format_time
+    from jobman_cli.service import JobService, ScheduleRequest
+    from jobman_cli.settings import DaemonSettings
+
+    cli, shared = make_handle(), make_handle()
+    cli_calls, calls = record_calls(cli), record_calls(shared)
+    clock = FixedClock(T0)
+    due = T0 + timedelta(minutes=5)
+
+    def phase(*recorders: list) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for recorder in recorders:
+            for name, _ in recorder:
+                counts[name] = counts.get(name, 0) + 1
+            recorder.clear()
+        return counts
+
+    request = ScheduleRequest(image="alpine:3.20", when=format_time(due), env={"GREETING": "hello"})
+    job, _ = JobService(cli, clock).schedule(request)
+    assert phase(cli_calls) == {"UpdateItem": 2, "PutItem": 1}  # id counter, job, change marker
+    keyed = dataclasses.replace(request, idempotency_key="nightly")
+    other, _ = JobService(cli, clock).schedule(keyed)
+    assert phase(cli_calls) == {"GetItem": 1, "UpdateItem": 2, "TransactWriteItems": 1}
+    JobService(cli, clock).schedule(keyed)  # a retried cron call: no write at all
+    assert phase(cli_calls) == {"GetItem": 2}
+    cli.update(other.id, lambda j: j.cancelled(clock.now()))  # one job's life from here on
+    phase(cli_calls)
+
+    settings = DaemonSettings(store_location=URL, public_url="http://10.1.2.3:8321", reconcile_interval=30.0)
+    daemon = Daemon(shared, EC2Launcher(EC2Settings(region="eu-west-1")), settings, clock=clock,
+                    exclusive=False, log=lambda line: None)
+    try:
+        clock.set(due)
+        daemon.tick(due, reconcile=False)
+        # Queries: active() for abandoned claims (2), due() (1). Claim and launch record: each a
+        # consistent GetItem, a conditional PutItem and the marker bump.
+        assert phase(calls) == {"Query": 3, "GetItem": 2, "PutItem": 2, "UpdateItem": 2}
+        assert shared.get(job.id).status is JobStatus.RUNNING
+        phase(calls)
+        shared.change_marker()
+        shared.next_due_at()
+        assert phase(calls) == {"GetItem": 1, "Query": 1}  # one idle poll (+ a Query when it moved)
+        daemon.service.report(job.id, "running", None)  # the instance's first callback: a no-op
+        assert phase(calls) == {"GetItem": 2}
+        daemon.tick(due + timedelta(seconds=30), reconcile=True)
+        # A reconciliation pass: the tick's 3 Queries, active() again (2), and the reaper's
+        # consistent GetItem for each live instance of this store.
+        assert phase(calls) == {"Query": 5, "GetItem": 1}
+        daemon.service.report(job.id, "finished", 0)
+        assert phase(calls) == {"GetItem": 2, "PutItem": 1, "UpdateItem": 1}
+        assert shared.get(job.id).status is JobStatus.FINISHED
+    finally:
+        daemon.close()

@@ -28,9 +28,10 @@ Reads and writes, and why:
   consistent; that is safe because every claim re-reads the job consistently inside ``update``.
 * ``get`` is a consistent GetItem; ``list`` (an operator command) is a consistent, paginated Scan.
 * DynamoDB has no cheap change signal, so the store keeps one: every successful write is followed
-  by ``ADD seq 1`` on the counter item, and ``change_marker`` is a consistent GetItem of ``seq``
-  (1 read unit). Pollers re-query only when it moved: the daemon's ``next_due_at`` Query, the
-  ``status --wait`` GetItem. The bump is best effort (a failed bump does not undo a persisted
+  by ``ADD seq 1`` on the counter item, and ``change_marker`` is an eventually consistent GetItem
+  of ``seq`` (0.5 read units; it may lag a write by the replication delay, like the index the
+  daemon then queries). Pollers re-read only when it moved: the daemon's ``next_due_at`` Query,
+  the ``status --wait`` GetItem. The bump is best effort (a failed bump does not undo a persisted
   write; the marker then moves with the next write); one item takes every bump, which caps a
   whole fleet at ≈ 1000 writes/s, far above what EC2's own launch rate allows.
 
@@ -361,9 +362,9 @@ class DynamoDBStore:
         return _from_ms(_due(items[0])) if items else None
 
     def change_marker(self) -> Hashable:
-        """The write sequence number (one consistent GetItem of a tiny item; see the module doc)."""
-        item = self._call("get_item", TableName=self.table, Key=_key(COUNTER_PK), ConsistentRead=True,
-                          ProjectionExpression="seq").get("Item", {})
+        """The write sequence number (an eventually consistent GetItem of a tiny item; module doc)."""
+        item = self._call("get_item", TableName=self.table, Key=_key(COUNTER_PK), ProjectionExpression="seq"
+                          ).get("Item", {})
         return int(item.get("seq", {}).get("N", "0"))
 
     def _touch(self) -> None:

@@ -10,7 +10,8 @@ Table design (one table, on-demand billing, made by ``jobman store init``; see d
     "counter"          n (N): the last job id handed out (UpdateItem ADD: atomic, never reused);
                        seq (N): bumped after every write, the change marker
     "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job
-    "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON),
+    "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON,
+                       empty fields left out),
                        due_ms (N: due time in epoch ms; only while scheduled/launching/running)
 
     GSI "status-due": hash status, range due_ms, projection ALL. Terminal jobs carry no due_ms, so
@@ -195,7 +196,7 @@ class DynamoDBStore:
             "job_id": {"N": str(job.id)},
             "status": {"S": job.status.value},
             "version": {"N": str(job.version)},
-            "record": {"S": orjson.dumps(job_to_record(job)).decode()},
+            "record": {"S": orjson.dumps(_compact(job)).decode()},
         }
         if job.status in LIVE_STATES:
             item["due_ms"] = {"N": str(_ms(job.due_at))}
@@ -381,6 +382,12 @@ class DynamoDBStore:
             close = getattr(self.client, "close", None)
             if close is not None:
                 close()
+
+
+def _compact(job: Job) -> dict[str, Any]:
+    """``job_to_record`` without its empty fields (read back as None): a typical job item stays
+    under 1 KB, the unit DynamoDB bills writes in. Unknown (``extra``) fields are kept as they are."""
+    return {k: v for k, v in job_to_record(job).items() if v is not None or k in job.extra}
 
 
 def _key(pk: str) -> dict[str, dict[str, str]]:

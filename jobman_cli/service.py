@@ -8,12 +8,10 @@ caller (``--image`` on the command line, ``docker-image`` over HTTP) through :cl
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
-from . import timeparse, validation
 from .clock import Clock, SystemClock
 from .errors import IdempotencyConflict, InvalidInput
 from .model import DEFAULT_START_DEADLINE, DEFAULT_TIMEOUT, Job, JobStatus
@@ -88,6 +86,10 @@ class JobService:
     # ------------------------------------------------------------------ schedule
     def validate(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> Job:
         """Turn a request into a draft job, or raise InvalidInput naming the first bad field."""
+        import secrets  # imported here: `status` and `list` never pay for what only `schedule` needs
+
+        from . import timeparse, validation
+
         now = self.clock.now()
         image = validation.validate_image(_require_str(request.image, names.image), field=names.image)
         title = validation.validate_title(request.title if request.title is not None else "", field=names.title)
@@ -208,6 +210,8 @@ def _idempotency_view(job: Job) -> tuple:
 
 def env_from_cli(assignments: Collection[str], env_file: str | None, names: FieldNames = CLI_FIELDS) -> dict[str, str]:
     """Merge ``--env-file`` then ``-e`` (later wins), as docker does."""
+    from . import validation
+
     env: dict[str, str] = {}
     if env_file:
         env.update(validation.read_env_file(env_file, field="--env-file"))

@@ -26,9 +26,10 @@ Layout. Still one ordinary TinyDB document (``TinyDB(path)`` reads it, tables ``
   then rewrites it in this layout. (A CRC guards against accidents, not malice: whoever can write
   the file can do anything to the store anyway.) It costs about 2 ms per 7 MB read.
 
-Cost at 10,000 jobs (7 MB): finding a job is a binary search over the lines (about 14 probes);
-adding or replacing jobs splices their lines into the old bytes (chunks, no copy); the CRC is the
-only pass over the whole file. A full parse is about 40 ms, a full encode about 15 ms.
+Cost at 10,000 jobs (7 MB, measured): checking the layout 2.3 ms (the CRC); finding and parsing
+one job 0.01 ms (a binary search over the lines, about 14 probes); an idempotency-key search
+1.5 ms; splicing jobs in 1.7 ms (the unchanged bytes are reused as chunks, only the new CRC passes
+over them). Against that: a full parse 42 ms, a full encode 25 ms.
 """
 
 from __future__ import annotations

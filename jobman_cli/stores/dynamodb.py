@@ -85,21 +85,25 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return table, options
 
 
-def make_client(region: str | None = None, endpoint: str | None = None) -> Any:
+def make_client(region: str | None = None, endpoint: str | None = None, where: str = "DynamoDB") -> Any:
     """A DynamoDB client from the standard AWS chain, plus ``AWS_REGION`` (botocore reads only
-    ``AWS_DEFAULT_REGION``). ``AWS_PROFILE`` and ``AWS_ENDPOINT_URL`` are read by botocore itself."""
+    ``AWS_DEFAULT_REGION``). ``AWS_PROFILE`` and ``AWS_ENDPOINT_URL`` are read by botocore itself.
+
+    The connection pool is sized for the daemon's API (100+ concurrent requests, each a store call):
+    botocore does not block on a full pool, it opens another connection and urllib3 logs a warning
+    to stderr when putting it back."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
     try:
         session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
-        config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=32,
+        config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=128,
                         connect_timeout=5, read_timeout=20, user_agent_extra="jobman")
         return session.client("dynamodb", endpoint_url=endpoint or None, config=config)
     except BotoCoreError as exc:
         hint = " (set AWS_REGION or add ?region=... to the store URL)" if "region" in str(exc).lower() else ""
-        raise StoreError(f"cannot reach DynamoDB: {_one_line(exc)}{hint}") from None
+        raise StoreError(f"{where}: cannot reach DynamoDB: {_one_line(exc)}{hint}") from None
 
 
 def _one_line(exc: object) -> str:
@@ -168,7 +172,7 @@ class DynamoDBStore:
                  endpoint: str | None = None) -> None:
         self.table = table
         self.location = f"{SCHEME}{table}"
-        self.client = client if client is not None else make_client(region, endpoint)
+        self.client = client if client is not None else make_client(region, endpoint, self.location)
         self._api = _Api(table, self.client)
         self.store_id = self._api.read_meta()
 
@@ -438,8 +442,8 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
     from botocore.exceptions import BotoCoreError, ClientError
 
     table, options = parse_url(url)
-    client = client if client is not None else make_client(options.get("region"), options.get("endpoint"))
     where = f"{SCHEME}{table}"
+    client = client if client is not None else make_client(options.get("region"), options.get("endpoint"), where)
     created = False
     try:
         try:

@@ -240,6 +240,32 @@ def job_to_api(job: Job) -> dict[str, Any]:
     }
 
 
+#: The public keys, in the order :func:`job_to_api` emits them.
+API_KEYS = (
+    "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
+    "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout", "start-deadline",
+    "instance-type",
+)
+
+
+def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`job_to_api` of a stored record, without building the :class:`Job` in between.
+
+    A record is ``job_to_api``'s dict plus private keys (see :func:`job_to_record`), so projecting
+    the public keys gives the same JSON. Bulk output (``list --json``, ``GET /jobs``) uses this:
+    the round trip through ``Job`` costs ~30 µs a job, 300 ms at 10,000 jobs. Defaults match
+    :func:`job_from_record` for records that leave empty fields out.
+    """
+    api = {key: record.get(key) for key in API_KEYS}
+    api["title"] = api["title"] or ""
+    api["env-variables"] = dict(api["env-variables"] or {})
+    api["attempts"] = int(api["attempts"] or 0)
+    api["timeout"] = int(api["timeout"] or DEFAULT_TIMEOUT)
+    api["start-deadline"] = int(api["start-deadline"] or DEFAULT_START_DEADLINE)
+    api["id"] = int(api["id"])
+    return api
+
+
 def job_to_record(job: Job) -> dict[str, Any]:
     """What a store persists: the public shape plus the private bookkeeping fields."""
     record = job_to_api(job)

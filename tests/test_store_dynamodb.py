@@ -31,7 +31,7 @@ from store_contract import NOW, StoreContract
 
 TABLE = "jobman-test"
 URL = f"dynamodb://{TABLE}"
-WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "create_table")
 
 
 @contextlib.contextmanager
@@ -448,3 +448,20 @@ def test_calls_over_one_jobs_life_match_docs_dynamodb_md(make_handle):
         assert shared.get(job.id).status is JobStatus.FINISHED
     finally:
         daemon.close()
+
+
+def test_concurrent_store_inits_make_one_table_and_one_store_id(aws):
+    results: list[tuple[bool, str]] = []
+    barrier = threading.Barrier(4)
+
+    def init() -> None:
+        barrier.wait()
+        results.append(init_table(URL, wait_delay=0))
+
+    threads = [threading.Thread(target=init) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len({store_id for _, store_id in results}) == 1
+    assert sum(created for created, _ in results) >= 1

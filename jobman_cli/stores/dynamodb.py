@@ -446,30 +446,30 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
     client = client if client is not None else make_client(options.get("region"), options.get("endpoint"), where)
     created = False
     try:
-        try:
-            description = client.describe_table(TableName=table)["Table"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise
-            client.create_table(
-                TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=_TABLE_KEYS,
-                AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in _ATTRIBUTES.items()],
-                GlobalSecondaryIndexes=[{"IndexName": INDEX, "KeySchema": _INDEX_KEYS,
-                                         "Projection": {"ProjectionType": "ALL"}}],
-            )
-            created = True
-        else:
-            problem = schema_problem(description)
-            if problem:
-                raise StoreError(f"{where}: table {table} already exists but is not a jobman table: {problem}; "
-                                 "choose another table name")
+        description = _describe(client, table)
+        if description is None:
+            try:
+                client.create_table(
+                    TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=_TABLE_KEYS,
+                    AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in _ATTRIBUTES.items()],
+                    GlobalSecondaryIndexes=[{"IndexName": INDEX, "KeySchema": _INDEX_KEYS,
+                                             "Projection": {"ProjectionType": "ALL"}}])
+                created = True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                    raise
+                description = _describe(client, table)  # another init created it just now
+        problem = schema_problem(description) if description is not None else None
+        if problem:
+            raise StoreError(f"{where}: table {table} already exists but is not a jobman table: {problem}; "
+                             "choose another table name")
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": wait_delay, "MaxAttempts": 90})
         api = _Api(table, client)
         meta = {"pk": {"S": META_PK}, "format": {"S": FORMAT}, "schema": {"N": str(SCHEMA)},
                 "store_id": {"S": uuid.uuid4().hex}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}}
         try:
             api.call("put_item", expect=("ConditionalCheckFailedException",), TableName=table, Item=meta,
-                        ConditionExpression="attribute_not_exists(pk)")
+                     ConditionExpression="attribute_not_exists(pk)")
         except ClientError:
             pass  # already initialised (by an earlier init, or one running right now)
         return created, api.read_meta()
@@ -477,6 +477,17 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
         raise StoreError(describe_error(table, exc.response.get("Error", {}).get("Code", ""), exc)) from None
     except BotoCoreError as exc:  # the waiter's own error included
         raise StoreError(f"{where}: {_one_line(exc)}") from None
+
+
+def _describe(client: Any, table: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise
 
 
 def schema_problem(description: dict[str, Any]) -> str | None:

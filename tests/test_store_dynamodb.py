@@ -317,6 +317,20 @@ def test_region_endpoint_and_url_options(aws, monkeypatch):
             parse_url(bad)
 
 
+def test_aws_profile_is_honoured_and_a_missing_one_is_one_line(aws, monkeypatch, tmp_path):
+    config = tmp_path / "aws-config"
+    config.write_text("[profile team]\nregion = ap-northeast-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    assert make_client().meta.region_name == "eu-west-1"  # AWS_REGION still wins, as in the AWS CLI
+    monkeypatch.delenv("AWS_REGION")
+    assert make_client().meta.region_name == "ap-northeast-1"
+    monkeypatch.setenv("AWS_PROFILE", "nobody")
+    with pytest.raises(StoreError) as err:
+        DynamoDBStore.from_url(URL)
+    assert str(err.value) == f"{URL}: cannot reach DynamoDB: The config profile (nobody) could not be found"
+
+
 def test_no_region_is_one_line(monkeypatch):
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)

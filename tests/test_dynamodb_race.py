@@ -1,4 +1,4 @@
-"""Three real ``jobman daemon`` processes sharing one DynamoDB table (a real moto server process).
+"""Three real ``jobman daemon`` processes sharing one DynamoDB table (real moto server processes).
 
 300 jobs fall due at the same instant; the daemons race for them through conditional writes. The
 test counts EC2 instances per ``jobman:job-id`` tag (exactly one each), drives every job to its end
@@ -7,9 +7,11 @@ every instance. The second test SIGKILLs one daemon in the middle of the burst: 
 take over its abandoned claims once the launch lease (shortened to a few seconds here) expired,
 find the instances it had already started by tag, and launch the rest, still once per job.
 
-The moto server used here makes DynamoDB's conditional writes atomic (see
-``test_store_dynamodb.py``: moto checks and writes without a lock; AWS does not race), so a double
-launch could only be jobman's fault.
+Two moto servers: EC2 on the shared ``moto_server`` fixture, DynamoDB on a second one (reached
+through ``AWS_ENDPOINT_URL_DYNAMODB``, so the standard endpoint variables are exercised too) whose
+conditional writes are atomic, as on AWS (moto checks and writes without a lock; see
+``test_store_dynamodb.py``). A double launch could therefore only be jobman's fault. Two processes
+also spread the load over two cores: under moto every call walks every item.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def store(dynamodb_server: str, env: dict[str, str]) -> Iterator[DynamoDBStore]:
 def start_daemons(env: dict[str, str]) -> Iterator[Callable[[], list[DaemonProcess]]]:
     """Three daemons on the table, started together; each ready (its first pass done) on return.
     Reconciliation keeps its default (30 s): under moto every DescribeInstances of 300 instances
-    costs about a second of the one moto process the whole race shares."""
+    costs about a second of the EC2 server's time."""
     started: list[DaemonProcess] = []
 
     def start() -> list[DaemonProcess]:

@@ -154,8 +154,7 @@ class JobsApi:
         service = self.service
         try:
             if name == "jobs":
-                jobs = service.list(_statuses(request.query))
-                return 200, {"jobs": [job_to_api(job) for job in jobs]}, ()
+                return 200, {"jobs": service.list_api(_statuses(request.query))}, ()
             if name == "status":
                 return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
             body = parse_json_object(connection.read_body(request))

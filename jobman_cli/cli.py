@@ -171,15 +171,16 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
 @click.pass_obj
 def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
     """All jobs, newest first."""
-    from .model import JobStatus, job_to_api
+    from .model import JobStatus
 
-    jobs = state.service(create=False).list([JobStatus(s) for s in statuses])
+    service = state.service(create=False)
+    wanted = [JobStatus(s) for s in statuses]
     if as_json:
-        _print_json([job_to_api(job) for job in jobs])
+        _print_json(service.list_api(wanted))
     else:
         from .render import print_job_table
 
-        print_job_table(jobs)
+        print_job_table(service.list(wanted))
 
 
 @cli.command()

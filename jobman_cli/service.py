@@ -141,6 +141,12 @@ class JobService:
     def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
         return self.store.list(statuses or None)
 
+    def list_api(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
+        """The public JSON of many jobs, newest first, straight from the stored records."""
+        from .model import record_to_api
+
+        return [record_to_api(record) for record in self.store.list_records(statuses or None)]
+
     # ------------------------------------------------------------------ changes
     def report(self, job_id: int, status: str, exit_code: int | None = None) -> Job:
         """The completion callback (HTTP PUT or ``jobman callback``)."""

@@ -160,6 +160,18 @@ class StoreContract:
         assert [job.id for job in store.list({JobStatus.CANCELLED, JobStatus.LAUNCHING})] == [ids[2], ids[0]]
         assert store.list([JobStatus.FINISHED]) == []
 
+    def test_list_records_project_to_the_same_api_json_as_list(self, store):
+        from jobman_cli.model import job_to_api, record_to_api
+
+        for n in range(4):
+            job, _ = store.add(make_draft(title=f"r{n}", env_variables={"N": str(n), "NL": "a\nb"}))
+        store.update(job.id, lambda j: j.cancelled(NOW))
+        for statuses in (None, [JobStatus.CANCELLED], [JobStatus.SCHEDULED, JobStatus.CANCELLED]):
+            jobs = store.list(statuses)
+            records = store.list_records(statuses)
+            assert [record_to_api(r) for r in records] == [job_to_api(j) for j in jobs]
+        assert store.list_records([JobStatus.FAILED]) == []
+
     def test_list_of_an_empty_store(self, store):
         assert store.list() == []
         assert store.due(NOW) == [] and store.active() == [] and store.next_due_at() is None

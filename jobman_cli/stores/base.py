@@ -10,7 +10,7 @@ claim a job or overwrite each other's transition.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Collection, Hashable, Protocol, runtime_checkable
+from typing import Any, Callable, Collection, Hashable, Mapping, Protocol, runtime_checkable
 
 from ..model import Job, JobStatus
 
@@ -39,6 +39,14 @@ class JobStore(Protocol):
 
     def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
         """All jobs (optionally only those in ``statuses``), newest (highest id) first."""
+        ...
+
+    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[Mapping[str, Any]]:
+        """What :meth:`list` returns, as stored records (``model.job_to_record``'s shape).
+
+        For bulk output (``list --json``, ``GET /jobs``) through ``model.record_to_api``: building a
+        :class:`Job` per record costs ~30 µs, 300 ms at 10,000 jobs. Callers must not mutate them.
+        """
         ...
 
     def update(self, job_id: int, change: JobChange) -> Job:

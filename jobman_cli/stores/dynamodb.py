@@ -207,14 +207,25 @@ class DynamoDBStore:
         return item
 
     def _job(self, item: dict[str, Any]) -> Job:
+        return self._decoded(item, job_from_record)
+
+    def _record(self, item: dict[str, Any]) -> dict[str, Any]:
+        def checked(record: dict[str, Any]) -> dict[str, Any]:
+            int(record["id"])
+            return record
+
+        return self._decoded(item, checked)
+
+    def _decoded(self, item: dict[str, Any], convert: Any) -> Any:
         try:
-            job = job_from_record(orjson.loads(item["record"]["S"]))
-            if f"{JOB_PREFIX}{job.id}" != item["pk"]["S"]:
-                raise ValueError(f"its record says id {job.id}")
+            result = convert(orjson.loads(item["record"]["S"]))
+            job_id = result.id if isinstance(result, Job) else int(result["id"])
+            if f"{JOB_PREFIX}{job_id}" != item["pk"]["S"]:
+                raise ValueError(f"its record says id {job_id}")
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             raise StoreError(f"{self.location}: item {item.get('pk', {}).get('S', '?')} is malformed "
                              f"({type(exc).__name__}: {_one_line(exc)})") from None
-        return job
+        return result
 
     # ------------------------------------------------------------------ writes
     def _next_id(self) -> int:
@@ -310,6 +321,9 @@ class DynamoDBStore:
         """Newest first. A consistent Scan of the whole table (an operator command: it reads every
         item once, ≈ 1 read unit per 4 KB); ``statuses`` filter server-side, which saves transfer,
         not read units."""
+        return sorted((self._job(item) for item in self._scan_jobs(statuses)), key=lambda job: job.id, reverse=True)
+
+    def _scan_jobs(self, statuses: Collection[JobStatus] | None) -> list[dict[str, Any]]:
         values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
         condition = "begins_with(pk, :job)"
         kwargs: dict[str, Any] = {}
@@ -318,9 +332,13 @@ class DynamoDBStore:
             values.update({f":s{i}": {"S": s} for i, s in enumerate(wanted)})
             condition += f" AND #s IN ({', '.join(f':s{i}' for i in range(len(wanted)))})"
             kwargs["ExpressionAttributeNames"] = _NAMES
-        items = self._pages("scan", TableName=self.table, ConsistentRead=True, FilterExpression=condition,
-                            ExpressionAttributeValues=values, **kwargs)
-        return sorted((self._job(item) for item in items), key=lambda job: job.id, reverse=True)
+        return self._pages("scan", TableName=self.table, ConsistentRead=True, FilterExpression=condition,
+                           ExpressionAttributeValues=values, **kwargs)
+
+    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
+        """:meth:`list` as stored records (the same Scan, without building Jobs)."""
+        return sorted((self._record(item) for item in self._scan_jobs(statuses)), key=lambda r: int(r["id"]),
+                      reverse=True)
 
     def _pages(self, operation: str, *, stop: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
         """Every item of a paginated Scan/Query (until ``stop(items)`` says enough)."""

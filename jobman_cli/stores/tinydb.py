@@ -223,6 +223,16 @@ class TinyDBStore:
                          reverse=True)
             return [snap.job(job_id) for job_id in ids]  # type: ignore[misc]
 
+    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[dict]:
+        """Newest first, the parsed records themselves (read-only for the caller)."""
+        snap = self._snapshot()
+        if snap is None:
+            return []
+        wanted = {JobStatus(s).value for s in statuses} if statuses else None
+        raw = snap.raw
+        ids = sorted((int(k) for k, r in raw.items() if wanted is None or r.get("status") in wanted), reverse=True)
+        return [raw[str(job_id)] for job_id in ids]
+
     def due(self, now: datetime, limit: int | None = None) -> list[Job]:
         snap = self._snapshot()
         if snap is None:

@@ -46,7 +46,9 @@ pytestmark = pytest.mark.slow
 TABLE = "jobman-race"
 URL = f"dynamodb://{TABLE}"
 JOBS = 300
-LEASE = 4.0  # seconds a dead daemon's claim is honoured before another daemon takes it over
+#: Seconds a claim is honoured before another daemon takes it over. It must outlast any launch
+#: (claim to recorded instance: 0.75 s median, 1.7 s max measured here under load).
+LEASE = 8.0
 TOKEN = "race-test-api-token-0123456789abcdef"
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
 WAIT = 75.0  # liveness limit (the whole module normally takes well under that)
@@ -270,18 +272,27 @@ def test_one_of_three_daemons_sigkilled_mid_burst_the_others_take_over(store, st
     victim.proc.send_signal(signal.SIGKILL)
     assert victim.stop() == -signal.SIGKILL
     at_kill = store.list()
-    abandoned = [j.id for j in at_kill
-                 if j.status is JobStatus.LAUNCHING and j.extra.get(CLAIMED_BY) == daemon_id(victim)]
-    assert abandoned, collections.Counter(j.status for j in at_kill)
+    claimed = [j.id for j in at_kill
+               if j.status is JobStatus.LAUNCHING and j.extra.get(CLAIMED_BY) == daemon_id(victim)]
+    assert claimed, collections.Counter(j.status for j in at_kill)
     assert any(j.status is JobStatus.SCHEDULED for j in at_kill)  # and the burst was not over
 
     wait_until_launched(daemons, store, ids)
     jobs = assert_one_instance_per_job(moto_server, store, ids)
-    assert {jobs[i].extra[CLAIMED_BY] for i in abandoned} <= {daemon_id(d) for d in survivors}
+    # Survivors took over the victim's abandoned claims, each after looking its instance up by tag.
+    # A request the victim sent just before it died can still land (moto, like AWS, finishes what
+    # it received): such a claim ends recorded by the victim itself, or claimed too late to be in
+    # ``claimed`` and then taken over as well.
+    survivor_ids = {daemon_id(d) for d in survivors}
     log = "\n".join(d.text() for d in survivors)
-    adopted, relaunched = log.count("adopting it"), log.count("launching it again")
-    assert adopted + relaunched == len(abandoned)
-    record_property("abandoned_at_kill", len(abandoned))
-    print(f"\nSIGKILL left {len(abandoned)} claims: {adopted} instances adopted, {relaunched} relaunched")
+    adopted = {int(i) for i in re.findall(r"job (\d+): found instance \S+ \(\w+\) of attempt 1 .* adopting it", log)}
+    relaunched = {int(i) for i in re.findall(r"job (\d+): no instance of attempt 1 exists; launching it again", log)}
+    taken_over = adopted | relaunched
+    assert taken_over and not adopted & relaunched
+    assert all(jobs[i].extra[CLAIMED_BY] in survivor_ids for i in taken_over)
+    assert all(i in taken_over or jobs[i].extra[CLAIMED_BY] == daemon_id(victim) for i in claimed)
+    record_property("taken_over", len(taken_over))
+    print(f"\nSIGKILL left {len(claimed)} claims; survivors adopted {len(adopted)} instances and "
+          f"relaunched {len(relaunched)} jobs")
     finish_every_job(store, survivors, ids)
     assert [d.stop() for d in survivors] == [0, 0]

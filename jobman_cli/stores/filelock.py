@@ -98,15 +98,18 @@ class FileLock:
         except OSError:
             return None
 
-    def write_nonce(self) -> bytes:
-        """Start a new generation. Only call while holding :meth:`exclusive`."""
-        assert self._fd is not None and self._writable
-        nonce = os.urandom(NONCE_SIZE // 2).hex().encode()
+    @staticmethod
+    def new_nonce() -> bytes:
+        """A fresh generation nonce, to announce (in this process) before :meth:`write_nonce`."""
+        return os.urandom(NONCE_SIZE // 2).hex().encode()
+
+    def write_nonce(self, nonce: bytes) -> None:
+        """Start generation ``nonce`` (from :meth:`new_nonce`). Only call while holding :meth:`exclusive`."""
+        assert self._fd is not None and self._writable and len(nonce) == NONCE_SIZE
         try:
             os.pwrite(self._fd, nonce, 0)
         except OSError as err:
             raise StoreError(f"{self.path}: cannot write: {_reason(err)}") from None
-        return nonce
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

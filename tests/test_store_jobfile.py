@@ -1,7 +1,7 @@
 """The TinyDB store's file itself: the one-job-per-line layout (and files in other layouts), file
-modes, the id counter, and files that are not ours (damaged, foreign, unreadable, vanished). What a
-handle does with the file over time (caching, group commit, racing processes) is in
-test_store_tinydb.py."""
+modes, the id counter, files that are not ours (damaged, foreign, unreadable, vanished, swapped),
+and what writes the file and what must not. What a handle does over time (snapshots, caching, group
+commit, racing threads and processes) is in test_store_tinydb.py."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from tinydb import TinyDB
 
 from conftest import make_draft
-from jobman_cli.errors import JobNotFound, StoreError
+from jobman_cli.errors import JobNotFound, StoreError, TransitionNotAllowed
 from jobman_cli.model import job_to_record
 from jobman_cli.stores import jobfile
 from jobman_cli.stores.tinydb import TinyDBStore
-from store_contract import bump
+from store_contract import NOW, bump
 
 
 @pytest.fixture
@@ -360,3 +360,49 @@ def test_a_store_whose_file_vanished_refuses_to_start_over(db_path):
     with pytest.raises(StoreError, match="disappeared"):
         store.add(make_draft())
     assert not db_path.exists()
+
+
+# --------------------------------------------------------------------------- writes, and no writes
+def test_idempotent_add_and_noop_update_leave_the_file_untouched(db_path):
+    store = TinyDBStore(db_path)
+    job, _ = store.add(make_draft(idempotency_key="k"))
+    before, st = db_path.read_bytes(), os.stat(db_path)
+    assert TinyDBStore(db_path).add(make_draft(idempotency_key="k")) == (job, False)
+    assert store.update(job.id, lambda j: j) == job
+    with pytest.raises(TransitionNotAllowed):
+        store.update(job.id, lambda j: j.reported("running", None, NOW))
+    assert db_path.read_bytes() == before
+    assert os.stat(db_path).st_ino == st.st_ino and os.stat(db_path).st_mtime_ns == st.st_mtime_ns
+
+
+def test_a_store_swapped_for_another_under_an_open_handle_is_refused(tmp_path, db_path):
+    store = TinyDBStore(db_path)
+    store.add(make_draft())
+    TinyDBStore(tmp_path / "other.json").add(make_draft())
+    os.replace(tmp_path / "other.json", db_path)
+    with pytest.raises(StoreError, match="replaced by a different store"):
+        store.list()
+    assert len(TinyDBStore(db_path).list()) == 1  # a fresh handle simply opens the new store
+
+
+def test_read_only_open_of_a_missing_store_creates_nothing(tmp_path):
+    path = tmp_path / "not-yet" / "jobs.json"
+    store = TinyDBStore(path, create=False)
+    assert store.list() == [] and store.due(NOW) == [] and store.active() == []
+    assert store.next_due_at() is None and store.change_marker() is None and store.store_id == ""
+    with pytest.raises(JobNotFound):
+        store.get(1)
+    with pytest.raises(JobNotFound):
+        store.update(1, bump)
+    assert not path.parent.exists()
+    job, created = store.add(make_draft())  # the first write creates it
+    assert created and job.id == 1
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    assert store.store_id and TinyDBStore(path, create=False).store_id == store.store_id
+
+
+def test_a_writer_creates_the_store_under_a_read_only_handle(db_path):
+    reader = TinyDBStore(db_path, create=False)
+    assert reader.list() == []
+    job, _ = TinyDBStore(db_path).add(make_draft())
+    assert reader.get(job.id) == job and reader.store_id

@@ -4,17 +4,18 @@ one file). The file's own layout, modes and damaged or foreign files: test_store
 
 from __future__ import annotations
 
-import os
-import stat
+import errno
+import functools
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import make_draft
+from conftest import T0, make_draft
 from jobman_cli.errors import JobNotFound, StoreError, TransitionNotAllowed
 from jobman_cli.model import JobStatus
 from jobman_cli.stores import jobfile
@@ -44,23 +45,7 @@ def db_path(tmp_path) -> Path:
     return tmp_path / "home" / "jobs.json"
 
 
-def mode(path: Path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
 # --------------------------------------------------------------------------- idempotency
-def test_idempotent_add_and_noop_update_leave_the_file_untouched(db_path):
-    store = TinyDBStore(db_path)
-    job, _ = store.add(make_draft(idempotency_key="k"))
-    before, st = db_path.read_bytes(), os.stat(db_path)
-    assert TinyDBStore(db_path).add(make_draft(idempotency_key="k")) == (job, False)
-    assert store.update(job.id, lambda j: j) == job
-    with pytest.raises(TransitionNotAllowed):
-        store.update(job.id, lambda j: j.reported("running", None, NOW))
-    assert db_path.read_bytes() == before
-    assert os.stat(db_path).st_ino == st.st_ino and os.stat(db_path).st_mtime_ns == st.st_mtime_ns
-
-
 def test_idempotency_keys_are_found_by_scan_and_by_the_daemons_views(db_path):
     first, _ = TinyDBStore(db_path).add(make_draft(idempotency_key="a"))
     daemon = TinyDBStore(db_path)
@@ -84,16 +69,6 @@ def test_odd_job_ids_name_no_job(db_path):
             store.update(odd, bump)
 
 
-def test_a_store_swapped_for_another_under_an_open_handle_is_refused(tmp_path, db_path):
-    store = TinyDBStore(db_path)
-    store.add(make_draft())
-    TinyDBStore(tmp_path / "other.json").add(make_draft())
-    os.replace(tmp_path / "other.json", db_path)
-    with pytest.raises(StoreError, match="replaced by a different store"):
-        store.list()
-    assert len(TinyDBStore(db_path).list()) == 1  # a fresh handle simply opens the new store
-
-
 def test_a_closed_store_says_so(db_path):
     store = TinyDBStore(db_path)
     store.close()
@@ -101,30 +76,6 @@ def test_a_closed_store_says_so(db_path):
         store.list()
     with pytest.raises(StoreError, match="closed"):
         store.add(make_draft())
-
-
-# --------------------------------------------------------------------------- create=False
-def test_read_only_open_of_a_missing_store_creates_nothing(tmp_path):
-    path = tmp_path / "not-yet" / "jobs.json"
-    store = TinyDBStore(path, create=False)
-    assert store.list() == [] and store.due(NOW) == [] and store.active() == []
-    assert store.next_due_at() is None and store.change_marker() is None and store.store_id == ""
-    with pytest.raises(JobNotFound):
-        store.get(1)
-    with pytest.raises(JobNotFound):
-        store.update(1, bump)
-    assert not path.parent.exists()
-    job, created = store.add(make_draft())  # the first write creates it
-    assert created and job.id == 1
-    assert mode(path) == 0o600 and mode(path.parent) == 0o700
-    assert store.store_id and TinyDBStore(path, create=False).store_id == store.store_id
-
-
-def test_a_writer_creates_the_store_under_a_read_only_handle(db_path):
-    reader = TinyDBStore(db_path, create=False)
-    assert reader.list() == []
-    job, _ = TinyDBStore(db_path).add(make_draft())
-    assert reader.get(job.id) == job and reader.store_id
 
 
 # --------------------------------------------------------------------------- caching, group commit
@@ -214,12 +165,193 @@ def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatc
     assert reread.get(ids[0]).attempts == 1
 
 
+# --------------------------------------------------------------------------- snapshots, own commits
+def _due_store(path: Path, count: int) -> TinyDBStore:
+    """A handle on ``count`` scheduled jobs (job n due at T0 + n minutes) with its views built."""
+    TinyDBStore(path)._commits.submit(lambda batch: [batch.add(make_draft(date_time=T0 + timedelta(minutes=n)))
+                                                     for n in range(1, count + 1)])
+    store = TinyDBStore(path)
+    assert store.next_due_at() == T0 + timedelta(minutes=1)
+    return store
+
+
+def _count_reloads(monkeypatch) -> dict[str, list[int]]:
+    """Count file reads, full parses and view builds: what a reader pays when it reloads."""
+    counts: dict[str, list[int]] = {"reads": [], "parses": _count_full_parses(monkeypatch), "builds": []}
+    real_read, real_build = snapshot_mod.read_labelled, snapshot_mod.Views.build.__func__
+    monkeypatch.setattr(snapshot_mod, "read_labelled", lambda *a: counts["reads"].append(1) or real_read(*a))
+    monkeypatch.setattr(snapshot_mod.Views, "build",
+                        classmethod(lambda cls, snap: counts["builds"].append(1) or real_build(cls, snap)))
+    return counts
+
+
+def test_readers_never_reload_because_of_this_processs_own_commits(db_path, monkeypatch):
+    """50 writer threads claim the 200 earliest of 10k jobs while a reader loops ``next_due_at()``
+    (the daemon taking 50 callbacks at once). A reader that catches one of our commits mid-flight
+    takes its base or waits for its successor: it never re-reads (and re-parses) the file."""
+    store = _due_store(db_path, 10_000)
+    counts, seen, done = _count_reloads(monkeypatch), [], threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            seen.append(store.next_due_at())
+
+    def writer(first: int) -> None:
+        for job_id in range(first, 201, 50):
+            store.update(job_id, lambda j: j.claimed(NOW, "t"))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(1, 51)]
+    for thread in [watcher := threading.Thread(target=reader), *threads]:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert seen and seen == sorted(seen)  # claims only remove due times: never an older state
+    assert store.next_due_at() == T0 + timedelta(minutes=201) and len(store.active()) == 200
+    assert counts == {"reads": [], "parses": [], "builds": []}
+    assert TinyDBStore(db_path).next_due_at() == T0 + timedelta(minutes=201)  # what is on disk
+
+
+def test_after_another_process_writes_one_reader_thread_reloads_for_all(db_path, monkeypatch):
+    store = _due_store(db_path, 1000)
+    TinyDBStore(db_path).update(1, lambda j: j.claimed(NOW, "another process"))
+    counts, go = _count_reloads(monkeypatch), threading.Barrier(8)
+    readers = _Readers(store, 8, before=go.wait)
+    assert readers.joined() and readers.results == [T0 + timedelta(minutes=2)] * 8
+    assert counts == {"reads": [1], "parses": [1], "builds": [1]}
+
+
+class _Waits(threading.Condition):
+    """Stands in for the handle's condition, counting the waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.count = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.count += 1
+        return super().wait(timeout)
+
+
+def _hook_next_commit(monkeypatch, *, before_write=None, after_rename=None) -> None:
+    """In the next commit: ``before_write(chunks)`` (returns the chunks to write) once its nonce is
+    written; ``after_rename(publish, st)`` instead of the publish (must call ``publish(st)`` or raise)."""
+    real_write, calls = snapshot_mod.atomic_write, []
+
+    def write(path, chunks, *, create_only=False, renamed=None):
+        calls.append(1)
+        if len(calls) == 1 and before_write is not None:
+            chunks = before_write(chunks)
+        if len(calls) == 1 and after_rename is not None:
+            renamed = functools.partial(after_rename, renamed)
+        return real_write(path, chunks, create_only=create_only, renamed=renamed)
+
+    monkeypatch.setattr(snapshot_mod, "atomic_write", write)
+
+
+class _Readers:
+    """Threads calling ``next_due_at()`` once each; ``wait_for(waits)`` until that many waits were
+    counted or every reader is done (so a wrong implementation fails the asserts, not hangs)."""
+
+    def __init__(self, store: TinyDBStore, count: int, waits: _Waits | None = None, before=lambda: None) -> None:
+        self.results: list[object] = []
+        self.threads = [threading.Thread(target=lambda: (before(), self.results.append(store.next_due_at())))
+                        for _ in range(count)]
+        self.waits = waits
+        for thread in self.threads:
+            thread.start()
+
+    def wait_for(self, waits: int) -> None:
+        deadline = time.monotonic() + 10
+        while self.waits.count < waits and any(t.is_alive() for t in self.threads) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def joined(self) -> bool:
+        for thread in self.threads:
+            thread.join(10)
+        return not any(thread.is_alive() for thread in self.threads)
+
+
+def test_readers_take_the_base_before_the_rename_and_wait_for_the_successor_after_it(db_path, monkeypatch):
+    store, waits, seen = _due_store(db_path, 3), _Waits(), {}
+    monkeypatch.setattr(store._file, "_changed", waits, raising=False)
+
+    def before_write(chunks):  # the nonce has changed, the file has not: the base, without waiting
+        seen["early"] = _Readers(store, 1, waits)
+        assert seen["early"].joined() and waits.count == 0
+        return chunks
+
+    def after_rename(publish, st):  # renamed, not yet published: readers wait for it
+        seen["late"] = readers = _Readers(store, 3, waits)
+        readers.wait_for(3)
+        seen["waits"] = waits.count
+        publish(st)
+        assert readers.joined()
+
+    _hook_next_commit(monkeypatch, before_write=before_write, after_rename=after_rename)
+    counts = _count_reloads(monkeypatch)
+    store.update(1, lambda j: j.claimed(NOW, "t"))
+    assert seen["early"].results == [T0 + timedelta(minutes=1)] and seen["waits"] == 3
+    assert seen["late"].results == [T0 + timedelta(minutes=2)] * 3
+    assert counts == {"reads": [], "parses": [], "builds": []}
+
+
+def test_a_commit_failing_after_its_rename_wakes_its_waiting_readers(db_path, monkeypatch):
+    """A disk error once the new file is in place: the readers waiting for the publish are woken
+    and read the file as it is (the claim is on disk: the old state would be stale)."""
+    store, waits, seen = _due_store(db_path, 3), _Waits(), {}
+    monkeypatch.setattr(store._file, "_changed", waits, raising=False)
+
+    def after_rename(publish, st):
+        seen["readers"] = readers = _Readers(store, 3, waits)
+        readers.wait_for(3)
+        seen["waits"] = waits.count
+        raise OSError(errno.EIO, "Input/output error")
+
+    _hook_next_commit(monkeypatch, after_rename=after_rename)
+    counts = _count_reloads(monkeypatch)
+    with pytest.raises(StoreError, match="written, but not confirmed on disk: Input/output error"):
+        store.update(1, lambda j: j.claimed(NOW, "t"))
+    assert seen["readers"].joined() and seen["waits"] == 3
+    assert seen["readers"].results == [T0 + timedelta(minutes=2)] * 3 and len(counts["reads"]) == 1
+    assert store.update(2, lambda j: j.claimed(NOW, "t")).status is JobStatus.LAUNCHING
+    assert store.next_due_at() == T0 + timedelta(minutes=3) == TinyDBStore(db_path).next_due_at()
+
+
+def test_a_commit_failing_before_its_rename_leaves_readers_the_unchanged_file(db_path, monkeypatch):
+    """Disk full while writing the temp file: the file is untouched, readers keep the base (and
+    its views: no reload), and a write by another process afterwards is still noticed."""
+    store, before, seen = _due_store(db_path, 3), db_path.read_bytes(), {}
+
+    def before_write(chunks):
+        def failing():
+            yield chunks[0]
+            seen["readers"] = _Readers(store, 3)
+            assert seen["readers"].joined()  # mid-write: the readers got the base without waiting
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return failing()
+
+    _hook_next_commit(monkeypatch, before_write=before_write)
+    counts = _count_reloads(monkeypatch)
+    with pytest.raises(StoreError, match="cannot write: No space left on device"):
+        store.update(1, lambda j: j.claimed(NOW, "t"))
+    assert seen["readers"].results == [T0 + timedelta(minutes=1)] * 3
+    assert db_path.read_bytes() == before and sorted(p.name for p in db_path.parent.iterdir()) == [
+        "jobs.json", "jobs.json.lock"]
+    assert store.next_due_at() == T0 + timedelta(minutes=1) and counts["reads"] == []
+    TinyDBStore(db_path).update(1, lambda j: j.claimed(NOW, "another process"))
+    reads = len(counts["reads"])  # the other handle's
+    assert store.next_due_at() == T0 + timedelta(minutes=2) and len(counts["reads"]) == reads + 1
+
+
 # --------------------------------------------------------------------------- real processes
 WORKER = r"""
 import sys, threading, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from conftest import make_draft
+from conftest import T0, make_draft
 from store_contract import NOW, bump
 from jobman_cli.errors import TransitionNotAllowed
 from jobman_cli.stores.tinydb import TinyDBStore

@@ -6,9 +6,12 @@ Plain helpers are imported with ``from conftest import make_draft, T0`` (pytest 
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import pytest
 
 from jobman_cli.model import Job, JobStatus
 
@@ -35,3 +38,31 @@ def make_draft(**overrides: Any) -> Job:
     }
     fields.update(overrides)
     return Job(**fields)
+
+
+# --------------------------------------------------------------------------- AWS (in-process moto)
+@pytest.fixture
+def isolated_aws(monkeypatch, tmp_path):
+    """No AWS setting of the developer's machine leaks in: no AWS_* variables, empty config and
+    credentials files, no instance metadata service. Returns the monkeypatch to add settings."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "aws-empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+@pytest.fixture
+def mock_ec2(isolated_aws):
+    """Fake credentials in us-east-1 under moto's ``mock_aws``; yields an EC2 client."""
+    import boto3
+    from moto import mock_aws
+
+    isolated_aws.setenv("AWS_ACCESS_KEY_ID", "testing")
+    isolated_aws.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    isolated_aws.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield boto3.client("ec2")

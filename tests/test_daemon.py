@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import moto  # noqa: F401  (must precede boto3 client creation)
-from moto import mock_aws
 
 import boto3
 import pytest
@@ -42,25 +40,14 @@ PUBLIC = "http://10.1.2.3:8321"
 
 # ---------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture
-def aws_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "aws-empty").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-empty"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
-    return monkeypatch
+def aws_env(isolated_aws, tmp_path):
+    isolated_aws.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    return isolated_aws
 
 
 @pytest.fixture
-def ec2(aws_env):
-    aws_env.setenv("AWS_ACCESS_KEY_ID", "testing")
-    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws_env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        yield boto3.client("ec2")
+def ec2(aws_env, mock_ec2):
+    return mock_ec2
 
 
 class Counting:

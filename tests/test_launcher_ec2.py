@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import moto  # noqa: F401  (must precede boto3 client creation)
-from moto import mock_aws
 
 import boto3
 import pytest
@@ -39,25 +38,13 @@ def make_job(job_id: int = 7, attempts: int = 1, token: str | None = "tok", **kw
 
 
 @pytest.fixture
-def bare_env(monkeypatch, tmp_path):
-    """No AWS configuration at all: no AWS_* variables, empty config files, IMDS off."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "aws-empty").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-empty"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return monkeypatch
+def bare_env(isolated_aws):
+    return isolated_aws
 
 
 @pytest.fixture
-def aws(bare_env):
-    bare_env.setenv("AWS_ACCESS_KEY_ID", "testing")
-    bare_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bare_env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        yield boto3.client("ec2")
+def aws(mock_ec2):
+    return mock_ec2
 
 
 @pytest.fixture

@@ -136,7 +136,7 @@ def cli(ctx: click.Context, location: str | None) -> None:
 @click.option("--timeout", default=None, metavar="DUR", help="Kill the container after DUR (30s, 10m, 2h, 1h30m). [default: 1h]")
 @click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
 @click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
-@click.option("--tz", default=None, envvar="JOBMAN_TZ", help="Time zone for WHEN without offset. [env: JOBMAN_TZ]")
+@click.option("--tz", default=None, help="Time zone for WHEN without offset. [env: JOBMAN_TZ; default: the system's]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
 @click.pass_obj

@@ -257,6 +257,7 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     :func:`job_from_record` for records that leave empty fields out.
     """
     api = {key: record.get(key) for key in API_KEYS}
+    JobStatus(api["status"])  # ValueError for a record that is not a job's (the caller names the store)
     api["title"] = api["title"] or ""
     api["env-variables"] = dict(api["env-variables"] or {})
     api["attempts"] = int(api["attempts"] or 0)

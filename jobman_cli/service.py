@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
 from .clock import Clock, SystemClock
-from .errors import IdempotencyConflict, InvalidInput
+from .errors import IdempotencyConflict, InvalidInput, JobmanError
 from .model import DEFAULT_START_DEADLINE, DEFAULT_TIMEOUT, Job, JobStatus
 from .stores.base import JobStore
 
@@ -143,9 +143,16 @@ class JobService:
 
     def list_api(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
         """The public JSON of many jobs, newest first, straight from the stored records."""
+        from .errors import StoreError
         from .model import record_to_api
 
-        return [record_to_api(record) for record in self.store.list_records(statuses or None)]
+        records = self.store.list_records(statuses or None)
+        try:
+            return [record_to_api(record) for record in records]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            bad = next((r for r in records if not _projects(r)), {})
+            raise StoreError(f"{self.store.location}: job record {bad.get('id', '?')!r} is malformed "
+                             f"({type(exc).__name__}: {exc})") from None
 
     # ------------------------------------------------------------------ changes
     def report(self, job_id: int, status: str, exit_code: int | None = None) -> Job:
@@ -162,10 +169,14 @@ class JobService:
         instance (its job is terminal), and a launch in flight sees the cancellation and undoes itself.
         """
         now = self.clock.now()
-        job = self.store.update(job_id, lambda current: current.cancelled(now))
+        job = self._changed(self.store.update(job_id, lambda current: current.cancelled(now)))
         if job.instance_id and terminate is not None:
-            terminate(job.instance_id)
-        return self._changed(job)
+            try:
+                terminate(job.instance_id)
+            except JobmanError as exc:
+                raise JobmanError(f"job {job.id} is cancelled, but its instance {job.instance_id} was not terminated "
+                                  f"({exc}); the daemon's reaper will terminate it") from None
+        return job
 
     def wait(self, job_id: int, timeout: float | None, poll: float = 0.1) -> Job | None:
         """Block until the job is terminal; None if ``timeout`` seconds pass first.
@@ -201,6 +212,16 @@ def _check_user_data_size(draft: Job, names: FieldNames) -> None:
         if exc.field == "env-variables":
             raise InvalidInput(names.env, exc.rule) from None
         raise
+
+
+def _projects(record: Any) -> bool:
+    from .model import record_to_api
+
+    try:
+        record_to_api(record)
+        return True
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 def _require_str(value: Any, field_name: str) -> str:

@@ -102,8 +102,12 @@ def _local(naive: datetime, spec: str, zone: tzinfo, label: str, field: str) -> 
     """Attach ``zone`` to a wall-clock time, refusing one that a DST change skips or repeats."""
     from dateutil.tz import datetime_ambiguous, datetime_exists
 
-    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
-    offsets = f"{_format_offset(first.utcoffset())} or {_format_offset(second.utcoffset())}"
+    first = naive.replace(tzinfo=zone, fold=0)
+    # The offsets in force an hour before and after: the two a user may mean. (``fold`` alone gives
+    # the same offset twice for zones such as dateutil's tzlocal inside a gap.)
+    before = (naive - timedelta(hours=1)).replace(tzinfo=zone).utcoffset()
+    after = (naive + timedelta(hours=1)).replace(tzinfo=zone).utcoffset()
+    offsets = f"{_format_offset(before)} or {_format_offset(after)}"
     if not datetime_exists(first):
         raise InvalidInput(
             field, f"{spec} does not exist in {label} (the clocks skip it at a daylight-saving change); "

@@ -134,7 +134,16 @@ def validate_env_value(key: str, value: Any, field: str = "env-variables") -> st
         raise InvalidInput(field, f"value of {key!r} must be a string (got {_json_type(value)})")
     if "\x00" in value:
         raise InvalidInput(field, f"value of {key!r} contains a NUL byte, which an environment cannot hold")
+    _require_utf8(value, field, f"value of {key!r}")
     return value
+
+
+def _require_utf8(text: str, field: str, what: str) -> None:
+    """Bytes that are not UTF-8 (a shell passes them as lone surrogates) cannot be stored or sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, f"{what} is not valid UTF-8") from None
 
 
 def parse_env_assignments(items: Iterable[str], field: str = "-e") -> dict[str, str]:
@@ -261,6 +270,7 @@ def validate_title(title: Any, field: str = "title") -> str:
     bad = _CONTROL.search(title)
     if bad:
         raise InvalidInput(field, f"must not contain control characters (found {bad.group()!r})")
+    _require_utf8(title, field, "the title")
     return title
 
 

@@ -184,3 +184,60 @@ def test_broken_pipe_is_quiet(db: Path) -> None:
     shell = f"{sys.executable} -m jobman_cli --db {db} list --json | head -c 1"
     result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_jobman_tz_does_not_block_times_that_need_no_zone(db: Path) -> None:
+    ok = jobman(db, "schedule", "--image", "alpine", "--at", "2099-01-01T00:00:00Z", "-q", env={"JOBMAN_TZ": "Nope/Zone"})
+    assert ok.returncode == 0, ok.stderr
+    local = jobman(db, "schedule", "--image", "alpine", "--at", "2099-01-01 00:00:00", env={"JOBMAN_TZ": "Nope/Zone"})
+    assert local.returncode == 2 and "JOBMAN_TZ" in local.stderr
+
+
+def test_a_symlinked_store_file_stays_one_store(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "jobs.json"
+    real.parent.mkdir()
+    assert run(real, "schedule", "--image", "alpine", "--at", "+1h", "-q").exit_code == 0
+    link_dir = tmp_path / "link"
+    link_dir.mkdir()
+    link = link_dir / "jobs.json"
+    link.symlink_to(real)
+    assert run(link, "schedule", "--image", "alpine", "--at", "+1h", "-q").stdout == "2\n"
+    assert link.is_symlink()
+    assert len(json.loads(run(real, "list", "--json").stdout)) == 2
+
+
+def test_a_malformed_record_is_a_store_error_not_a_crash(db: Path) -> None:
+    for _ in range(2):
+        run(db, "schedule", "--image", "alpine", "--at", "+1h", "-q")
+    doc = json.loads(db.read_text())
+    del doc["jobs"]["2"]["id"]
+    db.write_text(json.dumps(doc))
+    for args in (["list", "--json"], ["list"]):
+        result = run(db, *args)
+        assert result.exit_code == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith("Error: ") and str(db) in result.stderr and "malformed" in result.stderr
+        assert result.stderr.count("\n") == 1
+
+
+def test_cancel_says_when_the_instance_could_not_be_terminated(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from jobman_cli.errors import JobmanError, LaunchError
+    from jobman_cli.service import JobService, ScheduleRequest
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    store = TinyDBStore(tmp_path / "jobs.json")
+    service = JobService(store)
+    job, _ = service.schedule(ScheduleRequest(image="alpine", when="now"))
+    now = datetime.now(timezone.utc)
+    store.update(job.id, lambda j: j.claimed(now, "t"))
+    store.update(job.id, lambda j: j.launched("i-0123456789abcdef0", now))
+
+    def refuse(instance_id: str) -> None:
+        raise LaunchError("UnauthorizedOperation: not allowed", retryable=False)
+
+    with pytest.raises(JobmanError) as caught:
+        service.cancel(job.id, terminate=refuse)
+    assert "is cancelled, but its instance i-0123456789abcdef0 was not terminated" in str(caught.value)
+    assert "reaper" in str(caught.value)
+    assert store.get(job.id).status.value == "cancelled"

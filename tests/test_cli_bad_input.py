@@ -66,6 +66,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["schedule", "--image", "alpine", "--at", "now", "--env-file", "{tmp}/bad.env"], 2, "--env-file"),
     (["schedule", "--image", "alpine", "--at", "now", "-e", "BIG=" + "x" * 20000], 2, "-e/--env-file"),
     # schedule: durations, instance type, title, key, flags
+    (["schedule", "--image", "alpine", "--at", "now", "-e", "A=\udcff"], 2, "-e"),
+    (["schedule", "--image", "alpine", "--at", "now", "--title", "t\udcff"], 2, "--title"),
     (["schedule", "--image", "alpine", "--at", "now", "--timeout", "0"], 2, "--timeout"),
     (["schedule", "--image", "alpine", "--at", "now", "--timeout", "abc"], 2, "--timeout"),
     (["schedule", "--image", "alpine", "--at", "now", "--start-deadline", "-5m"], 2, "--start-deadline"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .base import JobStore
@@ -16,4 +17,6 @@ def open_store(location: str | Path, *, create: bool = True) -> JobStore:
         return DynamoDBStore.from_url(text)
     from .tinydb import TinyDBStore
 
-    return TinyDBStore(Path(text), create=create)
+    # The real path: the atomic rename would replace a symlink to the file with a copy (a second
+    # store with the same id), and the lock files are named after the path.
+    return TinyDBStore(Path(os.path.realpath(Path(text).expanduser())), create=create)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import config_section, jobman_home, pick
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInput
 
 DEFAULT_LISTEN = "127.0.0.1:8321"
 
@@ -47,60 +47,88 @@ class DaemonSettings:
         scheme = "https" if self.tls_cert else "http"
         host = self.listen_host
         if host in ("0.0.0.0", "::", ""):
-            raise ConfigError("--public-url is required when listening on all interfaces "
-                              "(instances must know which address reaches this daemon)")
+            raise InvalidInput("--public-url", "required when listening on all interfaces "
+                               "(instances must know which address reaches this daemon)")
         if ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{self.listen_port}"
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def _usage(name: str, rule: str, flag: bool) -> Exception:
+    """A bad flag is a usage error (exit 2, naming the flag); a bad environment variable or config
+    file value is a configuration error (exit 1) naming where it came from."""
+    return InvalidInput(name, rule) if flag else ConfigError(f"{name}: {rule}")
+
+
+def parse_listen(value: str, name: str = "--listen", *, flag: bool = True) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8321`` for IPv6); port 0 picks a free port."""
-    text = value.strip()
+    text = str(value).strip()
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"--listen: {value!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise _usage(name, f"{value!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}", flag)
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port_text)
 
 
-def _number(value: Any, name: str, *, minimum: float = 0.0) -> float:
+def _number(value: Any, name: str, *, minimum: float = 0.0, flag: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"{name}: must be at least {minimum:g}")
+        raise _usage(name, f"{value!r} is not a number", flag) from None
+    if not number >= minimum:  # also refuses NaN
+        raise _usage(name, f"must be at least {minimum:g} (got {value!r})", flag)
     return number
+
+
+def _origin(flags: dict[str, Any], key: str, env: str, cli_name: str) -> tuple[str, bool]:
+    """Where a setting came from, for its error message: (name, given as a flag)."""
+    import os
+
+    if flags.get(key) is not None and flags.get(key) != "":
+        return cli_name, True
+    if os.environ.get(env):
+        return env, False
+    return f"config file [daemon] {key}", False
+
+
+def _text(value: Any, name: str) -> str | None:
+    """A text setting; a number or table in config.toml is a one-line error, not a crash later."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(f"{name}: must be a string (got {value!r})")
 
 
 def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSettings:
     """Resolve every daemon setting by precedence: flag, ``JOBMAN_*`` env, ``[daemon]`` in config."""
     section = config_section("daemon")
-    host, port = parse_listen(str(pick(flags.get("listen"), "JOBMAN_LISTEN", section, "listen", DEFAULT_LISTEN)))
+
+    def value(key: str, env: str, default: Any = None) -> Any:
+        return pick(flags.get(key), env, section, key, default)
+
+    def number(key: str, env: str, default: float, minimum: float) -> float:
+        name, flag = _origin(flags, key, env, "--" + key.replace("_", "-"))
+        return _number(value(key, env, default), name, minimum=minimum, flag=flag)
+
+    def text(key: str, env: str) -> str | None:
+        return _text(value(key, env), _origin(flags, key, env, "--" + key.replace("_", "-"))[0])
+
+    listen_name, listen_flag = _origin(flags, "listen", "JOBMAN_LISTEN", "--listen")
+    host, port = parse_listen(str(value("listen", "JOBMAN_LISTEN", DEFAULT_LISTEN)), listen_name, flag=listen_flag)
     return DaemonSettings(
         store_location=store_location,
         listen_host=host,
         listen_port=port,
-        public_url=pick(flags.get("public_url"), "JOBMAN_PUBLIC_URL", section, "public_url"),
-        tls_cert=pick(flags.get("tls_cert"), "JOBMAN_TLS_CERT", section, "tls_cert"),
-        tls_key=pick(flags.get("tls_key"), "JOBMAN_TLS_KEY", section, "tls_key"),
+        public_url=text("public_url", "JOBMAN_PUBLIC_URL"),
+        tls_cert=text("tls_cert", "JOBMAN_TLS_CERT"),
+        tls_key=text("tls_key", "JOBMAN_TLS_KEY"),
         once=bool(flags.get("once")),
         serve_api=not flags.get("no_api"),
-        reconcile_interval=_number(pick(flags.get("reconcile_interval"), "JOBMAN_RECONCILE_INTERVAL", section,
-                                        "reconcile_interval", 30.0), "--reconcile-interval", minimum=0.1),
-        launch_workers=int(_number(pick(flags.get("launch_workers"), "JOBMAN_LAUNCH_WORKERS", section,
-                                        "launch_workers", 8), "--launch-workers", minimum=1)),
-        max_attempts=int(_number(pick(flags.get("max_attempts"), "JOBMAN_MAX_ATTEMPTS", section,
-                                      "max_attempts", 5), "--max-attempts", minimum=1)),
-        backoff_base=_number(pick(flags.get("backoff_base"), "JOBMAN_BACKOFF_BASE", section, "backoff_base", 15.0),
-                             "--backoff-base", minimum=0.0),
-        backoff_max=_number(pick(flags.get("backoff_max"), "JOBMAN_BACKOFF_MAX", section, "backoff_max", 600.0),
-                            "--backoff-max", minimum=0.0),
-        timeout_grace=_number(pick(flags.get("timeout_grace"), "JOBMAN_TIMEOUT_GRACE", section, "timeout_grace", 600.0),
-                              "--timeout-grace", minimum=0.0),
-        watch_interval=_number(pick(flags.get("watch_interval"), "JOBMAN_WATCH_INTERVAL", section, "watch_interval",
-                                    0.5), "--watch-interval", minimum=0.05),
-        launch_lease=_number(pick(flags.get("launch_lease"), "JOBMAN_LAUNCH_LEASE", section, "launch_lease", 60.0),
-                             "--launch-lease", minimum=1.0),
+        reconcile_interval=number("reconcile_interval", "JOBMAN_RECONCILE_INTERVAL", 30.0, 0.1),
+        launch_workers=int(number("launch_workers", "JOBMAN_LAUNCH_WORKERS", 8, 1)),
+        max_attempts=int(number("max_attempts", "JOBMAN_MAX_ATTEMPTS", 5, 1)),
+        backoff_base=number("backoff_base", "JOBMAN_BACKOFF_BASE", 15.0, 0.0),
+        backoff_max=number("backoff_max", "JOBMAN_BACKOFF_MAX", 600.0, 0.0),
+        timeout_grace=number("timeout_grace", "JOBMAN_TIMEOUT_GRACE", 600.0, 0.0),
+        watch_interval=number("watch_interval", "JOBMAN_WATCH_INTERVAL", 0.5, 0.05),
+        launch_lease=number("launch_lease", "JOBMAN_LAUNCH_LEASE", 60.0, 1.0),
     )

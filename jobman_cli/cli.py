@@ -290,6 +290,7 @@ def logs(state: State, job_id: str) -> None:
 @click.option("--public-url", default=None, metavar="URL", help="Base URL instances call back to. [env: JOBMAN_PUBLIC_URL]")
 @click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
 @click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="Private key for --tls-cert (PEM).")
+@click.option("--callback-ca", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE", help="PEM certificate(s) instances trust for callbacks, e.g. your self-signed --tls-cert. [env: JOBMAN_CALLBACK_CA]")
 @click.option("--once", is_flag=True, help="Do one pass (launch due jobs, reconcile) and exit.")
 @click.option("--no-api", is_flag=True, help="Do not start the HTTP listener.")
 @click.option("--reconcile-interval", default=None, type=float, metavar="SECONDS", help="How often running jobs are checked against EC2. [default: 30]")

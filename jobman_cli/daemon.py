@@ -33,7 +33,7 @@ from .clock import Clock, SystemClock
 from .daemon_loop import Waker
 from .errors import InvalidInput, JobmanError, LaunchError
 from .launchers.base import Launcher
-from .launchers.userdata import callback_url_for, render_user_data
+from .launchers.userdata import callback_url_for, load_callback_ca, render_user_data
 from .model import Job, JobStatus, format_time
 from .reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING,
                         Collector, Outcome, Reconciler, Skip, TickReport, best_instance, describe_change,
@@ -70,6 +70,9 @@ class Daemon:
         self.launch_lease = float(launch_lease if launch_lease is not None
                                   else getattr(settings, "launch_lease", DEFAULT_LAUNCH_LEASE))
         self.public_url = settings.effective_public_url
+        #: The --callback-ca PEM, read and validated once here (ConfigError if unusable).
+        self.callback_ca = (load_callback_ca(settings.callback_ca, self.public_url)
+                            if getattr(settings, "callback_ca", None) else None)
         self._write_log = log or stderr_log
         self._log_lock = threading.Lock()
         self._wake = Waker()
@@ -330,7 +333,8 @@ class Daemon:
     def _launch(self, job: Job, out: Collector) -> None:
         """RunInstances for a claimed job, then record what happened."""
         try:
-            user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id))
+            user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id),
+                                         callback_ca=self.callback_ca)
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
             self._launch_failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return

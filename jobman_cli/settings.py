@@ -25,6 +25,9 @@ class DaemonSettings:
     public_url: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: A PEM file of the certificate(s) instances trust for callbacks (a self-signed --tls-cert or
+    #: its private CA); None: the instance's public CAs. Read and validated when the daemon starts.
+    callback_ca: str | None = None
     home: Path = field(default_factory=jobman_home)
     once: bool = False
     serve_api: bool = True
@@ -121,6 +124,7 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
         public_url=text("public_url", "JOBMAN_PUBLIC_URL"),
         tls_cert=text("tls_cert", "JOBMAN_TLS_CERT"),
         tls_key=text("tls_key", "JOBMAN_TLS_KEY"),
+        callback_ca=text("callback_ca", "JOBMAN_CALLBACK_CA"),
         once=bool(flags.get("once")),
         serve_api=not flags.get("no_api"),
         reconcile_interval=number("reconcile_interval", "JOBMAN_RECONCILE_INTERVAL", 30.0, 0.1),

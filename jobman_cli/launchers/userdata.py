@@ -27,6 +27,12 @@ Guarantees, and why:
   ``running`` report gets one loop attempt, so an unreachable daemon delays the job only briefly).
   A callback that ultimately fails is logged and the script goes on (to power-off). The response
   body is discarded (it echoes the environment) and the token is never printed.
+* **Private CAs.** With ``callback_ca`` (PEM text: the daemon's self-signed ``--tls-cert`` or its
+  private CA), the script writes that PEM to ``/run/jobman-callback-ca.pem`` before any callback
+  and every curl gets ``--cacert`` with it, so TLS verification succeeds without trusting anything
+  else. The PEM is validated strictly (:func:`normalize_callback_ca`: only ``BEGIN/END
+  CERTIFICATE`` lines around base64 lines) and embedded in a quoted heredoc read by bash's own
+  ``read`` (no ``cat`` needed), so nothing in it is expanded and no line can end the heredoc.
 * **The container** runs as ``timeout --kill-after=30s <timeout>s docker run --rm -e 'K=V'...
   '<image>'``. ``timeout`` gives 124, which is reported as the exit code (as is a container killed
   after the 30 s grace, normalised from 137). The image is quoted and refused if it starts with
@@ -50,17 +56,21 @@ Test-only knobs (absent on EC2, where cloud-init runs the script with a clean en
 ``JOBMAN_SYSTEM_PATH`` (above), and, read as small non-negative integers and otherwise ignored,
 ``JOBMAN_CALLBACK_ATTEMPTS`` (default 5),
 ``JOBMAN_CALLBACK_BACKOFF`` (first delay in seconds, default 5), ``JOBMAN_CURL_RETRIES``
-(default 3) and ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120).
+(default 3) and ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120);
+``JOBMAN_CALLBACK_CA_FILE`` replaces the path the callback CA is written to.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import shlex
+from datetime import datetime, timezone
 from typing import Mapping
 
-from ..errors import InvalidInput
-from ..model import Job
+from ..errors import ConfigError, InvalidInput
+from ..model import Job, JobStatus
 
 #: EC2's limit on raw (not base64-encoded) user-data, in bytes.
 USER_DATA_LIMIT = 16384
@@ -72,6 +82,9 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space: one HTTP header value
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _TITLE_LOG_MAX = 120
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+_PEM_BASE64 = re.compile(r"[A-Za-z0-9+/]{1,76}={0,2}|={1,2}", re.ASCII)
 
 USER_DATA_TEMPLATE = r"""#!/bin/bash
 # jobman user-data for job @@JOB_ID@@, rendered by jobman_cli/launchers/userdata.py (see its
@@ -109,13 +122,13 @@ trap power_off EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
+@@CALLBACK_CA@@
 # report STATUS EXIT_CODE|"" ATTEMPTS -- PUT the status to the callback URL; never prints the token.
 report() {
   local status=$1 code=$2 attempts=$3 n=1 delay=$callback_backoff body
   body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}}"
   while :; do
-    if curl -fsSg -o /dev/null --connect-timeout 10 --max-time 30 \
+    if curl -fsSg -o /dev/null "${curl_tls[@]}" --connect-timeout 10 --max-time 30 \
         --retry "$curl_retries" --retry-connrefused --retry-max-time 120 \
         -X PUT -H 'Content-Type: application/json' \
         -H "Authorization: Bearer $callback_token" \
@@ -190,6 +203,20 @@ _NO_INSTALL_DOCKER = """\
     log "docker not found, and this launcher does not install it"
     return 1"""
 
+_NO_CALLBACK_CA = """
+curl_tls=()  # no --callback-ca: the system's CAs verify an https callback
+"""
+_CALLBACK_CA = """
+# ---- the CA that signed the daemon's certificate: curl trusts it for the callbacks -------------
+callback_ca_file=${JOBMAN_CALLBACK_CA_FILE:-/run/jobman-callback-ca.pem}
+IFS= read -r -d '' callback_ca <<'JOBMAN_CA_EOF'
+@@PEM@@JOBMAN_CA_EOF
+if ! (umask 022 && printf '%s' "$callback_ca" >"$callback_ca_file"); then
+  log "could not write the callback CA to $callback_ca_file; https callbacks will fail"
+fi
+curl_tls=(--cacert "$callback_ca_file")
+"""
+
 
 def callback_url_for(public_url: str, job_id: int) -> str:
     """The full callback URL of a job under the daemon's public URL (trailing slashes ignored)."""
@@ -249,16 +276,92 @@ def _check_fields(job: Job, callback_url: str) -> None:
         raise InvalidInput("id", f"must be a non-negative integer (got {job.id!r})")
 
 
-def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True) -> str:
+def normalize_callback_ca(pem: str) -> str:
+    """``pem`` (one or more PEM certificates) in canonical form: the blocks, ``\\n``-terminated.
+
+    Strict on purpose, because the text is embedded in the user-data script: only
+    ``-----BEGIN CERTIFICATE-----`` / ``-----END CERTIFICATE-----`` lines around base64 lines
+    (blank lines allowed between blocks, trailing whitespace and CRLF tolerated). Anything else
+    (a comment, ``Bag Attributes``, a private key, a heredoc terminator, ``$(...)``) raises
+    :class:`InvalidInput` naming ``callback-ca``, so the heredoc can never be broken out of.
+    """
+    if not isinstance(pem, str):
+        raise InvalidInput("callback-ca", "must be PEM text")
+    out: list[str] = []
+    block: list[str] | None = None
+    for number, raw in enumerate(pem.split("\n"), start=1):
+        line = raw.rstrip(" \t\r")
+        if block is None:
+            if line == _PEM_BEGIN:
+                block = []
+            elif line:
+                raise InvalidInput("callback-ca", f"line {number}: only PEM CERTIFICATE blocks are allowed")
+        elif line == _PEM_END:
+            try:
+                der = base64.b64decode("".join(block), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput("callback-ca", f"line {number}: the certificate is not valid base64") from None
+            if not der.startswith(b"\x30"):
+                raise InvalidInput("callback-ca", f"line {number}: the block is not a DER certificate")
+            out += [_PEM_BEGIN, *block, _PEM_END]
+            block = None
+        elif _PEM_BASE64.fullmatch(line):
+            block.append(line)
+        else:
+            raise InvalidInput("callback-ca", f"line {number}: a certificate block may only hold base64 lines")
+    if block is not None:
+        raise InvalidInput("callback-ca", f"missing {_PEM_END}")
+    if not out:
+        raise InvalidInput("callback-ca", "no PEM CERTIFICATE block found")
+    return "\n".join(out) + "\n"
+
+
+def load_callback_ca(path: str, public_url: str = "https://127.0.0.1:8321") -> str:
+    """Read and validate the ``--callback-ca`` file at daemon start; the canonical PEM text.
+
+    Also renders an empty probe job with it, because service-side size checks do not know the CA:
+    a CA so large that no job could launch fails start-up instead of every launch. Every problem
+    is a one-line :class:`ConfigError` naming the file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(USER_DATA_LIMIT + 1)
+    except OSError as exc:
+        raise ConfigError(f"--callback-ca {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--callback-ca {path}: not a PEM file (non-ASCII bytes)") from None
+    try:
+        pem = normalize_callback_ca(text)
+    except InvalidInput as exc:
+        raise ConfigError(f"--callback-ca {path}: {exc.rule}") from None
+    now = datetime.now(timezone.utc)
+    probe = Job(id=999999999, title="", date_time=now, docker_image="a", env_variables={},
+                status=JobStatus.LAUNCHING, created_at=now, callback_token="x", timeout=1)
+    try:
+        render_user_data(probe, callback_url=callback_url_for(public_url, probe.id), callback_ca=pem)
+    except InvalidInput as exc:
+        raise ConfigError(f"--callback-ca {path}: too large to embed in user-data ({exc.rule})") from None
+    return pem
+
+
+def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True,
+                     callback_ca: str | None = None) -> str:
     """The user-data script for ``job``, reporting to ``callback_url``.
 
     ``callback_url`` is the full URL (see :func:`callback_url_for`); the bearer token is
     ``job.callback_token``. ``docker_install=False`` drops the ``dnf`` install step, for AMIs that
-    ship Docker (a missing ``docker`` is then reported as failed with exit code 125). Raises
+    ship Docker (a missing ``docker`` is then reported as failed with exit code 125).
+    ``callback_ca``: PEM certificate(s) curl trusts for the callbacks (validated with
+    :func:`normalize_callback_ca`; ``None``: the system's public CAs). Raises
     :class:`InvalidInput` for a field that cannot be rendered safely, or when the script would be
     over :data:`USER_DATA_LIMIT` bytes.
     """
     _check_fields(job, callback_url)
+    ca_block = _NO_CALLBACK_CA
+    if callback_ca is not None:
+        ca_block = _CALLBACK_CA.replace("@@PEM@@", normalize_callback_ca(callback_ca))
     values = {
         "JOB_ID": str(job.id),
         "TITLE": shlex.quote(_loggable_title(job.title)),
@@ -268,6 +371,7 @@ def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True
         "CALLBACK_TOKEN": shlex.quote(job.callback_token),
         "ENV_ARGS": _env_args(job.env_variables),
         "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
+        "CALLBACK_CA": ca_block,
     }
     # One pass over the placeholders, so a value that happens to contain "@@NAME@@" stays literal.
     script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)
@@ -275,6 +379,7 @@ def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True
     if size > USER_DATA_LIMIT:
         raise InvalidInput(
             "env-variables",
-            f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten the environment)",
+            f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten the environment"
+            + (" or the callback CA)" if callback_ca is not None else ")"),
         )
     return script

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
-from .errors import ConfigError, JobmanError
+from .errors import ConfigError, InvalidInput, JobmanError
 from .reconcile import TickReport
 from .service import JobService
 from .settings import DaemonSettings
@@ -96,6 +96,7 @@ def run_loop(daemon: "Daemon") -> None:
     # The marker is always read *before* the store is: a write after that read moves the marker,
     # so the next poll notices it even if the tick's own read just missed it.
     _, marker = errors.call(store.change_marker)
+    errors.call(daemon.observe)  # the first look only remembers the active jobs' states
     now = clock.now()
     errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
     last_tick = now
@@ -123,6 +124,7 @@ def run_loop(daemon: "Daemon") -> None:
             marker = current
             dirty = True
             _, next_due = errors.call(store.next_due_at)
+            errors.call(daemon.observe)  # log changes other processes made (a CLI cancel, ...)
         due = False
         if next_due is not None and next_due <= now:
             # A due time passed since the last pass: go now. Otherwise the earliest due jobs are
@@ -146,6 +148,52 @@ def _when(value: datetime | None) -> str:
 
 
 # ---------------------------------------------------------------------- wiring
+def emulator_endpoint(ec2: Any) -> str | None:
+    """The AWS endpoint override in effect (an emulator such as moto_server), or None for real AWS."""
+    return (os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL")
+            or getattr(ec2, "endpoint_url", None) or None)
+
+
+def check_public_url(settings: DaemonSettings, ec2: Any) -> str | None:
+    """Refuse, before anything is launched, a callback URL no instance could ever reach.
+
+    Every launched instance calls back to this URL; a loopback or unspecified host there is the
+    instance itself, so each job would run and then never report (and time out). Under an endpoint
+    override (an emulator: no instance really runs) loopback is allowed; the returned note says so.
+    ``--once``/``--no-api`` start no listener, so the URL of the daemon that answers must be given.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from .launchers.userdata import callback_url_for
+
+    emulator = emulator_endpoint(ec2)
+    if not settings.public_url and (settings.once or not settings.serve_api) and not emulator:
+        flag = "--once" if settings.once else "--no-api"
+        raise InvalidInput("--public-url", f"required with {flag}: this process answers no callbacks, so give "
+                                           "the URL of the daemon instances can reach (e.g. http://10.0.0.5:8321)")
+    url = settings.effective_public_url
+    try:
+        callback_url_for(url, 1)
+        host = urlsplit(url).hostname or ""
+    except InvalidInput as exc:
+        raise InvalidInput("--public-url", exc.rule) from None
+    except ValueError as exc:
+        raise InvalidInput("--public-url", f"{url!r} is not a valid URL: {exc}") from None
+    try:
+        address = ipaddress.ip_address(host)
+        unreachable = address.is_loopback or address.is_unspecified
+    except ValueError:
+        unreachable = host in ("", "localhost") or host.endswith(".localhost")
+    if not unreachable:
+        return None
+    if emulator:
+        return (f"callbacks go to the loopback address {host or url} because an emulator endpoint is "
+                f"configured ({emulator}); no real instance runs")
+    raise InvalidInput("--public-url", f"instances cannot reach {host or url}; give an address they can reach "
+                                       "(e.g. --public-url http://10.0.0.5:8321)")
+
+
 class DaemonLock:
     """``<db>.daemon.lock``: one daemon per TinyDB file (a second one gets a one-line error).
 
@@ -156,7 +204,11 @@ class DaemonLock:
     def __init__(self, store_path: str) -> None:
         import fcntl
 
-        self.path = Path(f"{store_path}.daemon.lock")
+        from .stores.filelock import ensure_dir
+
+        # The real path: a store reached through a symlink has one lock, not one per name.
+        self.path = Path(f"{os.path.realpath(store_path)}.daemon.lock")
+        ensure_dir(self.path.parent)  # a fresh host: the store's directory does not exist yet (0700)
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -230,15 +282,15 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
 
     Every start-up problem (no credentials, a second daemon on the same file, the port taken, a
     corrupt store) is a :class:`~jobman_cli.errors.JobmanError`, which the CLI prints as one line
-    with exit code 1.
+    with exit code 1; an unusable ``--public-url`` is a usage error (exit 2).
     """
     from .daemon import Daemon
     from .launchers.ec2 import EC2Launcher
     from .stores import open_store
 
+    url_note = check_public_url(settings, ec2)  # a usage error (exit 2) before anything else
     launcher = EC2Launcher(ec2)
     launcher.check_credentials()
-    settings.effective_public_url  # noqa: B018  (raises ConfigError for 0.0.0.0 without --public-url)
     exclusive = not settings.store_location.startswith("dynamodb://")
     lock = DaemonLock(settings.store_location) if exclusive else None
     store = server = daemon = None
@@ -260,6 +312,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
             host = f"[{settings.listen_host}]" if ":" in settings.listen_host else settings.listen_host
             daemon.log(f"listening on {scheme}://{host}:{settings.listen_port}")
         daemon.log(f"instances call back to {daemon.public_url}; {note}")
+        if url_note:
+            daemon.log(url_note)
         if not exclusive:
             daemon.log(f"shared store: another daemon's claim is taken over after {daemon.launch_lease:g}s")
         if settings.once:

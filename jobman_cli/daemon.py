@@ -60,7 +60,7 @@ class Daemon:
         """``exclusive``: this daemon holds the store's daemon lock (TinyDB), so any ``launching`` job
         it is not launching itself is abandoned. Otherwise (DynamoDB, several daemons) a claim by
         another daemon is abandoned only once its lease expired."""
-        self.store = store
+        self.store = _Recording(store, self._note)
         self.launcher = launcher
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -85,12 +85,20 @@ class Daemon:
         #: tag lookup did not find yet); looking again on every pass would only cost AWS calls.
         self._deferred: dict[int, datetime] = {}
         self._next_reconcile: datetime | None = None
+        #: job id -> (attempt, claim last renewed): the claims of the launches this daemon has in flight.
+        self._claims: dict[int, tuple[int, datetime]] = {}
+        #: job id -> last status seen of the active jobs (own writes and :meth:`observe`).
+        self._seen: dict[int, JobStatus] | None = None
+        self._seen_lock = threading.Lock()
+        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=settings.launch_workers, thread_name_prefix="jobman-launch")
         self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
-        self._reconciler = Reconciler(store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
+        self._reconciler = Reconciler(self.store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
                                       in_flight=self.in_flight)
         self.service.subscribe(self._on_service_change)
+        if not exclusive:  # only a shared store has leases another daemon could take over
+            threading.Thread(target=self._renew_loop, name="jobman-lease", daemon=True).start()
 
     # ------------------------------------------------------------------ small helpers
     def log(self, line: str) -> None:
@@ -105,8 +113,81 @@ class Daemon:
         now = self.clock.now()
         return now if now > at_least else at_least
 
+    def _note(self, job: Job) -> None:
+        """This process changed ``job``: remember its status, so :meth:`observe` does not log it again."""
+        with self._seen_lock:
+            if self._seen is None:
+                return
+            if job.status in (JobStatus.LAUNCHING, JobStatus.RUNNING):
+                self._seen[job.id] = job.status
+            else:
+                self._seen.pop(job.id, None)
+
+    def observe(self) -> None:
+        """Log the state changes of active jobs that other processes made (a CLI ``cancel``, a
+        callback answered by another daemon): the service only tells us about this process's own.
+        The first call only remembers; the loop calls it again whenever the store's marker moved.
+        The lock is held across the read so an own write noted meanwhile is never undone."""
+        with self._seen_lock:
+            current = {job.id: job.status for job in self.store.active()}
+            previous, self._seen = self._seen, current
+            if previous is None:
+                return
+            for job_id, status in sorted(current.items()):
+                before = previous.get(job_id)
+                if before is not status:
+                    origin = before.value if before is not None else JobStatus.SCHEDULED.value
+                    self.log(f"job {job_id} {origin} -> {status.value} (by another process)")
+            for job_id in sorted(set(previous) - set(current)):
+                try:
+                    after = self.store.get(job_id).status.value
+                except JobmanError:
+                    after = "deleted"
+                self.log(f"job {job_id} {previous[job_id].value} -> {after} (by another process)")
+
+    # ------------------------------------------------------------------ claim leases (shared stores)
+    def _hold_claim(self, job: Job) -> None:
+        with self._lock:
+            self._claims[job.id] = (job.attempts, self.clock.now())
+
+    def renew_claims(self) -> int:
+        """Bump ``updated_at`` of this daemon's claims older than a third of the lease, so another
+        daemon never takes over a launch that is slow but alive (botocore may retry one call for
+        over a minute). A compare-and-set that applies only while the job is still in that attempt,
+        claimed by this daemon and without an instance; the launch's own later update re-reads the
+        job, so it still applies. Returns how many claims were renewed."""
+        now = self.clock.now()
+        with self._lock:
+            stale = [(job_id, attempt) for job_id, (attempt, renewed) in self._claims.items()
+                     if (now - renewed).total_seconds() >= self.launch_lease / 3]
+        renewed = 0
+        for job_id, attempt in stale:
+            def renew(current: Job, attempt: int = attempt) -> Job:
+                if (current.status not in (JobStatus.LAUNCHING, JobStatus.RUNNING) or current.instance_id
+                        or current.attempts != attempt or current.extra.get(CLAIMED_BY) != self.daemon_id):
+                    raise Skip
+                return dataclasses.replace(current, updated_at=self._now(current.updated_at or now),
+                                           version=current.version + 1)
+
+            after = guarded_update(self.store, job_id, renew)
+            with self._lock:
+                if job_id in self._claims and after is not None:
+                    self._claims[job_id] = (attempt, now)
+                    renewed += 1
+                elif after is None:
+                    self._claims.pop(job_id, None)  # moved on: nothing left to protect
+        return renewed
+
+    def _renew_loop(self) -> None:
+        while not self._closed.wait(self.launch_lease / 6):
+            try:
+                self.renew_claims()
+            except Exception as exc:  # a store hiccup: the next round tries again
+                self.log(f"cannot renew launch claims: {' '.join(f'{type(exc).__name__}: {exc}'.split())}")
+
     def _on_service_change(self, job: Job) -> None:
         """A change made through the service (the API): log it and wake the loop at once."""
+        self._note(job)
         if job.status is JobStatus.SCHEDULED:
             self.log(f"job {job.id} scheduled for {format_time(job.date_time)}")
         else:
@@ -194,6 +275,7 @@ class Daemon:
         finally:
             with self._lock:
                 self._in_flight.discard(job.id)
+                self._claims.pop(job.id, None)
 
     def _crashed(self, job: Job, exc: Exception, out: Collector) -> None:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -268,6 +350,8 @@ class Daemon:
             job = guarded_update(self.store, seen.id, take)
         if job is None:
             return
+        if job.status is JobStatus.LAUNCHING:
+            self._hold_claim(job)
         instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
                                                  include_terminated=True)
         if instances:
@@ -327,6 +411,7 @@ class Daemon:
             self.log(describe_change(seen, job, job.reason or ""))
             out.add(MISSED, job.id, job.reason or "")
             return
+        self._hold_claim(job)
         self.log(describe_change(seen, job, f"attempt {job.attempts}"))
         self._launch(job, out)
 
@@ -420,8 +505,26 @@ class Daemon:
         """Stop claiming, cancel queued work, wait for the launches already talking to AWS."""
         self._stop_requested = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._closed.set()
         self._reconcile_pool.shutdown(wait=True, cancel_futures=True)
         self._wake.close()
+
+
+class _Recording:
+    """The store as the daemon sees it: every update it makes is noted (see :meth:`Daemon.observe`,
+    which logs only the changes made by other processes). Everything else passes through."""
+
+    def __init__(self, store: JobStore, note: Callable[[Job], None]) -> None:
+        self._store = store
+        self._note_change = note
+
+    def update(self, job_id: int, change: Any) -> Job:
+        job = self._store.update(job_id, change)
+        self._note_change(job)
+        return job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _fail_attempt(current: Job, attempt: Job, reason: str, now: datetime) -> Job:

@@ -328,6 +328,8 @@ def load_callback_ca(path: str, public_url: str = "https://127.0.0.1:8321") -> s
             data = handle.read(USER_DATA_LIMIT + 1)
     except OSError as exc:
         raise ConfigError(f"--callback-ca {path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > USER_DATA_LIMIT:
+        raise ConfigError(f"--callback-ca {path}: larger than EC2's {USER_DATA_LIMIT}-byte user-data limit")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

@@ -167,6 +167,10 @@ class Snapshot:
                 pass
         return next((int(k) for k, r in self.raw.items() if r.get("idempotency-key") == key), None)
 
+    def carries(self, base: "Snapshot") -> bool:
+        """Whether this successor has each cache ``base`` has now (readers may build some meanwhile)."""
+        return (self._views is not None or base._views is None) and (self._doc is not None or base._doc is None)
+
     def relabelled(self, label: Label) -> "Snapshot":
         """The same state under another label (the bytes are unchanged), caches shared."""
         return Snapshot(self.path, label, lines=self._lines, doc=self._doc, jobs=self._jobs, views=self._views)
@@ -288,6 +292,9 @@ class StoreFile:
             self._inflight = (base, nonce)  # before the nonce changes: readers must know it is ours
 
         def publish(st: os.stat_result) -> None:  # as soon as other processes can see it
+            nonlocal new
+            if not new.carries(base):  # a reader parsed the base during the write: keep that
+                new = base.successor(lines, None, changed, records)
             new.label = (nonce, stat_key(st))
             with self._changed:
                 self.store_id = new.meta["store-id"]

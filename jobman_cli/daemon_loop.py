@@ -175,7 +175,9 @@ def check_public_url(settings: DaemonSettings, ec2: Any) -> str | None:
     url = settings.effective_public_url
     try:
         callback_url_for(url, 1)
-        host = urlsplit(url).hostname or ""
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        host = parts.hostname or ""
     except InvalidInput as exc:
         raise InvalidInput("--public-url", exc.rule) from None
     except ValueError as exc:

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 
 import moto  # noqa: F401  (must precede boto3 client creation)
@@ -21,8 +22,8 @@ from botocore.exceptions import ClientError
 
 from jobman_cli.clock import FixedClock
 from jobman_cli.daemon import CLAIMED_BY, Daemon, format_duration
-from jobman_cli.daemon_loop import DaemonLock, run_daemon
-from jobman_cli.errors import ConfigError
+from jobman_cli.daemon_loop import DaemonLock, check_public_url, run_daemon
+from jobman_cli.errors import ConfigError, InvalidInput
 from jobman_cli.launchers.base import EC2Settings
 from jobman_cli.launchers.ec2 import EC2Launcher, to_launch_error
 from jobman_cli.launchers.userdata import render_user_data
@@ -30,7 +31,7 @@ from jobman_cli.model import Job, JobStatus, format_time
 from jobman_cli.reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, REAPED,
                                   RETRYING, TIMED_OUT, VANISHED, Collector)
 from jobman_cli.service import JobService, ScheduleRequest, launch_token_for
-from jobman_cli.settings import DaemonSettings
+from jobman_cli.settings import DaemonSettings, daemon_settings
 from jobman_cli.stores.tinydb import TinyDBStore
 
 UTC = timezone.utc
@@ -745,3 +746,172 @@ def test_a_lost_stderr_never_fails_the_daemon(world, monkeypatch):
     daemon = world.make_daemon(log=None)  # the real stderr logger, on a closed stream
     assert daemon.tick(T0 + timedelta(minutes=1)).job_ids(LAUNCHED) == [job.id]
     daemon.close()
+
+
+# ---------------------------------------------------------------------- start-up checks (review fixes)
+def _settings(tmp_path, **kw) -> DaemonSettings:
+    return DaemonSettings(store_location=str(tmp_path / "jobs.json"), **kw)
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(), "instances cannot reach 127.0.0.1"),
+    (dict(public_url="http://localhost:8321"), "instances cannot reach localhost"),
+    (dict(public_url="https://[::1]:8321/"), "instances cannot reach ::1"),
+    (dict(public_url="http://127.8.9.10:8321"), "instances cannot reach 127.8.9.10"),
+    (dict(public_url="http://0.0.0.0:8321"), "instances cannot reach 0.0.0.0"),
+    (dict(listen_host="0.0.0.0"), "required when listening on all interfaces"),
+    (dict(public_url="ftp://10.0.0.5/"), "must be an http:// or https:// URL"),
+    (dict(public_url="http://10.0.0.5:99999"), "is not a valid URL"),
+    (dict(once=True), "required with --once"),
+    (dict(serve_api=False), "required with --no-api"),
+])
+def test_an_unreachable_or_malformed_public_url_is_a_usage_error_before_anything_starts(aws_env, tmp_path, kw, text):
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(InvalidInput) as caught:
+        check_public_url(_settings(tmp_path, **kw), EC2Settings(region="us-east-1"))
+    if not kw:  # and run_daemon checks it first, before credentials, the lock or the store
+        with pytest.raises(InvalidInput):
+            run_daemon(_settings(tmp_path, **kw), EC2Settings(region="us-east-1"))
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and message.startswith("--public-url: ") and text in message, message
+    assert "\n" not in message
+    assert not (tmp_path / "jobs.json").exists() and not (tmp_path / "jobs.json.daemon.lock").exists()
+
+
+@pytest.mark.parametrize("how", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "settings"])
+def test_loopback_callbacks_are_allowed_with_an_emulator_endpoint_and_say_so(aws_env, tmp_path, how):
+    ec2 = EC2Settings(endpoint_url="http://127.0.0.1:5000" if how == "settings" else None)
+    if how != "settings":
+        aws_env.setenv(how, "http://127.0.0.1:5000")
+    for kw in (dict(), dict(once=True), dict(serve_api=False)):
+        note = check_public_url(_settings(tmp_path, **kw), ec2)
+        assert note is not None and "loopback address 127.0.0.1" in note and "emulator endpoint" in note
+
+
+def test_a_reachable_public_url_passes_silently(aws_env, tmp_path):
+    for url in ("http://10.0.0.5:8321", "https://jobman.example.com/", "http://[2001:db8::5]:8321"):
+        assert check_public_url(_settings(tmp_path, public_url=url, once=True), EC2Settings()) is None
+    assert check_public_url(_settings(tmp_path, listen_host="10.0.0.5"), EC2Settings()) is None
+
+
+@pytest.mark.parametrize("flag, value", [("listen", "nonsense"), ("launch_workers", 0), ("max_attempts", 0),
+                                         ("reconcile_interval", 0.0), ("launch_lease", 0.5)])
+def test_bad_daemon_flags_are_usage_errors_naming_the_flag(aws_env, flag, value):
+    with pytest.raises(InvalidInput) as caught:
+        daemon_settings("/tmp/x.json", {flag: value})
+    assert caught.value.exit_code == 2 and str(caught.value).startswith("--" + flag.replace("_", "-") + ": ")
+
+
+def test_bad_daemon_env_and_config_values_are_one_line_config_errors(aws_env, tmp_path):
+    aws_env.setenv("JOBMAN_LAUNCH_WORKERS", "0")
+    with pytest.raises(ConfigError, match=r"^JOBMAN_LAUNCH_WORKERS: must be at least 1"):
+        daemon_settings("/tmp/x.json", {})
+    aws_env.delenv("JOBMAN_LAUNCH_WORKERS")
+    _config(aws_env, tmp_path, "[daemon]\npublic_url = 5\n")
+    with pytest.raises(ConfigError) as caught:
+        daemon_settings("/tmp/x.json", {})
+    assert str(caught.value) == "config file [daemon] public_url: must be a string (got 5)"
+    # A flag beats the bad config value, as precedence says.
+    assert daemon_settings("/tmp/x.json", {"public_url": "http://10.0.0.5:1"}).public_url == "http://10.0.0.5:1"
+
+
+def test_the_daemon_lock_creates_a_missing_store_directory_private(tmp_path):
+    store = tmp_path / "fresh" / "deeper" / "jobs.json"
+    lock = DaemonLock(str(store))
+    try:
+        assert (tmp_path / "fresh" / "deeper").is_dir()
+        assert (tmp_path / "fresh" / "deeper").stat().st_mode & 0o777 == 0o700
+        assert lock.path == Path(f"{store}.daemon.lock") and lock.path.exists()
+    finally:
+        lock.release()
+
+
+def test_a_symlinked_store_file_shares_the_daemon_lock_of_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "jobs.json"
+    target.write_text("")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    first = DaemonLock(str(target))
+    try:
+        with pytest.raises(ConfigError, match="another jobman daemon is already running"):
+            DaemonLock(str(link))
+    finally:
+        first.release()
+
+
+# ---------------------------------------------------------------------- shared stores: lease renewal
+def test_a_slow_launch_keeps_its_claim_and_is_never_taken_over(tmp_path, ec2):
+    """Lease 1 s, a RunInstances that takes 3 s: the launching daemon renews its claim, so the other
+    daemon on the same store never takes the launch over, and the attempt gets exactly one instance."""
+    from jobman_cli.clock import SystemClock
+
+    w = World(tmp_path, ec2, launch_lease=1.0)
+    w.clock = SystemClock()
+    w.service = JobService(w.store, w.clock)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        release.wait(3.0)  # as slow as botocore retrying a call; ends early only if the test fails
+
+    first = w.make_daemon(exclusive=False, launch_lease=1.0, launcher=Counting(w.launcher.inner, before=slow),
+                          daemon_id="first")
+    second_launcher = Counting(w.launcher.inner)
+    second = w.make_daemon(exclusive=False, launch_lease=1.0, launcher=second_launcher, daemon_id="second")
+    job, _ = w.service.schedule(ScheduleRequest(image="alpine:3.20", when="now"))
+    runner = threading.Thread(target=lambda: first.tick(wait_launches=True, reconcile=False))
+    runner.start()
+    try:
+        assert started.wait(30)
+        while runner.is_alive():  # the other daemon looks every 0.1 s for 3 s: 3 leases long
+            second.tick(wait_launches=True, reconcile=False)
+            if second_launcher.launches or any("launching it again" in line for line in w.lines):
+                release.set()  # taken over: fail fast
+                break
+            threading.Event().wait(0.1)
+        runner.join(30)
+    finally:
+        release.set()
+        runner.join(30)
+        first.close()
+        second.close()
+    assert second_launcher.launches == [], w.lines
+    final = w.get(job.id)
+    instances = w.instances(**{"jobman:job-id": str(job.id)})
+    assert final.status is JobStatus.RUNNING and final.extra[CLAIMED_BY] == "first", w.lines
+    assert [i["InstanceId"] for i in instances] == [final.instance_id]
+    w.store.close()
+
+
+def test_renewal_only_touches_this_daemons_own_launching_attempt(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    shared = world.make_daemon(exclusive=False, launch_lease=3.0, daemon_id="me")
+    try:
+        shared._claims[job.id] = (claimed.attempts, T0)  # as if it held the claim (it does not)
+        world.clock.set(T0 + timedelta(minutes=1, seconds=2))
+        assert shared.renew_claims() == 0  # claimed by "dead-daemon": never bumped by us
+        assert world.get(job.id).version == claimed.version
+        assert job.id not in shared._claims
+    finally:
+        shared.close()
+
+
+# ---------------------------------------------------------------------- changes by other processes
+def test_changes_made_by_other_processes_are_logged_once_and_own_changes_are_not(world):
+    jobs = [world.schedule(T0 + timedelta(minutes=1)) for _ in range(3)]
+    world.daemon.observe()  # the first look only remembers
+    world.tick(T0 + timedelta(minutes=1))
+    world.daemon.observe()
+    assert not [line for line in world.lines if "by another process" in line]  # its own launches
+    other = JobService(world.store, world.clock)  # another process: not the daemon's service
+    other.cancel(jobs[0].id)
+    world.store.update(jobs[1].id, lambda cur: cur.failed("reported to another daemon", world.clock.now()))
+    world.daemon.observe()
+    logged = [line.split(" ", 1)[1] for line in world.lines if "by another process" in line]
+    assert sorted(logged) == [f"job {jobs[0].id} running -> cancelled (by another process)",
+                              f"job {jobs[1].id} running -> failed (by another process)"]
+    world.daemon.observe()
+    assert len([line for line in world.lines if "by another process" in line]) == 2  # logged once

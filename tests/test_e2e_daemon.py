@@ -268,3 +268,48 @@ def test_once_does_one_pass_and_exits(env, moto_server, tmp_path):  # noqa: F811
         assert sorted(instances_by_job(moto_server, store.store_id)) == ids
     finally:
         store.close()
+
+
+def _daemon_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobman_cli", "daemon", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_daemon_on_a_fresh_host_creates_the_store_directory(env, tmp_path):
+    fresh = tmp_path / "fresh" / "jobman"
+    result = _daemon_cli({**env, "JOBMAN_DB": str(fresh / "jobs.json")}, "--once", "--public-url", "http://10.0.0.5:8321")
+    assert result.returncode == 0, result.stderr
+    assert (fresh / "jobs.json").exists() and fresh.stat().st_mode & 0o777 == 0o700
+    assert "one pass done" in result.stderr
+
+
+@pytest.mark.parametrize("args, text", [
+    (("--listen", "nonsense"), "Error: --listen: 'nonsense' must be HOST:PORT"),
+    (("--launch-workers", "0"), "Error: --launch-workers: must be at least 1"),
+    (("--listen", "127.0.0.1:0"), "Error: --public-url: instances cannot reach 127.0.0.1; give an address"),
+    (("--once",), "Error: --public-url: required with --once"),
+    (("--public-url", "ftp://10.0.0.5"), "Error: --public-url: must be an http:// or https:// URL"),
+])
+def test_bad_daemon_flags_and_unreachable_callbacks_exit_2_with_one_line(env, tmp_path, args, text):
+    real_aws = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}  # nothing is contacted
+    result = _daemon_cli(real_aws, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(text), result.stderr
+    assert not (tmp_path / "jobs.json").exists()
+
+
+def test_loopback_callbacks_under_an_emulator_are_allowed_and_logged(env, tmp_path):
+    result = _daemon_cli(env, "--once")
+    assert result.returncode == 0, result.stderr
+    assert "callbacks go to the loopback address 127.0.0.1 because an emulator endpoint is configured" in result.stderr
+
+
+def test_a_cli_cancel_is_logged_by_the_daemon(env, daemons, tmp_path):
+    daemon = daemons(env)
+    daemon.wait_for(lambda line: "ready" in line)
+    job_id = int(jobman(env, "schedule", "--image", "alpine:3.20", "--at", "now", "-q").stdout)
+    daemon.wait_for(lambda line: f"job {job_id} launching -> running" in line)
+    assert jobman(env, "cancel", str(job_id)).returncode == 0
+    daemon.wait_for(lambda line: f"job {job_id} running -> cancelled (by another process)" in line)
+    assert daemon.stop() == 0

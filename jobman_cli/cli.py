@@ -32,20 +32,20 @@ class JobmanGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        from .errors import JobmanError
+        from .errors import JobmanError, one_line
 
         try:
             code = super().main(args, prog_name or "jobman", complete_var, standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            click.echo(f"Error: {_one_line(exc.format_message())}{hint}", err=True)
+            click.echo(f"Error: {one_line(exc.format_message())}{hint}", err=True)
             code = exc.exit_code
         except click.ClickException as exc:
-            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             code = exc.exit_code
         except JobmanError as exc:
-            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            click.echo(f"Error: {one_line(str(exc))}", err=True)
             code = exc.exit_code
         except click.Abort:
             click.echo("Aborted.", err=True)
@@ -55,21 +55,17 @@ class JobmanGroup(click.Group):
             if exc.errno == 32:
                 code = 0
             else:
-                click.echo(f"Error: {_one_line(str(exc))}", err=True)
+                click.echo(f"Error: {one_line(str(exc))}", err=True)
                 code = 1
         except Exception as exc:  # the last line of defence: never a traceback for a user
             if os.environ.get("JOBMAN_DEBUG"):
                 raise
-            click.echo(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            click.echo(f"Error: internal error: {type(exc).__name__}: {one_line(str(exc))} "
                        "(set JOBMAN_DEBUG=1 for a traceback)", err=True)
             code = 1
         if standalone_mode:
             sys.exit(code)
         return code
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class State:

@@ -8,6 +8,11 @@ exception classes themselves so the two front ends can never disagree.
 from __future__ import annotations
 
 
+def one_line(value: object) -> str:
+    """Any message folded onto one line (users and logs get one line per error)."""
+    return " ".join(("" if value is None else str(value)).split())
+
+
 class JobmanError(Exception):
     """Base of every error a user may see. ``str(err)`` is the one-line message."""
 

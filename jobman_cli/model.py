@@ -320,3 +320,8 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         version=int(record.get("version") or 0),
         extra=extra,
     )
+
+
+def as_stored(job: Job) -> Job:
+    """The job exactly as any process reads it back from a store (times keep milliseconds only)."""
+    return job_from_record(job_to_record(job))

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
+from .errors import one_line
 from .model import Job, JobStatus, format_time
 
 RICH_ROW_LIMIT = 500
@@ -48,14 +49,10 @@ def describe_scheduled(job: Job, created: bool) -> str:
     return f"{verb} job {job.id} for {format_time(job.date_time)} ({relative(job.date_time)}): {job.docker_image}"
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def table_rows(jobs: Sequence[Job]) -> list[tuple[str, ...]]:
     return [
-        (str(job.id), job.status.value, format_time(job.date_time) or "", job.docker_image, _one_line(job.title),
-         "" if job.exit_code is None else str(job.exit_code), _one_line(job.reason))
+        (str(job.id), job.status.value, format_time(job.date_time) or "", job.docker_image, one_line(job.title),
+         "" if job.exit_code is None else str(job.exit_code), one_line(job.reason))
         for job in jobs
     ]
 
@@ -64,13 +61,13 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
     """The fields of ``jobman status``. Environment values are not shown (they may be secrets)."""
     return [
         ("id", str(job.id)),
-        ("title", _one_line(job.title) or "-"),
+        ("title", one_line(job.title) or "-"),
         ("status", job.status.value),
         ("date-time", f"{format_time(job.date_time)} ({relative(job.date_time)})"),
         ("docker-image", job.docker_image),
         ("env-variables", ", ".join(sorted(job.env_variables)) or "-"),
         ("exit-code", "-" if job.exit_code is None else str(job.exit_code)),
-        ("reason", _one_line(job.reason) or "-"),
+        ("reason", one_line(job.reason) or "-"),
         ("instance-id", job.instance_id or "-"),
         ("attempts", str(job.attempts)),
         ("timeout", f"{job.timeout}s"),

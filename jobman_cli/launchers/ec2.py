@@ -50,8 +50,9 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from ..errors import ConfigError, LaunchError
+from ..errors import ConfigError, LaunchError, one_line
 from ..model import Job
+from .userdata import USER_DATA_LIMIT
 from .base import (
     ATTEMPT_TAG,
     JOB_ID_TAG,
@@ -80,7 +81,6 @@ NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Ma
 _LATEST_UNSUPPORTED = frozenset({"UnsupportedOperation", "InvalidParameterValue",
                                  "InvalidParameterCombination", "InvalidParameter"})
 
-USER_DATA_LIMIT = 16 * 1024  # bytes, raw (before base64), as EC2 counts them
 MAX_CLIENT_TOKEN = 64
 AMI_CACHE_SECONDS = 12 * 3600  # a long-lived daemon picks up the monthly AL2023 AMI refresh
 _BATCH = 100  # ids per DescribeInstances filter / TerminateInstances call
@@ -93,8 +93,19 @@ NO_REGION = "no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
+def _config_error(exc: BotoCoreError, context: str) -> ConfigError:
+    """A botocore configuration failure as one line: the named cases, else ``context: exc``."""
+    if isinstance(exc, NoRegionError):
+        return ConfigError(NO_REGION)
+    if isinstance(exc, ProfileNotFound):
+        return ConfigError(_one_line(f"AWS profile not found: {exc}"))
+    if isinstance(exc, PartialCredentialsError):
+        return ConfigError(_one_line(f"incomplete AWS credentials: {exc}"))
+    return ConfigError(_one_line(f"{context}: {exc}"))
+
+
 def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
+    line = one_line(text)
     return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 1] + "…"
 
 
@@ -164,10 +175,8 @@ class EC2Launcher:
         region = self.settings.region or os.environ.get("AWS_REGION") or None
         try:
             self._session = boto3.session.Session(profile_name=self.settings.profile, region_name=region)
-        except ProfileNotFound as exc:
-            raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
         except BotoCoreError as exc:
-            raise ConfigError(_one_line(f"cannot load the AWS configuration: {exc}")) from exc
+            raise _config_error(exc, "cannot load the AWS configuration") from exc
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -189,14 +198,8 @@ class EC2Launcher:
                 try:
                     client = self._session.client(service, endpoint_url=self.settings.endpoint_url,
                                                   config=self._config)
-                except NoRegionError as exc:
-                    raise ConfigError(NO_REGION) from exc
-                except ProfileNotFound as exc:
-                    raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
-                except PartialCredentialsError as exc:
-                    raise ConfigError(_one_line(f"incomplete AWS credentials: {exc}")) from exc
                 except BotoCoreError as exc:
-                    raise ConfigError(_one_line(f"cannot configure the AWS {service} client: {exc}")) from exc
+                    raise _config_error(exc, f"cannot configure the AWS {service} client") from exc
                 self._clients[service] = client
             return client
 
@@ -372,11 +375,7 @@ class EC2Launcher:
             if not self._session.region_name:
                 raise ConfigError(NO_REGION)
             credentials = self._session.get_credentials()
-        except ProfileNotFound as exc:
-            raise ConfigError(_one_line(f"AWS profile not found: {exc}")) from exc
-        except PartialCredentialsError as exc:
-            raise ConfigError(_one_line(f"incomplete AWS credentials: {exc}")) from exc
         except BotoCoreError as exc:
-            raise ConfigError(_one_line(f"cannot load AWS credentials: {exc}")) from exc
+            raise _config_error(exc, "cannot load AWS credentials") from exc
         if credentials is None:
             raise ConfigError(NO_CREDENTIALS)

@@ -51,8 +51,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from ..errors import JobNotFound, StoreError
-from ..model import ACTIVE_STATES, Job, JobStatus, job_from_record, job_to_record
+from ..errors import JobNotFound, StoreError, one_line
+from ..model import ACTIVE_STATES, Job, JobStatus, as_stored, job_from_record, job_to_record
 from .base import JobChange
 
 SCHEME = "dynamodb://"
@@ -102,11 +102,7 @@ def make_client(region: str | None = None, endpoint: str | None = None, where: s
         return session.client("dynamodb", endpoint_url=endpoint or None, config=config)
     except BotoCoreError as exc:
         hint = " (set AWS_REGION or add ?region=... to the store URL)" if "region" in str(exc).lower() else ""
-        raise StoreError(f"{where}: cannot reach DynamoDB: {_one_line(exc)}{hint}") from None
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split())
+        raise StoreError(f"{where}: cannot reach DynamoDB: {one_line(exc)}{hint}") from None
 
 
 def _ms(value: datetime) -> int:
@@ -115,11 +111,6 @@ def _ms(value: datetime) -> int:
 
 def _from_ms(value: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=value)
-
-
-def _normalized(job: Job) -> Job:
-    """The job exactly as any process reads it back (times keep milliseconds only)."""
-    return job_from_record(job_to_record(job))
 
 
 class _Api:
@@ -142,7 +133,7 @@ class _Api:
                 raise
             raise StoreError(describe_error(self.table, code, exc)) from None
         except BotoCoreError as exc:
-            raise StoreError(f"{self.location}: cannot reach DynamoDB: {_one_line(exc)}") from None
+            raise StoreError(f"{self.location}: cannot reach DynamoDB: {one_line(exc)}") from None
 
     def read_meta(self) -> str:
         """The store id from the meta item; a missing or foreign one is a StoreError."""
@@ -223,7 +214,7 @@ class DynamoDBStore:
                 raise ValueError(f"its record says id {job_id}")
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             raise StoreError(f"{self.location}: item {item.get('pk', {}).get('S', '?')} is malformed "
-                             f"({type(exc).__name__}: {_one_line(exc)})") from None
+                             f"({type(exc).__name__}: {one_line(exc)})") from None
         return result
 
     # ------------------------------------------------------------------ writes
@@ -244,7 +235,7 @@ class DynamoDBStore:
             if "Item" in item:
                 return self._existing(key, item["Item"]), False
         for attempt in range(MAX_CAS_ATTEMPTS):
-            job = _normalized(dataclasses.replace(draft, id=self._next_id()))
+            job = as_stored(dataclasses.replace(draft, id=self._next_id()))
             put = {"TableName": self.table, "Item": self._item(job), "ConditionExpression": "attribute_not_exists(pk)"}
             try:
                 if not key:
@@ -295,7 +286,7 @@ class DynamoDBStore:
                 raise TypeError(f"a change of job {job_id} must return that job (got {new!r:.60})")
             if new.version <= current.version:
                 new = dataclasses.replace(new, version=current.version + 1)
-            new = _normalized(new)
+            new = as_stored(new)
             try:
                 self._call("put_item", expect=("ConditionalCheckFailedException",), TableName=self.table,
                            Item=self._item(new), ConditionExpression="version = :v",
@@ -429,7 +420,7 @@ def describe_error(table: str, code: str, exc: Exception) -> str:
     """One line for a failed DynamoDB call, naming the table and what to do."""
     from botocore.exceptions import ClientError
 
-    message = _one_line(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
+    message = one_line(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
     operation = getattr(exc, "operation_name", "") or "call"
     where = f"{SCHEME}{table}"
     if code == "ResourceNotFoundException":
@@ -440,7 +431,7 @@ def describe_error(table: str, code: str, exc: Exception) -> str:
         return f"{where}: DynamoDB throttled {operation} on table {table} after retries ({message})"
     if code == "ValidationException" and "key" in message.lower() and "schema" in message.lower():
         return f"{where}: table {table} is not a jobman table ({message})"
-    return f"{where}: DynamoDB {operation} on table {table} failed: {code or 'error'}: {message or _one_line(exc)}"
+    return f"{where}: DynamoDB {operation} on table {table} failed: {code or 'error'}: {message or one_line(exc)}"
 
 
 def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tuple[bool, str]:

@@ -9,8 +9,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import StoreError
-from .dynamodb import FORMAT, INDEX, META_PK, SCHEMA, SCHEME, _Api, _one_line, describe_error, make_client, parse_url
+from ..errors import StoreError, one_line
+from .dynamodb import FORMAT, INDEX, META_PK, SCHEMA, SCHEME, _Api, describe_error, make_client, parse_url
 
 _ATTRIBUTES = {"pk": "S", "status": "S", "due_ms": "N"}
 _TABLE_KEYS = [{"AttributeName": "pk", "KeyType": "HASH"}]
@@ -61,7 +61,7 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
     except ClientError as exc:
         raise StoreError(describe_error(table, exc.response.get("Error", {}).get("Code", ""), exc)) from None
     except BotoCoreError as exc:  # the waiter's own error included
-        raise StoreError(f"{where}: {_one_line(exc)}") from None
+        raise StoreError(f"{where}: {one_line(exc)}") from None
 
 
 def _describe(client: Any, table: str) -> dict[str, Any] | None:

@@ -56,7 +56,7 @@ from typing import Collection, Hashable
 import orjson
 
 from ..errors import JobNotFound, StoreError
-from ..model import Job, JobStatus, job_from_record, job_to_record
+from ..model import Job, JobStatus, as_stored, job_to_record
 from . import jobfile
 from .base import JobChange
 from .filelock import FileLock, GroupCommit, Request
@@ -71,11 +71,6 @@ def _as_id(value: object) -> int:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     raise JobNotFound(str(value))
-
-
-def _normalized(job: Job) -> Job:
-    """The job exactly as any process will read it back (times keep milliseconds only)."""
-    return job_from_record(job_to_record(job))
 
 
 class _Batch:
@@ -104,7 +99,7 @@ class _Batch:
                 existing = self.base.find_key(key)
             if existing is not None:
                 return self.current(existing), False
-        job = _normalized(dataclasses.replace(draft, id=self.next_id))
+        job = as_stored(dataclasses.replace(draft, id=self.next_id))
         self.next_id += 1
         self.changed[job.id] = job
         self.new_ids.append(job.id)
@@ -119,7 +114,7 @@ class _Batch:
             return current
         if not isinstance(new, Job) or new.id != job_id:
             raise TypeError(f"a change of job {job_id} must return that job (got {new!r:.60})")
-        self.changed[job_id] = new = _normalized(new)
+        self.changed[job_id] = new = as_stored(new)
         return new
 
     def encoded(self) -> tuple[Lines, dict[int, dict]]:

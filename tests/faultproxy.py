@@ -1,0 +1,501 @@
+"""A fault-injecting HTTP proxy, run as a real separate process in front of ``moto_server``.
+
+Point a jobman process at it (``AWS_ENDPOINT_URL=<proxy url>``) and it forwards every request to
+moto unchanged, except where a *rule* says to inject a fault. It exists to prove that jobman's
+AWS calls take effect exactly once when the network misbehaves the way real AWS networks do: a
+response lost after the request was applied, a slow answer, a 5xx, throttling.
+
+Command line (a separate process, so a fault never shares a GIL or an event loop with the code under
+test)::
+
+    python tests/faultproxy.py --upstream http://127.0.0.1:PORT --port 0 --rules rules.json \\
+        [--port-file FILE] [--log FILE]
+
+It prints its port on one line of stdout (then never writes stdout again, so an undrained pipe
+cannot block it), writes it to ``--port-file`` when given, and logs every injected fault to
+``--log`` (default: stderr). ``--rules`` is a JSON list of rules (optional; default none).
+
+From pytest (``from faultproxy import FaultProxy, fault_proxy`` plus the ``moto_server`` fixtures)::
+
+    def test_x(fault_proxy):              # started in front of the (reset) moto_server fixture
+        fault_proxy.set_rules([{"action": "RunInstances", "fault": "drop_response", "per": "job_id"}])
+        env = aws_env(fault_proxy.url)
+        ...
+        assert fault_proxy.stats()["by_action"]["RunInstances"]["dropped"] == 50
+
+    with FaultProxy(upstream_url, rules=[...], workdir=tmp_path) as proxy: ...   # or by hand
+
+Control endpoints (never forwarded): ``GET /__faultproxy/stats`` (JSON counters),
+``GET /__faultproxy/calls`` (JSON list, one entry per request: ``t``, ``action``, ``key``,
+``outcome``, ``status``), ``POST /__faultproxy/rules`` (body: JSON list; replaces the rules and
+their counters), ``POST /__faultproxy/reset`` (clears counters and the call list).
+
+Rules (dicts; evaluated in order for each request; the first *terminal* one that applies decides)::
+
+    action   "RunInstances", "PutItem", "TransactWriteItems", "UpdateItem", ... or "*" (any). The
+             action is the EC2 query ``Action=`` or the suffix of ``X-Amz-Target`` (DynamoDB).
+    fault    "drop_response"  forward to moto, then close the connection without answering
+                              (botocore sees the connection closed; it may resend the same
+                              request itself). ``reset: true`` closes with a TCP RST instead;
+                              ``seconds`` holds the connection that long before closing.
+             "drop_request"   close the connection without forwarding (nothing happened).
+             "delay"          hold the answer ``seconds`` (``when: "before"`` holds the request
+                              before forwarding instead). Not terminal: later rules still apply.
+             "error"          answer without forwarding: ``status`` (default 503) and ``code``
+                              (default by status and protocol: EC2 ``RequestLimitExceeded``/
+                              ``InternalError``, DynamoDB ``ThrottlingException``/
+                              ``InternalServerError``), in the protocol's own error format
+                              (EC2 XML, DynamoDB JSON), with optional ``message``.
+             "token_bucket"   RunInstances only makes sense: ``capacity`` instances, ``refill``
+                              per second, starting full. A call asking for more (``MaxCount``)
+                              than is left answers EC2 ``RequestLimitExceeded`` (HTTP 503) without
+                              forwarding; otherwise it takes its tokens and later rules apply.
+    first    apply to the first N matching requests only (default: every matching request).
+    per      "job_id" | "item_key" | "body": apply to the first ``first`` (default 1) matching
+             requests *of each distinct key*, e.g. ``{"action": "RunInstances", "fault":
+             "drop_response", "per": "job_id"}`` drops every job's first RunInstances answer and
+             lets botocore's resend through. job_id: the ``jobman:job-id`` tag of RunInstances;
+             item_key: the DynamoDB key (``key_attrs``, default ``["pk"]``) of the item(s) written
+             (PutItem ``Item``, UpdateItem/DeleteItem ``Key``, TransactWriteItems: every item);
+             body: the exact request body (a resend is the same body).
+
+Counters (``stats()``): ``requests``, ``forwarded``, ``dropped``, ``throttled`` (token bucket),
+``errored``, ``delayed``, both in total and in ``by_action[action]``, plus ``rules[i]["applied"]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+              "content-length"}
+JOB_ID_TAG = "jobman:job-id"
+CONTROL = "/__faultproxy/"
+TERMINAL = {"drop_response", "drop_request", "error"}
+FAULTS = TERMINAL | {"delay", "token_bucket"}
+COUNTERS = ("requests", "forwarded", "dropped", "throttled", "errored", "delayed")
+MAX_CALLS = 200_000
+
+
+# --------------------------------------------------------------------------- requests
+class Request:
+    """What the rules look at: the action, the protocol and the keys of one request."""
+
+    def __init__(self, headers: Any, body: bytes) -> None:
+        self.body = body
+        target = headers.get("X-Amz-Target") or ""
+        self.json = bool(target)
+        self.params: dict[str, list[str]] = {}
+        self.document: dict[str, Any] = {}
+        if self.json:
+            self.action = target.rsplit(".", 1)[-1]
+            try:
+                self.document = json.loads(body or b"{}")
+            except ValueError:
+                self.document = {}
+        else:
+            self.params = parse_qs(body.decode("utf-8", "replace")) if body else {}
+            self.action = (self.params.get("Action") or ["?"])[0]
+
+    def job_id(self) -> str | None:
+        """The ``jobman:job-id`` tag value of an EC2 request (RunInstances tags its instances)."""
+        for key, values in self.params.items():
+            if key.startswith("TagSpecification.") and key.endswith(".Key") and values == [JOB_ID_TAG]:
+                value = self.params.get(key[:-4] + ".Value")
+                return value[0] if value else None
+        return None
+
+    def item_key(self, attrs: list[str]) -> str | None:
+        """The DynamoDB key(s) this request writes, as canonical JSON."""
+        doc = self.document
+        items: list[dict[str, Any]] = []
+        if "Item" in doc:
+            items.append(doc["Item"])
+        elif "Key" in doc:
+            items.append(doc["Key"])
+        for entry in doc.get("TransactItems", []):
+            for op in entry.values():
+                items.append(op.get("Item") or op.get("Key") or {})
+        if not items:
+            return None
+        keys = [{a: item.get(a) for a in attrs if a in item} for item in items]
+        return json.dumps(keys, sort_keys=True)
+
+    def key(self, per: str, rule: dict[str, Any]) -> str | None:
+        if per == "job_id":
+            return self.job_id()
+        if per == "item_key":
+            return self.item_key(list(rule.get("key_attrs") or ["pk"]))
+        if per == "body":
+            return hashlib.sha256(self.body).hexdigest()
+        raise ValueError(f"unknown per: {per!r}")
+
+    def instances(self) -> int:
+        """How many instances a RunInstances call asks for (``MaxCount``)."""
+        try:
+            return int((self.params.get("MaxCount") or ["1"])[0])
+        except ValueError:
+            return 1
+
+
+def error_answer(request: Request, status: int, code: str | None, message: str | None) -> tuple[int, dict, bytes]:
+    """An AWS error in the request's own protocol: EC2 query XML or DynamoDB JSON 1.0."""
+    if request.json:
+        code = code or {500: "InternalServerError", 503: "ServiceUnavailable"}.get(status, "ThrottlingException")
+        body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}",
+                           "message": message or f"injected {code}"}).encode()
+        return status, {"Content-Type": "application/x-amz-json-1.0"}, body
+    code = code or {500: "InternalError", 503: "RequestLimitExceeded"}.get(status, "InternalError")
+    text = message or ("Request limit exceeded." if code == "RequestLimitExceeded" else f"injected {code}")
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>{text}</Message></Error></Errors>"
+            f"<RequestID>faultproxy-{time.monotonic_ns()}</RequestID></Response>").encode()
+    return status, {"Content-Type": "text/xml;charset=UTF-8"}, body
+
+
+# --------------------------------------------------------------------------- rules and state
+class Faults:
+    """The rules, their counters and the statistics; every method takes the one lock."""
+
+    def __init__(self, rules: list[dict[str, Any]], log: Any) -> None:
+        self.lock = threading.Lock()
+        self.log = log
+        self.rules: list[dict[str, Any]] = []
+        self.set_rules(rules)
+        self.reset()
+
+    def set_rules(self, rules: list[dict[str, Any]]) -> None:
+        checked = []
+        for rule in rules:
+            if rule.get("fault") not in FAULTS:
+                raise ValueError(f"unknown fault in rule {rule!r} (known: {sorted(FAULTS)})")
+            if rule.get("per") not in (None, "job_id", "item_key", "body"):
+                raise ValueError(f"unknown per in rule {rule!r}")
+            state = {"applied": 0, "seen": {}, "tokens": float(rule.get("capacity", 0)), "at": time.monotonic()}
+            checked.append({**rule, "_state": state})
+        with self.lock:
+            self.rules = checked
+
+    def reset(self) -> None:
+        with self.lock:
+            self.totals = dict.fromkeys(COUNTERS, 0)
+            self.by_action: dict[str, dict[str, int]] = {}
+            self.calls: list[dict[str, Any]] = []
+
+    def count(self, action: str, counter: str) -> None:
+        with self.lock:
+            self.totals[counter] += 1
+            self.by_action.setdefault(action, dict.fromkeys(COUNTERS, 0))[counter] += 1
+
+    def record(self, request: Request, outcome: str, status: int) -> None:
+        with self.lock:
+            if len(self.calls) < MAX_CALLS:
+                self.calls.append({"t": time.time(), "action": request.action, "outcome": outcome, "status": status,
+                                   "key": request.job_id() if not request.json else request.item_key(["pk"])})
+
+    def decide(self, request: Request) -> tuple[dict[str, Any] | None, float, float]:
+        """``(terminal rule or None, seconds to hold before forwarding, seconds to hold the answer)``."""
+        before = after = 0.0
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("action", "*") not in ("*", request.action):
+                    continue
+                state = rule["_state"]
+                if rule["fault"] == "token_bucket":
+                    now = time.monotonic()
+                    capacity = float(rule.get("capacity", 0))
+                    state["tokens"] = min(capacity, state["tokens"] + (now - state["at"]) * float(rule.get("refill", 0)))
+                    state["at"] = now
+                    wanted = request.instances()
+                    if wanted > state["tokens"]:
+                        state["applied"] += 1
+                        return {"fault": "error", "status": 503, "code": "RequestLimitExceeded",
+                                "_throttle": True, "_state": state}, before, after
+                    state["tokens"] -= wanted
+                    continue
+                if not self._budget(rule, request):
+                    continue
+                state["applied"] += 1
+                if rule["fault"] == "delay":
+                    if rule.get("when") == "before":
+                        before += float(rule.get("seconds", 0))
+                    else:
+                        after += float(rule.get("seconds", 0))
+                    continue
+                return rule, before, after
+        return None, before, after
+
+    @staticmethod
+    def _budget(rule: dict[str, Any], request: Request) -> bool:
+        """Whether ``rule`` still applies to this request (``first`` overall, or per key)."""
+        state, first = rule["_state"], rule.get("first")
+        per = rule.get("per")
+        if per:
+            key = request.key(per, rule)
+            if key is None:
+                return False
+            seen = state["seen"].get(key, 0)
+            if seen >= (1 if first is None else int(first)):
+                return False
+            state["seen"][key] = seen + 1
+            return True
+        return first is None or state["applied"] < int(first)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            rules = [{k: v for k, v in r.items() if k != "_state"} | {"applied": r["_state"]["applied"]}
+                     for r in self.rules]
+            return {**self.totals, "by_action": {a: dict(c) for a, c in self.by_action.items()}, "rules": rules}
+
+    def say(self, line: str) -> None:
+        self.log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        self.log.flush()
+
+
+# --------------------------------------------------------------------------- the server
+def make_server(upstream: str, port: int, faults: Faults) -> ThreadingHTTPServer:
+    target = urlsplit(upstream)
+    up_host, up_port = target.hostname or "127.0.0.1", target.port or 80
+    local = threading.local()
+
+    def connection() -> http.client.HTTPConnection:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(up_host, up_port, timeout=120)
+        return conn
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, headers: dict[str, str] | list[tuple[str, str]], payload: bytes) -> None:
+            self.send_response(status)
+            for key, value in (headers.items() if isinstance(headers, dict) else headers):
+                if key.lower() not in HOP_BY_HOP:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
+
+        def _drop(self, reset: bool) -> None:
+            """Close the client's connection without a byte of answer (RST if ``reset``)."""
+            if reset:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+
+        def _control(self, body: bytes) -> None:
+            name = self.path[len(CONTROL):]
+            try:
+                if self.command == "GET" and name == "stats":
+                    payload = faults.stats()
+                elif self.command == "GET" and name == "calls":
+                    with faults.lock:
+                        payload = list(faults.calls)
+                elif self.command == "POST" and name == "rules":
+                    faults.set_rules(json.loads(body or b"[]"))
+                    faults.say(f"rules replaced: {body.decode(errors='replace')}")
+                    payload = {"ok": True}
+                elif self.command == "POST" and name == "reset":
+                    faults.reset()
+                    payload = {"ok": True}
+                else:
+                    self._answer(404, {"Content-Type": "application/json"}, b'{"error": "unknown"}')
+                    return
+            except ValueError as exc:
+                self._answer(400, {"Content-Type": "application/json"}, json.dumps({"error": str(exc)}).encode())
+                return
+            self._answer(200, {"Content-Type": "application/json"}, json.dumps(payload).encode())
+
+        def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            for attempt in (1, 2):  # a kept-alive upstream connection may have been closed
+                upstream = connection()
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    return answer.status, answer.getheaders(), answer.read()
+                except (OSError, http.client.HTTPException):
+                    upstream.close()
+                    local.conn = None
+            return None
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.path.startswith(CONTROL):
+                self._control(body)
+                return
+            request = Request(self.headers, body)
+            faults.count(request.action, "requests")
+            rule, before, after = faults.decide(request)
+            if before:
+                faults.count(request.action, "delayed")
+                time.sleep(before)
+            fault = rule["fault"] if rule else None
+            if fault == "error":
+                counter = "throttled" if rule.get("_throttle") else "errored"  # type: ignore[union-attr]
+                faults.count(request.action, counter)
+                status, headers, payload = error_answer(request, int(rule.get("status", 503)),  # type: ignore[union-attr]
+                                                        rule.get("code"), rule.get("message"))  # type: ignore[union-attr]
+                faults.say(f"{counter} {request.action} key={request.job_id() or request.item_key(['pk'])} -> {status}")
+                faults.record(request, counter, status)
+                self._answer(status, headers, payload)
+                return
+            if fault == "drop_request":
+                faults.count(request.action, "dropped")
+                faults.say(f"dropped request {request.action} (not forwarded)")
+                faults.record(request, "dropped_request", 0)
+                self._drop(bool(rule.get("reset")))  # type: ignore[union-attr]
+                return
+            answer = self._forward(body)
+            if answer is None:
+                faults.record(request, "upstream_failed", 502)
+                self._answer(502, {}, b"")
+                return
+            faults.count(request.action, "forwarded")
+            if fault == "drop_response":
+                faults.count(request.action, "dropped")
+                faults.say(f"dropped response {request.action} key={request.job_id() or request.item_key(['pk'])} "
+                           f"(moto answered {answer[0]})")
+                faults.record(request, "dropped_response", answer[0])
+                if rule.get("seconds"):  # type: ignore[union-attr]
+                    time.sleep(float(rule["seconds"]))  # type: ignore[index]
+                self._drop(bool(rule.get("reset")))  # type: ignore[union-attr]
+                return
+            if after:
+                faults.count(request.action, "delayed")
+                time.sleep(after)
+            faults.record(request, "delayed" if after or before else "forwarded", answer[0])
+            self._answer(*answer)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024  # a burst of 300 clients must not overflow the accept queue
+
+    return Server(("127.0.0.1", port), Handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fault-injecting HTTP proxy in front of moto_server.")
+    parser.add_argument("--upstream", required=True, help="the moto_server URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
+    parser.add_argument("--rules", help="JSON file with a list of rules")
+    parser.add_argument("--port-file", help="write the port here once listening")
+    parser.add_argument("--log", help="log file (default: stderr)")
+    args = parser.parse_args(argv)
+    rules = json.loads(Path(args.rules).read_text()) if args.rules else []
+    log = open(args.log, "a", encoding="utf-8") if args.log else sys.stderr
+    faults = Faults(rules, log)
+    server = make_server(args.upstream, args.port, faults)
+    port = int(server.server_address[1])
+    if args.port_file:
+        tmp = Path(args.port_file + ".tmp")
+        tmp.write_text(str(port))
+        os.replace(tmp, args.port_file)
+    faults.say(f"listening on 127.0.0.1:{port}, upstream {args.upstream}, {len(rules)} rule(s)")
+    print(port, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- for tests
+class FaultProxy:
+    """The proxy as a subprocess, for tests: a context manager with the control calls as methods."""
+
+    def __init__(self, upstream: str, rules: list[dict[str, Any]] | None = None, *, workdir: Path) -> None:
+        self.upstream, self.rules, self.workdir = upstream, list(rules or []), Path(workdir)
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.url = ""
+        self.log = self.workdir / "faultproxy.log"
+
+    def start(self) -> "FaultProxy":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rules_file, port_file = self.workdir / "faultproxy-rules.json", self.workdir / "faultproxy.port"
+        rules_file.write_text(json.dumps(self.rules))
+        port_file.unlink(missing_ok=True)
+        with open(self.log, "ab") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--upstream", self.upstream, "--port", "0",
+                 "--rules", str(rules_file), "--port-file", str(port_file), "--log", str(self.log)],
+                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"faultproxy did not start: {self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.02)
+        self.port = int(port_file.read_text())
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def _control(self, method: str, name: str, payload: Any = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
+        request = urllib.request.Request(f"{self.url}{CONTROL}{name}", data=data, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._control("GET", "stats")
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._control("GET", "calls")
+
+    def set_rules(self, rules: list[dict[str, Any]]) -> None:
+        self._control("POST", "rules", rules)
+
+    def reset(self) -> None:
+        self._control("POST", "reset")
+
+    def action(self, name: str) -> dict[str, int]:
+        """The counters of one action (zeros if it was never seen)."""
+        return self.stats()["by_action"].get(name, dict.fromkeys(COUNTERS, 0))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ != "__main__":  # imported by a test module (the script itself never needs pytest)
+    import pytest
+
+    @pytest.fixture
+    def fault_proxy(moto_server: str, tmp_path: Path) -> Iterator[FaultProxy]:
+        """A started proxy (no rules yet) in front of the reset ``moto_server``; ``set_rules`` it.
+        The test module must also import the ``moto_server``/``moto_server_process`` fixtures."""
+        with FaultProxy(moto_server, workdir=tmp_path / "faultproxy") as proxy:
+            yield proxy
+
+
+if __name__ == "__main__":
+    sys.exit(main())

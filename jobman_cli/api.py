@@ -35,7 +35,7 @@ from . import __version__
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
 from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
-from .model import job_to_api, parse_status
+from .model import callback_token_matches, job_to_api, parse_status
 from .service import API_FIELDS, JobService, ScheduleRequest
 from .validation import parse_exit_code, parse_job_id
 
@@ -44,12 +44,12 @@ __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
 PREFIX = "/jobMan/v1.1"
 SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
                    "instance-type", "idempotency-key", "tz")
-CALLBACK_FIELDS = ("status", "exit-code")
+CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
 ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
 _JOB_ROUTE = re.compile(re.escape(PREFIX) + r"/jobs/([^/]*)/(status|callback)/?")
 _AUTH_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="jobman"')
-_NOT_A_TOKEN = "-" * 43  # compared against when a job does not exist, so timing reveals nothing
+_NOT_A_TOKEN = "-" * 64  # a "hash" no token has, checked when a job does not exist, so timing reveals nothing
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -174,12 +174,12 @@ class JobsApi:
             return
         if route is not None and route[0] == "callback" and request.method == "PUT":
             try:
-                expected = self.service.get(route[1]).callback_token  # type: ignore[arg-type]
+                hashes = self.service.get(route[1]).callback_hashes  # type: ignore[arg-type]
             except JobNotFound:
-                expected = _NOT_A_TOKEN
+                hashes = (_NOT_A_TOKEN,)  # the same work as for a job that exists
             except JobmanError as err:
                 raise HttpError(err.http_status, str(err)) from None
-            if tokens_match(token, expected) and expected != _NOT_A_TOKEN:
+            if callback_token_matches(token, hashes) and hashes != (_NOT_A_TOKEN,):
                 return
         raise HttpError(401, "invalid token", (_AUTH_CHALLENGE,))
 
@@ -205,7 +205,7 @@ class JobsApi:
             if isinstance(exit_code, bool) or not isinstance(exit_code, int):
                 raise InvalidInput("exit-code", "must be a JSON integer from 0 to 255")
             exit_code = parse_exit_code(exit_code)
-        return service.report(job_id, status, exit_code)
+        return service.report(job_id, status, exit_code, body.get("reason-code"), body.get("reason"))
 
 
 def _statuses(query: str) -> list[Any]:

@@ -7,7 +7,8 @@ Two kinds of token open the API (DESIGN.md section 4):
   token file that group or others may read is refused rather than silently used or "fixed": if
   someone else could read it, the token must be treated as leaked, and only the operator can decide
   that;
-* a job's own **callback token** (``Job.callback_token``, embedded in that job's user-data), which
+* a job attempt's own **callback token** (embedded in that attempt's user-data; the store keeps only
+  its hash, ``Job.callback_hashes``), which
   only opens that job's ``PUT .../callback``. The API handler decides which token a request may use;
   this module only parses the header and compares.
 

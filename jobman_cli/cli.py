@@ -222,16 +222,22 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
 @click.argument("job_id", metavar="ID")
 @click.option("--status", "new_status", required=True, type=click.Choice(["running", "finished", "failed"]))
 @click.option("--exit-code", default=None, metavar="N", help="The container's exit code (0-255).")
+@click.option("--reason-code", default=None, metavar="CODE",
+              type=click.Choice(["exited", "timed-out", "image-pull-failed", "docker-unavailable",
+                                 "secret-unavailable", "interrupted"]),
+              help="With --status failed: why it failed (default: exited).")
+@click.option("--reason", default=None, metavar="TEXT", help="With --status failed: a short explanation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the updated job as JSON.")
 @click.pass_obj
-def callback(state: State, job_id: str, new_status: str, exit_code: str | None, as_json: bool) -> None:
+def callback(state: State, job_id: str, new_status: str, exit_code: str | None, reason_code: str | None,
+             reason: str | None, as_json: bool) -> None:
     """Report a job's progress, as its instance does over HTTP."""
     from .model import job_to_api
     from .validation import parse_exit_code
 
     number = _job_id(job_id)
     code = None if exit_code is None else parse_exit_code(exit_code, field="--exit-code")
-    job = state.service().report(number, new_status, code)
+    job = state.service().report(number, new_status, code, reason_code, reason)
     if as_json:
         _print_json(job_to_api(job))
     else:

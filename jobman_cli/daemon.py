@@ -23,6 +23,7 @@ idle daemon costs one ``stat`` per ``watch_interval``.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -34,7 +35,7 @@ from .daemon_loop import Waker
 from .errors import InvalidInput, JobmanError, LaunchError
 from .launchers.base import Launcher
 from .launchers.userdata import callback_url_for, load_callback_ca, render_user_data
-from .model import Job, JobStatus, format_time
+from .model import Job, JobStatus, ReasonCode, format_time, hash_callback_token
 from .reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING,
                         Collector, Outcome, Reconciler, Skip, TickReport, best_instance, describe_change,
                         format_duration, guarded_update, missed_reason, new_daemon_id, stderr_log)
@@ -291,7 +292,8 @@ class Daemon:
             return
         reason = f"internal error: {message}"
         try:
-            after = guarded_update(self.store, job.id, lambda cur: cur if cur.terminal else cur.failed(reason, now))
+            after = guarded_update(self.store, job.id, lambda cur: cur if cur.terminal else
+                                   cur.failed(reason, now, ReasonCode.LAUNCH_FAILED))
         except Exception as again:  # the store itself is broken; keep going, log it
             self.log(f"job {job.id}: unexpected error: {message}; cannot fail it either: {again}")
             return
@@ -336,13 +338,15 @@ class Daemon:
             return
         t = self._now(now)
 
+        callback_token = secrets.token_urlsafe(32)  # used only if this attempt is launched again
+
         def take(current: Job) -> Job:
             if current.version != seen.version:
                 raise Skip  # someone else moved it (or took it over) since we looked
             extra = {**current.extra, CLAIMED_BY: self.daemon_id}
             token = current.launch_token or launch_token_for(self.store.store_id, current.id, current.attempts)
-            return dataclasses.replace(current, extra=extra, launch_token=token, updated_at=t,
-                                       version=current.version + 1)
+            return dataclasses.replace(current.with_callback_hash(hash_callback_token(callback_token)),
+                                       extra=extra, launch_token=token, updated_at=t, version=current.version + 1)
 
         if seen.status is JobStatus.RUNNING:
             job: Job | None = seen  # it reported running, so it launched: only find its instance
@@ -368,13 +372,14 @@ class Daemon:
             return
         if t > job.date_time + timedelta(seconds=job.start_deadline):  # never launch days late
             reason = missed_reason(job, t) + "; its launch was interrupted"
-            after = guarded_update(self.store, job.id, lambda cur: _fail_attempt(cur, job, reason, t))
+            after = guarded_update(self.store, job.id,
+                                   lambda cur: _fail_attempt(cur, job, reason, t, ReasonCode.MISSED_START_DEADLINE))
             if after is not None:
                 self.log(describe_change(job, after, reason))
                 out.add(MISSED, job.id, reason)
             return
         self.log(f"job {job.id}: no instance of attempt {job.attempts} exists; launching it again")
-        self._launch(job, out)
+        self._launch(job, callback_token, out)
 
     # ------------------------------------------------------------------ 2 + 3. due jobs
     def _start_due(self, now: datetime, out: Collector) -> list[Future]:
@@ -395,13 +400,15 @@ class Daemon:
         if self.stopping:
             return  # stop claiming; the job stays scheduled for the next daemon
         t = self._now(now)
+        callback_token = secrets.token_urlsafe(32)  # only its hash is stored (DESIGN.md section 7)
 
         def claim(current: Job) -> Job:
             if current.status is not JobStatus.SCHEDULED or current.due_at > t:
                 raise Skip
             if t > current.date_time + timedelta(seconds=current.start_deadline):
-                return current.failed(missed_reason(current, t), t)
-            claimed = current.claimed(t, launch_token_for(self.store.store_id, current.id, current.attempts + 1))
+                return current.failed(missed_reason(current, t), t, ReasonCode.MISSED_START_DEADLINE)
+            claimed = current.claimed(t, launch_token_for(self.store.store_id, current.id, current.attempts + 1),
+                                      hash_callback_token(callback_token))
             return dataclasses.replace(claimed, extra={**claimed.extra, CLAIMED_BY: self.daemon_id})
 
         job = guarded_update(self.store, seen.id, claim)
@@ -413,13 +420,13 @@ class Daemon:
             return
         self._hold_claim(job)
         self.log(describe_change(seen, job, f"attempt {job.attempts}"))
-        self._launch(job, out)
+        self._launch(job, callback_token, out)
 
-    def _launch(self, job: Job, out: Collector) -> None:
+    def _launch(self, job: Job, callback_token: str, out: Collector) -> None:
         """RunInstances for a claimed job, then record what happened."""
         try:
             user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id),
-                                         callback_ca=self.callback_ca)
+                                         callback_token=callback_token, callback_ca=self.callback_ca)
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
             self._launch_failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return
@@ -463,8 +470,10 @@ class Daemon:
     def _launch_failed(self, job: Job, exc: LaunchError, out: Collector) -> None:
         t = self.clock.now()
         settings = self.settings
+        code = ReasonCode.LAUNCH_FAILED
         if exc.code == "IdempotentInstanceTerminated":
             reason = "instance vanished without reporting (state: terminated)"
+            code = ReasonCode.INSTANCE_VANISHED
         elif exc.retryable and job.attempts < settings.max_attempts:
             delay = min(settings.backoff_max, settings.backoff_base * 2 ** (job.attempts - 1))
             retry_reason = f"launch attempt {job.attempts} failed: {exc}"
@@ -485,7 +494,7 @@ class Daemon:
         else:
             reason = f"launch error: {exc}"
 
-        after = guarded_update(self.store, job.id, lambda cur: _fail_attempt(cur, job, reason, t))
+        after = guarded_update(self.store, job.id, lambda cur: _fail_attempt(cur, job, reason, t, code))
         if after is not None:
             self.log(describe_change(job, after, reason))
             out.add(LAUNCH_FAILED, job.id, reason)
@@ -527,11 +536,11 @@ class _Recording:
         return getattr(self._store, name)
 
 
-def _fail_attempt(current: Job, attempt: Job, reason: str, now: datetime) -> Job:
+def _fail_attempt(current: Job, attempt: Job, reason: str, now: datetime, code: ReasonCode) -> Job:
     """Fail the job if it is still in the launch ``attempt`` we handled (else write nothing)."""
     if current.status is not JobStatus.LAUNCHING or current.attempts != attempt.attempts:
         raise Skip
-    return current.failed(reason, now)
+    return current.failed(reason, now, code)
 
 
 def run_daemon(settings: DaemonSettings, ec2: Any) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -53,6 +55,83 @@ ALLOWED_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 #: Statuses an instance (or an operator acting for it) may report through the callback.
 CALLBACK_STATUSES = ("running", "finished", "failed")
 
+
+class ReasonCode(str, enum.Enum):
+    """Why a job ended, for machines (DESIGN.md section 9). ``reason`` says it for people."""
+
+    EXITED = "exited"
+    TIMED_OUT = "timed-out"
+    IMAGE_PULL_FAILED = "image-pull-failed"
+    DOCKER_UNAVAILABLE = "docker-unavailable"
+    SECRET_UNAVAILABLE = "secret-unavailable"
+    LAUNCH_FAILED = "launch-failed"
+    MISSED_START_DEADLINE = "missed-start-deadline"
+    INTERRUPTED = "interrupted"
+    INSTANCE_VANISHED = "instance-vanished"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The codes an instance may report in a ``failed`` callback: what only the instance can know.
+INSTANCE_REASON_CODES = frozenset({
+    ReasonCode.EXITED, ReasonCode.TIMED_OUT, ReasonCode.IMAGE_PULL_FAILED, ReasonCode.DOCKER_UNAVAILABLE,
+    ReasonCode.SECRET_UNAVAILABLE, ReasonCode.INTERRUPTED,
+})
+#: A reported ``reason`` is clipped to this many characters (docker's messages can be long).
+MAX_REPORTED_REASON = 500
+
+
+def parse_reason_code(value: Any, field_name: str = "reason-code") -> ReasonCode:
+    """An instance-reportable reason code, or InvalidInput naming the allowed ones."""
+    allowed = sorted(code.value for code in INSTANCE_REASON_CODES)
+    if isinstance(value, str):
+        try:
+            code = ReasonCode(value)
+        except ValueError:
+            code = None
+        if code in INSTANCE_REASON_CODES:
+            return code  # type: ignore[return-value]
+    raise InvalidInput(field_name, f"must be one of {', '.join(allowed)} (got {value!r})")
+
+
+def infer_reason_code(status: "JobStatus", reason: str | None, exit_code: int | None) -> ReasonCode | None:
+    """The code of a terminal job stored before reason codes existed, read from its words."""
+    if status is JobStatus.FINISHED:
+        return ReasonCode.EXITED
+    if status is JobStatus.CANCELLED:
+        return ReasonCode.CANCELLED
+    if status is not JobStatus.FAILED:
+        return None
+    text = (reason or "").lower()
+    for needle, code in (("missed start deadline", ReasonCode.MISSED_START_DEADLINE),
+                         ("timed out", ReasonCode.TIMED_OUT),
+                         ("vanished", ReasonCode.INSTANCE_VANISHED),
+                         ("launch error", ReasonCode.LAUNCH_FAILED)):
+        if needle in text:
+            return code
+    if exit_code is not None or text.startswith(("exit code", "container failed")):
+        return ReasonCode.EXITED
+    return None
+
+
+def hash_callback_token(token: str) -> str:
+    """What a store keeps of a callback token: its SHA-256, hex. The token itself is 32 random
+    bytes, so a plain hash is enough (nothing to brute-force), and a reader of the store who sees
+    the hash cannot present it as the token."""
+    return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()
+
+
+def callback_token_matches(token: str, hashes: "tuple[str, ...] | list[str]") -> bool:
+    """Constant-time check of a presented token against an attempt's stored hashes."""
+    presented = hash_callback_token(token).encode()
+    matched = False
+    for expected in hashes:
+        # compare every hash (no early exit) so the time says nothing about which one matched
+        matched |= bool(expected) and hmac.compare_digest(presented, str(expected).encode())
+    return matched
+
 DEFAULT_TIMEOUT = 3600
 DEFAULT_START_DEADLINE = 3600
 
@@ -76,13 +155,22 @@ class Job:
     env_variables: Mapping[str, str]
     status: JobStatus
     created_at: datetime
-    callback_token: str
     timeout: int = DEFAULT_TIMEOUT
     start_deadline: int = DEFAULT_START_DEADLINE
     instance_type: str | None = None
     idempotency_key: str | None = None
     exit_code: int | None = None
     reason: str | None = None
+    reason_code: ReasonCode | None = None
+    #: The container's command (``docker run IMAGE CMD...``) and entrypoint; None: the image's own.
+    command: tuple[str, ...] | None = None
+    entrypoint: str | None = None
+    #: The root volume's size in GiB; None: the AMI's default.
+    disk_gb: int | None = None
+    #: SHA-256 hashes of the callback tokens valid for the current attempt (see
+    #: :func:`hash_callback_token`). Reset by every new attempt, so an instance of an abandoned
+    #: attempt cannot report; more than one only when a take-over relaunched the same attempt.
+    callback_hashes: tuple[str, ...] = ()
     instance_id: str | None = None
     attempts: int = 0
     launch_token: str | None = None
@@ -115,6 +203,9 @@ class Job:
             self.timeout,
             self.start_deadline,
             self.instance_type,
+            self.command,
+            self.entrypoint,
+            self.disk_gb,
         )
 
     # ----------------------------------------------------------------- transitions
@@ -125,10 +216,21 @@ class Job:
             changes["finished_at"] = now
         return dataclasses.replace(self, status=status, updated_at=now, version=self.version + 1, **changes)
 
-    def claimed(self, now: datetime, launch_token: str) -> "Job":
-        """scheduled -> launching: the intent to launch is persisted before AWS is called."""
+    def claimed(self, now: datetime, launch_token: str, callback_hash: str | None = None) -> "Job":
+        """scheduled -> launching: the intent to launch is persisted before AWS is called.
+
+        ``callback_hash`` is the hash of the new attempt's callback token; it replaces every
+        earlier attempt's, so only this attempt's instance can report (None: no instance can;
+        the operator's ``jobman callback`` still can)."""
         return self._to(JobStatus.LAUNCHING, now, attempts=self.attempts + 1, launch_token=launch_token,
-                        not_before=None)
+                        not_before=None, callback_hashes=(callback_hash,) if callback_hash else ())
+
+    def with_callback_hash(self, callback_hash: str) -> "Job":
+        """Accept one more token for the current attempt (a take-over re-rendered its user-data;
+        the first launcher's instance, if its request did land, keeps its own token)."""
+        if callback_hash in self.callback_hashes:
+            return self
+        return dataclasses.replace(self, callback_hashes=self.callback_hashes + (callback_hash,))
 
     def launched(self, instance_id: str, now: datetime) -> "Job":
         """Record the instance. Also valid on a job the instance already reported ``running``."""
@@ -147,21 +249,27 @@ class Job:
         """launching -> scheduled after a retryable launch error, not before ``not_before``."""
         if self.status is not JobStatus.LAUNCHING:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot retry")
-        return self._to(JobStatus.SCHEDULED, now, reason=reason, not_before=not_before, launch_token=None)
+        return self._to(JobStatus.SCHEDULED, now, reason=reason, not_before=not_before, launch_token=None,
+                        callback_hashes=())
 
-    def failed(self, reason: str, now: datetime, exit_code: int | None = None) -> "Job":
-        return self._to(JobStatus.FAILED, now, reason=reason, exit_code=exit_code)
+    def failed(self, reason: str, now: datetime, code: ReasonCode, exit_code: int | None = None) -> "Job":
+        """-> failed, with a human ``reason`` and the machine ``code`` (section 9)."""
+        return self._to(JobStatus.FAILED, now, reason=reason, reason_code=ReasonCode(code), exit_code=exit_code)
 
     def cancelled(self, now: datetime, reason: str = "cancelled by operator") -> "Job":
         if self.status is JobStatus.CANCELLED:
             return self
-        return self._to(JobStatus.CANCELLED, now, reason=reason)
+        return self._to(JobStatus.CANCELLED, now, reason=reason, reason_code=ReasonCode.CANCELLED)
 
-    def reported(self, status: str, exit_code: int | None, now: datetime) -> "Job":
+    def reported(self, status: str, exit_code: int | None, now: datetime, reason_code: Any = None,
+                 reason: Any = None) -> "Job":
         """Apply a completion callback (``running``, ``finished`` or ``failed``).
 
         ``running`` on a running job and a repeat of the same terminal report are no-ops (the
         instance retries its curl). Anything else that does not move forward is refused (409).
+        A ``failed`` report may say why (``reason_code``, one of :data:`INSTANCE_REASON_CODES`,
+        and a short ``reason``); without one it is ``exited`` with the exit code, as the original
+        service's body always was.
         """
         if status not in CALLBACK_STATUSES:
             raise InvalidInput("status", f"must be one of {', '.join(CALLBACK_STATUSES)} (got {status!r})")
@@ -172,6 +280,14 @@ class Job:
             raise InvalidInput("exit-code", "must be 0 when status is finished (report failed instead)")
         if status == "failed" and exit_code == 0:
             raise InvalidInput("exit-code", "must not be 0 when status is failed (report finished instead)")
+        code = None if reason_code is None else parse_reason_code(reason_code)
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("reason", "must be a string")
+        if code is not None and status != "failed" and not (status == "finished" and code is ReasonCode.EXITED):
+            raise InvalidInput("reason-code", f"goes with status failed (got status {status!r})")
+        if reason is not None and status != "failed":
+            raise InvalidInput("reason", f"goes with status failed (got status {status!r})")
+        told = " ".join((reason or "").split())[:MAX_REPORTED_REASON]
 
         if status == "running":
             if self.status is JobStatus.RUNNING:
@@ -181,18 +297,35 @@ class Job:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot become running")
 
         if status == "finished":
-            target, code, reason = JobStatus.FINISHED, 0, None
+            target, stored_code, words, code = JobStatus.FINISHED, 0, None, ReasonCode.EXITED
         else:
-            target, code = JobStatus.FAILED, exit_code
-            reason = f"exit code {exit_code}" if exit_code is not None else "container failed (no exit code reported)"
+            target, stored_code = JobStatus.FAILED, exit_code
+            code = code or ReasonCode.EXITED
+            words = _reported_reason(code, exit_code, told)
 
         if self.terminal:
-            if self.status is target and (exit_code is None or exit_code == self.exit_code):
+            if (self.status is target and (exit_code is None or exit_code == self.exit_code)
+                    and (reason_code is None or self.reason_code in (None, code))):
                 return self  # the instance repeated its report
             raise TransitionNotAllowed(f"job {self.id} is already {self.status.value}; cannot become {status}")
         if self.status is JobStatus.SCHEDULED:
             raise TransitionNotAllowed(f"job {self.id} is scheduled and has not been launched; cannot become {status}")
-        return self._to(target, now, exit_code=code, reason=reason)
+        return self._to(target, now, exit_code=stored_code, reason=words, reason_code=code)
+
+
+def _reported_reason(code: ReasonCode, exit_code: int | None, told: str) -> str:
+    """The human reason of a ``failed`` report: the instance's words, or what the code means."""
+    if code is ReasonCode.EXITED:
+        base = f"exit code {exit_code}" if exit_code is not None else "container failed (no exit code reported)"
+        return f"{base}: {told}" if told else base
+    default = {
+        ReasonCode.TIMED_OUT: "timed out: the container was stopped",
+        ReasonCode.IMAGE_PULL_FAILED: "the image could not be pulled",
+        ReasonCode.DOCKER_UNAVAILABLE: "Docker could not be installed or started on the instance",
+        ReasonCode.SECRET_UNAVAILABLE: "a secret could not be read on the instance",
+        ReasonCode.INTERRUPTED: "the spot instance was interrupted",
+    }.get(code, code.value)
+    return f"{default}: {told}" if told else default
 
 
 # --------------------------------------------------------------------- serialization
@@ -229,6 +362,7 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "status": job.status.value,
         "exit-code": job.exit_code,
         "reason": job.reason,
+        "reason-code": job.reason_code.value if job.reason_code is not None else None,
         "instance-id": job.instance_id,
         "attempts": job.attempts,
         "created-at": format_time(job.created_at),
@@ -237,14 +371,17 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "timeout": job.timeout,
         "start-deadline": job.start_deadline,
         "instance-type": job.instance_type,
+        "command": list(job.command) if job.command is not None else None,
+        "entrypoint": job.entrypoint,
+        "disk-gb": job.disk_gb,
     }
 
 
 #: The public keys, in the order :func:`job_to_api` emits them.
 API_KEYS = (
     "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
-    "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout", "start-deadline",
-    "instance-type",
+    "reason-code", "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout",
+    "start-deadline", "instance-type", "command", "entrypoint", "disk-gb",
 )
 
 
@@ -264,6 +401,9 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     api["timeout"] = int(api["timeout"] or DEFAULT_TIMEOUT)
     api["start-deadline"] = int(api["start-deadline"] or DEFAULT_START_DEADLINE)
     api["id"] = int(api["id"])
+    if api["reason-code"] is None:  # stored before reason codes existed
+        code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
+        api["reason-code"] = code.value if code is not None else None
     return api
 
 
@@ -272,7 +412,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
     record = job_to_api(job)
     record.update(
         {
-            "callback-token": job.callback_token,
+            "callback-hashes": list(job.callback_hashes),
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
             "not-before": format_time(job.not_before),
@@ -285,31 +425,40 @@ def job_to_record(job: Job) -> dict[str, Any]:
     return record
 
 
-_KNOWN_KEYS = frozenset({
-    "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
-    "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout", "start-deadline",
-    "instance-type", "callback-token", "idempotency-key", "launch-token", "not-before", "updated-at", "version",
-})
+_KNOWN_KEYS = frozenset(API_KEYS) | {
+    "callback-hashes", "callback-token", "idempotency-key", "launch-token", "not-before", "updated-at", "version",
+}
 
 
 def job_from_record(record: Mapping[str, Any]) -> Job:
     """Inverse of :func:`job_to_record`. Unknown keys survive in ``extra`` (forward compatibility)."""
     extra = {k: v for k, v in record.items() if k not in _KNOWN_KEYS}
+    status = JobStatus(record["status"])
+    hashes = tuple(record.get("callback-hashes") or ())
+    if not hashes and record.get("callback-token"):  # stored in clear before 0.2: keep it working
+        hashes = (hash_callback_token(record["callback-token"]),)
+    code = record.get("reason-code")
+    command = record.get("command")
     return Job(
         id=int(record["id"]),
         title=record.get("title") or "",
         date_time=parse_time(record["date-time"]),  # type: ignore[arg-type]
         docker_image=record["docker-image"],
         env_variables=dict(record.get("env-variables") or {}),
-        status=JobStatus(record["status"]),
+        status=status,
         created_at=parse_time(record["created-at"]),  # type: ignore[arg-type]
-        callback_token=record.get("callback-token") or "",
         timeout=int(record.get("timeout") or DEFAULT_TIMEOUT),
         start_deadline=int(record.get("start-deadline") or DEFAULT_START_DEADLINE),
         instance_type=record.get("instance-type"),
         idempotency_key=record.get("idempotency-key"),
         exit_code=record.get("exit-code"),
         reason=record.get("reason"),
+        reason_code=(ReasonCode(code) if code else
+                     infer_reason_code(status, record.get("reason"), record.get("exit-code"))),
+        command=tuple(command) if command is not None else None,
+        entrypoint=record.get("entrypoint"),
+        disk_gb=int(record["disk-gb"]) if record.get("disk-gb") is not None else None,
+        callback_hashes=hashes,
         instance_id=record.get("instance-id"),
         attempts=int(record.get("attempts") or 0),
         launch_token=record.get("launch-token"),

@@ -27,7 +27,7 @@ from typing import Callable
 
 from .errors import JobmanError, JobNotFound, TransitionNotAllowed
 from .launchers.base import InstanceInfo, Launcher
-from .model import ACTIVE_STATES, Job, JobStatus, format_time
+from .model import ACTIVE_STATES, Job, JobStatus, ReasonCode, format_time
 from .stores.base import JobChange, JobStore
 
 # Outcome kinds, one per kind of thing a tick did.
@@ -199,11 +199,11 @@ class Reconciler:
                 continue
             self._vanished(job, state, now, out)
 
-    def _fail(self, job: Job, reason: str, now: datetime) -> Job | None:
+    def _fail(self, job: Job, reason: str, now: datetime, code: ReasonCode) -> Job | None:
         def change(current: Job) -> Job:
             if current.status not in ACTIVE_STATES or current.instance_id != job.instance_id:
                 raise Skip  # it reported (or was cancelled) in the meantime
-            return current.failed(reason, now)
+            return current.failed(reason, now, code)
 
         after = guarded_update(self.store, job.id, change)
         if after is not None:
@@ -219,8 +219,8 @@ class Reconciler:
         return True
 
     def _timed_out(self, job: Job, now: datetime, out: Collector) -> None:
-        reason = f"timed out after {job.timeout}s"
-        if self._fail(job, reason, now) is None:
+        reason = f"timed out after {job.timeout}s (stopped by the daemon: the instance did not report in time)"
+        if self._fail(job, reason, now, ReasonCode.TIMED_OUT) is None:
             return
         if job.instance_id and self._terminate(job.instance_id, reason):
             self.log(f"job {job.id}: instance {job.instance_id} terminated ({reason})")
@@ -228,7 +228,7 @@ class Reconciler:
 
     def _vanished(self, job: Job, state: str, now: datetime, out: Collector) -> None:
         reason = f"instance vanished without reporting (state: {state})"
-        if self._fail(job, reason, now) is None:
+        if self._fail(job, reason, now, ReasonCode.INSTANCE_VANISHED) is None:
             return
         if state in ("stopping", "stopped") and job.instance_id:
             self._terminate(job.instance_id, reason)  # a stopped instance still costs its volume

@@ -68,6 +68,7 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         ("env-variables", ", ".join(sorted(job.env_variables)) or "-"),
         ("exit-code", "-" if job.exit_code is None else str(job.exit_code)),
         ("reason", one_line(job.reason) or "-"),
+        ("reason-code", job.reason_code.value if job.reason_code is not None else "-"),
         ("instance-id", job.instance_id or "-"),
         ("attempts", str(job.attempts)),
         ("timeout", f"{job.timeout}s"),

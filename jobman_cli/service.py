@@ -86,8 +86,6 @@ class JobService:
     # ------------------------------------------------------------------ schedule
     def validate(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> Job:
         """Turn a request into a draft job, or raise InvalidInput naming the first bad field."""
-        import secrets  # imported here: `status` and `list` never pay for what only `schedule` needs
-
         from . import timeparse, validation
 
         now = self.clock.now()
@@ -114,7 +112,7 @@ class JobService:
         when_spec = when_text if when_text.startswith(RELATIVE_PREFIXES) else date_time.isoformat()
         draft = Job(
             id=0, title=title, date_time=date_time, docker_image=image, env_variables=env,
-            status=JobStatus.SCHEDULED, created_at=now, callback_token=secrets.token_urlsafe(32),
+            status=JobStatus.SCHEDULED, created_at=now,
             timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
         )
@@ -155,11 +153,13 @@ class JobService:
                              f"({type(exc).__name__}: {exc})") from None
 
     # ------------------------------------------------------------------ changes
-    def report(self, job_id: int, status: str, exit_code: int | None = None) -> Job:
-        """The completion callback (HTTP PUT or ``jobman callback``)."""
+    def report(self, job_id: int, status: str, exit_code: int | None = None, reason_code: Any = None,
+               reason: Any = None) -> Job:
+        """The completion callback (HTTP PUT or ``jobman callback``); ``reason_code``/``reason``
+        say why a ``failed`` run failed (DESIGN.md section 9)."""
         now = self.clock.now()
         before = self.store.get(job_id)
-        after = self.store.update(job_id, lambda job: job.reported(status, exit_code, now))
+        after = self.store.update(job_id, lambda job: job.reported(status, exit_code, now, reason_code, reason))
         return self._changed(after) if after.version != before.version else after
 
     def cancel(self, job_id: int, terminate: Callable[[str], None] | None = None) -> Job:
@@ -203,11 +203,12 @@ _WORST_CASE_URL = "https://" + "x" * 200 + ".example:65535"
 
 def _check_user_data_size(draft: Job, names: FieldNames) -> None:
     """Refuse at schedule time a job whose user-data would exceed EC2's 16 KiB, not hours later."""
-    from .launchers.userdata import callback_url_for, render_user_data  # stdlib only: cheap
+    from .launchers.userdata import WORST_CASE_TOKEN, callback_url_for, render_user_data  # stdlib only: cheap
 
     probe = replace(draft, id=2**53)
     try:
-        render_user_data(probe, callback_url=callback_url_for(_WORST_CASE_URL, probe.id))
+        render_user_data(probe, callback_url=callback_url_for(_WORST_CASE_URL, probe.id),
+                         callback_token=WORST_CASE_TOKEN)
     except InvalidInput as exc:
         if exc.field == "env-variables":
             raise InvalidInput(names.env, exc.rule) from None

@@ -23,8 +23,8 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 def make_draft(**overrides: Any) -> Job:
     """A valid, unsaved job (``id == 0``, scheduled one hour after :data:`T0`).
 
-    Any :class:`~jobman_cli.model.Job` field can be overridden by keyword. Each draft gets its own
-    random callback token.
+    Any :class:`~jobman_cli.model.Job` field can be overridden by keyword. A draft has no callback
+    token: a claim gives the attempt one (see :func:`claim_with_token`).
     """
     fields: dict[str, Any] = {
         "id": 0,
@@ -34,7 +34,6 @@ def make_draft(**overrides: Any) -> Job:
         "env_variables": {"GREETING": "hello"},
         "status": JobStatus.SCHEDULED,
         "created_at": T0,
-        "callback_token": secrets.token_urlsafe(24),
     }
     fields.update(overrides)
     return Job(**fields)
@@ -66,3 +65,13 @@ def mock_ec2(isolated_aws):
     isolated_aws.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         yield boto3.client("ec2")
+
+
+def claim_with_token(store: Any, job_id: int, now: datetime, launch_token: str = "launch") -> str:
+    """Claim a job as the daemon does (scheduled -> launching) and return the attempt's callback
+    token in clear; the store keeps only its hash."""
+    from jobman_cli.model import hash_callback_token
+
+    token = secrets.token_urlsafe(32)
+    store.update(job_id, lambda j: j.claimed(now, launch_token, hash_callback_token(token)))
+    return token

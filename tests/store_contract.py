@@ -32,7 +32,7 @@ import pytest
 
 from conftest import T0, make_draft
 from jobman_cli.errors import JobNotFound, TransitionNotAllowed
-from jobman_cli.model import Job, JobStatus
+from jobman_cli.model import Job, JobStatus, ReasonCode
 from jobman_cli.stores.base import JobStore
 
 NOW = T0 + timedelta(hours=2)  # every draft from make_draft (due T0 + 1h) is due by then
@@ -130,6 +130,11 @@ class StoreContract:
             idempotency_key="key-é-1",
             exit_code=137,
             reason="exit code 137",
+            reason_code=ReasonCode.EXITED,
+            command=("sh", "-c", 'echo "$1" `id`', "--", "x\ny é"),
+            entrypoint="/bin/sh",
+            disk_gb=40,
+            callback_hashes=("a" * 64, "b" * 64),
             instance_id="i-0123456789abcdef0",
             attempts=3,
             launch_token="job-1-attempt-3",
@@ -310,7 +315,7 @@ class StoreContract:
         store.update(ids[1], lambda j: j.claimed(NOW, "b"))
         store.update(ids[1], lambda j: j.launched("i-1", NOW))
         store.update(ids[2], lambda j: j.claimed(NOW, "c"))
-        store.update(ids[2], lambda j: j.failed("launch error", NOW))
+        store.update(ids[2], lambda j: j.failed("launch error", NOW, ReasonCode.LAUNCH_FAILED))
         store.update(ids[3], lambda j: j.cancelled(NOW))
         for handle in (store, make_store()):
             assert [j.id for j in handle.active()] == [ids[0], ids[1]]

@@ -17,7 +17,7 @@ looked up in the stub's own environment, each as exact bytes. Behaviour is set p
         tools = StubTools(tmp_path, docker_exit=3)            # or docker_installed=False, ...
         with CallbackRecorder() as server:                    # real HTTP on 127.0.0.1
             url = server.url + "/jobMan/v1.1/jobs/7/callback"
-            script = render_user_data(job, callback_url=url)
+            script = render_user_data(job, callback_url=url, callback_token="tok")
             result = tools.run_script(script)                 # bash + the real script
         assert tools.powered_off
         (run,) = tools.docker_runs()

@@ -25,6 +25,7 @@ from jobman_cli.api import ApiServer, load_or_create_api_token
 from jobman_cli.errors import ConfigError
 from jobman_cli.service import JobService
 from jobman_cli.stores import open_store
+from conftest import claim_with_token
 
 TOKEN = "test-api-token-0123456789"
 API = "/jobMan/v1.1"
@@ -35,6 +36,7 @@ class Api:
     """A started server plus small helpers; ``log`` holds whatever the server logged."""
 
     def __init__(self, service: JobService, store_path: Path, **options: Any) -> None:
+        self.tokens: dict[int, str] = {}
         self.service = service
         self.store_path = store_path
         self.log: list[str] = []
@@ -71,10 +73,11 @@ class Api:
 
     def launch(self, job_id: int) -> None:
         """What the daemon does first: claim the job (``launching``), after which callbacks are accepted."""
-        self.service.store.update(job_id, lambda j: j.claimed(NOW, f"token-{job_id}"))
+        self.tokens[job_id] = claim_with_token(self.service.store, job_id, NOW, f"token-{job_id}")
 
     def callback_token(self, job_id: int) -> str:
-        return self.service.get(job_id).callback_token
+        """The claimed attempt's token in clear (the store has only its hash)."""
+        return self.tokens[job_id]
 
 
 @pytest.fixture()
@@ -285,6 +288,56 @@ def test_a_job_token_opens_only_that_jobs_callback(api: Api) -> None:
     assert len(api.service.list()) == 2
     # the API token may also report for any job (an operator acting for a lost instance)
     assert api.call("PUT", f"/jobs/{second}/callback", {"status": "failed", "exit-code": 137})[0] == 200
+
+
+def test_a_token_of_an_earlier_attempt_cannot_report(api: Api) -> None:
+    """Tokens are per attempt: after a retry, the first attempt's stray instance is refused."""
+    job_id = api.schedule()["id"]
+    api.launch(job_id)
+    first = api.callback_token(job_id)
+    api.service.store.update(job_id, lambda j: j.retry_later("Throttling", NOW, NOW))
+    assert api.call("PUT", f"/jobs/{job_id}/callback", {"status": "running"}, token=first)[0] == 401
+    api.launch(job_id)
+    second = api.callback_token(job_id)
+    assert api.call("PUT", f"/jobs/{job_id}/callback", {"status": "finished"}, token=first)[0] == 401
+    status, _, body = api.call("PUT", f"/jobs/{job_id}/callback", {"status": "finished"}, token=second)
+    assert status == 200 and body["status"] == "finished" and body["attempts"] == 2
+    assert first not in api.store_path.read_text() and second not in api.store_path.read_text()
+
+
+@pytest.mark.parametrize("report, code, reason_start", [
+    ({"status": "failed", "exit-code": 124, "reason-code": "timed-out"}, "timed-out", "timed out"),
+    ({"status": "failed", "exit-code": 124}, "exited", "exit code 124"),
+    ({"status": "failed", "reason-code": "image-pull-failed", "reason": "manifest for x not found"},
+     "image-pull-failed", "the image could not be pulled: manifest for x not found"),
+    ({"status": "failed", "reason-code": "docker-unavailable"}, "docker-unavailable", "Docker could not"),
+    ({"status": "finished"}, "exited", None),
+])
+def test_callbacks_carry_reason_codes_to_status_and_list(api: Api, report: dict, code: str,
+                                                        reason_start: str | None) -> None:
+    job_id = api.schedule()["id"]
+    api.launch(job_id)
+    status, _, body = api.call("PUT", f"/jobs/{job_id}/callback", report, token=api.callback_token(job_id))
+    assert status == 200 and body["reason-code"] == code
+    assert (body["reason"] or "").startswith(reason_start or "") and (reason_start is not None or body["reason"] is None)
+    assert api.call("GET", f"/jobs/{job_id}/status")[2]["reason-code"] == code
+    assert [j["reason-code"] for j in api.call("GET", "/jobs")[2]["jobs"]] == [code]
+
+
+@pytest.mark.parametrize("report, field", [
+    ({"status": "failed", "reason-code": "launch-failed"}, "reason-code"),  # the daemon's code, not the instance's
+    ({"status": "failed", "reason-code": "nonsense"}, "reason-code"),
+    ({"status": "failed", "reason-code": 3}, "reason-code"),
+    ({"status": "running", "reason-code": "timed-out"}, "reason-code"),
+    ({"status": "failed", "reason": ["not", "text"]}, "reason"),
+])
+def test_bad_reason_codes_are_400_and_change_nothing(api: Api, report: dict, field: str) -> None:
+    job_id = api.schedule()["id"]
+    api.launch(job_id)
+    before = api.store_path.read_bytes()
+    status, _, error = api.call("PUT", f"/jobs/{job_id}/callback", report, token=api.callback_token(job_id))
+    assert status == 400 and field in error["error"]
+    assert api.store_path.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- HTTP details

@@ -22,6 +22,7 @@ import pytest
 from jobman_cli.api import ApiServer
 from jobman_cli.service import JobService, ScheduleRequest
 from jobman_cli.stores import open_store
+from conftest import claim_with_token
 
 TOKEN = "hostile-suite-api-token"
 API = "/jobMan/v1.1"
@@ -278,10 +279,10 @@ def exchange(port: int, payload: Payload, fill: Callable[[bytes], bytes]) -> Exc
 
 
 class Context:
-    def __init__(self, server: ApiServer, service: JobService, store_path: Path, log: list[str]) -> None:
+    def __init__(self, server: ApiServer, service: JobService, store_path: Path, log: list[str],
+                 job2_token: str, other_token: str) -> None:
         self.server, self.service, self.store_path, self.log = server, service, store_path, log
-        self.tokens = {API_T: TOKEN.encode(), JOB1_T: service.get(1).callback_token.encode(),
-                       JOB2_T: service.get(2).callback_token.encode()}
+        self.tokens = {API_T: TOKEN.encode(), JOB1_T: other_token.encode(), JOB2_T: job2_token.encode()}
 
     def fill(self, data: bytes) -> bytes:
         for placeholder, token in self.tokens.items():
@@ -296,10 +297,13 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     service = JobService(store)
     service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="scheduled", idempotency_key="k1"))
     service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="launching"))
-    store.update(2, lambda job: job.claimed(datetime.now(timezone.utc), "launch-token-2"))
+    job2_token = claim_with_token(store, 2, datetime.now(timezone.utc), "launch-token-2")
+    # JOB1_T: a valid token of another launched job (job 1 itself stays scheduled, with none)
+    service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="another launched job"))
+    other_token = claim_with_token(store, 3, datetime.now(timezone.utc), "launch-token-3")
     log: list[str] = []
     server = ApiServer(service, api_token=TOKEN, log=log.append, timeout=1.0).start()
-    yield Context(server, service, store_path, log)
+    yield Context(server, service, store_path, log, job2_token, other_token)
     server.stop()
     store.close()
 

@@ -23,6 +23,7 @@ from jobman_cli.api import ApiServer
 from jobman_cli.errors import ConfigError
 from jobman_cli.service import JobService, ScheduleRequest
 from jobman_cli.stores import open_store
+from conftest import claim_with_token
 
 TOKEN = "tls-suite-api-token"
 API = "/jobMan/v1.1"
@@ -47,12 +48,13 @@ class Tls:
         self.store = open_store(tmp_path / "jobs.json")
         self.service = JobService(self.store)
         self.log: list[str] = []
+        self.tokens: dict[int, str] = {}
         self.server = ApiServer(self.service, api_token=TOKEN, tls_cert=str(self.cert), tls_key=str(self.key),
                                 log=self.log.append, timeout=2.0).start()
 
     def running_job(self) -> int:
         job, _ = self.service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="tls"))
-        self.store.update(job.id, lambda j: j.claimed(datetime.now(timezone.utc), "launch"))
+        self.tokens[job.id] = claim_with_token(self.store, job.id, datetime.now(timezone.utc))
         return job.id
 
     def curl(self, *args: str) -> tuple[int, int, Any]:
@@ -76,7 +78,7 @@ def tls(certificate: tuple[Path, Path], tmp_path: Path) -> Iterator[Tls]:
 def test_callback_over_https_with_curl_and_the_jobs_own_token(tls: Tls) -> None:
     assert tls.server.url.startswith("https://127.0.0.1:")
     job_id = tls.running_job()
-    job_token = tls.service.get(job_id).callback_token
+    job_token = tls.tokens[job_id]
     url = f"{tls.server.url}{API}/jobs/{job_id}/callback"
     common = ["--cacert", str(tls.cert), "-X", "PUT", "-H", "Content-Type: application/json",
               "-H", f"Authorization: Bearer {job_token}"]

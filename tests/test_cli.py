@@ -112,8 +112,30 @@ def test_callback_flow_and_wait_exit_codes(db: Path) -> None:
     failed = run(db, "callback", "2", "--status", "failed", "--exit-code", "3", "--json")
     assert json.loads(failed.stdout)["exit-code"] == 3
     assert json.loads(failed.stdout)["reason"] == "exit code 3"
+    assert json.loads(failed.stdout)["reason-code"] == "exited"
     assert run(db, "status", "1", "--wait").exit_code == 0
     assert run(db, "status", "2", "--wait").exit_code == 1
+
+
+def test_callback_reason_codes_show_in_status_and_list(db: Path) -> None:
+    from datetime import datetime, timezone
+
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    run(db, "schedule", "--image", "alpine", "--at", "now", "-q")
+    store = TinyDBStore(db)
+    store.update(1, lambda j: j.claimed(datetime.now(timezone.utc), "t"))
+    store.close()
+    bad = run(db, "callback", "1", "--status", "failed", "--reason-code", "launch-failed")
+    assert bad.exit_code == 2 and "--reason-code" in bad.output
+    done = run(db, "callback", "1", "--status", "failed", "--reason-code", "image-pull-failed",
+               "--reason", "manifest unknown", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["reason-code"] == "image-pull-failed"
+    shown = run(db, "status", "1")
+    assert "image-pull-failed" in shown.stdout and "manifest unknown" in shown.stdout
+    assert json.loads(run(db, "list", "--json").stdout)[0]["reason-code"] == "image-pull-failed"
+    assert run(db, "status", "1", "--wait").exit_code == 1
 
 
 def test_wait_times_out_with_124_and_wakes_on_a_change_from_another_process(db: Path) -> None:

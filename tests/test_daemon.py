@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from jobman_cli.errors import ConfigError, InvalidInput
 from jobman_cli.launchers.base import EC2Settings
 from jobman_cli.launchers.ec2 import EC2Launcher, to_launch_error
 from jobman_cli.launchers.userdata import render_user_data
-from jobman_cli.model import Job, JobStatus, format_time
+from jobman_cli.model import Job, JobStatus, ReasonCode, format_time, hash_callback_token
 from jobman_cli.reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, REAPED,
                                   RETRYING, TIMED_OUT, VANISHED, Collector)
 from jobman_cli.service import JobService, ScheduleRequest, launch_token_for
@@ -88,6 +89,7 @@ class World:
         self.ec2 = ec2
         self.clock = FixedClock(T0)
         self.store = TinyDBStore(tmp_path / "jobs.json")
+        self.store_path = tmp_path / "jobs.json"
         self.service = JobService(self.store, self.clock)
         self.launcher = Counting(EC2Launcher(EC2Settings()))
         defaults = dict(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC, launch_workers=4,
@@ -115,6 +117,9 @@ class World:
 
     def get(self, job_id: int) -> Job:
         return self.store.get(job_id)
+
+    def store_text(self) -> str:
+        return self.store_path.read_text()
 
     def instances(self, **filters) -> list[dict]:
         flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()]
@@ -179,7 +184,14 @@ def test_instance_tags_shutdown_behaviour_and_user_data(world):
     assert f"{PUBLIC}/jobMan/v1.1/jobs/{job.id}/callback" in script
     assert "alpine:3.20" in script
     # Exactly what the renderer makes for the stored job: the daemon adds nothing of its own.
-    assert script == render_user_data(world.get(job.id), callback_url=f"{PUBLIC}/jobMan/v1.1/jobs/{job.id}/callback")
+    # Exactly what the renderer makes for the stored job and this attempt's token, whose hash alone
+    # is stored: the daemon adds nothing of its own, and the store cannot forge a callback.
+    token = re.search(r"^callback_token=(\S+)$", script, re.M).group(1)
+    stored = world.get(job.id)
+    assert stored.callback_hashes == (hash_callback_token(token),)
+    assert token not in world.store_text()
+    assert script == render_user_data(stored, callback_url=f"{PUBLIC}/jobMan/v1.1/jobs/{job.id}/callback",
+                                      callback_token=token)
 
 
 def test_job_is_claimed_before_run_instances(world):
@@ -249,6 +261,7 @@ def test_retryable_errors_back_off_then_fail_with_the_aws_message(world, code, m
     final = world.get(job.id)
     assert final.status is JobStatus.FAILED and final.attempts == 3  # max_attempts
     assert final.reason == f"launch error after 3 attempts: {code}: {message}"
+    assert final.reason_code is ReasonCode.LAUNCH_FAILED
     assert [a for _, a, _ in world.launcher.launches] == [1, 2, 3]
     assert len({t for _, _, t in world.launcher.launches}) == 3  # a fresh ClientToken per attempt
     assert world.instances() == []
@@ -282,6 +295,7 @@ def test_non_retryable_error_fails_at_once_with_the_aws_message(tmp_path, ec2):
         final = w.get(job.id)
         assert final.status is JobStatus.FAILED and final.attempts == 1
         assert final.reason.startswith("launch error: InvalidSubnetID.NotFound: ")
+        assert final.reason_code is ReasonCode.LAUNCH_FAILED
         assert "subnet-doesnotexist" in final.reason
         assert len(w.launcher.launches) == 1
     finally:
@@ -301,6 +315,7 @@ def test_missed_start_deadline_fails_and_never_launches_late(world):
     failed = world.get(late.id)
     assert failed.status is JobStatus.FAILED and failed.attempts == 0
     assert failed.reason == f"missed start deadline (due {format_time(due)}, 1h1s late)"
+    assert failed.reason_code is ReasonCode.MISSED_START_DEADLINE
     assert world.get(edge.id).status is JobStatus.RUNNING
     assert [tags_of(i)["jobman:job-id"] for i in world.instances()] == [str(edge.id)]
 
@@ -320,7 +335,8 @@ def test_timeout_terminates_the_instance_and_fails_the_job(world):
     report = world.tick(limit + timedelta(seconds=1), reconcile=True)
     assert report.job_ids(TIMED_OUT) == [job.id]
     final = world.get(job.id)
-    assert final.status is JobStatus.FAILED and final.reason == "timed out after 60s"
+    assert final.status is JobStatus.FAILED and final.reason.startswith("timed out after 60s")
+    assert final.reason_code is ReasonCode.TIMED_OUT
     assert world.state(iid) == "terminated"
 
 
@@ -335,6 +351,7 @@ def test_vanished_instance_fails_its_job(world):
     final = world.get(job.id)
     assert final.status is JobStatus.FAILED
     assert final.reason == "instance vanished without reporting (state: terminated)"
+    assert final.reason_code is ReasonCode.INSTANCE_VANISHED
 
 
 def test_stopped_instance_counts_as_vanished_and_is_terminated(world):
@@ -501,6 +518,7 @@ def test_abandoned_launch_past_its_start_deadline_is_failed_not_launched(world):
     final = world.get(job.id)
     assert final.status is JobStatus.FAILED
     assert final.reason == f"missed start deadline (due {format_time(due)}, 2h late); its launch was interrupted"
+    assert final.reason_code is ReasonCode.MISSED_START_DEADLINE
 
 
 def test_job_that_reported_running_before_its_daemon_died_gets_its_instance_recorded(world):
@@ -574,6 +592,7 @@ def test_a_job_that_keeps_crashing_is_failed_in_the_end(world):
         at += timedelta(minutes=5)
     final = world.get(job.id)
     assert final.status is JobStatus.FAILED and final.reason == "internal error: KeyError: 'nope'"
+    assert final.reason_code is ReasonCode.LAUNCH_FAILED
     assert world.instances() == []
 
 
@@ -908,7 +927,8 @@ def test_changes_made_by_other_processes_are_logged_once_and_own_changes_are_not
     assert not [line for line in world.lines if "by another process" in line]  # its own launches
     other = JobService(world.store, world.clock)  # another process: not the daemon's service
     other.cancel(jobs[0].id)
-    world.store.update(jobs[1].id, lambda cur: cur.failed("reported to another daemon", world.clock.now()))
+    world.store.update(jobs[1].id, lambda cur: cur.failed("reported to another daemon", world.clock.now(),
+                                                          ReasonCode.EXITED))
     world.daemon.observe()
     logged = [line.split(" ", 1)[1] for line in world.lines if "by another process" in line]
     assert sorted(logged) == [f"job {jobs[0].id} running -> cancelled (by another process)",

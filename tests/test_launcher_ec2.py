@@ -33,7 +33,7 @@ STORE = "store-aaaa"
 def make_job(job_id: int = 7, attempts: int = 1, token: str | None = "tok", **kw) -> Job:
     return Job(id=job_id, title="t", date_time=datetime(2030, 1, 1, tzinfo=UTC), docker_image="alpine:3",
                env_variables={}, status=JobStatus.LAUNCHING, created_at=datetime(2029, 1, 1, tzinfo=UTC),
-               callback_token="cb", attempts=attempts,
+               attempts=attempts,
                launch_token=None if token is None else f"{token}-{job_id}-{attempts}", **kw)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from conftest import make_draft
 
 from jobman_cli import render
-from jobman_cli.model import JobStatus
+from jobman_cli.model import JobStatus, ReasonCode
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -52,7 +52,7 @@ def test_big_tables_are_plain_even_at_a_terminal() -> None:
 
 def test_sheet_hides_env_values_and_flattens_reasons() -> None:
     job = make_draft(id=7, env_variables={"SECRET": "hunter2", "A": "1"})
-    job = job.claimed(NOW, "t").failed("launch error:\nInvalidAMIID.Malformed", NOW)
+    job = job.claimed(NOW, "t").failed("launch error:\nInvalidAMIID.Malformed", NOW, ReasonCode.LAUNCH_FAILED)
     out = io.StringIO()
     render.print_job(job, out)
     text = out.getvalue()

@@ -53,10 +53,15 @@ NASTY_ENV = {
 }
 
 
+def render(job: Job, *, callback_token: str = TOKEN, **options) -> str:
+    """:func:`render_user_data` with this module's callback token unless a test gives its own."""
+    return render_user_data(job, callback_token=callback_token, **options)
+
+
 def make_job(**changes) -> Job:
     fields = dict(id=7, title="nightly report", date_time=NOW, docker_image="alpine:3.19",
                   env_variables={"GREETING": "hello"}, status=JobStatus.LAUNCHING, created_at=NOW,
-                  callback_token=TOKEN, timeout=60)
+                  timeout=60)
     fields.update(changes)
     return Job(**fields)
 
@@ -72,7 +77,7 @@ def url_of(srv: CallbackRecorder, job_id: int = 7) -> str:
 
 
 def run(tools: StubTools, job: Job, url: str, *, env: dict | None = None, **render):
-    script = render_user_data(job, callback_url=url, **render)
+    script = render_user_data(job, callback_url=url, **{"callback_token": TOKEN, **render})
     return tools.run_script(script, env={**FAST, **(env or {})}, timeout=45)
 
 
@@ -154,7 +159,7 @@ def test_nonzero_exit_is_reported_as_failed_with_its_code(tmp_path, server, code
 def test_timeout_kills_the_container_and_reports_124(tmp_path, server):
     tools = StubTools(tmp_path, docker_sleep=30)
     # The 25 s hang guard is shorter than the stub's 30 s sleep: only `timeout` can end it in time.
-    script = render_user_data(make_job(timeout=1), callback_url=url_of(server))
+    script = render(make_job(timeout=1), callback_url=url_of(server))
     result = tools.run_script(script, env=FAST, timeout=25)
 
     (docker,) = tools.docker_runs()
@@ -173,7 +178,7 @@ def test_power_off_falls_back_to_poweroff_when_shutdown_fails(tmp_path, server):
 
 def test_a_killed_script_still_powers_off(tmp_path, server):
     tools = StubTools(tmp_path, docker_sleep=2)
-    script = render_user_data(make_job(), callback_url=url_of(server))
+    script = render(make_job(), callback_url=url_of(server))
     proc = tools.popen_script(script, env=FAST)
     try:
         deadline = time.monotonic() + 20
@@ -305,7 +310,7 @@ def test_token_cannot_inject_and_arrives_exactly(tmp_path, server):
     for i, payload in enumerate(_payloads(mark)):
         tools = StubTools(tmp_path / str(i))
         token = "tok" + payload
-        result = run(tools, make_job(callback_token=token), url_of(server))
+        result = run(tools, make_job(), url_of(server), callback_token=token)
         assert result.returncode == 0
         assert token not in result.stdout.decode() + result.stderr.decode()
     assert {r.headers["Authorization"] for r in server.requests} == {f"Bearer tok{p}" for p in _payloads(mark)}
@@ -330,32 +335,32 @@ def test_deterministic(server):
     job = make_job(env_variables=NASTY_ENV)
     shuffled = make_job(env_variables=dict(reversed(list(NASTY_ENV.items()))))
     url = url_of(server)
-    first = render_user_data(job, callback_url=url)
-    assert render_user_data(job, callback_url=url) == first
-    assert render_user_data(shuffled, callback_url=url) == first
-    assert render_user_data(make_job(env_variables=NASTY_ENV, callback_token="other"), callback_url=url) != first
+    first = render(job, callback_url=url)
+    assert render(job, callback_url=url) == first
+    assert render(shuffled, callback_url=url) == first
+    assert render(make_job(env_variables=NASTY_ENV), callback_url=url, callback_token="other") != first
 
 
 def test_a_typical_job_is_small():
     env = {"DATABASE_URL": "postgres://user:pw@db.internal:5432/app", "MODE": "nightly", "LOG_LEVEL": "info",
            "S3_BUCKET": "reports-prod", "REPORT_DATE": "2024-05-01"}
-    script = render_user_data(make_job(env_variables=env), callback_url=callback_url_for("https://jobman.example.com", 7))
+    script = render(make_job(env_variables=env), callback_url=callback_url_for("https://jobman.example.com", 7))
     assert len(script.encode()) < 6 * 1024
 
 
 def test_size_limit_is_exact_and_names_the_environment():
     url = callback_url_for("http://127.0.0.1:8080", 7)
-    base = len(render_user_data(make_job(env_variables={"K": ""}), callback_url=url).encode())
+    base = len(render(make_job(env_variables={"K": ""}), callback_url=url).encode())
     fits = make_job(env_variables={"K": "x" * (USER_DATA_LIMIT - base)})
-    assert len(render_user_data(fits, callback_url=url).encode()) == USER_DATA_LIMIT
+    assert len(render(fits, callback_url=url).encode()) == USER_DATA_LIMIT
     with pytest.raises(InvalidInput) as err:
-        render_user_data(make_job(env_variables={"K": "x" * (USER_DATA_LIMIT - base + 1)}), callback_url=url)
+        render(make_job(env_variables={"K": "x" * (USER_DATA_LIMIT - base + 1)}), callback_url=url)
     assert err.value.field == "env-variables"
     assert str(err.value) == (f"env-variables: the job's user-data would be {USER_DATA_LIMIT + 1} bytes; "
                               f"EC2 allows at most {USER_DATA_LIMIT} (shorten the environment)")
     # Quoting counts: 3000 single quotes grow to 15000 bytes in the script.
     with pytest.raises(InvalidInput, match="user-data would be"):
-        render_user_data(make_job(env_variables={"K": "'" * 3000}), callback_url=url)
+        render(make_job(env_variables={"K": "'" * 3000}), callback_url=url)
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -377,15 +382,16 @@ def test_size_limit_is_exact_and_names_the_environment():
     (dict(callback_token="line\nbreak"), "callback-token"),
 ])
 def test_renderer_refuses_what_it_cannot_quote_safely(changes, field):
+    token = changes.pop("callback_token", TOKEN)
     with pytest.raises(InvalidInput) as err:
-        render_user_data(make_job(**changes), callback_url=callback_url_for("http://127.0.0.1:1", 7))
+        render(make_job(**changes), callback_url=callback_url_for("http://127.0.0.1:1", 7), callback_token=token)
     assert err.value.field == field
 
 
 @pytest.mark.parametrize("url", ["ftp://host/x", "127.0.0.1:8080/x", "http://host/a b", "http://host/\n", "-K/etc/passwd"])
 def test_renderer_refuses_odd_callback_urls(url):
     with pytest.raises(InvalidInput) as err:
-        render_user_data(make_job(), callback_url=url)
+        render(make_job(), callback_url=url)
     assert err.value.field == "callback-url"
 
 
@@ -399,7 +405,7 @@ def test_callback_url_for():
 
 
 def test_the_script_names_tools_only_through_path():
-    script = render_user_data(make_job(), callback_url=callback_url_for("http://127.0.0.1:1", 7))
+    script = render(make_job(), callback_url=callback_url_for("http://127.0.0.1:1", 7))
     body = script.split("\n", 1)[1]  # after the shebang
     for tool in ("docker", "dnf", "systemctl", "curl", "timeout", "shutdown", "poweroff", "sleep"):
         assert not re.search(rf"/{tool}\b", body), tool
@@ -411,7 +417,7 @@ def test_stubs_first_on_path_beat_the_appended_system_path(tmp_path, server):
     """Without JOBMAN_SYSTEM_PATH the script appends the system dirs (where a real docker may
     live); stubs earlier on PATH must still be the ones that run."""
     tools = StubTools(tmp_path)
-    script = render_user_data(make_job(), callback_url=url_of(server))
+    script = render(make_job(), callback_url=url_of(server))
     env = tools.env(FAST)
     del env["JOBMAN_SYSTEM_PATH"]
     path = tools.start_script(script)
@@ -428,4 +434,4 @@ def bash_syntax_ok(script: str) -> bool:
 
 def test_rendered_script_is_valid_bash_for_nasty_input():
     job = make_job(env_variables=NASTY_ENV, title="t'\"$`\\\n", docker_image="alpine:3.19")
-    assert bash_syntax_ok(render_user_data(job, callback_url=callback_url_for("http://127.0.0.1:1", 7)))
+    assert bash_syntax_ok(render(job, callback_url=callback_url_for("http://127.0.0.1:1", 7)))

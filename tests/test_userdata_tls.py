@@ -30,6 +30,7 @@ from jobman_cli.model import Job, JobStatus, format_time
 from jobman_cli.service import JobService, ScheduleRequest
 from jobman_cli.settings import DaemonSettings
 from jobman_cli.stores import open_store
+from conftest import claim_with_token
 from stubtools import StubTools
 
 API_TOKEN = "userdata-tls-api-token"
@@ -69,9 +70,13 @@ def https(certs, tmp_path: Path) -> Iterator[tuple[ApiServer, JobService]]:
         store.close()
 
 
+#: job id -> the claimed attempt's callback token in clear (the store has only its hash)
+TOKENS: dict[int, str] = {}
+
+
 def launching_job(service: JobService) -> Job:
     job, _ = service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="tls callback"))
-    service.store.update(job.id, lambda j: j.claimed(datetime.now(timezone.utc), "launch"))
+    TOKENS[job.id] = claim_with_token(service.store, job.id, datetime.now(timezone.utc))
     job = service.get(job.id)
     assert job.status is JobStatus.LAUNCHING
     return job
@@ -79,7 +84,8 @@ def launching_job(service: JobService) -> Job:
 
 def run_user_data(tmp_path: Path, server: ApiServer, job: Job, ca: str | None, *, docker_exit: int = 0):
     tools = StubTools(tmp_path / f"tools-{job.id}", docker_exit=docker_exit)
-    script = render_user_data(job, callback_url=callback_url_for(server.url, job.id), callback_ca=ca)
+    script = render_user_data(job, callback_url=callback_url_for(server.url, job.id), callback_token=TOKENS[job.id],
+                              callback_ca=ca)
     ca_file = tmp_path / f"ca-{job.id}.pem"
     result = tools.run_script(script, env={**FAST, "JOBMAN_CALLBACK_CA_FILE": str(ca_file)}, timeout=90)
     return tools, result, ca_file
@@ -123,7 +129,7 @@ def test_an_unwritable_ca_path_is_logged_and_the_instance_still_powers_off(tmp_p
     server, service = https
     job = launching_job(service)
     tools = StubTools(tmp_path / "tools")
-    script = render_user_data(job, callback_url=callback_url_for(server.url, job.id),
+    script = render_user_data(job, callback_url=callback_url_for(server.url, job.id), callback_token=TOKENS[job.id],
                               callback_ca=certs["server"][0].read_text())
     result = tools.run_script(script, env={**FAST, "JOBMAN_CALLBACK_CA_FILE": str(tmp_path / "no" / "ca.pem")},
                               timeout=90)
@@ -171,9 +177,9 @@ def test_pem_validation_refuses(pem, name):
         normalize_callback_ca(bad)
     assert err.value.field == "callback-ca"
     job = Job(id=1, title="t", date_time=datetime.now(timezone.utc), docker_image="a", env_variables={},
-              status=JobStatus.LAUNCHING, created_at=datetime.now(timezone.utc), callback_token="x", timeout=1)
+              status=JobStatus.LAUNCHING, created_at=datetime.now(timezone.utc), timeout=1)
     with pytest.raises(InvalidInput) as err:
-        render_user_data(job, callback_url="https://127.0.0.1:1/cb", callback_ca=bad)
+        render_user_data(job, callback_url="https://127.0.0.1:1/cb", callback_token="tok", callback_ca=bad)
     assert err.value.field == "callback-ca"
 
 
@@ -187,32 +193,32 @@ def test_pem_normalization_accepts_crlf_blank_lines_and_several_certificates(cer
 def test_rendered_script_with_a_ca_is_deterministic_valid_bash_and_names_tools_through_path(pem):
     now = datetime(2024, 5, 1, tzinfo=timezone.utc)
     job = Job(id=7, title="t", date_time=now, docker_image="alpine", env_variables={"A": "b"},
-              status=JobStatus.LAUNCHING, created_at=now, callback_token="tok", timeout=60)
+              status=JobStatus.LAUNCHING, created_at=now, timeout=60)
     url = "https://127.0.0.1:1/jobMan/v1.1/jobs/7/callback"
-    script = render_user_data(job, callback_url=url, callback_ca=pem)
-    assert script == render_user_data(job, callback_url=url, callback_ca=pem)
+    script = render_user_data(job, callback_url=url, callback_token="tok", callback_ca=pem)
+    assert script == render_user_data(job, callback_url=url, callback_token="tok", callback_ca=pem)
     assert subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True).returncode == 0
     assert script.count("<<'JOBMAN_CA_EOF'\n") == 1 and script.count("\nJOBMAN_CA_EOF\n") == 1
     assert '"${curl_tls[@]}"' in script and 'curl_tls=(--cacert "$callback_ca_file")' in script
     assert not re.search(r"/(cat|mktemp|tee)\b|\bcat\b", script)
-    plain = render_user_data(job, callback_url=url)
+    plain = render_user_data(job, callback_url=url, callback_token="tok")
     assert "JOBMAN_CA_EOF" not in plain and "--cacert" not in plain
 
 
 def test_the_ca_counts_toward_the_user_data_limit(pem):
     now = datetime(2024, 5, 1, tzinfo=timezone.utc)
     base = dict(id=7, title="t", date_time=now, docker_image="alpine", status=JobStatus.LAUNCHING,
-                created_at=now, callback_token="tok", timeout=60)
+                created_at=now, timeout=60)
     url = "https://127.0.0.1:1/cb"
-    without = len(render_user_data(Job(env_variables={}, **base), callback_url=url).encode())
-    with_ca = len(render_user_data(Job(env_variables={}, **base), callback_url=url, callback_ca=pem).encode())
+    without = len(render_user_data(Job(env_variables={}, **base), callback_url=url, callback_token="tok").encode())
+    with_ca = len(render_user_data(Job(env_variables={}, **base), callback_url=url, callback_token="tok", callback_ca=pem).encode())
     assert with_ca > without + len(pem)
     # an environment that fits alone but not next to the CA
     room = USER_DATA_LIMIT - without
     job = Job(env_variables={"PAD": "x" * (room - 20)}, **base)
-    render_user_data(job, callback_url=url)
+    render_user_data(job, callback_url=url, callback_token="tok")
     with pytest.raises(InvalidInput) as err:
-        render_user_data(job, callback_url=url, callback_ca=pem)
+        render_user_data(job, callback_url=url, callback_token="tok", callback_ca=pem)
     assert err.value.field == "env-variables" and "callback CA" in err.value.rule
 
 

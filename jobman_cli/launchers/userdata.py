@@ -20,7 +20,7 @@ Guarantees, and why:
   ``systemctl start docker``) and waited for. If that fails the job is reported ``failed`` with
   exit code 125 (Docker's own "could not run the container" code) and the instance powers off.
 * **Callbacks.** ``PUT <callback_url>`` with ``Content-Type: application/json`` and
-  ``Authorization: Bearer <job.callback_token>``: ``{"status":"running"}`` before the container,
+  ``Authorization: Bearer <the attempt's callback token>``: ``{"status":"running"}`` before the container,
   then ``{"status":"finished","exit-code":0}`` or ``{"status":"failed","exit-code":N}``. curl runs
   with ``-fsS``, ``--globoff`` (``{}``/``[]`` in a URL are not curl globs), ``--max-time`` and
   ``--retry``; the final report also runs inside a loop of attempts with doubling back-off (the
@@ -256,7 +256,7 @@ def _loggable_title(title: str) -> str:
     return text if len(text) <= _TITLE_LOG_MAX else text[: _TITLE_LOG_MAX - 3] + "..."
 
 
-def _check_fields(job: Job, callback_url: str) -> None:
+def _check_fields(job: Job, callback_url: str, callback_token: str) -> None:
     """Defence in depth: the service validated these already; the renderer refuses to quote
     anything that could still be misread (a flag-like image, a multi-line header)."""
     image = job.docker_image
@@ -266,7 +266,7 @@ def _check_fields(job: Job, callback_url: str) -> None:
     timeout = job.timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
         raise InvalidInput("timeout", f"must be a positive number of seconds (got {timeout!r})")
-    if not isinstance(job.callback_token, str) or not _TOKEN.fullmatch(job.callback_token):
+    if not isinstance(callback_token, str) or not _TOKEN.fullmatch(callback_token):
         raise InvalidInput("callback-token", "must be non-empty printable ASCII without spaces")
     if (not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://"))
             or re.search(r"[\s\x00-\x1f\x7f]", callback_url)):
@@ -340,27 +340,33 @@ def load_callback_ca(path: str, public_url: str = "https://127.0.0.1:8321") -> s
         raise ConfigError(f"--callback-ca {path}: {exc.rule}") from None
     now = datetime.now(timezone.utc)
     probe = Job(id=999999999, title="", date_time=now, docker_image="a", env_variables={},
-                status=JobStatus.LAUNCHING, created_at=now, callback_token="x", timeout=1)
+                status=JobStatus.LAUNCHING, created_at=now, timeout=1)
     try:
-        render_user_data(probe, callback_url=callback_url_for(public_url, probe.id), callback_ca=pem)
+        render_user_data(probe, callback_url=callback_url_for(public_url, probe.id), callback_token=WORST_CASE_TOKEN,
+                         callback_ca=pem)
     except InvalidInput as exc:
         raise ConfigError(f"--callback-ca {path}: too large to embed in user-data ({exc.rule})") from None
     return pem
 
 
-def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True,
+#: As long as any callback token jobman makes (``secrets.token_urlsafe(32)``), for size checks.
+WORST_CASE_TOKEN = "x" * 43
+
+
+def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker_install: bool = True,
                      callback_ca: str | None = None) -> str:
     """The user-data script for ``job``, reporting to ``callback_url``.
 
-    ``callback_url`` is the full URL (see :func:`callback_url_for`); the bearer token is
-    ``job.callback_token``. ``docker_install=False`` drops the ``dnf`` install step, for AMIs that
+    ``callback_url`` is the full URL (see :func:`callback_url_for`); ``callback_token`` is this
+    attempt's bearer token (only its hash is stored, so it exists in clear only here and in the
+    claiming daemon's memory). ``docker_install=False`` drops the ``dnf`` install step, for AMIs that
     ship Docker (a missing ``docker`` is then reported as failed with exit code 125).
     ``callback_ca``: PEM certificate(s) curl trusts for the callbacks (validated with
     :func:`normalize_callback_ca`; ``None``: the system's public CAs). Raises
     :class:`InvalidInput` for a field that cannot be rendered safely, or when the script would be
     over :data:`USER_DATA_LIMIT` bytes.
     """
-    _check_fields(job, callback_url)
+    _check_fields(job, callback_url, callback_token)
     ca_block = _NO_CALLBACK_CA
     if callback_ca is not None:
         ca_block = _CALLBACK_CA.replace("@@PEM@@", normalize_callback_ca(callback_ca))
@@ -370,7 +376,7 @@ def render_user_data(job: Job, *, callback_url: str, docker_install: bool = True
         "IMAGE": shlex.quote(job.docker_image),
         "TIMEOUT": str(job.timeout),
         "CALLBACK_URL": shlex.quote(callback_url),
-        "CALLBACK_TOKEN": shlex.quote(job.callback_token),
+        "CALLBACK_TOKEN": shlex.quote(callback_token),
         "ENV_ARGS": _env_args(job.env_variables),
         "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
         "CALLBACK_CA": ca_block,

@@ -159,7 +159,8 @@ def _moto_alone(moto: MotoServer, count: int, workers: int) -> float:
     ec2 = moto.client("ec2")
     ami = moto.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
     job = datagen.sample_job()
-    user_data = render_user_data(job, callback_url=callback_url_for("http://127.0.0.1:9", job.id))
+    user_data = render_user_data(job, callback_url=callback_url_for("http://127.0.0.1:9", job.id),
+                                 callback_token="x" * 43)
 
     def launch(n: int) -> None:
         tags = [{"Key": "Name", "Value": f"jobman-{n}"}, {"Key": "jobman:job-id", "Value": str(n)},
@@ -228,7 +229,7 @@ def callbacks(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
     for job in targets:
         status, code = expected[job.id]
         body = {"status": status, "exit-code": code} if status == "failed" else {"status": status}
-        work.put((job.id, job.callback_token, orjson.dumps(body)))
+        work.put((job.id, datagen.callback_token(job.id), orjson.dumps(body)))
     daemon = Daemon(_daemon_env(moto.url, workdir), db, "--reconcile-interval", "3600",
                     log=workdir / "daemon-callbacks.log")
     answers: list[tuple[int, int, float]] = []

@@ -48,10 +48,15 @@ def _templates(service: JobService) -> list[Job]:
     return [service.validate(r) for r in requests]
 
 
+def callback_token(job_id: int) -> str:
+    """The benchmark's callback token of job ``job_id`` (the store keeps only its hash)."""
+    return f"bench-callback-token-{job_id}"
+
+
 def _draft(templates: list[Job], n: int, when: datetime, now: datetime) -> Job:
     template = templates[n % len(templates)]
     return dataclasses.replace(template, title=f"{template.title or 'job'} #{n}", date_time=when,
-                               created_at=now, updated_at=now, callback_token=secrets.token_urlsafe(32),
+                               created_at=now, updated_at=now,
                                extra={"when-spec": when.isoformat()})
 
 
@@ -61,7 +66,7 @@ def _ended(kind: str, n: int, now: datetime, store_id: str) -> Callable[[Job], J
     def change(job: Job) -> Job:
         if kind == "scheduled":
             return job
-        job = job.claimed(now, launch_token_for(store_id, job.id, 1))
+        job = job.claimed(now, launch_token_for(store_id, job.id, 1), hash_callback_token(callback_token(job.id)))
         job = job.launched(f"i-{job.id:017x}", now)
         if kind == "finished":
             job = job.reported("finished", 0, now)

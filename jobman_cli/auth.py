@@ -34,6 +34,11 @@ TOKEN_ENV = "JOBMAN_API_TOKEN"
 #: superset of RFC 6750's b64token, so tokens an operator made with ``openssl rand -hex`` fit.)
 _TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
 _MAX_TOKEN_FILE = 4096
+#: The shortest API token the daemon accepts. 32 characters of ``openssl rand -hex 32`` carry 128
+#: bits; anything much shorter (``JOBMAN_API_TOKEN=x``) can be guessed over the network.
+MIN_API_TOKEN = 32
+_TOO_SHORT = (f"must be at least {MIN_API_TOKEN} characters (e.g. the output of 'openssl rand -hex 32'); "
+              "a short token can be guessed")
 
 
 class BadCredentials(Exception):
@@ -92,6 +97,8 @@ def load_or_create_api_token(home: Path) -> tuple[str, Path | None]:
             raise ConfigError(f"{TOKEN_ENV} is set but empty (unset it to use the token file)")
         if not _TOKEN.fullmatch(token):
             raise ConfigError(f"{TOKEN_ENV} must be 1 to 512 visible ASCII characters without spaces")
+        if len(token) < MIN_API_TOKEN:
+            raise ConfigError(f"{TOKEN_ENV} {_TOO_SHORT}")
         return token, None
 
     home = Path(home)
@@ -180,4 +187,6 @@ def _read_token_file(path: Path) -> str:
         raise ConfigError(f"the API token file {path} does not hold a token (1 to 512 visible ASCII characters)")
     if not token:
         raise ConfigError(f"the API token file {path} is empty; delete it to have a new token made on the next start")
+    if len(token) < MIN_API_TOKEN:
+        raise ConfigError(f"the API token in {path} {_TOO_SHORT}; delete the file to have a new one made")
     return token

@@ -602,8 +602,9 @@ def test_empty_token_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_environment_token_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JOBMAN_API_TOKEN", "from-the-environment")
-    assert load_or_create_api_token(tmp_path) == ("from-the-environment", None)
+    long_enough = "from-the-environment-0123456789abcdef"
+    monkeypatch.setenv("JOBMAN_API_TOKEN", long_enough)
+    assert load_or_create_api_token(tmp_path) == (long_enough, None)
     assert not (tmp_path / "api-token").exists()
     monkeypatch.setenv("JOBMAN_API_TOKEN", "  ")
     with pytest.raises(ConfigError, match="empty"):
@@ -611,6 +612,22 @@ def test_environment_token_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("JOBMAN_API_TOKEN", "has space")
     with pytest.raises(ConfigError):
         load_or_create_api_token(tmp_path)
+
+
+@pytest.mark.parametrize("token", ["x", "a" * 31])
+def test_short_api_tokens_are_refused_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    monkeypatch.setenv("JOBMAN_API_TOKEN", token)
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_or_create_api_token(tmp_path)
+    monkeypatch.delenv("JOBMAN_API_TOKEN")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "api-token").write_text(token + "\n")
+    (home / "api-token").chmod(0o600)
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_or_create_api_token(home)
+    monkeypatch.setenv("JOBMAN_API_TOKEN", "a" * 32)
+    assert load_or_create_api_token(tmp_path)[0] == "a" * 32
 
 
 def test_concurrent_first_starts_agree_on_one_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,7 +47,7 @@ EC2_DELAY = 0.25
 
 
 def _daemon_env(endpoint: str, workdir: Path) -> dict[str, str]:
-    return aws_env(endpoint, JOBMAN_HOME=str(workdir / "home"), JOBMAN_API_TOKEN="bench-api-token")
+    return aws_env(endpoint, JOBMAN_HOME=str(workdir / "home"), JOBMAN_API_TOKEN="bench-api-token-0123456789abcdef0123")
 
 
 def _poll(check, timeout: float, what: str, every: float = 0.1) -> None:

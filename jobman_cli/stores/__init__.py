@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import StoreError
 from .base import JobStore
+
+
+class WriteOutcomeUnknown(StoreError):
+    """A store write got no answer (every resend's answer lost) and reading the store back could
+    not tell whether it was applied. Nothing was guessed: the write may still have happened.
+
+    Retrying is safe: the DynamoDB store's writes are conditional and carry a nonce, so a retry
+    either finds the first write (and returns it) or applies once; ``add`` retried with the same
+    draft object reuses the same job id, so it cannot make a second job."""
 
 
 def open_store(location: str | Path, *, create: bool = True) -> JobStore:

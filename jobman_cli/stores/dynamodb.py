@@ -7,12 +7,15 @@ Table design (one table, on-demand billing, made by ``jobman store init``; see d
 
     pk (S, hash key)   other attributes
     "meta"             format="jobman", schema=1, store_id (uuid4 hex), created_at
-    "counter"          n (N): the last job id handed out (UpdateItem ADD: atomic, never reused);
+    "counter"          n (N): the last job id handed out (an atomic conditional UpdateItem, never
+                       reused); nn (S): the nonce of the last increment;
                        seq (N): bumped after every write, the change marker
-    "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job
+    "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job;
+                       wn (L of S): the nonce of that transaction
     "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON,
                        empty fields left out),
-                       due_ms (N: due time in epoch ms; only while scheduled/launching/running)
+                       due_ms (N: due time in epoch ms; only while scheduled/launching/running),
+                       wn (L of S): the nonces of the last writes (at most NONCES_KEPT)
 
     GSI "status-due": hash status, range due_ms, projection ALL. Terminal jobs carry no due_ms, so
     the index is sparse: it holds only live jobs, however long the history grows.
@@ -36,26 +39,44 @@ Reads and writes, and why:
   write; the marker then moves with the next write); one item takes every bump, which caps a
   whole fleet at ≈ 1000 writes/s, far above what EC2's own launch rate allows.
 
+Lost answers (DESIGN.md section 5). botocore resends a write whose answer was lost (connection
+closed, timeout, 5xx); the resend then meets the write it already committed, and its condition
+fails. Every write therefore carries a fresh nonce (``wn`` above), asks for the item on a failed
+condition (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), and a failed condition whose item
+carries its own nonce is its own success, not someone else's write. That covers each conditional
+write: the job PutItem of ``add`` (else: "id taken", a second job), the idempotency transaction
+(else: "Already scheduled" for a new job; it also carries the nonce as ``ClientRequestToken``, with
+which AWS itself answers a resend as a success), the compare-and-set of ``update`` (else: a claim
+re-applied to its own result looks lost, or a transition is counted twice), and the id counter
+(else: an id skipped). The ``seq`` bump alone is left plain: a doubled bump only moves the marker.
+When botocore gives up, the store reads the item back: its nonce proves the write; an item that
+moved on without it proves the write can never apply (conditions); otherwise
+:class:`~jobman_cli.stores.WriteOutcomeUnknown`. A caller's retry is then safe: ``update`` is
+conditional again, and ``add`` with the same draft object reuses its job id and nonce.
+
 Every AWS failure becomes a one-line :class:`~jobman_cli.errors.StoreError` naming the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
+import secrets
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Hashable
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from ..errors import JobNotFound, StoreError, one_line
 from ..model import ACTIVE_STATES, Job, JobStatus, as_stored, job_from_record, job_to_record
+from . import WriteOutcomeUnknown
 from .base import JobChange
+from .dynamodb_api import SCHEME, LostAnswer, _Api, describe_error, make_client, parse_url
 
-SCHEME = "dynamodb://"
+__all__ = ["DynamoDBStore", "WriteOutcomeUnknown", "describe_error", "init_table", "make_client", "parse_url"]
+
 FORMAT, SCHEMA = "jobman", 1
 INDEX = "status-due"
 META_PK, COUNTER_PK, JOB_PREFIX, IDEM_PREFIX = "meta", "counter", "job#", "idem#"
@@ -64,45 +85,12 @@ LIVE_STATES = frozenset({JobStatus.SCHEDULED}) | ACTIVE_STATES
 MAX_CAS_ATTEMPTS = 40
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAMES = {"#s": "status"}  # ``status`` is a DynamoDB reserved word
-_THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-_DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
-           "ExpiredTokenException", "MissingAuthenticationTokenException", "IncompleteSignature"}
-
-
-def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """``dynamodb://TABLE?region=R&endpoint=URL`` -> ``(table, options)``; bad URLs are StoreErrors."""
-    if not url.startswith(SCHEME):
-        raise StoreError(f"{url}: not a DynamoDB store URL (expected dynamodb://TABLE)")
-    parts = urlsplit(url)
-    table = parts.netloc + parts.path
-    if not table or len(table) > 255 or not all(c.isalnum() or c in "_.-" for c in table) or len(table) < 3:
-        raise StoreError(f"{url}: table name must be 3-255 characters of letters, digits, '_', '-' and '.'")
-    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = set(options) - {"region", "endpoint"}
-    if unknown:
-        raise StoreError(f"{url}: unknown option {sorted(unknown)[0]!r} (known: region, endpoint)")
-    return table, options
-
-
-def make_client(region: str | None = None, endpoint: str | None = None, where: str = "DynamoDB") -> Any:
-    """A DynamoDB client from the standard AWS chain, plus ``AWS_REGION`` (botocore reads only
-    ``AWS_DEFAULT_REGION``). ``AWS_PROFILE`` and ``AWS_ENDPOINT_URL`` are read by botocore itself.
-
-    The connection pool is sized for the daemon's API (100+ concurrent requests, each a store call):
-    botocore does not block on a full pool, it opens another connection and urllib3 logs a warning
-    to stderr when putting it back."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
-        config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=128,
-                        connect_timeout=5, read_timeout=20, user_agent_extra="jobman")
-        return session.client("dynamodb", endpoint_url=endpoint or None, config=config)
-    except BotoCoreError as exc:
-        hint = " (set AWS_REGION or add ?region=... to the store URL)" if "region" in str(exc).lower() else ""
-        raise StoreError(f"{where}: cannot reach DynamoDB: {one_line(exc)}{hint}") from None
+#: Write nonces an item keeps (its last writers'), so a resend that meets its own committed write
+#: recognises it even if a few other writes landed in between.
+NONCES_KEPT = 8
+#: Adds whose outcome is unknown, remembered so that a retry with the same draft reuses the job id.
+UNSETTLED_KEPT = 256
+_CHECK_FAILED = ("ConditionalCheckFailedException",)
 
 
 def _ms(value: datetime) -> int:
@@ -111,44 +99,6 @@ def _ms(value: datetime) -> int:
 
 def _from_ms(value: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=value)
-
-
-class _Api:
-    """Calls on one table: every failure but the ``expect``-ed error codes becomes a one-line
-    StoreError naming the table (botocore has already retried throttling and 5xx by then)."""
-
-    def __init__(self, table: str, client: Any) -> None:
-        self.table, self.location, self.client, self.closed = table, f"{SCHEME}{table}", client, False
-
-    def call(self, operation: str, *, expect: Collection[str] = (), **kwargs: Any) -> dict:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if self.closed:
-            raise StoreError(f"{self.location}: store is closed")
-        try:
-            return getattr(self.client, operation)(**kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in expect:
-                raise
-            raise StoreError(describe_error(self.table, code, exc)) from None
-        except BotoCoreError as exc:
-            raise StoreError(f"{self.location}: cannot reach DynamoDB: {one_line(exc)}") from None
-
-    def read_meta(self) -> str:
-        """The store id from the meta item; a missing or foreign one is a StoreError."""
-        item = self.call("get_item", TableName=self.table, Key=_key(META_PK), ConsistentRead=True).get("Item")
-        if item is None:
-            raise StoreError(f"{self.location}: table {self.table} has no jobman meta item "
-                             f"(run 'jobman store init --store {self.location}')")
-        fmt, schema = item.get("format", {}).get("S"), int(item.get("schema", {}).get("N", "0"))
-        store_id = item.get("store_id", {}).get("S", "")
-        if fmt != FORMAT or not store_id:
-            raise StoreError(f"{self.location}: table {self.table} is not a jobman store (foreign meta item)")
-        if schema > SCHEMA:
-            raise StoreError(f"{self.location}: store schema {schema} is newer than this jobman supports "
-                             f"({SCHEMA}); upgrade jobman")
-        return store_id
 
 
 class DynamoDBStore:
@@ -164,6 +114,8 @@ class DynamoDBStore:
         self.location = f"{SCHEME}{table}"
         self.client = client if client is not None else make_client(region, endpoint, self.location)
         self._api = _Api(table, self.client)
+        self._unsettled: dict[int, tuple[Job, int, str]] = {}  # id(draft) -> (draft, job id, nonce)
+        self._lock = threading.Lock()
         self.store_id = self._api.read_meta()
 
     @classmethod
@@ -184,8 +136,9 @@ class DynamoDBStore:
         return self._api.call(operation, expect=expect, **kwargs)
 
     # ------------------------------------------------------------------ items
-    def _item(self, job: Job) -> dict[str, dict[str, str]]:
-        item = {
+    def _item(self, job: Job, nonces: list[str]) -> dict[str, Any]:
+        """The job's item; ``nonces``: the write nonces it keeps (the last is this write's)."""
+        item: dict[str, Any] = {
             "pk": {"S": f"{JOB_PREFIX}{job.id}"},
             "job_id": {"N": str(job.id)},
             "status": {"S": job.status.value},
@@ -194,6 +147,7 @@ class DynamoDBStore:
         }
         if job.status in LIVE_STATES:
             item["due_ms"] = {"N": str(_ms(job.due_at))}
+        item["wn"] = _nonce_list(nonces[-NONCES_KEPT:])
         return item
 
     def _job(self, item: dict[str, Any]) -> Job:
@@ -219,50 +173,138 @@ class DynamoDBStore:
 
     # ------------------------------------------------------------------ writes
     def _next_id(self) -> int:
-        answer = self._call("update_item", TableName=self.table, Key=_key(COUNTER_PK), UpdateExpression="ADD n :one",
-                            ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="UPDATED_NEW")
-        return int(answer["Attributes"]["n"]["N"])
+        """The counter's next value. A resend of an increment whose answer was lost fails its
+        condition (the counter already carries its nonce) and returns the value it set, so a lost
+        answer does not skip an id; if another increment landed in between, the resend takes a
+        new id and the first is simply never used."""
+        from botocore.exceptions import ClientError
+
+        nonce = _new_nonce()
+        try:
+            answer = self._call("update_item", expect=_CHECK_FAILED, TableName=self.table, Key=_key(COUNTER_PK),
+                                UpdateExpression="SET n = if_not_exists(n, :zero) + :one, nn = :nonce",
+                                ConditionExpression="attribute_not_exists(nn) OR nn <> :nonce",
+                                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"},
+                                                           ":nonce": {"S": nonce}},
+                                ReturnValues="UPDATED_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            return int(answer["Attributes"]["n"]["N"])
+        except ClientError as exc:  # only our own increment carries our nonce
+            try:
+                return int(exc.response["Item"]["n"]["N"])
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(f"{self.location}: the id counter item is malformed") from None
 
     def add(self, draft: Job) -> tuple[Job, bool]:
         """A fresh id from the counter, then the job item (and the key item, in one transaction),
         both under ``attribute_not_exists``: a used key returns its job; a used id (someone reset
-        the counter) takes the next id, so ids are never reused."""
-        from botocore.exceptions import ClientError
-
+        the counter) takes the next id, so ids are never reused. Lost answers: see the module doc."""
         key = draft.idempotency_key
+        with self._lock:
+            unsettled = self._unsettled.pop(id(draft), None)
+        job_id, nonce = (unsettled[1], unsettled[2]) if unsettled and unsettled[0] is draft else (0, _new_nonce())
         if key:  # the common retry (a cron job scheduling again) then costs no job id
             item = self._call("get_item", TableName=self.table, Key=_key(IDEM_PREFIX + key), ConsistentRead=True)
             if "Item" in item:
-                return self._existing(key, item["Item"]), False
+                return self._existing(key, item["Item"]), nonce in _nonces(item["Item"])
         for attempt in range(MAX_CAS_ATTEMPTS):
-            job = as_stored(dataclasses.replace(draft, id=self._next_id()))
-            put = {"TableName": self.table, "Item": self._item(job), "ConditionExpression": "attribute_not_exists(pk)"}
+            job = as_stored(dataclasses.replace(draft, id=job_id or self._next_id()))
             try:
-                if not key:
-                    self._call("put_item", expect=("ConditionalCheckFailedException",), **put)
-                    self._touch()
-                    return job, True
-                idem = {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                        "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}},
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-                self._call("transact_write_items", expect=("TransactionCanceledException",),
-                           TransactItems=[{"Put": put}, {"Put": idem}])
-                self._touch()
-                return job, True
-            except ClientError as exc:
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
-                    return self._existing(key, exc.response["CancellationReasons"][1].get("Item", {})), False
-                if "TransactionConflict" in reasons:  # a concurrent add with this key: look again
-                    _pause(attempt)
-            # otherwise the job id was taken: take another
+                outcome = self._put_keyed(job, key, nonce, attempt) if key else self._put_new(job, nonce)
+            except WriteOutcomeUnknown:
+                self._remember(draft, job.id, nonce)
+                raise
+            if outcome == "conflict":  # a concurrent add with this key: look again, same id
+                job_id = job.id
+                continue
+            if outcome is not None:
+                return outcome
+            job_id = 0  # the job id was taken: take another
         raise StoreError(f"{self.location}: could not add a job after {MAX_CAS_ATTEMPTS} attempts "
                          "(job ids taken or constant conflicts)")
 
+    def _put_new(self, job: Job, nonce: str) -> tuple[Job, bool] | None:
+        """The job item under ``attribute_not_exists(pk)``; None if the id is someone else's."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table, Item=self._item(job, [nonce]),
+                            ConditionExpression="attribute_not_exists(pk)",
+                            ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if nonce not in _nonces(exc.response.get("Item", {})):
+                return None
+        except LostAnswer as lost:
+            if nonce not in _nonces(self._settle(lost, f"job {job.id} is not in the table", f"{JOB_PREFIX}{job.id}")):
+                return None  # another job holds the id (so ours can never be written there)
+        self._touch()
+        return job, True
+
+    def _put_keyed(self, job: Job, key: str, nonce: str, attempt: int) -> tuple[Job, bool] | str | None:
+        """The job and its key item in one transaction (``ClientRequestToken``: the nonce).
+        ``(job, created)``, None if the id is someone else's, "conflict" to try again."""
+        from botocore.exceptions import ClientError
+
+        put = {"TableName": self.table, "Item": self._item(job, [nonce]),
+               "ConditionExpression": "attribute_not_exists(pk)"}
+        idem = {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}, "wn": _nonce_list([nonce])},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        try:
+            self._api.write("transact_write_items", expect=("TransactionCanceledException",),
+                            TransactItems=[{"Put": put}, {"Put": idem}], ClientRequestToken=nonce)
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            codes = [r.get("Code") for r in reasons]
+            if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
+                return self._keyed_outcome(key, reasons[1].get("Item") or self._read(IDEM_PREFIX + key) or {}, nonce)
+            if "TransactionConflict" in codes:
+                _pause(attempt)
+                return "conflict"
+            return None
+        except LostAnswer as lost:
+            what = f"idempotency key {key!r} (job {job.id}) is not in the table"
+            return self._keyed_outcome(key, self._settle(lost, what, IDEM_PREFIX + key), nonce)
+        self._touch()
+        return job, True
+
+    def _keyed_outcome(self, key: str, idem: dict[str, Any], nonce: str) -> tuple[Job, bool]:
+        """The job a key item names; created by us if the item carries our nonce (a resend met
+        our own committed transaction), else someone else's job with that key."""
+        created = nonce in _nonces(idem)
+        job = self._existing(key, idem)
+        if created:
+            self._touch()
+        return job, created
+
+    def _settle(self, lost: LostAnswer, what: str, pk: str) -> dict[str, Any]:
+        """The item at ``pk`` after botocore gave up on a write to it; the caller looks for its
+        nonce. A missing item proves nothing (the write may still be in flight), and neither does
+        a failed read: both are :class:`WriteOutcomeUnknown`, never a guess."""
+        try:
+            item = self._read(pk)
+        except StoreError as exc:
+            raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}) and reading it "
+                                      f"back failed ({exc}): the write may or may not have been applied; "
+                                      "retrying is safe") from None
+        if item is None:
+            raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}): {what} yet, but "
+                                      "the write may or may not have been applied; retrying is safe")
+        return item
+
+    def _remember(self, draft: Job, job_id: int, nonce: str) -> None:
+        """Keep an unsettled add's id and nonce for a retry with the same draft (the draft itself
+        is kept too, so its ``id()`` cannot be reused by another object meanwhile)."""
+        with self._lock:
+            if len(self._unsettled) >= UNSETTLED_KEPT:
+                self._unsettled.pop(next(iter(self._unsettled)))
+            self._unsettled[id(draft)] = (draft, job_id, nonce)
+
+    def _read(self, pk: str) -> dict[str, Any] | None:
+        return self._call("get_item", TableName=self.table, Key=_key(pk), ConsistentRead=True).get("Item")
+
     def _existing(self, key: str, item: dict[str, Any]) -> Job:
         if "job_id" not in item:  # the cancelled transaction did not return the item: read it
-            item = self._call("get_item", TableName=self.table, Key=_key(IDEM_PREFIX + key),
-                              ConsistentRead=True).get("Item", {})
+            item = self._read(IDEM_PREFIX + key) or {}
         try:
             return self.get(int(item["job_id"]["N"]))  # type: ignore[index]
         except (JobNotFound, KeyError, TypeError, ValueError):
@@ -273,8 +315,8 @@ class DynamoDBStore:
         (once per conflicting writer), always on the job as currently stored."""
         from botocore.exceptions import ClientError
 
-        item = self._call("get_item", TableName=self.table, Key=_key(f"{JOB_PREFIX}{job_id}"),
-                          ConsistentRead=True).get("Item")
+        pk, nonce = f"{JOB_PREFIX}{job_id}", _new_nonce()
+        item = self._read(pk)
         for attempt in range(MAX_CAS_ATTEMPTS):
             if item is None:
                 raise JobNotFound(job_id)
@@ -288,21 +330,32 @@ class DynamoDBStore:
                 new = dataclasses.replace(new, version=current.version + 1)
             new = as_stored(new)
             try:
-                self._call("put_item", expect=("ConditionalCheckFailedException",), TableName=self.table,
-                           Item=self._item(new), ConditionExpression="version = :v",
-                           ExpressionAttributeValues={":v": {"N": str(current.version)}},
-                           ReturnValuesOnConditionCheckFailure="ALL_OLD")
-                self._touch()
-                return new
+                self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table,
+                                Item=self._item(new, _nonces(item) + [nonce]), ConditionExpression="version = :v",
+                                ExpressionAttributeValues={":v": {"N": str(current.version)}},
+                                ReturnValuesOnConditionCheckFailure="ALL_OLD")
             except ClientError as exc:
                 item = exc.response.get("Item")  # the item as it is now (None: it was deleted)
-                _pause(attempt)
+                if item is None or nonce not in _nonces(item):
+                    _pause(attempt)
+                    continue
+            except LostAnswer as lost:
+                # Moved on without our nonce: our write can never apply (its condition names the
+                # version we read), so apply the change to what is there now, as for a conflict.
+                item = self._settle(lost, f"job {job_id} is not in the table", pk)
+                if nonce not in _nonces(item):
+                    if int(item["version"]["N"]) == current.version:
+                        raise WriteOutcomeUnknown(
+                            f"{self.location}: no answer from DynamoDB ({lost.detail}); the change of job "
+                            f"{job_id} may or may not have been applied (it is not yet); retrying is safe")
+                    continue
+            self._touch()
+            return new
         raise StoreError(f"{self.location}: job {job_id}: gave up after {MAX_CAS_ATTEMPTS} conflicting writes")
 
     # ------------------------------------------------------------------ reads
     def get(self, job_id: int) -> Job:
-        item = self._call("get_item", TableName=self.table, Key=_key(f"{JOB_PREFIX}{job_id}"),
-                          ConsistentRead=True).get("Item")
+        item = self._read(f"{JOB_PREFIX}{job_id}")
         if item is None:
             raise JobNotFound(job_id)
         return self._job(item)
@@ -402,6 +455,20 @@ def _compact(job: Job) -> dict[str, Any]:
     return {k: v for k, v in job_to_record(job).items() if v is not None or k in job.extra}
 
 
+def _new_nonce() -> str:
+    """A write nonce: 32 hex characters, also a valid ``ClientRequestToken`` (at most 36)."""
+    return secrets.token_hex(16)
+
+
+def _nonces(item: dict[str, Any] | None) -> list[str]:
+    """The write nonces an item carries (none on items written before nonces existed)."""
+    return [value.get("S", "") for value in (item or {}).get("wn", {}).get("L", [])]
+
+
+def _nonce_list(nonces: list[str]) -> dict[str, Any]:
+    return {"L": [{"S": nonce} for nonce in nonces]}
+
+
 def _key(pk: str) -> dict[str, dict[str, str]]:
     return {"pk": {"S": pk}}
 
@@ -414,24 +481,6 @@ def _pause(attempt: int) -> None:
     """Back off between conflicting writes after the first few (full jitter, at most 0.2 s)."""
     if attempt >= 2:
         time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
-
-
-def describe_error(table: str, code: str, exc: Exception) -> str:
-    """One line for a failed DynamoDB call, naming the table and what to do."""
-    from botocore.exceptions import ClientError
-
-    message = one_line(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
-    operation = getattr(exc, "operation_name", "") or "call"
-    where = f"{SCHEME}{table}"
-    if code == "ResourceNotFoundException":
-        return f"{where}: table {table} does not exist (create it with 'jobman store init --store {where}')"
-    if code in _DENIED:
-        return f"{where}: access denied to table {table} for dynamodb:{operation} ({code}: {message})"
-    if code in _THROTTLED:
-        return f"{where}: DynamoDB throttled {operation} on table {table} after retries ({message})"
-    if code == "ValidationException" and "key" in message.lower() and "schema" in message.lower():
-        return f"{where}: table {table} is not a jobman table ({message})"
-    return f"{where}: DynamoDB {operation} on table {table} failed: {code or 'error'}: {message or one_line(exc)}"
 
 
 def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tuple[bool, str]:

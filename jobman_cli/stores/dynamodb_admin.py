@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import StoreError, one_line
-from .dynamodb import FORMAT, INDEX, META_PK, SCHEMA, SCHEME, _Api, describe_error, make_client, parse_url
+from .dynamodb import FORMAT, INDEX, META_PK, SCHEMA
+from .dynamodb_api import SCHEME, _Api, describe_error, make_client, parse_url
 
 _ATTRIBUTES = {"pk": "S", "status": "S", "due_ms": "N"}
 _TABLE_KEYS = [{"AttributeName": "pk", "KeyType": "HASH"}]

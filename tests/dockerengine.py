@@ -249,6 +249,10 @@ class DockerEngine:
             self._rootfs = busybox_rootfs_tar(self.busybox)
         return self._rootfs
 
+    def rootfs_with(self, files: Mapping[str, tuple[bytes, int]]) -> bytes:
+        """The busybox root filesystem plus ``files`` (absolute path -> (content, mode))."""
+        return busybox_rootfs_tar(self.busybox, files)
+
     def image(self, name: str, *, cmd: Sequence[str] | None = None, entrypoint: Sequence[str] | None = None,
               files: Mapping[str, tuple[bytes, int]] | None = None, env: Sequence[str] = ("PATH=/bin",)) -> str:
         """Import a busybox image ``jobman-test/<name>:1`` (once per session per definition)."""

@@ -1,12 +1,13 @@
-"""A tiny Docker Registry (HTTP API v2) on 127.0.0.1 that serves one image, and can fail on purpose.
+"""A tiny Docker Registry (HTTP API v2) on 127.0.0.1 that serves test images, and can fail on purpose.
 
 Enough of the distribution spec for ``docker pull``: ``GET /v2/`` (the version check),
 ``GET``/``HEAD /v2/<name>/manifests/<tag or digest>`` (an image manifest, schema 2) and
 ``GET``/``HEAD /v2/<name>/blobs/<digest>`` (the image config and one gzipped layer). Anything else
 is a spec-shaped 404 (``MANIFEST_UNKNOWN``, ``BLOB_UNKNOWN``, ``NAME_UNKNOWN``) or 405.
 
-The image is built from a root filesystem tarball (see ``tests/dockerengine.py``), so no public
-registry is ever involved. Docker treats registries on 127.0.0.0/8 as insecure (plain HTTP) by
+Each image (one repository, any number of tags: the constructor's and :meth:`Registry.add`'s) is
+one layer made from a root filesystem tarball (see ``tests/dockerengine.py``) plus a config with
+its ``Cmd``/``Entrypoint``/``Env``, so no public registry is ever involved. Docker treats registries on 127.0.0.0/8 as insecure (plain HTTP) by
 default, so nothing needs configuring in the engine::
 
     with Registry(engine.rootfs(), cmd=["sh", "-c", "exit 0"], fail_first=2) as reg:
@@ -58,7 +59,7 @@ class Served:
 class Registry:
     """See the module docstring. Use as a context manager; :attr:`image` is the pull reference."""
 
-    def __init__(self, rootfs_tar: bytes, *, repository: str = "jobman/busybox", tag: str = "1",
+    def __init__(self, rootfs_tar: bytes | None = None, *, repository: str = "jobman/busybox", tag: str = "1",
                  cmd: Sequence[str] | None = ("true",), env: Sequence[str] = ("PATH=/bin",),
                  fail_first: int = 0, fail_status: int = 503, fail_on: str | None = "/manifests/",
                  fail_methods: Sequence[str] = ("GET",)) -> None:
@@ -68,24 +69,8 @@ class Registry:
         self.requests: list[Served] = []
         self._lock = threading.Lock()
         self._failed = 0
-
-        layer = gzip.compress(rootfs_tar, compresslevel=1, mtime=0)
-        config: dict[str, Any] = {
-            "architecture": _arch(), "os": "linux",
-            "config": {"Env": list(env), **({"Cmd": list(cmd)} if cmd is not None else {})},
-            "rootfs": {"type": "layers", "diff_ids": [_digest(rootfs_tar)]},
-            "history": [{"created_by": "tests/registry.py"}],
-        }
-        config_bytes = json.dumps(config, sort_keys=True).encode()
-        manifest = {
-            "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": CONFIG_TYPE, "size": len(config_bytes), "digest": _digest(config_bytes)},
-            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": _digest(layer)}],
-        }
-        self.manifest = json.dumps(manifest, indent=3).encode()
-        self.manifest_digest = _digest(self.manifest)
-        self.blobs = {_digest(config_bytes): config_bytes, _digest(layer): layer}
-
+        self.manifests: dict[str, tuple[str, bytes]] = {}  # tag or digest -> (digest, manifest)
+        self.blobs: dict[str, bytes] = {}
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,11 +111,11 @@ class Registry:
                     return
                 ref = match["ref"]
                 if match["kind"] == "manifests":
-                    if ref not in (registry.tag, registry.manifest_digest):
+                    found = registry.manifests.get(ref)
+                    if found is None:
                         self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
                         return
-                    self._answer(200, registry.manifest, MANIFEST_TYPE,
-                                 {"Docker-Content-Digest": registry.manifest_digest})
+                    self._answer(200, found[1], MANIFEST_TYPE, {"Docker-Content-Digest": found[0]})
                     return
                 blob = registry.blobs.get(ref)
                 if blob is None:
@@ -156,6 +141,34 @@ class Registry:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
+        if rootfs_tar is not None:
+            self.add(tag, rootfs_tar, cmd=cmd, env=env)
+
+    def add(self, tag: str, rootfs_tar: bytes, *, cmd: Sequence[str] | None = ("true",),
+            entrypoint: Sequence[str] | None = None, env: Sequence[str] = ("PATH=/bin",)) -> str:
+        """Serve ``rootfs_tar`` (one gzipped layer) as ``<repository>:<tag>``; returns the pull reference."""
+        layer = gzip.compress(rootfs_tar, compresslevel=1, mtime=0)
+        image_config: dict[str, Any] = {"Env": list(env)}
+        if cmd is not None:
+            image_config["Cmd"] = list(cmd)
+        if entrypoint is not None:
+            image_config["Entrypoint"] = list(entrypoint)
+        config: dict[str, Any] = {
+            "architecture": _arch(), "os": "linux", "config": image_config,
+            "rootfs": {"type": "layers", "diff_ids": [_digest(rootfs_tar)]},
+            "history": [{"created_by": "tests/registry.py"}],
+        }
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "size": len(config_bytes), "digest": _digest(config_bytes)},
+            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": _digest(layer)}],
+        }, indent=3).encode()
+        with self._lock:
+            self.blobs[_digest(config_bytes)] = config_bytes
+            self.blobs[_digest(layer)] = layer
+            self.manifests[tag] = self.manifests[_digest(manifest)] = (_digest(manifest), manifest)
+        return self.ref(tag)
 
     def _should_fail(self, method: str, path: str) -> bool:
         with self._lock:
@@ -171,9 +184,13 @@ class Registry:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
 
+    def ref(self, tag: str) -> str:
+        return f"{self.host}/{self.repository}:{tag}"
+
     @property
     def image(self) -> str:
-        return f"{self.host}/{self.repository}:{self.tag}"
+        """The pull reference of the image given to the constructor."""
+        return self.ref(self.tag)
 
     def served(self, status: int | None = None, contains: str = "") -> list[Served]:
         with self._lock:

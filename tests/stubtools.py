@@ -28,7 +28,13 @@ Knobs (constructor arguments, or :meth:`StubTools.configure` between runs): ``do
 (absent until ``dnf install docker`` succeeds), ``docker_running`` (``docker info``/``run`` fail
 until ``systemctl start``/``enable --now docker``), ``docker_exit``, ``docker_sleep`` (seconds the
 "container" runs; a ``timeout`` kill shows as :attr:`DockerRun.completed` being false),
-``dnf_works``, ``systemctl_works``, ``systemctl_starts_daemon``.
+``pull_failures`` (that many ``docker pull`` calls fail with ``pull_error`` on stderr before one
+succeeds; ``-1``: all fail), ``dnf_works``, ``systemctl_works``, ``systemctl_starts_daemon``.
+A named stub container (``docker run --name N``) answers ``docker inspect N`` with ``true 0`` while
+it runs (or after it was killed) and ``false CODE`` once it exited; ``docker stop``/``rm -f N`` kill it.
+
+``real_docker=PATH`` leaves ``docker`` unstubbed and links that real CLI instead (point it at an
+engine with ``DOCKER_HOST`` in the script's environment; see ``tests/dockerengine.py``).
 The stubs are Python scripts whose shebang is this interpreter's absolute path, so they need
 nothing from ``PATH`` themselves.
 """
@@ -92,24 +98,64 @@ def docker_run(args):
             env.append([b64(key), b64(val if has else os.environb.get(key))])
     return env, image, command
 
+def container_file(name):
+    return os.path.join(ROOT, "state", "container-" + name.decode(errors="replace").replace("/", "_"))
+
 if NAME == "docker":
     sub = ARGV[0] if ARGV else b""
     up = os.path.exists(DAEMON_UP)
     if sub == b"run":
         env, image, command = docker_run(ARGV[1:])
-        record(event="run", daemon_up=up, env=env, image=b64(image), command=[b64(c) for c in command])
+        name = next((a.split(b"=", 1)[1] for a in ARGV if a.startswith(b"--name=")), None)
+        if name is None and b"--name" in ARGV:
+            name = ARGV[ARGV.index(b"--name") + 1]
+        record(event="run", daemon_up=up, env=env, image=b64(image), command=[b64(c) for c in command],
+               name=b64(name))
         if not up:
             sys.stderr.write("docker (stub): Cannot connect to the Docker daemon\n")
             sys.exit(125)
+        if name is not None:
+            with open(container_file(name), "w") as f:
+                f.write(json.dumps({"pid": os.getpid(), "exit": None}))
         print("stub container: started", flush=True)
         time.sleep(CONFIG["docker_sleep"])
         record(event="completed")
+        if name is not None:
+            with open(container_file(name), "w") as f:
+                f.write(json.dumps({"pid": os.getpid(), "exit": CONFIG["docker_exit"]}))
         print("stub container: done", flush=True)
         sys.exit(CONFIG["docker_exit"])
     record(event=sub.decode(errors="replace"), daemon_up=up)
     if sub == b"info" and not up:
         sys.stderr.write("docker (stub): Cannot connect to the Docker daemon\n")
         sys.exit(1)
+    if sub == b"pull":
+        pulls = sum(1 for line in open(os.path.join(ROOT, "calls.jsonl")) if '"event": "pull"' in line)
+        failing = CONFIG["pull_failures"]
+        print("stub: pulling " + ARGV[-1].decode(errors="replace"), flush=True)
+        if failing < 0 or pulls <= failing:
+            sys.stderr.write(CONFIG["pull_error"] + "\n")
+            sys.exit(1)
+    if sub in (b"stop", b"rm", b"inspect") and len(ARGV) > 1:
+        path = container_file(ARGV[-1])
+        try:
+            state = json.loads(open(path).read())
+        except OSError:
+            if sub == b"inspect":
+                sys.stderr.write("Error: No such object: " + ARGV[-1].decode(errors="replace") + "\n")
+                sys.exit(1)
+            sys.exit(0)
+        if sub == b"inspect":
+            print("false %d" % state["exit"] if state["exit"] is not None else "true 0")
+        elif state["exit"] is None:
+            try:
+                os.kill(state["pid"], 9)  # the "container" is the stub's `docker run` process
+            except OSError:
+                pass
+            if sub == b"rm":
+                os.remove(path)
+        elif sub == b"rm":
+            os.remove(path)
     sys.exit(0)
 
 record()
@@ -163,6 +209,7 @@ class DockerRun:
     daemon_up: bool
     completed: bool  # the "container" ran to its end (false when `timeout` killed it)
     pid: int
+    name: bytes | None = None
 
     @property
     def env(self) -> dict[str, bytes | None]:
@@ -175,7 +222,8 @@ class StubTools:
     def __init__(self, root: Path, *, docker_installed: bool = True, docker_running: bool = True,
                  docker_exit: int = 0, docker_sleep: float = 0.0, dnf_works: bool = True,
                  systemctl_works: bool = True, systemctl_starts_daemon: bool = True,
-                 real_tools: Iterable[str] = REAL) -> None:
+                 pull_failures: int = 0, pull_error: str = "Error response from daemon: stub pull failure",
+                 real_tools: Iterable[str] = REAL, real_docker: str | None = None) -> None:
         self.root = Path(root)
         self.bin = self.root / "stub-bin"
         self.system = self.root / "system-bin"
@@ -183,10 +231,11 @@ class StubTools:
             d.mkdir(parents=True, exist_ok=True)
         self._config: dict[str, Any] = {}
         self.configure(docker_exit=docker_exit, docker_sleep=docker_sleep, dnf_works=dnf_works,
-                       systemctl_works=systemctl_works, systemctl_starts_daemon=systemctl_starts_daemon)
+                       systemctl_works=systemctl_works, systemctl_starts_daemon=systemctl_starts_daemon,
+                       pull_failures=pull_failures, pull_error=pull_error)
         source = f"#!{sys.executable}\n" + _STUB_SOURCE.replace("__ROOT__", repr(str(self.root)))
         for name in STUBBED:
-            if name == "docker" and not docker_installed:
+            if name == "docker" and (not docker_installed or real_docker is not None):
                 continue
             path = self.bin / name
             path.write_text(source)
@@ -201,6 +250,8 @@ class StubTools:
             link = self.system / name
             if not link.exists():
                 link.symlink_to(real)
+        if real_docker is not None:
+            (self.system / "docker").symlink_to(real_docker)
 
     # ------------------------------------------------------------------ set-up
     def configure(self, **changes: Any) -> None:
@@ -268,6 +319,7 @@ class StubTools:
                 daemon_up=r["daemon_up"],
                 completed=r["pid"] in completed,
                 pid=r["pid"],
+                name=_decode(r.get("name")),
             )
             for r in recs
             if r["tool"] == "docker" and r.get("event") == "run"

@@ -24,7 +24,9 @@ from stubtools import CallbackRecorder, StubTools
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 TOKEN = "cb-9f86d081884c7d659a2feaa0c55ad015"
 FAST = {"JOBMAN_CALLBACK_ATTEMPTS": "3", "JOBMAN_CALLBACK_BACKOFF": "0", "JOBMAN_CURL_RETRIES": "0",
-        "JOBMAN_DOCKER_WAIT": "1"}
+        "JOBMAN_DOCKER_WAIT": "1", "JOBMAN_PULL_BACKOFF": "0", "JOBMAN_STOP_GRACE": "1"}
+#: What every `docker run` of job 7 (attempt 0) starts with, before the job's own arguments.
+RUN_PREFIX = (b"run", b"--name", b"jobman-7-0", b"--pull=never")
 
 NASTY_ENV = {
     "SPACES": "  two  words  ",
@@ -104,7 +106,7 @@ def test_env_values_reach_the_container_byte_exact(tmp_path, server, locale):
     assert docker.env == {k: v.encode("utf-8") for k, v in sorted(env.items())}
     assert [k.decode() for k, _ in docker.env_items] == sorted(env)  # sorted: deterministic
     assert docker.image == b"alpine:3.19"
-    assert docker.argv[:2] == (b"run", b"--rm")
+    assert docker.argv[:len(RUN_PREFIX)] == RUN_PREFIX
     assert not mark.exists()
     assert bodies(server) == [{"status": "running"}, {"status": "finished", "exit-code": 0}]
 
@@ -114,7 +116,8 @@ def test_no_environment_runs_plain_docker_run(tmp_path, server):
     result = run(tools, make_job(env_variables={}), url_of(server))
     assert result.returncode == 0, result.stderr
     (docker,) = tools.docker_runs()
-    assert docker.argv == (b"run", b"--rm", b"alpine:3.19")
+    assert docker.argv == RUN_PREFIX + (b"alpine:3.19",)
+    assert docker.command == ()
 
 
 # ------------------------------------------------------------------ callbacks and exit codes
@@ -147,25 +150,34 @@ def test_calls_happen_in_order_and_power_off_is_last(tmp_path, server):
     assert sequence.count("shutdown") == 1 and "poweroff" not in sequence  # poweroff is the fallback
 
 
-@pytest.mark.parametrize("code", [1, 3, 125, 137, 255])
+@pytest.mark.parametrize("code", [1, 3, 124, 125, 137, 255])
 def test_nonzero_exit_is_reported_as_failed_with_its_code(tmp_path, server, code):
+    """124 and 137 included: a container that exits so by itself is `exited`, not a timeout."""
     tools = StubTools(tmp_path, docker_exit=code)
     result = run(tools, make_job(), url_of(server))
-    assert bodies(server) == [{"status": "running"}, {"status": "failed", "exit-code": code}]
+    assert bodies(server) == [{"status": "running"}, {"status": "failed", "exit-code": code, "reason-code": "exited"}]
     assert result.returncode == code
+    assert [c.args[0] for c in tools.calls("docker")] == ["info", "pull", "run"] + (["inspect"] if code in (124, 137) else []) + ["rm"]
+    assert tools.calls("docker")[-1].args == ["rm", "-f", "jobman-7-0"]  # not left behind (no --rm)
     assert tools.powered_off
 
 
-def test_timeout_kills_the_container_and_reports_124(tmp_path, server):
+def test_timeout_stops_and_removes_the_container_and_reports_timed_out(tmp_path, server):
     tools = StubTools(tmp_path, docker_sleep=30)
-    # The 25 s hang guard is shorter than the stub's 30 s sleep: only `timeout` can end it in time.
+    # The 25 s hang guard is shorter than the stub's 30 s sleep: only the timeout can end it in time.
     script = render(make_job(timeout=1), callback_url=url_of(server))
     result = tools.run_script(script, env=FAST, timeout=25)
 
     (docker,) = tools.docker_runs()
     assert not docker.completed
-    assert bodies(server) == [{"status": "running"}, {"status": "failed", "exit-code": 124}]
-    assert "timed out after 1s" in result.stdout.decode()
+    assert bodies(server) == [{"status": "running"}, {
+        "status": "failed", "reason-code": "timed-out",
+        "reason": "after 1s (the job's timeout); the container was stopped and removed"}]
+    assert [c.args for c in tools.calls("docker")][-3:] == [
+        ["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", "jobman-7-0"],
+        ["stop", "-t", "1", "jobman-7-0"], ["rm", "-f", "jobman-7-0"]]
+    assert "the job's timeout (1s) has passed: stopping the container" in result.stdout.decode()
+    assert result.returncode == 124
     assert tools.powered_off
 
 
@@ -193,6 +205,8 @@ def test_a_killed_script_still_powers_off(tmp_path, server):
     assert proc.returncode == 143
     assert tools.powered_off
     assert bodies(server) == [{"status": "running"}]  # it died before reporting a result
+    # the container is removed on the way out (before power-off)
+    assert [c.args for c in tools.calls()][-2:] == [["rm", "-f", "jobman-7-0"], ["-P", "now"]]
 
 
 # ------------------------------------------------------------------ Docker installation
@@ -222,16 +236,18 @@ def test_running_docker_is_used_as_is(tmp_path, server):
     assert tools.calls("dnf") == [] and tools.calls("systemctl") == []
 
 
-@pytest.mark.parametrize("breakage", [
-    dict(docker_installed=False, dnf_works=False),
-    dict(docker_running=False, systemctl_works=False),
-    dict(docker_running=False, systemctl_starts_daemon=False),  # started, never answers
+@pytest.mark.parametrize("breakage, reason", [
+    (dict(docker_installed=False, dnf_works=False), "dnf could not install docker"),
+    (dict(docker_running=False, systemctl_works=False), "systemctl could not start docker"),
+    (dict(docker_running=False, systemctl_starts_daemon=False),  # started, never answers
+     "the docker daemon did not answer within 1s"),
 ])
-def test_docker_that_cannot_be_installed_or_started_reports_125(tmp_path, server, breakage):
+def test_docker_that_cannot_be_installed_or_started_reports_docker_unavailable(tmp_path, server, breakage, reason):
     tools = StubTools(tmp_path, **breakage)
     result = run(tools, make_job(), url_of(server))
-    assert bodies(server) == [{"status": "failed", "exit-code": 125}]
+    assert bodies(server) == [{"status": "failed", "reason-code": "docker-unavailable", "reason": reason}]
     assert tools.docker_runs() == []
+    assert [c for c in tools.calls("docker") if c.args[0] == "pull"] == []
     assert result.returncode == 125
     assert tools.powered_off
 
@@ -240,7 +256,8 @@ def test_docker_install_can_be_switched_off(tmp_path, server):
     tools = StubTools(tmp_path, docker_installed=False)
     run(tools, make_job(), url_of(server), docker_install=False)
     assert tools.calls("dnf") == []
-    assert bodies(server) == [{"status": "failed", "exit-code": 125}]
+    assert bodies(server) == [{"status": "failed", "reason-code": "docker-unavailable",
+                               "reason": "docker not found, and this launcher does not install it"}]
     assert tools.powered_off
 
 

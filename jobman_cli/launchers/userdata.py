@@ -67,7 +67,7 @@ import binascii
 import re
 import shlex
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import ConfigError, InvalidInput
 from ..model import Job, JobStatus
@@ -88,18 +88,20 @@ _PEM_BASE64 = re.compile(r"[A-Za-z0-9+/]{1,76}={0,2}|={1,2}", re.ASCII)
 
 USER_DATA_TEMPLATE = r"""#!/bin/bash
 # jobman user-data for job @@JOB_ID@@, rendered by jobman_cli/launchers/userdata.py (see its
-# docstring): install Docker if absent, report "running", run the image under `timeout`, report
-# "finished"/"failed" with the exit code, then power off whatever happens. No `set -e`: every
-# failure is handled where it happens.
+# docstring): install Docker if absent, report "running", pull the image (with retries), run the
+# container under a name and stop it at the timeout, report the outcome with a reason code, then
+# power off whatever happens. No `set -e`: every failure is handled where it happens.
 
 # ---- job parameters (every value single-quoted by the renderer) -------------------------------
 job_id=@@JOB_ID@@
 job_title=@@TITLE@@
 image=@@IMAGE@@
 job_timeout=@@TIMEOUT@@
+container=@@CONTAINER@@
 callback_url=@@CALLBACK_URL@@
 callback_token=@@CALLBACK_TOKEN@@
-env_args=(@@ENV_ARGS@@)
+run_args=(@@RUN_ARGS@@)
+command_args=(@@COMMAND_ARGS@@)
 
 # ---- tools come from PATH; the system default is appended so earlier entries win --------------
 system_path=${JOBMAN_SYSTEM_PATH-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
@@ -111,10 +113,16 @@ callback_attempts=$(number "${JOBMAN_CALLBACK_ATTEMPTS-}" 5)
 callback_backoff=$(number "${JOBMAN_CALLBACK_BACKOFF-}" 5)
 curl_retries=$(number "${JOBMAN_CURL_RETRIES-}" 3)
 docker_wait=$(number "${JOBMAN_DOCKER_WAIT-}" 120)
+pull_attempts=$(number "${JOBMAN_PULL_ATTEMPTS-}" 5)
+pull_backoff=$(number "${JOBMAN_PULL_BACKOFF-}" 2)
+stop_grace=$(number "${JOBMAN_STOP_GRACE-}" 30)
+started=
 
 log() { printf '%(%Y-%m-%dT%H:%M:%S%z)T jobman[job %s]: %s\n' -1 "$job_id" "$*"; }
 
 power_off() {
+  # The script ended while the container may exist (a signal): remove it.
+  [[ -n $started ]] && timeout 60s docker rm -f "$container" >/dev/null 2>&1
   log "powering off"
   shutdown -P now || poweroff || log "could not power off: neither shutdown nor poweroff worked"
 }
@@ -123,17 +131,30 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 @@CALLBACK_CA@@
-# report STATUS EXIT_CODE|"" ATTEMPTS -- PUT the status to the callback URL; never prints the token.
+# json_text TEXT -- TEXT as the inside of a JSON string: bytes outside printable ASCII become "?",
+# then \ and " are escaped; clipped to 400 bytes. A subshell, so LC_ALL=C stays local.
+json_text() (
+  LC_ALL=C
+  local s=${1:0:400}
+  s=${s//[^ -~]/?}
+  s=${s//\\/\\\\}
+  printf '%s' "${s//\"/\\\"}"
+)
+
+# report STATUS EXIT_CODE|"" REASON_CODE|"" REASON|"" ATTEMPTS -- PUT the outcome to the callback
+# URL; never prints the token.
 report() {
-  local status=$1 code=$2 attempts=$3 n=1 delay=$callback_backoff body
-  body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}}"
+  local status=$1 code=$2 reason_code=$3 reason=$4 attempts=$5 n=1 delay=$callback_backoff body
+  body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}${reason_code:+,\"reason-code\":\"$reason_code\"}"
+  [[ -n $reason ]] && body+=",\"reason\":\"$(json_text "$reason")\""
+  body+="}"
   while :; do
     if curl -fsSg -o /dev/null "${curl_tls[@]}" --connect-timeout 10 --max-time 30 \
         --retry "$curl_retries" --retry-connrefused --retry-max-time 120 \
         -X PUT -H 'Content-Type: application/json' \
         -H "Authorization: Bearer $callback_token" \
         --data-binary "$body" --url "$callback_url"; then
-      log "reported $status${code:+ (exit code $code)}"
+      log "reported $status${code:+ (exit code $code)}${reason_code:+ ($reason_code)}"
       return 0
     fi
     if (( n >= attempts )); then
@@ -147,20 +168,27 @@ report() {
   done
 }
 
+# fail EXIT_STATUS REASON_CODE REASON -- report failed and end the script.
+fail() {
+  log "failed ($2): $3"
+  report failed "" "$2" "$3" "$callback_attempts"
+  exit "$1"
+}
+
 docker_ready() { docker info >/dev/null 2>&1; }
 
 ensure_docker() {
   local waited=0
   if ! command -v docker >/dev/null 2>&1; then
 @@INSTALL_DOCKER@@
-    command -v docker >/dev/null 2>&1 || { log "docker still not found after installing it"; return 1; }
+    command -v docker >/dev/null 2>&1 || { problem="docker still not found after installing it"; return 1; }
   fi
   docker_ready && return 0
   log "starting the docker service"
-  systemctl enable --now docker || systemctl start docker || { log "systemctl could not start docker"; return 1; }
+  systemctl enable --now docker || systemctl start docker || { problem="systemctl could not start docker"; return 1; }
   until docker_ready; do
     if (( waited >= docker_wait )); then
-      log "the docker daemon did not answer within ${docker_wait}s"
+      problem="the docker daemon did not answer within ${docker_wait}s"
       return 1
     fi
     sleep 1
@@ -168,27 +196,67 @@ ensure_docker() {
   done
 }
 
+# pull -- docker pull with retries and doubling back-off, within the job's timeout; sets `problem`.
+pull() {
+  local n=1 delay=$pull_backoff left out rc
+  while :; do
+    left=$((deadline - SECONDS))
+    out=$(timeout "$((left > 0 ? left : 1))s" docker pull "$image" 2>&1 </dev/null)
+    rc=$?
+    [[ -n $out ]] && printf '%s\n' "$out"
+    (( rc == 0 )) && return 0
+    out=${out%$'\n'}
+    problem=${out##*$'\n'}
+    problem=${problem:-docker pull exited with $rc}
+    (( rc == 124 )) && problem="docker pull did not finish within the job's timeout (${job_timeout}s)"
+    problem="$problem (attempt $n of $pull_attempts)"
+    if (( n >= pull_attempts || rc == 124 || SECONDS + delay >= deadline )); then return 1; fi
+    case $problem in
+      *"manifest unknown"*|*"name unknown"*|*" not found"*|*"pull access denied"*|*"invalid reference format"*)
+        return 1 ;;  # retrying cannot help
+    esac
+    log "docker pull failed: $problem; retrying in ${delay}s"
+    sleep "$delay"
+    n=$((n + 1))
+    delay=$((delay * 2))
+  done
+}
+
 log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
-if ! ensure_docker; then
-  report failed 125 "$callback_attempts"
-  exit 125
-fi
-report running "" 1
-log "running the container"
-started=$SECONDS
-timeout --kill-after=30s "${job_timeout}s" docker run --rm "${env_args[@]}" "$image" </dev/null
+ensure_docker || fail 125 docker-unavailable "$problem"
+report running "" "" "" 1
+# The timeout covers the pull and the run, so the instance ends within the daemon's deadline.
+deadline=$((SECONDS + job_timeout))
+log "pulling $image"
+pull || fail 125 image-pull-failed "$problem"
+log "running the container $container"
+# At the deadline `timeout` kills the docker CLI (SIGKILL: some CLIs outlive SIGTERM) and the
+# container itself is stopped: its PID 1 may ignore SIGTERM, and killing the CLI does not end it.
+started=1
+left=$((deadline - SECONDS))
+timeout -s KILL "$((left > 0 ? left : 1))s" \
+  docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null
 rc=$?
-# Killed after the grace period: still the timeout, not the container's own doing.
-if (( rc == 137 && SECONDS - started >= job_timeout )); then rc=124; fi
+if (( rc == 137 || rc == 124 )); then
+  # Ask the engine: a container that ended by itself (even with 124 or 137) is not a timeout.
+  state=$(docker inspect -f '{{.State.Running}} {{.State.ExitCode}}' "$container" 2>/dev/null)
+  if [[ $state == "false "* ]]; then
+    rc=${state#false }
+  else
+    log "the job's timeout (${job_timeout}s) has passed: stopping the container (SIGTERM, then SIGKILL after ${stop_grace}s)"
+    timeout "$((stop_grace + 60))s" docker stop -t "$stop_grace" "$container" >/dev/null || log "docker stop failed"
+    timeout 60s docker rm -f "$container" >/dev/null || log "docker rm failed"
+    started=
+    fail 124 timed-out "after ${job_timeout}s (the job's timeout); the container was stopped and removed"
+  fi
+fi
+timeout 60s docker rm -f "$container" >/dev/null 2>&1
+started=
+log "the container exited with code $rc"
 if (( rc == 0 )); then
-  log "the container exited with code 0"
-  report finished 0 "$callback_attempts"
-elif (( rc == 124 )); then
-  log "the container timed out after ${job_timeout}s (exit code 124)"
-  report failed 124 "$callback_attempts"
+  report finished 0 "" "" "$callback_attempts"
 else
-  log "the container exited with code $rc"
-  report failed "$rc" "$callback_attempts"
+  report failed "$rc" exited "" "$callback_attempts"
 fi
 exit "$rc"
 """
@@ -198,9 +266,9 @@ values. Guarantees are listed in the module docstring; keep the two in step."""
 
 _INSTALL_DOCKER = """\
     log "docker not found; installing it with dnf"
-    dnf install -y docker || { log "dnf could not install docker"; return 1; }"""
+    dnf install -y docker || { problem="dnf could not install docker"; return 1; }"""
 _NO_INSTALL_DOCKER = """\
-    log "docker not found, and this launcher does not install it"
+    problem="docker not found, and this launcher does not install it"
     return 1"""
 
 _NO_CALLBACK_CA = """
@@ -240,6 +308,37 @@ def _env_args(env: Mapping[str, str]) -> str:
         _require_utf8("env-variables", value, f"the value of {key}")
         lines.append(f"\n  -e {shlex.quote(key + '=' + value)}")
     return "".join(lines) + ("\n" if lines else "")
+
+
+def _entrypoint_arg(entrypoint: str | None) -> str:
+    """``--entrypoint=VALUE`` (one argument, so a value starting with ``-`` stays a value) for the
+    ``run_args`` array; ``""`` when the image's own entrypoint is kept. An empty string is passed
+    on: Docker reads ``--entrypoint=`` as "no entrypoint" (the command runs directly)."""
+    if entrypoint is None:
+        return ""
+    _check_text("entrypoint", entrypoint, "the entrypoint")
+    return "\n  " + shlex.quote("--entrypoint=" + entrypoint)
+
+
+def _command_args(command: Sequence[str] | None) -> str:
+    """The container's command, one quoted word per element, for the ``command_args`` array."""
+    if command is None:
+        return ""
+    if isinstance(command, (str, bytes)) or not isinstance(command, Sequence):
+        raise InvalidInput("command", "must be a list of strings")
+    words = []
+    for i, word in enumerate(command):
+        _check_text("command", word, f"argument {i}")
+        words.append("\n  " + shlex.quote(word))
+    return "".join(words) + ("\n" if words else "")
+
+
+def _check_text(field: str, value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"{what} must be a string")
+    if "\x00" in value:
+        raise InvalidInput(field, f"{what} contains a NUL byte, which no argument can carry")
+    _require_utf8(field, value, what)
 
 
 def _require_utf8(field: str, value: str, what: str) -> None:
@@ -367,6 +466,11 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     over :data:`USER_DATA_LIMIT` bytes.
     """
     _check_fields(job, callback_url, callback_token)
+    env_args = _env_args(job.env_variables).rstrip("\n")
+    entrypoint_arg = _entrypoint_arg(job.entrypoint)
+    command_args = _command_args(job.command)
+    run_args = env_args + entrypoint_arg
+    attempt = job.attempts if isinstance(job.attempts, int) and not isinstance(job.attempts, bool) else 0
     ca_block = _NO_CALLBACK_CA
     if callback_ca is not None:
         ca_block = _CALLBACK_CA.replace("@@PEM@@", normalize_callback_ca(callback_ca))
@@ -377,7 +481,9 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
         "TIMEOUT": str(job.timeout),
         "CALLBACK_URL": shlex.quote(callback_url),
         "CALLBACK_TOKEN": shlex.quote(callback_token),
-        "ENV_ARGS": _env_args(job.env_variables),
+        "CONTAINER": shlex.quote(f"jobman-{job.id}-{attempt}"),
+        "RUN_ARGS": run_args + ("\n" if run_args else ""),
+        "COMMAND_ARGS": command_args,
         "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
         "CALLBACK_CA": ca_block,
     }
@@ -385,9 +491,13 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)
     size = len(script.encode("utf-8"))
     if size > USER_DATA_LIMIT:
+        # Name the field that takes the most room (the environment unless the command is larger).
+        field, what = "env-variables", "the environment"
+        if len(command_args) + len(entrypoint_arg) > len(env_args):
+            field, what = "command", "the command"
         raise InvalidInput(
-            "env-variables",
-            f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten the environment"
+            field,
+            f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten {what}"
             + (" or the callback CA)" if callback_ca is not None else ")"),
         )
     return script

@@ -121,7 +121,7 @@ def cli(ctx: click.Context, location: str | None) -> None:
     ctx.obj = State(location)
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
 @click.option("--at", "when", required=True, metavar="WHEN",
               help="now, +10m, 'in 2 hours', '2026-12-01 09:00:00' or ISO-8601 (local time unless an offset is given).")
@@ -133,13 +133,22 @@ def cli(ctx: click.Context, location: str | None) -> None:
 @click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
 @click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
 @click.option("--tz", default=None, help="Time zone for WHEN without offset. [env: JOBMAN_TZ; default: the system's]")
+@click.option("--entrypoint", default=None, metavar="EXE",
+              help="The container's entrypoint (one executable; '' clears the image's). [default: the image's]")
+@click.option("--disk-gb", default=None, metavar="N", help="Root volume size in GiB. [default: the AMI's]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
 @click.pass_obj
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, timeout: str | None, start_deadline: str | None,
-             idempotency_key: str | None, tz: str | None, as_json: bool, quiet: bool) -> None:
-    """Schedule IMAGE to run at WHEN on a fresh EC2 instance."""
+             idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
+             as_json: bool, quiet: bool, command: tuple[str, ...]) -> None:
+    """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
+
+    Words after -- are the container's command, each passed to Docker as one argument, exactly
+    as given (no shell on the way); without them the image's own CMD runs.
+    """
     from .service import CLI_FIELDS, ScheduleRequest, env_from_cli
 
     if as_json and quiet:
@@ -147,6 +156,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
     request = ScheduleRequest(
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
+        command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
     )
     job, created = state.service().schedule(request, CLI_FIELDS)
     if quiet:
@@ -270,21 +280,53 @@ def cancel(state: State, job_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id", metavar="ID")
-@click.pass_obj
-def logs(state: State, job_id: str) -> None:
-    """The console output of the job's instance (EC2 GetConsoleOutput)."""
-    from .errors import JobmanError
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing new lines until the job ends; then exit as status --wait does (0 finished, 1 not).")
+@click.option("--attempt", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Which launch attempt's log. [default: the job's current attempt]")
+@click.option("--since", default=None, metavar="DUR", help="Only lines of the last DUR (10m, 2h, 1d).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: timestamp, message, stream.")
+@click.pass_context
+def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, since: str | None, as_json: bool) -> None:
+    """The job's log from CloudWatch Logs: bootstrap lines and container output, also after the
+    instance is gone. EC2 console output only for an instance that never reached its log."""
+    from .config import log_settings
+    from .joblogs import LogRequest, logs_client, show_job_log
+    from .validation import parse_duration
 
-    job = state.service(create=False).get(_job_id(job_id))
-    if not job.instance_id:
-        raise JobmanError(f"job {job.id} has no instance yet (it is {job.status.value})")
-    from .launchers.factory import launcher_from_environment
+    state: State = ctx.obj
+    number = _job_id(job_id)
+    since_seconds = None if since is None else parse_duration(since, field="--since", maximum=3653 * 86400)
+    service = state.service(create=False)
+    settings = log_settings()
 
-    output = launcher_from_environment().console_output(job.instance_id)
-    if not output:
-        click.echo(f"(no console output from {job.instance_id} yet; EC2 publishes it a few minutes after boot)", err=True)
+    def client() -> Any:
+        from .launchers.factory import ec2_settings
+
+        ec2 = ec2_settings({})
+        return logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url or ec2.endpoint_url)
+
+    def launcher() -> Any:
+        from .launchers.factory import launcher_from_environment
+
+        return launcher_from_environment()
+
+    out = sys.stdout.buffer
+    if as_json:
+        import orjson
+
+        def write(events) -> None:
+            out.write(b"".join(orjson.dumps(e.to_json()) + b"\n" for e in events))
+            out.flush()
     else:
-        click.echo(output, nl=not output.endswith("\n"))
+        def write(events) -> None:
+            out.write("".join(e.message + "\n" for e in events).encode("utf-8", "replace"))
+            out.flush()
+
+    code = show_job_log(service, LogRequest(number, attempt, since_seconds, follow), client=client,
+                        group=settings.group, write=write, note=lambda text: click.echo(f"Note: {text}", err=True),
+                        launcher=launcher)
+    ctx.exit(code)
 
 
 @cli.command()

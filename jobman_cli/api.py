@@ -43,7 +43,7 @@ __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
 
 PREFIX = "/jobMan/v1.1"
 SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
-                   "instance-type", "idempotency-key", "tz")
+                   "instance-type", "idempotency-key", "tz", "command", "entrypoint", "disk-gb")
 CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
 ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
@@ -189,7 +189,8 @@ class JobsApi:
             image=body.get("docker-image"), when=body.get("date-time"), title=body.get("title"),
             env=body.get("env-variables"), instance_type=body.get("instance-type"), timeout=body.get("timeout"),
             start_deadline=body.get("start-deadline"), idempotency_key=body.get("idempotency-key"),
-            tz=body.get("tz"),
+            tz=body.get("tz"), command=body.get("command"), entrypoint=body.get("entrypoint"),
+            disk_gb=body.get("disk-gb"),
         )
         job, created = service.schedule(request, API_FIELDS)
         location = (("Location", f"{PREFIX}/jobs/{job.id}/status"),)

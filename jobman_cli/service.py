@@ -33,13 +33,17 @@ class FieldNames:
     tz: str = "tz"
     status: str = "status"
     exit_code: str = "exit-code"
+    command: str = "command"
+    entrypoint: str = "entrypoint"
+    disk_gb: str = "disk-gb"
 
 
 API_FIELDS = FieldNames()
 CLI_FIELDS = FieldNames(
     title="--title", when="--at", image="--image", env="-e/--env-file", instance_type="--instance-type",
     timeout="--timeout", start_deadline="--start-deadline", idempotency_key="--idempotency-key",
-    tz="--tz", status="--status", exit_code="--exit-code",
+    tz="--tz", status="--status", exit_code="--exit-code", command="CMD", entrypoint="--entrypoint",
+    disk_gb="--disk-gb",
 )
 
 RELATIVE_PREFIXES = ("now", "+", "in ")
@@ -58,6 +62,9 @@ class ScheduleRequest:
     start_deadline: Any = None
     idempotency_key: Any = None
     tz: Any = None
+    command: Any = None
+    entrypoint: Any = None
+    disk_gb: Any = None
 
 
 def launch_token_for(store_id: str, job_id: int, attempt: int) -> str:
@@ -106,6 +113,9 @@ class JobService:
                          else validation.validate_instance_type(request.instance_type, field=names.instance_type))
         key = (None if request.idempotency_key is None
                else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))
+        command = validation.validate_command(request.command, field=names.command)
+        entrypoint = validation.validate_entrypoint(request.entrypoint, field=names.entrypoint)
+        disk_gb = validation.parse_disk_gb(request.disk_gb, field=names.disk_gb)
         when_text = request.when.strip().lower()
         # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
         # same instant, so the idempotency check compares the text; for an absolute time, the instant.
@@ -115,6 +125,7 @@ class JobService:
             status=JobStatus.SCHEDULED, created_at=now,
             timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
+            command=command, entrypoint=entrypoint, disk_gb=disk_gb,
         )
         _check_user_data_size(draft, names)
         return draft
@@ -212,6 +223,8 @@ def _check_user_data_size(draft: Job, names: FieldNames) -> None:
     except InvalidInput as exc:
         if exc.field == "env-variables":
             raise InvalidInput(names.env, exc.rule) from None
+        if exc.field in ("command", "entrypoint"):
+            raise InvalidInput(getattr(names, exc.field), exc.rule) from None
         raise
 
 

@@ -334,6 +334,53 @@ def validate_idempotency_key(text: Any, field: str = "--idempotency-key") -> str
     return text
 
 
+MAX_COMMAND_ARGS = 1000
+#: The largest root volume EBS gives (gp2/gp3: 16 TiB). The lower bound is the AMI's snapshot,
+#: which only EC2 knows: a smaller size fails the launch (``launch-failed``, EC2's words).
+MAX_DISK_GB = 16384
+
+
+def validate_command(value: Any, field: str = "command") -> tuple[str, ...] | None:
+    """The container's command: a list of strings, each passed to Docker byte-exact as one argument
+    (no shell involved). ``None`` or an empty list: the image's own ``CMD``."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInput(field, f"must be an array of strings (got {_json_type(value)})")
+    if len(value) > MAX_COMMAND_ARGS:
+        raise InvalidInput(field, f"has {len(value)} arguments; at most {MAX_COMMAND_ARGS} are allowed")
+    for i, arg in enumerate(value):
+        if not isinstance(arg, str):
+            raise InvalidInput(field, f"argument {i} must be a string (got {_json_type(arg)})")
+        if "\x00" in arg:
+            raise InvalidInput(field, f"argument {i} contains a NUL byte, which no argument can carry")
+        _require_utf8(arg, field, f"argument {i}")
+    return tuple(value) or None
+
+
+def validate_entrypoint(value: Any, field: str = "entrypoint") -> str | None:
+    """The container's entrypoint: one executable, byte-exact. ``""`` clears the image's own
+    entrypoint (Docker's ``--entrypoint ""``); ``None`` keeps it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string (got {_json_type(value)})")
+    if "\x00" in value:
+        raise InvalidInput(field, "contains a NUL byte, which no argument can carry")
+    _require_utf8(value, field, "the entrypoint")
+    return value
+
+
+def parse_disk_gb(value: Any, field: str = "disk-gb") -> int | None:
+    """The root volume's size in GiB, 1 to 16384, as an ``int`` (JSON) or decimal string (CLI)."""
+    if value is None:
+        return None
+    number = int(value) if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,5}", value) else value
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_DISK_GB:
+        raise InvalidInput(field, f"must be a whole number of GiB from 1 to {MAX_DISK_GB} (got {_show(value)})")
+    return number
+
+
 def parse_exit_code(value: Any, field: str = "exit-code") -> int:
     """An exit status 0-255, as an ``int`` (JSON) or a decimal string (the command line)."""
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,3}", value):

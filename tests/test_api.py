@@ -154,8 +154,11 @@ def test_idempotency_key_returns_the_same_job_and_refuses_different_fields(api: 
 
 def test_schedule_names_unknown_and_bad_fields(api: Api) -> None:
     status, _, error = api.call("POST", "/jobs/schedule", {"docker-image": "alpine", "date-time": "now",
-                                                           "command": "rm -rf /", "Title": "x"})
-    assert status == 400 and "'Title', 'command'" in error["error"]
+                                                           "cmd": "rm -rf /", "Title": "x"})
+    assert status == 400 and "'Title', 'cmd'" in error["error"]
+    status, _, error = api.call("POST", "/jobs/schedule", {"docker-image": "alpine", "date-time": "now",
+                                                           "command": "rm -rf /"})
+    assert status == 400 and error["error"] == "command: must be an array of strings (got str)"
     status, _, error = api.call("POST", "/jobs/schedule", {"docker-image": "image ABC", "date-time": "now"})
     assert status == 400 and error["error"].startswith("docker-image:")
     status, _, error = api.call("POST", "/jobs/schedule", {"docker-image": "alpine"})

@@ -87,6 +87,18 @@ def test_launch_uses_the_jobs_instance_type(aws, launcher):
     assert instance(aws, instance_id)["InstanceType"] == "m5.large"
 
 
+def test_disk_gb_sizes_the_root_volume_of_the_amis_root_device(aws, launcher):
+    sized = launcher.launch(make_job(job_id=8, disk_gb=42), user_data="#!/bin/bash\n", store_id=STORE)
+    plain = launcher.launch(make_job(job_id=9), user_data="#!/bin/bash\n", store_id=STORE)
+    inst = instance(aws, sized)
+    ami = aws.describe_images(ImageIds=[inst["ImageId"]])["Images"][0]
+    (mapping,) = [m for m in inst["BlockDeviceMappings"] if m["DeviceName"] == ami["RootDeviceName"]]
+    volume = aws.describe_volumes(VolumeIds=[mapping["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert volume["Size"] == 42
+    plain_volumes = [m["Ebs"]["VolumeId"] for m in instance(aws, plain)["BlockDeviceMappings"]]
+    assert 42 not in [v["Size"] for v in aws.describe_volumes(VolumeIds=plain_volumes)["Volumes"]]
+
+
 @pytest.mark.parametrize("by_arn", [False, True])
 def test_launch_passes_optional_settings_through(aws, by_arn):
     vpc = aws.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]

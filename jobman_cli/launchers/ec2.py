@@ -188,6 +188,7 @@ class EC2Launcher:
         self._clients: dict[str, Any] = {}
         self._ami_lock = threading.Lock()
         self._ami: tuple[str, float] | None = None  # (image id, monotonic time resolved)
+        self._root_devices: dict[str, str] = {}  # image id -> root device name
 
     # ------------------------------------------------------------------ plumbing
     def _client(self, service: str) -> Any:
@@ -250,6 +251,24 @@ class EC2Launcher:
             self._ami = (value, time.monotonic())
             return value
 
+    def _root_device(self, image_id: str) -> str:
+        """The AMI's root device name (``/dev/xvda`` on Amazon Linux), for ``--disk-gb``; cached."""
+        with self._ami_lock:
+            cached = self._root_devices.get(image_id)
+        if cached is not None:
+            return cached
+        try:
+            images = self._ec2.describe_images(ImageIds=[image_id]).get("Images") or []
+        except (ClientError, BotoCoreError) as exc:
+            raise to_launch_error(exc, f"cannot read the root device of AMI {image_id} (for --disk-gb)") from exc
+        device = str((images[0] if images else {}).get("RootDeviceName") or "")
+        if not device:
+            raise LaunchError(f"InvalidAMIID.NotFound: AMI {image_id} has no root device to size (--disk-gb)",
+                              retryable=False, code="InvalidAMIID.NotFound")
+        with self._ami_lock:
+            self._root_devices[image_id] = device
+        return device
+
     def _tags(self, job: Job, store_id: str) -> list[dict[str, str]]:
         tags = {"Name": f"jobman-{job.id}"}
         tags.update(dict(self.settings.extra_tags))  # may rename, may not touch the jobman tags
@@ -292,6 +311,10 @@ class EC2Launcher:
             params["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
         if settings.key_name:
             params["KeyName"] = settings.key_name
+        if job.disk_gb is not None:
+            # Only the size: EC2 keeps the AMI's snapshot and volume type for the root device.
+            params["BlockDeviceMappings"] = [{"DeviceName": self._root_device(params["ImageId"]),
+                                              "Ebs": {"VolumeSize": int(job.disk_gb), "DeleteOnTermination": True}}]
         try:
             response = self._ec2.run_instances(**params)
         except ClientError as exc:

@@ -121,7 +121,7 @@ def cli(ctx: click.Context, location: str | None) -> None:
     ctx.obj = State(location)
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
 @click.option("--at", "when", required=True, metavar="WHEN",
               help="now, +10m, 'in 2 hours', '2026-12-01 09:00:00' or ISO-8601 (local time unless an offset is given).")
@@ -133,13 +133,22 @@ def cli(ctx: click.Context, location: str | None) -> None:
 @click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
 @click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
 @click.option("--tz", default=None, help="Time zone for WHEN without offset. [env: JOBMAN_TZ; default: the system's]")
+@click.option("--entrypoint", default=None, metavar="EXE",
+              help="The container's entrypoint (one executable; '' clears the image's). [default: the image's]")
+@click.option("--disk-gb", default=None, metavar="N", help="Root volume size in GiB. [default: the AMI's]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
 @click.pass_obj
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, timeout: str | None, start_deadline: str | None,
-             idempotency_key: str | None, tz: str | None, as_json: bool, quiet: bool) -> None:
-    """Schedule IMAGE to run at WHEN on a fresh EC2 instance."""
+             idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
+             as_json: bool, quiet: bool, command: tuple[str, ...]) -> None:
+    """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
+
+    Words after -- are the container's command, each passed to Docker as one argument, exactly
+    as given (no shell on the way); without them the image's own CMD runs.
+    """
     from .service import CLI_FIELDS, ScheduleRequest, env_from_cli
 
     if as_json and quiet:
@@ -147,6 +156,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
     request = ScheduleRequest(
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
+        command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
     )
     job, created = state.service().schedule(request, CLI_FIELDS)
     if quiet:

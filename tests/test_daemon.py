@@ -23,14 +23,14 @@ from botocore.exceptions import ClientError
 
 from jobman_cli.clock import FixedClock
 from jobman_cli.daemon import CLAIMED_BY, Daemon, format_duration
-from jobman_cli.daemon_loop import DaemonLock, check_public_url, run_daemon
+from jobman_cli.daemon.main import DaemonLock, check_public_url, run_daemon
 from jobman_cli.errors import ConfigError, InvalidInput
 from jobman_cli.launchers.base import EC2Settings
 from jobman_cli.launchers.ec2 import EC2Launcher, to_launch_error
 from jobman_cli.launchers.userdata import render_user_data
 from jobman_cli.model import Job, JobStatus, ReasonCode, format_time, hash_callback_token
-from jobman_cli.reconcile import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED, REAPED,
-                                  RETRYING, TIMED_OUT, VANISHED, Collector)
+from jobman_cli.daemon.common import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED,
+                                      REAPED, RETRYING, TIMED_OUT, VANISHED, Collector)
 from jobman_cli.service import JobService, ScheduleRequest, launch_token_for
 from jobman_cli.settings import DaemonSettings, daemon_settings
 from jobman_cli.stores.tinydb import TinyDBStore
@@ -419,7 +419,7 @@ def test_reconcile_during_a_launch_in_flight_does_not_reap_it(world):
 
     def after(j, iid):
         out = Collector()
-        other._reconciler.run(world.clock.now(), out)
+        other.reconciler.step(world.clock.now(), out)
         reaped.extend(out.report(True).of(REAPED))
 
     world.launcher.after = after
@@ -731,7 +731,7 @@ def test_launcher_from_environment_uses_env_and_config(aws_env, tmp_path):
 
 
 def test_waker_wakes_a_sleeper_once_and_never_blocks_a_setter():
-    from jobman_cli.daemon_loop import Waker
+    from jobman_cli.daemon.waker import Waker
 
     waker = Waker()
     try:
@@ -755,7 +755,7 @@ def test_waker_wakes_a_sleeper_once_and_never_blocks_a_setter():
 def test_a_lost_stderr_never_fails_the_daemon(world, monkeypatch):
     import io
 
-    from jobman_cli.reconcile import stderr_log
+    from jobman_cli.daemon.common import stderr_log
 
     closed = io.StringIO()
     closed.close()
@@ -909,11 +909,11 @@ def test_renewal_only_touches_this_daemons_own_launching_attempt(world):
     claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
     shared = world.make_daemon(exclusive=False, launch_lease=3.0, daemon_id="me")
     try:
-        shared._claims[job.id] = (claimed.attempts, T0)  # as if it held the claim (it does not)
+        shared.leases.hold(claimed)  # as if it held the claim (it does not)
         world.clock.set(T0 + timedelta(minutes=1, seconds=2))
         assert shared.renew_claims() == 0  # claimed by "dead-daemon": never bumped by us
         assert world.get(job.id).version == claimed.version
-        assert job.id not in shared._claims
+        assert job.id not in shared.leases._claims
     finally:
         shared.close()
 

@@ -9,38 +9,18 @@ becomes a compare-and-set transition, so a callback racing with the reconciler a
 The orphan reaper looks the instances up *before* it reads the store. An instance exists only after
 its job's claim was persisted (claim-before-launch), so the later store read always knows about
 every instance the lookup found; a launch in flight therefore can never look like an orphan.
-
-It also holds the small value types a daemon tick reports (:class:`Outcome`, :class:`TickReport`)
-and the few helpers the daemon modules share (messages, log lines).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
-import threading
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
-from .errors import JobmanError, JobNotFound, TransitionNotAllowed
-from .launchers.base import InstanceInfo, Launcher
-from .model import ACTIVE_STATES, Job, JobStatus, ReasonCode, format_time
-from .stores.base import JobChange, JobStore
-
-# Outcome kinds, one per kind of thing a tick did.
-LAUNCHED = "launched"
-ADOPTED = "adopted"
-RETRYING = "retrying"
-LAUNCH_FAILED = "launch-failed"
-MISSED = "missed"
-TIMED_OUT = "timed-out"
-VANISHED = "vanished"
-REAPED = "reaped"
-CANCELLED_DURING_LAUNCH = "cancelled-during-launch"
-ERROR = "error"
+from ..errors import JobmanError, JobNotFound
+from ..launchers.base import InstanceInfo, Launcher
+from ..model import ACTIVE_STATES, Job, JobStatus, ReasonCode
+from ..stores.base import JobStore
+from .common import REAPED, TIMED_OUT, VANISHED, Collector, Log, Skip, describe_change, guarded_update
 
 #: On AWS a just-launched instance can be briefly absent from DescribeInstances (eventual
 #: consistency); absence counts as death only this long after the launch was recorded.
@@ -51,102 +31,6 @@ MISSING_GRACE = 120.0
 #: flight. ``stopping``/``stopped`` only happen when someone stops it by hand (jobman launches with
 #: ``InstanceInitiatedShutdownBehavior=terminate``).
 DEAD_STATES = ("terminated", "stopping", "stopped")
-
-Log = Callable[[str], None]
-
-
-class Skip(Exception):
-    """Raised inside a store change function: the job moved on, write nothing."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str
-    job_id: int | None
-    detail: str = ""
-    instance_id: str | None = None
-
-
-@dataclass(frozen=True)
-class TickReport:
-    """What one :meth:`~jobman_cli.daemon.Daemon.tick` did (complete only when it waited)."""
-
-    outcomes: tuple[Outcome, ...] = ()
-    reconciled: bool = False
-
-    def of(self, kind: str) -> list[Outcome]:
-        return [o for o in self.outcomes if o.kind == kind]
-
-    def job_ids(self, kind: str) -> list[int]:
-        return sorted(o.job_id for o in self.of(kind) if o.job_id is not None)
-
-
-class Collector:
-    """Outcomes gathered from the loop thread and the launch workers."""
-
-    def __init__(self) -> None:
-        self._items: list[Outcome] = []
-        self._lock = threading.Lock()
-
-    def add(self, kind: str, job_id: int | None, detail: str = "", instance_id: str | None = None) -> None:
-        with self._lock:
-            self._items.append(Outcome(kind, job_id, detail, instance_id))
-
-    def report(self, reconciled: bool) -> TickReport:
-        with self._lock:
-            return TickReport(tuple(self._items), reconciled)
-
-
-def new_daemon_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def format_duration(seconds: float) -> str:
-    """``2h5m``, ``45s``: the duration grammar the CLI accepts, for messages."""
-    rest = max(0, int(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size or (unit == "s" and not parts):
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts)
-
-
-def missed_reason(job: Job, now: datetime) -> str:
-    reason = f"missed start deadline (due {format_time(job.date_time)}, {format_duration((now - job.date_time).total_seconds())} late)"
-    if job.reason and job.attempts:  # it was waiting for a retry: say why it was not launched
-        reason += f"; last launch error: {job.reason}"
-    return reason
-
-
-def stderr_log(line: str) -> None:
-    """One line to stderr. A daemon whose stderr went away (its reader died, a closed terminal)
-    keeps working: losing a log line must never fail a launch or the loop."""
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def best_instance(instances: list[InstanceInfo]) -> InstanceInfo:
-    """Of several instances of one attempt (only possible where ``ClientToken`` is ignored), the one
-    to keep: a live one first, then the earliest launched. The reaper ends the others."""
-    return sorted(instances, key=lambda i: (i.gone, i.launch_time is None, i.launch_time or 0, i.instance_id))[0]
-
-
-def guarded_update(store: JobStore, job_id: int, change: JobChange) -> Job | None:
-    """``store.update`` that answers ``None`` when the change decided the job had moved on."""
-    try:
-        return store.update(job_id, change)
-    except (Skip, TransitionNotAllowed, JobNotFound):
-        return None
-
-
-def describe_change(before: Job, after: Job, detail: str = "") -> str:
-    """``job 12 running -> failed (timed out after 60s)``: the one log line per state change."""
-    text = f"job {after.id} {before.status.value} -> {after.status.value}"
-    return f"{text} ({detail})" if detail else text
 
 
 class Reconciler:
@@ -160,7 +44,8 @@ class Reconciler:
         self.log = log
         self.in_flight = in_flight
 
-    def run(self, now: datetime, out: Collector) -> None:
+    def step(self, now: datetime, out: Collector) -> None:
+        """One pass: look the store's instances up, check the running jobs, reap the orphans."""
         try:
             tagged: list[InstanceInfo] | None = self.launcher.find_instances(self.store.store_id)
         except JobmanError as exc:

@@ -1,14 +1,5 @@
-"""The daemon's outer shell: the sleeping loop, signal handling and the wiring of ``jobman daemon``.
-
-Kept apart from :mod:`jobman_cli.daemon` (what one pass does) so each stays small. The loop's whole
-job is to call :meth:`Daemon.tick` at the right moments and otherwise cost nothing:
-
-* at the next due time (``store.next_due_at()``, re-read only when the store changed),
-* at the next reconciliation, or when a job that crashed may be looked at again,
-* when the store's change marker moved (a ``stat`` every ``watch_interval``; another process
-  added or changed a job) and something is due,
-* when the :class:`Waker` is set (the API changed something through the service, a launch ended,
-  a signal arrived).
+"""``jobman daemon``, the process: check the flags, open the store and the launcher, start the HTTP
+listener, build the :class:`~.wiring.Daemon`, run it until a signal, and clean everything up.
 """
 
 from __future__ import annotations
@@ -16,138 +7,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import select
 import signal
 import threading
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from . import __version__
-from .errors import ConfigError, InvalidInput, JobmanError
-from .reconcile import TickReport
-from .service import JobService
-from .settings import DaemonSettings
-
-if TYPE_CHECKING:  # daemon.py imports this module (for Waker); Daemon itself is imported lazily
-    from .daemon import Daemon
+from .. import __version__
+from ..errors import ConfigError, InvalidInput
+from ..service import JobService
+from ..settings import DaemonSettings
+from .common import TickReport, stderr_log
+from .wiring import Daemon
 
 
-class Waker:
-    """The loop's wake-up call, settable by threads *and by signal handlers*: a non-blocking
-    self-pipe. (``threading.Event.set`` takes a lock; called from a handler that interrupted the
-    main thread inside that same event's lock, it would deadlock.)"""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def set(self) -> None:
-        try:
-            os.write(self._write, b"\0")
-        except OSError:  # pipe full (a wake-up is pending anyway) or already closed
-            pass
-
-    def wait(self, timeout: float) -> None:
-        """Return after ``timeout`` seconds or once set; either way, consume every pending wake-up."""
-        if timeout > 0:
-            select.select([self._read], [], [], timeout)
-        try:
-            while os.read(self._read, 4096):
-                pass
-        except OSError:  # BlockingIOError: drained
-            pass
-
-    def close(self) -> None:
-        fds = (self._read, self._write)
-        self._read = self._write = -1  # first, so a late set() cannot write to a reused number
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-class _Errors:
-    """Logs a failing loop step once per distinct message, so a broken store does not flood stderr."""
-
-    def __init__(self, daemon: "Daemon") -> None:
-        self.daemon = daemon
-        self.last: str | None = None
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:  # the loop must survive anything one step does
-            message = " ".join(f"{type(exc).__name__}: {exc}".split()) if not isinstance(exc, JobmanError) else str(exc)
-            if message != self.last:
-                self.daemon.log(f"error: {message} (the daemon keeps running)")
-                self.last = message
-            return False, None
-        self.last = None
-        return True, result
-
-
-def run_loop(daemon: "Daemon") -> None:
-    store, clock = daemon.store, daemon.clock
-    watch = timedelta(seconds=daemon.settings.watch_interval)
-    errors = _Errors(daemon)
-    # The marker is always read *before* the store is: a write after that read moves the marker,
-    # so the next poll notices it even if the tick's own read just missed it.
-    _, marker = errors.call(store.change_marker)
-    errors.call(daemon.observe)  # the first look only remembers the active jobs' states
-    now = clock.now()
-    errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
-    last_tick = now
-    _, next_due = errors.call(store.next_due_at)
-    dirty = False  # the store changed since the last pass, while older due jobs were still in flight
-    daemon.log(f"ready; next job due {_when(next_due)}")
-    while not daemon.stopping:
-        now = clock.now()
-        wake_at = [now + watch]
-        if next_due is not None and next_due > last_tick:
-            wake_at.append(next_due)
-        if dirty:
-            wake_at.append(last_tick + watch)
-        if daemon.next_reconcile is not None:
-            wake_at.append(daemon.next_reconcile)
-        cooled = daemon.next_wake(after=last_tick)
-        if cooled is not None:
-            wake_at.append(cooled)
-        daemon.sleep((min(wake_at) - now).total_seconds())
-        if daemon.stopping:
-            break
-        now = clock.now()
-        ok, current = errors.call(store.change_marker)
-        if ok and current != marker:
-            marker = current
-            dirty = True
-            _, next_due = errors.call(store.next_due_at)
-            errors.call(daemon.observe)  # log changes other processes made (a CLI cancel, ...)
-        due = False
-        if next_due is not None and next_due <= now:
-            # A due time passed since the last pass: go now. Otherwise the earliest due jobs are
-            # the ones already in flight, and the store changed (our own claims, callbacks, a CLI
-            # adding a job): look again, but at most once per watch interval during a burst.
-            due = next_due > last_tick or (dirty and now - last_tick >= watch)
-        cooled_now = cooled is not None and cooled <= now
-        reconcile_now = daemon.next_reconcile is None or now >= daemon.next_reconcile
-        if due or cooled_now or reconcile_now:
-            _, marker = errors.call(store.change_marker)
-            errors.call(daemon.tick, now, wait_launches=False)
-            last_tick, dirty = now, False
-            _, next_due = errors.call(store.next_due_at)
-    daemon.log("stopping: no new launches; waiting for launches in flight")
-
-
-def _when(value: datetime | None) -> str:
-    from .model import format_time
-
-    return format_time(value) if value is not None else "(none scheduled)"
-
-
-# ---------------------------------------------------------------------- wiring
 def emulator_endpoint(ec2: Any) -> str | None:
     """The AWS endpoint override in effect (an emulator such as moto_server), or None for real AWS."""
     return (os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL")
@@ -165,7 +37,7 @@ def check_public_url(settings: DaemonSettings, ec2: Any) -> str | None:
     import ipaddress
     from urllib.parse import urlsplit
 
-    from .launchers.userdata import callback_url_for
+    from ..launchers.userdata import callback_url_for
 
     emulator = emulator_endpoint(ec2)
     if not settings.public_url and (settings.once or not settings.serve_api) and not emulator:
@@ -206,7 +78,7 @@ class DaemonLock:
     def __init__(self, store_path: str) -> None:
         import fcntl
 
-        from .stores.filelock import ensure_dir
+        from ..stores.filelock import ensure_dir
 
         # The real path: a store reached through a symlink has one lock, not one per name.
         self.path = Path(f"{os.path.realpath(store_path)}.daemon.lock")
@@ -245,9 +117,8 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def _api_log(message: str) -> None:
-    from .clock import SystemClock
-    from .daemon import stderr_log
-    from .model import format_time
+    from ..clock import SystemClock
+    from ..model import format_time
 
     stderr_log(f"{format_time(SystemClock().now())} api: {message}")
 
@@ -255,7 +126,7 @@ def _api_log(message: str) -> None:
 def start_api(settings: DaemonSettings, service: JobService) -> tuple[Any, str]:
     """Start the HTTP listener if this build has one. Returns ``(server or None, token note)``."""
     try:
-        from .api import ApiServer, load_or_create_api_token
+        from ..api import ApiServer, load_or_create_api_token
     except ModuleNotFoundError as exc:
         if exc.name != "jobman_cli.api":
             raise
@@ -286,9 +157,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     corrupt store) is a :class:`~jobman_cli.errors.JobmanError`, which the CLI prints as one line
     with exit code 1; an unusable ``--public-url`` is a usage error (exit 2).
     """
-    from .daemon import Daemon
-    from .launchers.ec2 import EC2Launcher
-    from .stores import open_store
+    from ..launchers.ec2 import EC2Launcher
+    from ..stores import open_store
 
     url_note = check_public_url(settings, ec2)  # a usage error (exit 2) before anything else
     launcher = EC2Launcher(ec2)

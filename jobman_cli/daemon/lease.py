@@ -1,0 +1,102 @@
+"""Launch leases on a shared store (DynamoDB, several daemons).
+
+A claim (``scheduled -> launching``) names the daemon that made it (``Job.extra[CLAIMED_BY]``) and
+is stamped by ``updated_at``. Another daemon honours it for ``lease`` seconds after that stamp
+(:meth:`LeaseKeeper.honours`); after that the launch counts as abandoned and may be taken over
+(:mod:`.adopter`). So that a launch that is slow but alive (botocore may retry one call for over a
+minute) is never taken over, the daemon renews its own claims (:meth:`LeaseKeeper.step`) from a
+thread of its own, every ``lease / 6``.
+
+An exclusive store (TinyDB: one daemon per file, under its lock) has no leases: any ``launching``
+job the daemon is not launching itself is abandoned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime, timedelta
+
+from ..clock import Clock
+from ..model import Job, JobStatus
+from ..stores.base import JobStore
+from .common import CLAIMED_BY, Log, Skip, error_text, guarded_update, now_at_least
+
+
+class LeaseKeeper:
+    def __init__(self, store: JobStore, clock: Clock, *, daemon_id: str, lease: float, exclusive: bool,
+                 log: Log) -> None:
+        self.store = store
+        self.clock = clock
+        self.daemon_id = daemon_id
+        self.lease = lease
+        self.exclusive = exclusive
+        self.log = log
+        self._lock = threading.Lock()
+        #: job id -> (attempt, claim last renewed): the claims of the launches this daemon has in flight.
+        self._claims: dict[int, tuple[int, datetime]] = {}
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ other daemons' claims
+    def honours(self, job: Job, now: datetime) -> bool:
+        """True while ``job`` (``launching``) is another live daemon's launch, not to be taken over."""
+        if self.exclusive or job.extra.get(CLAIMED_BY) == self.daemon_id:
+            return False
+        touched = job.updated_at or job.created_at
+        return now < touched + timedelta(seconds=self.lease)
+
+    # ------------------------------------------------------------------ this daemon's claims
+    def hold(self, job: Job) -> None:
+        """This daemon now launches ``job``'s current attempt: keep its claim alive until :meth:`release`."""
+        with self._lock:
+            self._claims[job.id] = (job.attempts, self.clock.now())
+
+    def release(self, job_id: int) -> None:
+        with self._lock:
+            self._claims.pop(job_id, None)
+
+    def step(self, now: datetime | None = None) -> int:
+        """Bump ``updated_at`` of this daemon's claims older than a third of the lease. A
+        compare-and-set that applies only while the job is still in that attempt, claimed by this
+        daemon and without an instance; the launch's own later update re-reads the job, so it still
+        applies. Returns how many claims were renewed."""
+        now = now or self.clock.now()
+        with self._lock:
+            stale = [(job_id, attempt) for job_id, (attempt, renewed) in self._claims.items()
+                     if (now - renewed).total_seconds() >= self.lease / 3]
+        renewed = 0
+        for job_id, attempt in stale:
+            def renew(current: Job, attempt: int = attempt) -> Job:
+                if (current.status not in (JobStatus.LAUNCHING, JobStatus.RUNNING) or current.instance_id
+                        or current.attempts != attempt or current.extra.get(CLAIMED_BY) != self.daemon_id):
+                    raise Skip
+                return dataclasses.replace(current, updated_at=now_at_least(self.clock, current.updated_at or now),
+                                           version=current.version + 1)
+
+            after = guarded_update(self.store, job_id, renew)
+            with self._lock:
+                if job_id in self._claims and after is not None:
+                    self._claims[job_id] = (attempt, now)
+                    renewed += 1
+                elif after is None:
+                    self._claims.pop(job_id, None)  # moved on: nothing left to protect
+        return renewed
+
+    # ------------------------------------------------------------------ the renewal thread
+    def start(self) -> None:
+        """Renew from a thread of its own (shared stores only: nobody takes over an exclusive store's claims)."""
+        if self.exclusive or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="jobman-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.lease / 6):
+            try:
+                self.step()
+            except Exception as exc:  # a store hiccup: the next round tries again
+                self.log(f"cannot renew launch claims: {error_text(exc)}")
+
+    def close(self) -> None:
+        self._closed.set()

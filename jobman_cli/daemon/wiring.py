@@ -1,0 +1,187 @@
+"""The :class:`Daemon`: builds the daemon's parts over one store and one launcher, and runs one pass.
+
+The parts, each readable on its own (each has a ``step``):
+
+======================  ===========================================================================
+:mod:`.adopter`         jobs left in ``launching`` by a dead daemon: take over, look up, adopt/relaunch
+:mod:`.starter`         due jobs: claim (``scheduled -> launching``), then launch
+:mod:`.launch`          one claimed attempt: user-data, ``RunInstances``, record or retry or fail
+:mod:`.lease`           shared stores: honour other daemons' claims, renew this daemon's own
+:mod:`.observer`        log other processes' changes (and the API's) once
+:mod:`.reconcile`       every ``reconcile_interval``: timeouts, vanished instances, orphans
+:mod:`.pool`            the bounded launch pool: in flight, cool-downs after crashes
+:mod:`.loop`            the only driver: sleeps until a pass is worth it
+:mod:`.main`            ``jobman daemon``, the process: flags, store, listener, signals
+======================  ===========================================================================
+
+One pass, :meth:`Daemon.tick`: abandoned launches first (so their tag lookups precede any new
+``RunInstances``), then due jobs, then — when its interval is due — the reconciliation.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+
+from ..clock import Clock, SystemClock
+from ..launchers.base import Launcher
+from ..launchers.userdata import load_callback_ca
+from ..model import Job, format_time
+from ..service import JobService
+from ..settings import DaemonSettings
+from ..stores.base import JobStore
+from .adopter import Adopter
+from .common import DEFAULT_LAUNCH_LEASE, Collector, Log, TickReport, error_text, new_daemon_id, stderr_log
+from .launch import Launch
+from .lease import LeaseKeeper
+from .loop import run_loop
+from .observer import Observer, RecordingStore
+from .pool import LaunchPool
+from .reconcile import Reconciler
+from .starter import Starter
+from .waker import Waker
+
+
+class Daemon:
+    """The scheduler over one store and one launcher. See the module docstring."""
+
+    def __init__(self, store: JobStore, launcher: Launcher, settings: DaemonSettings, *,
+                 clock: Clock | None = None, service: JobService | None = None, daemon_id: str | None = None,
+                 exclusive: bool = False, launch_lease: float | None = None, log: Log | None = None) -> None:
+        """``exclusive``: this daemon holds the store's daemon lock (TinyDB), so any ``launching`` job
+        it is not launching itself is abandoned. Otherwise (DynamoDB, several daemons) a claim by
+        another daemon is abandoned only once its lease expired."""
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.daemon_id = daemon_id or new_daemon_id()
+        self.exclusive = exclusive
+        self.public_url = settings.effective_public_url
+        #: The --callback-ca PEM, read and validated once here (ConfigError if unusable).
+        self.callback_ca = (load_callback_ca(settings.callback_ca, self.public_url)
+                            if getattr(settings, "callback_ca", None) else None)
+        self._write_log = log or stderr_log
+        self._log_lock = threading.Lock()
+        self._wake = Waker()
+        self._stop_requested = False  # a plain flag: a signal handler may set it (see stop())
+        self.launch_lease = float(launch_lease if launch_lease is not None
+                                  else getattr(settings, "launch_lease", DEFAULT_LAUNCH_LEASE))
+
+        self.observer = Observer(store, self.log)
+        self.store = RecordingStore(store, self.observer.note)
+        self.service = service or JobService(store, self.clock)
+        self.leases = LeaseKeeper(self.store, self.clock, daemon_id=self.daemon_id, lease=self.launch_lease,
+                                  exclusive=exclusive, log=self.log)
+        self.pool = LaunchPool(self.store, self.clock, settings, log=self.log, wake=self._wake.set,
+                               finished=self.leases.release)
+        self.launch = Launch(self.store, launcher, self.clock, settings, public_url=self.public_url,
+                             callback_ca=self.callback_ca, log=self.log, wake=self._wake.set)
+        self.adopter = Adopter(self.store, launcher, self.clock, daemon_id=self.daemon_id, pool=self.pool,
+                               leases=self.leases, launch=self.launch, log=self.log, stopping=lambda: self.stopping,
+                               look_again_after=settings.reconcile_interval)
+        self.starter = Starter(self.store, self.clock, daemon_id=self.daemon_id, exclusive=exclusive, pool=self.pool,
+                               leases=self.leases, launch=self.launch, log=self.log, stopping=lambda: self.stopping)
+        self.reconciler = Reconciler(self.store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
+                                     in_flight=self.pool.in_flight)
+        self._next_reconcile: datetime | None = None
+        self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
+        self._reconciling: Future | None = None
+
+        self.service.subscribe(self._on_service_change)
+        self.leases.start()  # shared stores only
+
+    # ------------------------------------------------------------------ small helpers
+    def log(self, line: str) -> None:
+        with self._log_lock:
+            self._write_log(f"{format_time(self.clock.now())} {line}")
+
+    def in_flight(self, job_id: int) -> bool:
+        return self.pool.in_flight(job_id)
+
+    def observe(self) -> None:
+        """Log the changes other processes made to active jobs (see :class:`~.observer.Observer`)."""
+        self.observer.step()
+
+    def renew_claims(self) -> int:
+        """Renew this daemon's launch claims now (see :class:`~.lease.LeaseKeeper`)."""
+        return self.leases.step()
+
+    def _on_service_change(self, job: Job) -> None:
+        """A change made through the service (the API): log it and wake the loop at once."""
+        self.observer.service_changed(job)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the loop to stop. Safe in a signal handler: it takes no lock (a handler that waited
+        for a lock the interrupted main thread holds would deadlock), it sets a flag and writes
+        one byte to the waker's pipe."""
+        self._stop_requested = True
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    # ------------------------------------------------------------------ one pass
+    def tick(self, now: datetime | None = None, *, wait_launches: bool = True,
+             reconcile: bool | None = None) -> TickReport:
+        """One pass (see the module docstring). ``reconcile=None``: when the interval is due.
+
+        With ``wait_launches`` (tests, ``--once``) the launches started by this pass are waited for
+        and the reconciliation runs after them, so the report is complete. Without it (the loop),
+        the reconciliation runs in its own thread, so a slow DescribeInstances never delays a due
+        launch, and a pass never starts a second reconciliation while one is still running.
+        """
+        now = now or self.clock.now()
+        out = Collector()
+        futures: list[Future] = []
+        if not self.stopping:
+            futures += self.adopter.step(now, out)
+            futures += self.starter.step(now, out)
+        if wait_launches and futures:
+            wait(futures)
+        do_reconcile = reconcile if reconcile is not None else (
+            self._next_reconcile is None or now >= self._next_reconcile)
+        if do_reconcile:
+            self._next_reconcile = now + timedelta(seconds=self.settings.reconcile_interval)
+            if wait_launches:
+                self.reconciler.step(now, out)
+            elif self._reconciling is None or self._reconciling.done():
+                self._reconciling = self._reconcile_thread.submit(self._reconcile_in_background, now, out)
+        return out.report(do_reconcile)
+
+    def _reconcile_in_background(self, now: datetime, out: Collector) -> None:
+        try:
+            self.reconciler.step(now, out)
+        except Exception as exc:  # a broken store or cloud must not end the reconciliation thread
+            self.log(f"reconcile: unexpected error: {error_text(exc)}")
+
+    def next_wake(self, after: datetime | None = None) -> datetime | None:
+        """The earliest time (later than ``after``) a job whose handling crashed may be looked at again."""
+        return self.pool.next_wake(after)
+
+    @property
+    def next_reconcile(self) -> datetime | None:
+        """When the next pass reconciles (None: the next pass does)."""
+        return self._next_reconcile
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep until ``seconds`` passed or something woke the loop (API change, launch end, signal)."""
+        self._wake.wait(seconds)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Loop until :meth:`stop`; then finish the launches in flight. Returns the exit code 0."""
+        try:
+            run_loop(self)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        """Stop claiming, cancel queued work, wait for the launches already talking to AWS."""
+        self._stop_requested = True
+        self.pool.close()
+        self.leases.close()
+        self._reconcile_thread.shutdown(wait=True, cancel_futures=True)
+        self._wake.close()

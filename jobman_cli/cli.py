@@ -401,6 +401,52 @@ def store_init(state: State, location: str | None) -> None:
                else f"{what[0].upper()}{what[1:]} already exists (store id {store_id})")
 
 
+@cli.group()
+def setup() -> None:
+    """Create what jobman needs in a cloud account."""
+
+
+@setup.command(name="aws")
+@click.option("--dry-run", is_flag=True, help="Print the calls that would change something; change nothing.")
+@click.option("--save", is_flag=True, help="Write the daemon settings into $JOBMAN_HOME/config.toml.")
+@click.option("--region", default=None, help="AWS region. [env: AWS_REGION]")
+@click.option("--vpc-id", default=None, metavar="VPC", help="VPC of the security group. [default: the default VPC]")
+@click.option("--name", default=None, metavar="NAME", help="Name of the IAM role, instance profile and security group. [default: jobman-instance]")
+@click.option("--log-group", default=None, metavar="GROUP", help="Job-log group. [env: JOBMAN_LOG_GROUP; default: jobman]")
+@click.option("--retention-days", default=None, metavar="DAYS", help="Job-log retention. [env: JOBMAN_LOG_RETENTION_DAYS; default: 30]")
+def setup_aws_command(dry_run: bool, save: bool, region: str | None, vpc_id: str | None, name: str | None,
+                      log_group: str | None, retention_days: str | None) -> None:
+    """Create, idempotently, what a first real run needs: the job-log group with its retention, the
+    instances' IAM role and instance profile (write their own log stream, nothing else), and a
+    security group without ingress. Then print the `jobman daemon` flags that use them."""
+    from .config import log_settings, save_config_values
+    from .launchers.factory import ec2_settings
+    from .setup_aws import DEFAULT_NAME, SetupOptions, setup_aws
+    from .joblogs import make_session
+
+    if dry_run and save:
+        raise click.UsageError("--dry-run and --save cannot be used together")
+    logs = log_settings(log_group, retention_days)
+    ec2 = ec2_settings({"region": region})
+    options = SetupOptions(log_group=logs.group, retention_days=logs.retention_days, name=name or DEFAULT_NAME,
+                           vpc_id=vpc_id, dry_run=dry_run)
+    result = setup_aws(make_session(ec2.region, ec2.profile), options, click.echo)
+    if dry_run:
+        click.echo(f"Dry run: {len(result.changed)} change(s) would be made; nothing was changed.")
+        click.echo(f"Then: jobman daemon {result.daemon_flags()}")
+        return
+    click.echo("Done: " + (f"{len(result.changed)} change(s) made." if result.changed else "nothing to change."))
+    if save:
+        saved = {"iam_instance_profile": result.instance_profile, "security_group_ids": [result.security_group_id]}
+        if region:
+            saved["region"] = region
+        path = save_config_values({"ec2": saved, "logs": {"group": logs.group, "retention_days": logs.retention_days}})
+        click.echo(f"Saved to {path}: [ec2] iam_instance_profile, security_group_ids; [logs] group, retention_days. "
+                   "`jobman daemon` uses them from now on.")
+    else:
+        click.echo(f"Use them: jobman daemon {result.daemon_flags()}  (or run again with --save)")
+
+
 def main(prog_name: str = "jobman") -> None:
     cli.main(prog_name=prog_name)
 

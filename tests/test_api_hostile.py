@@ -1,8 +1,8 @@
 """Hostile requests against the REST API, over raw sockets: never a 500, never a state change.
 
 One server (with a short request time limit, so slow-client cases end quickly) serves a TinyDB
-store holding a scheduled job (id 1, idempotency key ``k1``) and a launching job (id 2, which
-accepts callbacks). Every case sends its bytes, reads the whole answer and checks that the status
+store holding a scheduled job (id 1, idempotency key ``k1``), a launching job (id 2, which
+accepts callbacks) and another launching job (id 3, whose token must not work for job 2). Every case sends its bytes, reads the whole answer and checks that the status
 is one of those expected (never 500), that the answer is a well-formed JSON error, and that the
 store file is byte-identical afterwards. At the end the server must still answer a normal request,
 and it must never have logged an error.
@@ -371,7 +371,7 @@ def test_many_idle_and_slow_connections_do_not_stop_service(ctx: Context) -> Non
         conn = http.client.HTTPConnection("127.0.0.1", ctx.server.port, timeout=30)
         conn.request("GET", f"{API}/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
         response = conn.getresponse()
-        assert response.status == 200 and len(json.loads(response.read())["jobs"]) == 2
+        assert response.status == 200 and len(json.loads(response.read())["jobs"]) == 3
         conn.close()
     finally:
         for sock in sockets:
@@ -428,5 +428,5 @@ def test_the_server_still_serves_after_everything(ctx: Context) -> None:
     body = json.loads(response.read())
     conn.close()
     assert response.status == 200 and body["status"] == "running"
-    assert [job.status.value for job in ctx.service.list()] == ["running", "scheduled"]
+    assert [job.status.value for job in ctx.service.list()] == ["launching", "running", "scheduled"]
     assert ctx.log == []

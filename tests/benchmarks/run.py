@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
+import log_figures  # noqa: E402
 from harness import MotoServer  # noqa: E402
 from report import Row, Sizes, render  # noqa: E402
 
@@ -44,6 +45,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "burst": daemon_figures.burst,
     "callbacks": daemon_figures.callbacks,
     "idle": daemon_figures.idle,
+    "logs": log_figures.logs,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

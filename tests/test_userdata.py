@@ -261,6 +261,108 @@ def test_docker_install_can_be_switched_off(tmp_path, server):
     assert tools.powered_off
 
 
+# ------------------------------------------------------------------ pulls
+def pulls(tools: StubTools) -> list:
+    return [c for c in tools.calls("docker") if c.args[0] == "pull"]
+
+
+def test_the_image_is_pulled_before_it_runs(tmp_path, server):
+    tools = StubTools(tmp_path)
+    run(tools, make_job(), url_of(server))
+    assert [c.args for c in tools.calls("docker")][:3] == [["info"], ["pull", "alpine:3.19"], tools.calls("docker")[2].args]
+    assert tools.calls("docker")[2].args[0] == "run"
+
+
+def test_a_failing_pull_is_retried_with_doubling_backoff_then_runs(tmp_path, server):
+    tools = StubTools(tmp_path, pull_failures=2)
+    result = run(tools, make_job(), url_of(server), env={"JOBMAN_PULL_BACKOFF": "1"})
+    assert len(pulls(tools)) == 3 and len(tools.docker_runs()) == 1
+    assert re.findall(r"docker pull failed: .* \(attempt (\d) of 5\); retrying in (\d+)s", result.stdout.decode()) == [
+        ("1", "1"), ("2", "2")]
+    assert bodies(server) == [{"status": "running"}, {"status": "finished", "exit-code": 0}]
+
+
+def test_a_pull_that_keeps_failing_is_image_pull_failed_with_dockers_last_line(tmp_path, server):
+    tools = StubTools(tmp_path, pull_failures=-1, pull_error="Error response from daemon: toomanyrequests: slow down")
+    result = run(tools, make_job(), url_of(server), env={"JOBMAN_PULL_ATTEMPTS": "4"})
+    assert len(pulls(tools)) == 4 and tools.docker_runs() == []
+    assert bodies(server) == [{"status": "running"}, {
+        "status": "failed", "reason-code": "image-pull-failed",
+        "reason": "Error response from daemon: toomanyrequests: slow down (attempt 4 of 4)"}]
+    assert result.returncode == 125 and tools.powered_off
+
+
+@pytest.mark.parametrize("message", [
+    "Error response from daemon: manifest for alpine:nope not found: manifest unknown: manifest unknown",
+    "Error response from daemon: pull access denied for nope, repository does not exist or may require 'docker login'",
+    "invalid reference format",
+])
+def test_a_pull_error_that_retrying_cannot_fix_is_not_retried(tmp_path, server, message):
+    tools = StubTools(tmp_path, pull_failures=-1, pull_error=message)
+    run(tools, make_job(), url_of(server))
+    assert len(pulls(tools)) == 1
+    assert bodies(server)[-1] == {"status": "failed", "reason-code": "image-pull-failed",
+                                  "reason": f"{message} (attempt 1 of 5)"}
+
+
+def test_pull_retries_stop_at_the_jobs_timeout(tmp_path, server):
+    """The timeout covers pull and run: no retry starts whose back-off would end past it."""
+    tools = StubTools(tmp_path, pull_failures=-1)
+    started = time.monotonic()
+    run(tools, make_job(timeout=4), url_of(server), env={"JOBMAN_PULL_BACKOFF": "2", "JOBMAN_PULL_ATTEMPTS": "9"})
+    assert time.monotonic() - started < 10
+    assert len(pulls(tools)) == 2  # 0 s, then 2 s; a third after 4 more seconds would pass the 4 s timeout
+    assert bodies(server)[-1]["reason-code"] == "image-pull-failed"
+
+
+def test_a_hostile_pull_message_is_reported_as_safe_json(tmp_path, server):
+    mark = tmp_path / "INJECTED"
+    message = f'Error: "quoted" back\\slash $(touch {mark}) `touch {mark}` tab\there ünïcode 😀 \x01\x7f end'
+    tools = StubTools(tmp_path, pull_failures=-1, pull_error=message)
+    run(tools, make_job(), url_of(server), env={"JOBMAN_PULL_ATTEMPTS": "1"})
+    reason = bodies(server)[-1]["reason"]  # the body parsed as JSON
+    assert reason == (f'Error: "quoted" back\\slash $(touch {mark}) `touch {mark}` tab?here ??n??code ???? ?? end'
+                      " (attempt 1 of 1)")
+    assert not mark.exists()
+
+
+def test_a_long_pull_message_is_clipped(tmp_path, server):
+    tools = StubTools(tmp_path, pull_failures=-1, pull_error="E" * 5000)
+    run(tools, make_job(), url_of(server), env={"JOBMAN_PULL_ATTEMPTS": "1"})
+    assert bodies(server)[-1]["reason"] == "E" * 400
+
+
+# ------------------------------------------------------------------ command and entrypoint
+HOSTILE_ARGS = ["", " two  words ", "it's", 'say "hi"', "$HOME", "`id`", "$(id)", ";id", "line1\nline2\n",
+                "✓ 日本語 😀", "C:\\n\\", "* ?", "-e", "--rm", "--privileged", "-", "--", "@@IMAGE@@", "'\"'\"'"]
+
+
+def test_command_and_entrypoint_reach_docker_byte_exact(tmp_path, server):
+    mark = tmp_path / "INJECTED"
+    command = ("sh", "-c", f"touch {mark}x") + tuple(HOSTILE_ARGS) + (f"$(touch {mark})", f"`touch {mark}`")
+    tools = StubTools(tmp_path)
+    run(tools, make_job(command=command, entrypoint=f"-x $(touch {mark}) 'q'"), url_of(server))
+    (docker,) = tools.docker_runs()
+    assert docker.command == tuple(a.encode() for a in command)
+    assert docker.image == b"alpine:3.19"
+    assert f"--entrypoint=-x $(touch {mark}) 'q'".encode() in docker.argv  # one argument, a value even with "-"
+    assert not mark.exists()
+
+
+def test_an_empty_entrypoint_is_passed_on_and_no_command_means_none(tmp_path, server):
+    tools = StubTools(tmp_path)
+    run(tools, make_job(env_variables={}, entrypoint=""), url_of(server))
+    (docker,) = tools.docker_runs()
+    assert docker.argv == RUN_PREFIX + (b"--entrypoint=", b"alpine:3.19")
+
+
+def test_the_container_is_named_after_job_and_attempt(tmp_path, server):
+    tools = StubTools(tmp_path)
+    run(tools, make_job(id=12, attempts=3), callback_url_for(server.url, 12))
+    (docker,) = tools.docker_runs()
+    assert docker.name == b"jobman-12-3"
+
+
 # ------------------------------------------------------------------ unreachable callback
 def test_unreachable_callback_still_runs_the_job_and_powers_off(tmp_path):
     tools = StubTools(tmp_path)
@@ -362,7 +464,7 @@ def test_a_typical_job_is_small():
     env = {"DATABASE_URL": "postgres://user:pw@db.internal:5432/app", "MODE": "nightly", "LOG_LEVEL": "info",
            "S3_BUCKET": "reports-prod", "REPORT_DATE": "2024-05-01"}
     script = render(make_job(env_variables=env), callback_url=callback_url_for("https://jobman.example.com", 7))
-    assert len(script.encode()) < 6 * 1024
+    assert len(script.encode()) < 7 * 1024  # the script is about 6.3 KiB: over 9 KiB stays for env and command
 
 
 def test_size_limit_is_exact_and_names_the_environment():
@@ -394,6 +496,12 @@ def test_size_limit_is_exact_and_names_the_environment():
     (dict(docker_image="alpine\nid"), "docker-image"),
     (dict(timeout=0), "timeout"),
     (dict(timeout=-5), "timeout"),
+    (dict(command="echo hi"), "command"),
+    (dict(command=["echo", 1]), "command"),
+    (dict(command=["a\x00b"]), "command"),
+    (dict(command=["lone \udc80"]), "command"),
+    (dict(entrypoint=["sh"]), "entrypoint"),
+    (dict(entrypoint="a\x00"), "entrypoint"),
     (dict(callback_token=""), "callback-token"),
     (dict(callback_token="two words"), "callback-token"),
     (dict(callback_token="line\nbreak"), "callback-token"),

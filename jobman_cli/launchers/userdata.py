@@ -87,12 +87,8 @@ _PEM_END = "-----END CERTIFICATE-----"
 _PEM_BASE64 = re.compile(r"[A-Za-z0-9+/]{1,76}={0,2}|={1,2}", re.ASCII)
 
 USER_DATA_TEMPLATE = r"""#!/bin/bash
-# jobman user-data for job @@JOB_ID@@, rendered by jobman_cli/launchers/userdata.py (see its
-# docstring): install Docker if absent, report "running", pull the image (with retries), run the
-# container under a name and stop it at the timeout, report the outcome with a reason code, then
-# power off whatever happens. No `set -e`: every failure is handled where it happens.
-
-# ---- job parameters (every value single-quoted by the renderer) -------------------------------
+# jobman user-data for job @@JOB_ID@@ (rendered by jobman_cli/launchers/userdata.py; its docstring
+# explains every step). Powers off whatever happens. No `set -e`: each failure is handled in place.
 job_id=@@JOB_ID@@
 job_title=@@TITLE@@
 image=@@IMAGE@@
@@ -103,7 +99,7 @@ callback_token=@@CALLBACK_TOKEN@@
 run_args=(@@RUN_ARGS@@)
 command_args=(@@COMMAND_ARGS@@)
 
-# ---- tools come from PATH; the system default is appended so earlier entries win --------------
+# Tools come from PATH; the system default is appended, so earlier entries win.
 system_path=${JOBMAN_SYSTEM_PATH-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 PATH=${PATH:+$PATH${system_path:+:}}$system_path
 export PATH
@@ -121,7 +117,6 @@ started=
 log() { printf '%(%Y-%m-%dT%H:%M:%S%z)T jobman[job %s]: %s\n' -1 "$job_id" "$*"; }
 
 power_off() {
-  # The script ended while the container may exist (a signal): remove it.
   [[ -n $started ]] && timeout 60s docker rm -f "$container" >/dev/null 2>&1
   log "powering off"
   shutdown -P now || poweroff || log "could not power off: neither shutdown nor poweroff worked"
@@ -131,8 +126,7 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 @@CALLBACK_CA@@
-# json_text TEXT -- TEXT as the inside of a JSON string: bytes outside printable ASCII become "?",
-# then \ and " are escaped; clipped to 400 bytes. A subshell, so LC_ALL=C stays local.
+# json_text TEXT: printable ASCII only (other bytes become ?), \ and " escaped, 400 bytes at most.
 json_text() (
   LC_ALL=C
   local s=${1:0:400}
@@ -141,11 +135,10 @@ json_text() (
   printf '%s' "${s//\"/\\\"}"
 )
 
-# report STATUS EXIT_CODE|"" REASON_CODE|"" REASON|"" ATTEMPTS -- PUT the outcome to the callback
-# URL; never prints the token.
+# report STATUS EXIT_CODE REASON_CODE REASON ATTEMPTS (empty = absent); never prints the token.
 report() {
-  local status=$1 code=$2 reason_code=$3 reason=$4 attempts=$5 n=1 delay=$callback_backoff body
-  body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}${reason_code:+,\"reason-code\":\"$reason_code\"}"
+  local status=$1 code=$2 rcode=$3 reason=$4 attempts=$5 n=1 delay=$callback_backoff body
+  body="{\"status\":\"$status\"${code:+,\"exit-code\":$code}${rcode:+,\"reason-code\":\"$rcode\"}"
   [[ -n $reason ]] && body+=",\"reason\":\"$(json_text "$reason")\""
   body+="}"
   while :; do
@@ -154,7 +147,7 @@ report() {
         -X PUT -H 'Content-Type: application/json' \
         -H "Authorization: Bearer $callback_token" \
         --data-binary "$body" --url "$callback_url"; then
-      log "reported $status${code:+ (exit code $code)}${reason_code:+ ($reason_code)}"
+      log "reported $status${code:+ (exit code $code)}${rcode:+ ($rcode)}"
       return 0
     fi
     if (( n >= attempts )); then
@@ -168,7 +161,7 @@ report() {
   done
 }
 
-# fail EXIT_STATUS REASON_CODE REASON -- report failed and end the script.
+# fail EXIT_STATUS REASON_CODE REASON: report failed, then exit (and power off).
 fail() {
   log "failed ($2): $3"
   report failed "" "$2" "$3" "$callback_attempts"
@@ -196,24 +189,21 @@ ensure_docker() {
   done
 }
 
-# pull -- docker pull with retries and doubling back-off, within the job's timeout; sets `problem`.
+# pull: docker pull, retried with doubling back-off within the deadline; sets `problem`.
 pull() {
-  local n=1 delay=$pull_backoff left out rc
+  local n=1 delay=$pull_backoff out rc
   while :; do
-    left=$((deadline - SECONDS))
-    out=$(timeout "$((left > 0 ? left : 1))s" docker pull "$image" 2>&1 </dev/null)
+    out=$(timeout "$((deadline > SECONDS ? deadline - SECONDS : 1))s" docker pull "$image" 2>&1 </dev/null)
     rc=$?
     [[ -n $out ]] && printf '%s\n' "$out"
     (( rc == 0 )) && return 0
     out=${out%$'\n'}
     problem=${out##*$'\n'}
-    problem=${problem:-docker pull exited with $rc}
     (( rc == 124 )) && problem="docker pull did not finish within the job's timeout (${job_timeout}s)"
-    problem="$problem (attempt $n of $pull_attempts)"
-    if (( n >= pull_attempts || rc == 124 || SECONDS + delay >= deadline )); then return 1; fi
-    case $problem in
-      *"manifest unknown"*|*"name unknown"*|*" not found"*|*"pull access denied"*|*"invalid reference format"*)
-        return 1 ;;  # retrying cannot help
+    problem="${problem:-docker pull exited with $rc} (attempt $n of $pull_attempts)"
+    (( n >= pull_attempts || rc == 124 || SECONDS + delay >= deadline )) && return 1
+    case $problem in  # retrying cannot help
+      *"manifest unknown"*|*"name unknown"*|*" not found"*|*"pull access denied"*|*"invalid reference format"*) return 1 ;;
     esac
     log "docker pull failed: $problem; retrying in ${delay}s"
     sleep "$delay"
@@ -225,20 +215,17 @@ pull() {
 log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
 ensure_docker || fail 125 docker-unavailable "$problem"
 report running "" "" "" 1
-# The timeout covers the pull and the run, so the instance ends within the daemon's deadline.
-deadline=$((SECONDS + job_timeout))
+deadline=$((SECONDS + job_timeout))  # the timeout covers the pull and the run
 log "pulling $image"
 pull || fail 125 image-pull-failed "$problem"
 log "running the container $container"
-# At the deadline `timeout` kills the docker CLI (SIGKILL: some CLIs outlive SIGTERM) and the
-# container itself is stopped: its PID 1 may ignore SIGTERM, and killing the CLI does not end it.
+# At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
 started=1
-left=$((deadline - SECONDS))
-timeout -s KILL "$((left > 0 ? left : 1))s" \
+timeout -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s" \
   docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null
 rc=$?
 if (( rc == 137 || rc == 124 )); then
-  # Ask the engine: a container that ended by itself (even with 124 or 137) is not a timeout.
+  # Ask the engine: a container that ended by itself (even with 124 or 137) did not time out.
   state=$(docker inspect -f '{{.State.Running}} {{.State.ExitCode}}' "$container" 2>/dev/null)
   if [[ $state == "false "* ]]; then
     rc=${state#false }
@@ -275,7 +262,7 @@ _NO_CALLBACK_CA = """
 curl_tls=()  # no --callback-ca: the system's CAs verify an https callback
 """
 _CALLBACK_CA = """
-# ---- the CA that signed the daemon's certificate: curl trusts it for the callbacks -------------
+# The CA that signed the daemon's certificate: curl trusts it for the callbacks.
 callback_ca_file=${JOBMAN_CALLBACK_CA_FILE:-/run/jobman-callback-ca.pem}
 IFS= read -r -d '' callback_ca <<'JOBMAN_CA_EOF'
 @@PEM@@JOBMAN_CA_EOF

@@ -12,16 +12,22 @@ Guarantees, and why:
   ``InstanceInitiatedShutdownBehavior=terminate``, so powering off terminates it: no cost leaks,
   even when Docker cannot be installed or the callback is unreachable.
 * **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff;
-  never an absolute path). A sane system PATH is *appended*, so stub tools placed first on PATH by
+  never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is *appended*, so stub tools placed first on PATH by
   a test win. ``JOBMAN_SYSTEM_PATH`` replaces that appended part (tests set it to a directory of
   chosen tools, so a real ``docker`` on the test machine cannot leak in); cloud-init never sets it.
 * **Docker.** If ``docker`` is absent it is installed (``dnf install -y docker``); if the daemon
   does not answer ``docker info`` it is started (``systemctl enable --now docker``, falling back to
   ``systemctl start docker``) and waited for. If that fails the job is reported ``failed`` with
-  exit code 125 (Docker's own "could not run the container" code) and the instance powers off.
+  ``reason-code`` ``docker-unavailable`` and what went wrong as ``reason``, and the instance
+  powers off.
 * **Callbacks.** ``PUT <callback_url>`` with ``Content-Type: application/json`` and
-  ``Authorization: Bearer <the attempt's callback token>``: ``{"status":"running"}`` before the container,
-  then ``{"status":"finished","exit-code":0}`` or ``{"status":"failed","exit-code":N}``. curl runs
+  ``Authorization: Bearer <the attempt's callback token>``: ``{"status":"running"}`` once Docker
+  answers, then ``{"status":"finished","exit-code":0}`` (the original body), or ``{"status":
+  "failed","exit-code":N,"reason-code":"exited"}``, or ``{"status":"failed","reason-code":C,
+  "reason":"..."}`` for ``timed-out``, ``image-pull-failed`` and ``docker-unavailable`` (DESIGN.md
+  section 9; no exit code: the container did not end by itself). A reason is made safe for JSON
+  inside bash (``json_text``: bytes outside printable ASCII become ``?``, ``\`` and ``"`` are
+  escaped, 400 bytes at most), so docker's words can neither break the body nor inject. curl runs
   with ``-fsS``, ``--globoff`` (``{}``/``[]`` in a URL are not curl globs), ``--max-time`` and
   ``--retry``; the final report also runs inside a loop of attempts with doubling back-off (the
   ``running`` report gets one loop attempt, so an unreachable daemon delays the job only briefly).
@@ -33,11 +39,29 @@ Guarantees, and why:
   else. The PEM is validated strictly (:func:`normalize_callback_ca`: only ``BEGIN/END
   CERTIFICATE`` lines around base64 lines) and embedded in a quoted heredoc read by bash's own
   ``read`` (no ``cat`` needed), so nothing in it is expanded and no line can end the heredoc.
-* **The container** runs as ``timeout --kill-after=30s <timeout>s docker run --rm -e 'K=V'...
-  '<image>'``. ``timeout`` gives 124, which is reported as the exit code (as is a container killed
-  after the 30 s grace, normalised from 137). The image is quoted and refused if it starts with
-  ``-``, so it can never be taken as a flag. Image pull time counts against the timeout, which
-  keeps the instance's lifetime bounded.
+* **Pull first.** ``docker pull`` runs before the container, so a registry problem is reported as
+  ``image-pull-failed`` with docker's last line (e.g. ``Error response from daemon: ... connection
+  refused``) and the attempt count, never as a container exit code. A failed pull is retried (5
+  attempts, back-off 2, 4, 8, 16 s) unless docker says retrying cannot help (``manifest
+  unknown``, ``not found``, ``pull access denied``, ``invalid reference format``). The job's
+  timeout covers pull and run (counted from the pull), so the instance ends within the daemon's
+  own deadline (launch + timeout + grace); no retry starts whose back-off would pass it.
+* **The container** runs as ``docker run --name jobman-<job id>-<attempt> --pull=never
+  [-e 'K=V'...] [--entrypoint=EXE] '<image>' [CMD ARG...]`` under ``timeout -s KILL <time
+  left>s`` (no ``--rm``: the script removes it with ``docker rm -f`` on every path, including a
+  signal). At the deadline ``timeout`` kills the *CLI* (SIGKILL, because Docker 28's CLI outlives
+  SIGTERM), which does not stop the container (its PID 1 may ignore SIGTERM, as a process without
+  a handler does in a PID namespace). So the script asks the engine (``docker inspect``): a
+  container that ended by itself keeps its own exit code (a container that exits 124 or 137 is
+  ``exited``, not a timeout); one still running is stopped with ``docker stop -t GRACE`` (SIGTERM,
+  then the engine's SIGKILL after 30 s), removed, and reported ``timed-out``. The image is quoted
+  and refused if it starts with ``-``, so it can never be taken as a flag.
+* **Command and entrypoint byte-exact.** The command is one quoted word per element after the
+  image, where the Docker CLI stops parsing flags, so leading dashes, spaces, quotes, ``$``,
+  backticks, newlines and unicode reach the container's argv as they were; no shell is involved
+  unless the command itself names one. The entrypoint is the single argument
+  ``--entrypoint=EXE`` (a value even when it starts with ``-``; ``--entrypoint=`` clears the
+  image's entrypoint, as Docker defines).
 * **Environment values byte-exact.** Each variable is one quoted ``KEY=VALUE`` argument of
   ``docker run -e``; the Docker CLI splits it at the first ``=`` and passes the rest untouched
   (``opts.ValidateEnv``), so spaces, quotes, ``$``, backticks, ``;``, newlines (a trailing one
@@ -49,15 +73,18 @@ Guarantees, and why:
 * **Deterministic.** The same job and URL always render the same bytes (variables sorted by name,
   no timestamps or randomness), because a retried ``RunInstances`` of the same attempt must send
   the same parameters as the first, or EC2 answers ``IdempotentParameterMismatch``.
-* **Small.** About 4 KiB plus the quoted environment; EC2's limit is 16 KiB of raw user-data, and
-  a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming ``env-variables``.
+* **Small.** About 6.3 KiB plus the quoted environment and command; EC2's limit is 16 KiB of raw
+  user-data, and a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming
+  ``env-variables`` (or ``command`` when that takes more room).
 
 Test-only knobs (absent on EC2, where cloud-init runs the script with a clean environment):
 ``JOBMAN_SYSTEM_PATH`` (above), and, read as small non-negative integers and otherwise ignored,
 ``JOBMAN_CALLBACK_ATTEMPTS`` (default 5),
 ``JOBMAN_CALLBACK_BACKOFF`` (first delay in seconds, default 5), ``JOBMAN_CURL_RETRIES``
-(default 3) and ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120);
-``JOBMAN_CALLBACK_CA_FILE`` replaces the path the callback CA is written to.
+(default 3), ``JOBMAN_DOCKER_WAIT`` (seconds to wait for the Docker daemon, default 120),
+``JOBMAN_PULL_ATTEMPTS`` (default 5), ``JOBMAN_PULL_BACKOFF`` (first delay, default 2) and
+``JOBMAN_STOP_GRACE`` (``docker stop -t``, default 30); ``JOBMAN_CALLBACK_CA_FILE`` replaces the
+path the callback CA is written to.
 """
 
 from __future__ import annotations
@@ -446,7 +473,9 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     ``callback_url`` is the full URL (see :func:`callback_url_for`); ``callback_token`` is this
     attempt's bearer token (only its hash is stored, so it exists in clear only here and in the
     claiming daemon's memory). ``docker_install=False`` drops the ``dnf`` install step, for AMIs that
-    ship Docker (a missing ``docker`` is then reported as failed with exit code 125).
+    ship Docker (a missing ``docker`` is then reported as ``docker-unavailable``). The job's
+    ``command``/``entrypoint`` (None: the image's) and ``attempts`` (in the container's name) are
+    used as they are.
     ``callback_ca``: PEM certificate(s) curl trusts for the callbacks (validated with
     :func:`normalize_callback_ca`; ``None``: the system's public CAs). Raises
     :class:`InvalidInput` for a field that cannot be rendered safely, or when the script would be

@@ -40,6 +40,8 @@ import orjson
 from ..errors import StoreError
 
 NONCE_SIZE = 32
+#: The daemon's lock beside a TinyDB store (``jobman_cli.daemon.main.DaemonLock`` makes it).
+DAEMON_LOCK_SUFFIX = ".daemon.lock"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -205,6 +207,36 @@ def _link_new(tmp: Path, path: Path) -> None:
         if os.path.lexists(path):  # no hard links here (some network/FUSE file systems)
             raise StoreError(f"{path}: appeared while the store was being created; not touching it") from None
         os.replace(tmp, path)
+
+
+def daemon_holding(path: Path) -> int | None:
+    """The pid of another live process that holds ``<path>.daemon.lock`` (a running daemon on this
+    store; 0 if its pid is not written yet), or None if nobody else holds it.
+
+    Used before creating a missing store file: a daemon that holds the lock has had a store at
+    this path, so a missing file was deleted or moved under it, and a fresh file would restart job
+    ids at 1 beside the daemon's jobs. The probe is a non-blocking shared ``flock`` taken and
+    dropped at once (``flock`` is what the daemon holds; the kernel drops it when the daemon dies);
+    a daemon starting in that very microsecond would see "already running" and can simply be
+    started again. Our own process's lock (a daemon creating its store) does not count."""
+    lock_path = path.with_name(path.name + DAEMON_LOCK_SUFFIX)
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            pid = int(text) if text.isdigit() else 0
+            return None if pid == os.getpid() else pid
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temps(path: Path) -> None:

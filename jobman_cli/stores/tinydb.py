@@ -48,6 +48,7 @@ import dataclasses
 import gc
 import heapq
 import os
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -59,9 +60,14 @@ from ..errors import JobNotFound, StoreError
 from ..model import Job, JobStatus, as_stored, job_to_record
 from . import jobfile
 from .base import JobChange
-from .filelock import FileLock, GroupCommit, Request
+from .filelock import DAEMON_LOCK_SUFFIX, FileLock, GroupCommit, Request, daemon_holding
 from .jobfile import Lines
 from .snapshot import Snapshot, StoreFile
+
+
+#: Seconds a new handle waits for a daemon that holds the lock but has no store file yet (one
+#: starting on a fresh host creates it right after taking its lock).
+DAEMON_START_WAIT = 2.0
 
 
 def _as_id(value: object) -> int:
@@ -147,7 +153,8 @@ class TinyDBStore:
         self._file = StoreFile(self.path, self._lock)
         self._commits = GroupCommit(self._run, self.path)
         if self._file.snapshot() is None and create:  # also validates an existing file now
-            self._commits.submit(lambda batch: None)  # an empty commit creates the file
+            if self._daemon_lost_it(wait=DAEMON_START_WAIT) is None:
+                self._commits.submit(lambda batch: None)  # an empty commit creates the file
 
     @property
     def store_id(self) -> str:
@@ -182,6 +189,7 @@ class TinyDBStore:
             base = self._file.snapshot()
             creating = base is None
             if base is None:
+                self._daemon_lost_it(wait=0.0)
                 base = Snapshot(self.path, None, lines=jobfile.new_document(uuid.uuid4().hex))
             work = _Batch(base)
             for request in batch:
@@ -192,6 +200,27 @@ class TinyDBStore:
             if work.changed or creating:
                 lines, records = work.encoded()
                 self._file.commit(base, lines, list(work.changed.values()), records, creating)
+
+    def _daemon_lost_it(self, wait: float) -> Snapshot | None:
+        """Before creating a missing store file: refuse (StoreError, nothing written) if a running
+        daemon holds this store's daemon lock, for then the file was deleted or moved under it and
+        a fresh one would hand out job ids from 1 again. A daemon that has just taken its lock on a
+        fresh host creates the file a moment later: wait up to ``wait`` seconds for that, and
+        return the file's snapshot if it appears (None: no daemon, go ahead and create)."""
+        pid = daemon_holding(self.path)
+        deadline = time.monotonic() + wait
+        while pid is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            snap = self._file.snapshot()
+            if snap is not None:
+                return snap
+            pid = daemon_holding(self.path)
+        if pid is None:
+            return None
+        who = f"a running jobman daemon (pid {pid})" if pid else "a running jobman daemon"
+        raise StoreError(f"{self.path}: the store file is missing, but {who} holds {self.path}{DAEMON_LOCK_SUFFIX}: "
+                         "the store was deleted or moved under it; refusing to create a fresh store (job ids would "
+                         "start over at 1). Restore the file, or stop the daemon first")
 
     # ------------------------------------------------------------------ reads (no lock needed)
     def _snapshot(self) -> Snapshot | None:

@@ -26,7 +26,7 @@ Guarantees, and why:
   "failed","exit-code":N,"reason-code":"exited"}``, or ``{"status":"failed","reason-code":C,
   "reason":"..."}`` for ``timed-out``, ``image-pull-failed`` and ``docker-unavailable`` (DESIGN.md
   section 9; no exit code: the container did not end by itself). A reason is made safe for JSON
-  inside bash (``json_text``: bytes outside printable ASCII become ``?``, ``\`` and ``"`` are
+  inside bash (``json_text``: bytes outside printable ASCII become ``?``, ``\\`` and ``"`` are
   escaped, 400 bytes at most), so docker's words can neither break the body nor inject. curl runs
   with ``-fsS``, ``--globoff`` (``{}``/``[]`` in a URL are not curl globs), ``--max-time`` and
   ``--retry``; the final report also runs inside a loop of attempts with doubling back-off (the

@@ -266,7 +266,8 @@ def test_follow_shows_lines_as_they_arrive_and_exits_with_the_job(aws, db, statu
     assert recorder.lines[0][0] - written < 1.0
     put_lines(aws, job_id, 1, ["second"])
     report(db, job_id, status, exit_code)
-    put_lines(aws, job_id, 1, ["after the report: powering off"])  # the instance's last words
+    time.sleep(0.15)  # the instance's last words come after its report (within the settling time)
+    put_lines(aws, job_id, 1, ["after the report: powering off"])
     thread.join(10)
     assert not thread.is_alive() and "error" not in result, result
     assert result["code"] == expected

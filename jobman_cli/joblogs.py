@@ -219,6 +219,29 @@ def ensure_log_group(client: Any, group: str, retention_days: int) -> str:
         raise aws_failure(exc, "logs", f"cannot set up log group {group}") from exc
 
 
+def prepare_log_group(ec2: Any, settings: "LogSettings | None" = None, *, client: Any = None) -> str:
+    """The daemon's start-up hook: make sure the job-log group exists with its retention, and
+    return the one line to log. Never raises for AWS trouble: log delivery must not decide whether
+    jobs run, so a refusal (say, no ``logs:CreateLogGroup``) becomes a warning line naming it.
+
+    ``ec2`` is the daemon's :class:`~jobman_cli.launchers.base.EC2Settings` (region, profile and
+    endpoint are shared with the launcher).
+    """
+    from .config import log_settings
+
+    try:
+        settings = settings or log_settings()
+        logs = client or logs_client(region=ec2.region, profile=ec2.profile,
+                                     endpoint_url=settings.endpoint_url or ec2.endpoint_url)
+        outcome = ensure_log_group(logs, settings.group, settings.retention_days)
+    except JobmanError as exc:
+        return (f"job logs: WARNING: {exc}; jobs still run, but their logs may be lost "
+                "(create the group with `jobman setup aws`)")
+    done = {"created": "created", "retention-set": "retention set", "exists": "exists"}[outcome]
+    return (f"job logs: CloudWatch Logs group {settings.group} ({done}; retention "
+            f"{settings.retention_days} days), one stream per job attempt: jobs/<job-id>/attempt-<n>")
+
+
 # --------------------------------------------------------------------------- reading a stream
 class StreamReader:
     """Reads one stream forward from its head (or ``start_time``), remembering where it stopped."""

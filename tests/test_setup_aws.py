@@ -259,3 +259,18 @@ def test_ensure_log_group_without_permission_names_the_action(aws, monkeypatch) 
     with pytest.raises(PermissionDenied) as caught:
         ensure_log_group(boto3.session.Session().client("logs"), "jobman", 30)
     assert caught.value.action == "logs:CreateLogGroup"
+
+
+def test_prepare_log_group_is_the_daemons_one_line_and_never_fails_the_start(aws, monkeypatch) -> None:
+    import boto3
+
+    from jobman_cli.joblogs import prepare_log_group
+    from jobman_cli.launchers.base import EC2Settings
+
+    line = prepare_log_group(EC2Settings(region="us-east-1"))
+    assert line.startswith("job logs: CloudWatch Logs group jobman (created; retention 30 days)")
+    assert boto3.client("logs").describe_log_groups()["logGroups"][0]["retentionInDays"] == 30
+    monkeypatch.setenv("JOBMAN_LOG_GROUP", "other")
+    _as_user_allowed(["logs:DescribeLogGroups"], monkeypatch)
+    refused = prepare_log_group(EC2Settings(region="us-east-1"))
+    assert refused.startswith("job logs: WARNING: no permission: your AWS identity may not call logs:CreateLogGroup")

@@ -10,33 +10,47 @@ nothing. It wakes
 * when the waker is set (the API changed something through the service, a launch ended, a signal
   arrived).
 
+**Two clocks** (:mod:`jobman_cli.clock`). Whether a job is due is always the store's answer to
+``due <= now`` on the wall clock; the loop remembers no wall-clock time to compare with, so a
+wall-clock step in either direction (NTP, suspend/resume, a migrated VM) never stops or repeats a
+launch: after a step back, a job due "now" is due at once; after a step forward, every job whose
+time the new clock has passed is due at once (and one past its start deadline by the store's
+times is failed as missed, as after any downtime). How long to sleep, when to reconcile and how
+often to look again during a burst are measured on the monotonic clock, which never steps. Every
+sleep is at most ``watch_interval``, so a step is noticed within that.
+
+**Errors** (:class:`_Trouble`). A step that fails (the store unreachable, its file deleted under
+the daemon) is logged once, when it starts failing, and once when it works again; meanwhile the
+loop backs off (``watch_interval`` doubling up to :data:`MAX_BACKOFF`), so a broken store costs
+neither log volume nor CPU, and the daemon resumes by itself when the store is back.
+
 It knows the daemon only through :class:`LoopTarget` (what :class:`~.wiring.Daemon` offers), so
 neither module imports the other.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Protocol
 
 from ..errors import JobmanError
 from ..model import format_time
 from ..settings import DaemonSettings
-from .common import TickReport
+from .common import TickReport, error_text, format_duration
+
+#: The longest pause between two looks at a failing store (seconds).
+MAX_BACKOFF = 10.0
 
 
 class LoopTarget(Protocol):
     """What the loop drives: one pass (:meth:`tick`) and what it needs to know when to run it."""
 
     store: Any  # the store's ``change_marker()`` and ``next_due_at()``
-    clock: Any
+    clock: Any  # ``now()`` (wall) and ``monotonic()``
     settings: DaemonSettings
 
     @property
     def stopping(self) -> bool: ...
-
-    @property
-    def next_reconcile(self) -> datetime | None: ...
 
     def log(self, line: str) -> None: ...
 
@@ -50,77 +64,131 @@ class LoopTarget(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
-class _Errors:
-    """Logs a failing loop step once per distinct message, so a broken store does not flood stderr."""
+class _Trouble:
+    """The loop's failing steps. Each distinct failure is logged once when it starts (not again
+    while it lasts, whichever step hits it), and its end once; the loop backs off meanwhile."""
 
-    def __init__(self, daemon: "LoopTarget") -> None:
+    def __init__(self, daemon: LoopTarget, base: float) -> None:
         self.daemon = daemon
-        self.last: str | None = None
+        self.base = base
+        self.failing: dict[str, str] = {}  # step -> message, while it fails
+        self.since: float | None = None  # monotonic time the current trouble began
+        self.rounds = 0  # loop iterations in a row with a failure
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    def call(self, step: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:  # the loop must survive anything one step does
-            message = " ".join(f"{type(exc).__name__}: {exc}".split()) if not isinstance(exc, JobmanError) else str(exc)
-            if message != self.last:
-                self.daemon.log(f"error: {message} (the daemon keeps running)")
-                self.last = message
+            message = str(exc) if isinstance(exc, JobmanError) else error_text(exc)
+            message = " ".join(message.split())
+            if message not in self.failing.values():
+                self.daemon.log(f"error: {message} (the daemon keeps running and looks again, "
+                                f"backing off up to {format_duration(MAX_BACKOFF)})")
+            if self.since is None:
+                self.since = self.daemon.clock.monotonic()
+            self.failing[step] = message
             return False, None
-        self.last = None
+        if self.failing.pop(step, None) is not None and not self.failing:
+            lasted = self.daemon.clock.monotonic() - (self.since or self.daemon.clock.monotonic())
+            self.daemon.log(f"recovered after {format_duration(lasted)}: the failing step works again")
+            self.since, self.rounds = None, 0
         return True, result
+
+    def retry(self, step: str) -> bool:
+        """Whether ``step`` failed last time (so the loop tries it again, backing off)."""
+        return step in self.failing
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next iteration: 0 while nothing fails, then doubling."""
+        if not self.failing:
+            self.rounds = 0
+            return 0.0
+        self.rounds += 1
+        return min(MAX_BACKOFF, self.base * 2 ** min(self.rounds, 16))
 
 
 def run_loop(daemon: LoopTarget) -> None:
     """Drive ``daemon`` until it is stopping (the only loop of the daemon; see the module doc)."""
     store, clock = daemon.store, daemon.clock
-    watch = timedelta(seconds=daemon.settings.watch_interval)
-    errors = _Errors(daemon)
+    watch = daemon.settings.watch_interval
+    every = daemon.settings.reconcile_interval
+    trouble = _Trouble(daemon, watch)
     # The marker is always read *before* the store is: a write after that read moves the marker,
     # so the next poll notices it even if the tick's own read just missed it.
-    _, marker = errors.call(store.change_marker)
-    errors.call(daemon.observe)  # the first look only remembers the active jobs' states
+    _, marker = trouble.call("marker", store.change_marker)
+    trouble.call("observe", daemon.observe)  # the first look only remembers the active jobs' states
     now = clock.now()
-    errors.call(daemon.tick, now, wait_launches=False, reconcile=True)
-    last_tick = now
-    _, next_due = errors.call(store.next_due_at)
+    trouble.call("tick", daemon.tick, now, wait_launches=False, reconcile=True)
+    last_pass = reconciled = clock.monotonic()
+    due_known, next_due = trouble.call("next-due", store.next_due_at)
+    #: The earliest due time the last pass already handed out (it was due then), or None: the same
+    #: value still due means those jobs are in flight; anything else due is new and goes at once.
+    handed = next_due if due_known and next_due is not None and next_due <= now else None
     dirty = False  # the store changed since the last pass, while older due jobs were still in flight
+    cooled_after: datetime | None = None  # cool-down ends up to here were already acted on
+    last_now = now
     daemon.log(f"ready; next job due {_when(next_due)}")
     while not daemon.stopping:
-        now = clock.now()
-        wake_at = [now + watch]
-        if next_due is not None and next_due > last_tick:
-            wake_at.append(next_due)
-        if dirty:
-            wake_at.append(last_tick + watch)
-        if daemon.next_reconcile is not None:
-            wake_at.append(daemon.next_reconcile)
-        cooled = daemon.next_wake(after=last_tick)
-        if cooled is not None:
-            wake_at.append(cooled)
-        daemon.sleep((min(wake_at) - now).total_seconds())
+        pause = trouble.backoff()
+        if pause:
+            _pause(daemon, pause)
+            if daemon.stopping:
+                break
+        now, mono = clock.now(), clock.monotonic()
+        if now < last_now:
+            cooled_after = None  # the wall clock went back: cool-down ends are read afresh
+        last_now = now
+        seconds = min(watch, every - (mono - reconciled))
+        if next_due is not None and next_due > now:
+            seconds = min(seconds, (next_due - now).total_seconds())
+        cooled = daemon.next_wake(after=cooled_after)
+        if cooled is not None and cooled > now:
+            seconds = min(seconds, (cooled - now).total_seconds())
+        daemon.sleep(seconds)
         if daemon.stopping:
             break
-        now = clock.now()
-        ok, current = errors.call(store.change_marker)
-        if ok and current != marker:
-            marker = current
-            dirty = True
-            _, next_due = errors.call(store.next_due_at)
-            errors.call(daemon.observe)  # log changes other processes made (a CLI cancel, ...)
+        now, mono = clock.now(), clock.monotonic()
+        ok, current = trouble.call("marker", store.change_marker)
+        if (ok and current != marker) or trouble.retry("observe"):
+            marker, dirty = current if ok else marker, True
+            due_known = False
+            trouble.call("observe", daemon.observe)  # log changes other processes made (a CLI cancel, ...)
+        if not due_known:
+            due_known, next_due = trouble.call("next-due", store.next_due_at)
         due = False
         if next_due is not None and next_due <= now:
-            # A due time passed since the last pass: go now. Otherwise the earliest due jobs are
-            # the ones already in flight, and the store changed (our own claims, callbacks, a CLI
-            # adding a job): look again, but at most once per watch interval during a burst.
-            due = next_due > last_tick or (dirty and now - last_tick >= watch)
+            # New due jobs go now. If the earliest due jobs are the ones the last pass handed out
+            # (in flight) and the store changed (our own claims, callbacks, a CLI adding a job
+            # due at the same instant): look again, at most once per watch interval.
+            due = next_due != handed or (dirty and mono - last_pass >= watch)
+        cooled = daemon.next_wake(after=cooled_after)
         cooled_now = cooled is not None and cooled <= now
-        reconcile_now = daemon.next_reconcile is None or now >= daemon.next_reconcile
-        if due or cooled_now or reconcile_now:
-            _, marker = errors.call(store.change_marker)
-            errors.call(daemon.tick, now, wait_launches=False)
-            last_tick, dirty = now, False
-            _, next_due = errors.call(store.next_due_at)
+        reconcile_now = mono - reconciled >= every
+        if due or cooled_now or reconcile_now or trouble.retry("tick"):
+            _, marker = trouble.call("marker", store.change_marker)
+            trouble.call("tick", daemon.tick, now, wait_launches=False, reconcile=reconcile_now)
+            last_pass, dirty = mono, False
+            if reconcile_now:
+                reconciled = mono
+            if cooled_now:
+                cooled_after = cooled if cooled_after is None else max(cooled_after, cooled)
+            due_known, next_due = trouble.call("next-due", store.next_due_at)
+            handed = next_due if due_known and next_due is not None and next_due <= now else None
     daemon.log("stopping: no new launches; waiting for launches in flight")
+
+
+def _pause(daemon: LoopTarget, seconds: float) -> None:
+    """Back off for ``seconds`` on the monotonic clock; only a stop request ends it early (the API's
+    wake-ups would otherwise turn a failing store into a busy loop)."""
+    clock = daemon.clock
+    end = clock.monotonic() + seconds
+    while not daemon.stopping:
+        before = clock.monotonic()
+        if end <= before:
+            return
+        daemon.sleep(end - before)
+        if clock.monotonic() == before:  # a clock a test holds still: one sleep is the pause
+            return
 
 
 def _when(value: datetime | None) -> str:

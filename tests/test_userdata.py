@@ -173,9 +173,9 @@ def test_timeout_stops_and_removes_the_container_and_reports_timed_out(tmp_path,
     assert bodies(server) == [{"status": "running"}, {
         "status": "failed", "reason-code": "timed-out",
         "reason": "after 1s (the job's timeout); the container was stopped and removed"}]
-    assert [c.args for c in tools.calls("docker")][-3:] == [
+    assert [c.args for c in tools.calls("docker")][-4:] == [
         ["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", "jobman-7-0"],
-        ["stop", "-t", "1", "jobman-7-0"], ["rm", "-f", "jobman-7-0"]]
+        ["stop", "-t", "1", "jobman-7-0"], ["inspect", "-f", "{{.State.ExitCode}}", "jobman-7-0"], ["rm", "-f", "jobman-7-0"]]
     assert "the job's timeout (1s) has passed: stopping the container" in result.stdout.decode()
     assert result.returncode == 124
     assert tools.powered_off

@@ -72,7 +72,7 @@ def registry(docker_engine):
         reg.add("exit3", rootfs, cmd=["sh", "-c", "echo failing on purpose; exit 3"])
         reg.add("exit124", rootfs, cmd=["sh", "-c", "exit 124"])
         reg.add("sleeper", rootfs, cmd=["sleep", "1000"])  # PID 1 without a handler: ignores SIGTERM
-        reg.add("polite", rootfs, cmd=["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"])
+        reg.add("polite", rootfs, cmd=["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done"])
         reg.add("env", rootfs, cmd=["/bin/sh", "-c", PRINT_ENV])
         reg.add("argv", docker_engine.rootfs_with({f"/bin/{ODD_ENTRYPOINT}": (ARGV_SCRIPT, 0o755)}),
                 cmd=["sh", "-c", "echo image CMD ran"])
@@ -177,6 +177,7 @@ def test_timeout_stops_a_sigterm_ignoring_container_within_timeout_plus_grace(tm
         "reason": "after 5s (the job's timeout); the container was stopped and removed"}]
     grace = int(FAST["JOBMAN_STOP_GRACE"])
     assert 5 + grace - 1 <= out.elapsed <= 5 + grace + 5, out.elapsed  # waited the grace, then SIGKILL
+    assert "stopped: exit code 137" in out.log  # SIGKILLed by the engine
     assert out.result.returncode == 124
     assert out.leftovers == []  # `docker ps -a` shows nothing of it
     assert docker_engine.docker("ps", "-a", "-q", "--filter", f"name=jobman-{out.job.id}-").stdout == b""
@@ -188,6 +189,7 @@ def test_timeout_sends_sigterm_first(tmp_path, docker_engine, registry):
                   env={"JOBMAN_STOP_GRACE": "20"}, hang_guard=60)
     assert out.final["reason-code"] == "timed-out"
     assert 3 <= out.elapsed < 3 + 8, out.elapsed
+    assert "stopped: exit code 42" in out.log  # its own TERM handler ran
     assert out.leftovers == []
 
 
@@ -285,3 +287,28 @@ def test_the_engine_cannot_reach_a_non_loopback_registry(docker_engine):
     result = docker_engine.docker("pull", "registry.invalid/jobman/x:1", check=False)
     assert result.returncode != 0
     assert b"proxyconnect" in result.stderr and b"127.0.0.1:1" in result.stderr
+
+
+@pytest.mark.parametrize("require, outcome", [("", "1 skipped"), ("1", "1 error")])
+def test_no_engine_skips_with_the_reason_unless_required(tmp_path, require, outcome):
+    """Without dockerd the fixture skips and says why; JOBMAN_REQUIRE_DOCKER=1 (CI) makes it an error."""
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "test_probe.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {tests_dir!r})\n"
+        "import dockerengine\n"
+        "dockerengine.DOCKERD_CANDIDATES = ('/nonexistent/dockerd',)\n"
+        "from dockerengine import docker_engine\n"
+        "def test_probe(docker_engine):\n"
+        "    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "JOBMAN_REQUIRE_DOCKER"}
+    env.update(PATH=str(tmp_path), JOBMAN_REQUIRE_DOCKER=require)  # no dockerd on PATH either
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_probe.py"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in result.stdout, result.stdout
+    assert "dockerd is not installed (apt-get install docker.io)" in result.stdout
+    if require:
+        assert "a real Docker engine is required (JOBMAN_REQUIRE_DOCKER=1)" in result.stdout

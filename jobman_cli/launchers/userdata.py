@@ -259,6 +259,7 @@ if (( rc == 137 || rc == 124 )); then
   else
     log "the job's timeout (${job_timeout}s) has passed: stopping the container (SIGTERM, then SIGKILL after ${stop_grace}s)"
     timeout "$((stop_grace + 60))s" docker stop -t "$stop_grace" "$container" >/dev/null || log "docker stop failed"
+    log "stopped: exit code $(docker inspect -f '{{.State.ExitCode}}' "$container" 2>&1)"
     timeout 60s docker rm -f "$container" >/dev/null || log "docker rm failed"
     started=
     fail 124 timed-out "after ${job_timeout}s (the job's timeout); the container was stopped and removed"

@@ -165,6 +165,32 @@ def test_group_commit_batches_waiting_writers_into_one_write(db_path, monkeypatc
     assert reread.get(ids[0]).attempts == 1
 
 
+# --------------------------------------------------------------------------- the generation nonce
+def test_a_stat_that_repeats_cannot_hide_another_processs_write(db_path, monkeypatch):
+    """A long-lived handle reuses its parsed snapshot while ``still_current`` says the file is
+    unchanged: ``stat`` plus the lock file's generation nonce. The stat alone can repeat: ext4 hands
+    a freed inode to the next temp file (measured here: a store alternates between two inode
+    numbers) and timestamps are coarse (a tick of 1-4 ms held two commits), so a third commit in
+    one tick can leave ``(inode, size, mtime, ctime)`` exactly as labelled. This reader's stat is
+    reduced to what such a collision leaves (the device), so only the nonce can notice that a
+    separate ``jobman cancel`` process replaced the file. Without the nonce check, the daemon-like
+    reader would keep the cancelled job scheduled (and due) and launch it."""
+    from jobman_cli.stores import filelock
+
+    reader = TinyDBStore(db_path)
+    job, _ = reader.add(make_draft(date_time=T0))
+    collided = lambda st: (st.st_dev,)  # noqa: E731
+    monkeypatch.setattr(filelock, "stat_key", collided)
+    monkeypatch.setattr(snapshot_mod, "stat_key", collided)
+    assert [j.id for j in reader.due(T0)] == [job.id]  # a labelled snapshot with the views built
+    cancelled = subprocess.run([sys.executable, "-m", "jobman_cli", "--store", str(db_path), "cancel", str(job.id)],
+                               capture_output=True, text=True, timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert reader.get(job.id).status is JobStatus.CANCELLED
+    assert reader.due(T0) == []
+    reader.close()
+
+
 # --------------------------------------------------------------------------- snapshots, own commits
 def _due_store(path: Path, count: int, *, views: bool = True) -> TinyDBStore:
     """A handle on ``count`` scheduled jobs (job n due at T0 + n minutes), its views built or not."""

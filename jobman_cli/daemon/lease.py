@@ -1,11 +1,19 @@
 """Launch leases on a shared store (DynamoDB, several daemons).
 
-A claim (``scheduled -> launching``) names the daemon that made it (``Job.extra[CLAIMED_BY]``) and
-is stamped by ``updated_at``. Another daemon honours it for ``lease`` seconds after that stamp
-(:meth:`LeaseKeeper.honours`); after that the launch counts as abandoned and may be taken over
-(:mod:`.adopter`). So that a launch that is slow but alive (botocore may retry one call for over a
-minute) is never taken over, the daemon renews its own claims (:meth:`LeaseKeeper.step`) from a
-thread of its own, every ``lease / 6``.
+A claim (``scheduled -> launching``) names the daemon that made it (``Job.extra[CLAIMED_BY]``).
+The daemon holding it *renews* it (:meth:`LeaseKeeper.step`, from a thread of its own every
+``lease / 6``): a compare-and-set that bumps the job's ``version`` (and ``updated_at``) once a third
+of the lease has passed on the holder's monotonic clock, so a launch that is slow but alive
+(botocore may retry one call for over a minute) is never taken over.
+
+Another daemon judges the lease by the renewals it *sees*, timed on its *own monotonic clock*
+(:meth:`LeaseKeeper.honours`): a claim is abandoned only once its ``(version, updated_at)`` has not
+changed for a full ``lease`` since this daemon first saw that value. No wall-clock time written by
+one host is ever compared with another host's wall clock, so clock skew between daemons (or a
+wall-clock step on either) never makes a live claim look expired. The price: a claim left by a
+daemon that died is taken over one full lease after the survivor first looks at it, even if the
+claim was already old then (a restarted daemon waits one lease before adopting its predecessor's
+launches).
 
 An exclusive store (TinyDB: one daemon per file, under its lock) has no leases: any ``launching``
 job the daemon is not launching itself is abandoned.
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..clock import Clock
 from ..model import Job, JobStatus
@@ -33,38 +41,58 @@ class LeaseKeeper:
         self.exclusive = exclusive
         self.log = log
         self._lock = threading.Lock()
-        #: job id -> (attempt, claim last renewed): the claims of the launches this daemon has in flight.
-        self._claims: dict[int, tuple[int, datetime]] = {}
+        #: job id -> (attempt, monotonic time the claim was last renewed): this daemon's launches in flight.
+        self._claims: dict[int, tuple[int, float]] = {}
+        #: job id -> (the claim as last seen, monotonic time first seen so, monotonic time last
+        #: looked at): other daemons' claims, for :meth:`honours`.
+        self._seen: dict[int, tuple[tuple[int, datetime | None], float, float]] = {}
+        self._pruned = clock.monotonic()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ other daemons' claims
     def honours(self, job: Job, now: datetime) -> bool:
-        """True while ``job`` (``launching``) is another live daemon's launch, not to be taken over."""
+        """True while ``job`` (``launching``) is another live daemon's launch, not to be taken over:
+        until its claim has stayed unchanged for a full lease on this daemon's monotonic clock since
+        this daemon first saw it so. (``now``, the wall clock, is deliberately not used.)"""
         if self.exclusive or job.extra.get(CLAIMED_BY) == self.daemon_id:
             return False
-        touched = job.updated_at or job.created_at
-        return now < touched + timedelta(seconds=self.lease)
+        claim = (job.version, job.updated_at)
+        mono = self.clock.monotonic()
+        with self._lock:
+            seen = self._seen.get(job.id)
+            if seen is None or seen[0] != claim:
+                first = mono  # renewed (or first seen): a full lease from now
+            else:
+                first = seen[1]
+            self._seen[job.id] = (claim, first, mono)
+            if mono - self._pruned >= self.lease:  # forget jobs not looked at for a few leases
+                self._pruned = mono
+                for job_id in [i for i, (_, _, looked) in self._seen.items() if mono - looked >= 3 * self.lease]:
+                    del self._seen[job_id]
+        return mono - first < self.lease
 
     # ------------------------------------------------------------------ this daemon's claims
     def hold(self, job: Job) -> None:
         """This daemon now launches ``job``'s current attempt: keep its claim alive until :meth:`release`."""
         with self._lock:
-            self._claims[job.id] = (job.attempts, self.clock.now())
+            self._claims[job.id] = (job.attempts, self.clock.monotonic())
 
     def release(self, job_id: int) -> None:
         with self._lock:
             self._claims.pop(job_id, None)
 
     def step(self, now: datetime | None = None) -> int:
-        """Bump ``updated_at`` of this daemon's claims older than a third of the lease. A
+        """Bump ``version`` and ``updated_at`` of this daemon's claims older than a third of the lease. A
         compare-and-set that applies only while the job is still in that attempt, claimed by this
         daemon and without an instance; the launch's own later update re-reads the job, so it still
-        applies. Returns how many claims were renewed."""
+        applies. The third is timed on the monotonic clock (a wall-clock step never delays a
+        renewal). Returns how many claims were renewed."""
         now = now or self.clock.now()
+        mono = self.clock.monotonic()
         with self._lock:
             stale = [(job_id, attempt) for job_id, (attempt, renewed) in self._claims.items()
-                     if (now - renewed).total_seconds() >= self.lease / 3]
+                     if mono - renewed >= self.lease / 3]
         renewed = 0
         for job_id, attempt in stale:
             def renew(current: Job, attempt: int = attempt) -> Job:
@@ -77,7 +105,7 @@ class LeaseKeeper:
             after = guarded_update(self.store, job_id, renew)
             with self._lock:
                 if job_id in self._claims and after is not None:
-                    self._claims[job_id] = (attempt, now)
+                    self._claims[job_id] = (attempt, mono)
                     renewed += 1
                 elif after is None:
                     self._claims.pop(job_id, None)  # moved on: nothing left to protect

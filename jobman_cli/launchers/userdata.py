@@ -47,9 +47,9 @@ Guarantees, and why:
   timeout covers pull and run (counted from the pull), so the instance ends within the daemon's
   own deadline (launch + timeout + grace); no retry starts whose back-off would pass it.
 * **The container** runs as ``docker run --name jobman-<job id>-<attempt> --pull=never
-  [-e 'K=V'...] [--entrypoint=EXE] '<image>' [CMD ARG...]`` under ``timeout -s KILL <time
-  left>s`` (no ``--rm``: the script removes it with ``docker rm -f`` on every path, including a
-  signal). At the deadline ``timeout`` kills the *CLI* (SIGKILL, because Docker 28's CLI outlives
+  [-e 'K=V'...] [--entrypoint=EXE] '<image>' [CMD ARG...]`` under ``timeout --foreground -s
+  KILL <time left>s`` (no ``--rm``: the script removes it with ``docker rm -f`` on every path,
+  including a signal). At the deadline ``timeout`` kills the *CLI* (SIGKILL, because Docker 28's CLI outlives
   SIGTERM), which does not stop the container (its PID 1 may ignore SIGTERM, as a process without
   a handler does in a PID namespace). So the script asks the engine (``docker inspect``): a
   container that ended by itself keeps its own exit code (a container that exits 124 or 137 is
@@ -248,7 +248,7 @@ pull || fail 125 image-pull-failed "$problem"
 log "running the container $container"
 # At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
 started=1
-timeout -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s" \
+timeout --foreground -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s" \
   docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null
 rc=$?
 if (( rc == 137 || rc == 124 )); then

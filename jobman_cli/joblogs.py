@@ -40,11 +40,27 @@ FOLLOW_SETTLE = 3.0
 
 
 def stream_name(job_id: int, attempt: int) -> str:
-    """The CloudWatch Logs stream of one attempt of a job: ``jobs/<job-id>/attempt-<n>``."""
+    """The CloudWatch Logs stream of one attempt of a job: ``jobs/<job-id>/attempt-<n>``.
+
+    (Job id and attempt 0 only occur in the renderer's size probes of unsaved drafts.)"""
     job_id, attempt = int(job_id), int(attempt)
-    if job_id < 1 or attempt < 1:
-        raise ValueError(f"stream_name needs a stored job and an attempt >= 1 (got {job_id}, {attempt})")
+    if job_id < 0 or attempt < 0:
+        raise ValueError(f"stream_name needs a job id and an attempt >= 0 (got {job_id}, {attempt})")
     return f"jobs/{job_id}/attempt-{attempt}"
+
+
+@dataclass(frozen=True)
+class LogTarget:
+    """Where an instance sends its job's log; rendered into the user-data by the launcher.
+
+    ``region`` is the instance's (the daemon's) region; ``endpoint_url`` replaces the regional
+    CloudWatch Logs endpoint (Docker's ``awslogs-endpoint`` and the AWS CLI's ``--endpoint-url``),
+    for a VPC endpoint or an emulator in tests; ``None``: AWS's own.
+    """
+
+    group: str
+    region: str
+    endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)

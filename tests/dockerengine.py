@@ -127,7 +127,9 @@ class DockerEngine:
     """One private ``dockerd`` (see the module docstring). :meth:`start` raises
     :class:`EngineUnavailable` with the reason when it cannot run here."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: Mapping[str, str] | None = None) -> None:
+        #: More variables for dockerd itself, e.g. the AWS credentials its ``awslogs`` driver uses.
+        self.extra_env = dict(extra_env or {})
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.cli = _first_executable(DOCKER_CLI_CANDIDATES, "docker") or ""
@@ -165,6 +167,7 @@ class DockerEngine:
             "HTTP_PROXY": "http://127.0.0.1:1", "HTTPS_PROXY": "http://127.0.0.1:1",
             "http_proxy": "http://127.0.0.1:1", "https_proxy": "http://127.0.0.1:1",
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+            **self.extra_env,
         }
         log = open(self.dir / "dockerd.log", "wb")
         try:

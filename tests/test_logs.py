@@ -87,7 +87,7 @@ def test_stream_name_is_per_job_and_attempt_and_needs_no_boto3() -> None:
 
     assert stream_name(7, 2) == "jobs/7/attempt-2"
     with pytest.raises(ValueError):
-        stream_name(7, 0)
+        stream_name(7, -1)
     code = ("import sys; from jobman_cli.joblogs import stream_name; stream_name(1, 1);"
             "sys.exit(3 if any(m.split('.')[0] in ('boto3', 'botocore') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -13,6 +13,9 @@ Faults and what must hold:
   (half with an idempotency key) -> exactly 50 jobs, one per CLI, each told "Scheduled";
 * every first write answer lost for claims (``update``) and ``jobman callback`` CLIs -> each
   transition applied once: attempts 1, version bumped once per transition, no job stuck;
+* the same for a real ``jobman daemon`` claiming and launching 20 due jobs (EC2 on its own moto
+  server, every first DynamoDB write answer lost) -> each job claimed once, one instance each,
+  attempts 1, every job ``running``;
 * every answer lost, botocore gives up -> the store proves its write by reading it back, or
   raises a clear "outcome unknown" error; the caller's retry with the same draft never duplicates.
 """
@@ -33,7 +36,8 @@ import pytest
 
 from conftest import make_draft
 from faultproxy import FaultProxy
-from moto_server import _wait_until_up, aws_env, free_port, reset
+from moto_server import _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from test_e2e_daemon import DaemonProcess, instances_by_job, poll
 
 from jobman_cli.errors import StoreError
 from jobman_cli.model import JobStatus
@@ -241,3 +245,34 @@ def test_a_lost_counter_answer_does_not_skip_an_id(table: str, proxy: FaultProxy
     proxy.set_rules([{"action": "UpdateItem", "fault": "drop_response", "per": "body"}])
     ids = [store.add(make_draft())[0].id for _ in range(3)]
     assert ids == [1, 2, 3]
+
+
+def test_a_real_daemon_claims_and_launches_each_job_once_with_every_first_write_answer_lost(
+        table: str, proxy: FaultProxy, dynamodb: str, moto_server: str, tmp_path: Path,  # noqa: F811
+        aws_credentials: None, record_property: Any) -> None:
+    """The daemon's claim (scheduled -> launching) and launch record (-> running) are the store's
+    compare-and-set writes; each first answer is lost and botocore resends it. Before nonces the
+    resent claim met its own write, re-applied the claim to ``launching``, and the daemon stepped
+    aside as if another daemon had won: the job sat in ``launching`` until its lease expired."""
+    setup = direct(dynamodb)
+    due = datetime.now(timezone.utc)
+    ids = [setup.add(make_draft(title=f"due {n}", date_time=due))[0].id for n in range(20)]
+    proxy.set_rules(DROP_FIRST_ANSWERS)
+    env = aws_env(moto_server, AWS_ENDPOINT_URL_DYNAMODB=proxy.url, JOBMAN_HOME=str(tmp_path / "home"),
+                  JOBMAN_STORE=URL, JOBMAN_API_TOKEN="faults-test-api-token-0123456789abcdef")
+    daemon = DaemonProcess(env)
+    try:
+        started = time.monotonic()
+
+        def all_running() -> bool:
+            return all(job.status is JobStatus.RUNNING for job in setup.list())
+
+        assert poll(all_running, timeout=90, every=0.5), daemon.text()
+        record_property("daemon_20_launches_seconds", round(time.monotonic() - started, 1))
+        grouped = instances_by_job(moto_server, setup.store_id)
+        assert {i: len(grouped.get(i, [])) for i in ids} == {i: 1 for i in ids}
+        for job in setup.list():
+            assert job.attempts == 1 and job.instance_id == grouped[job.id][0]["InstanceId"]
+        assert proxy.stats()["by_action"]["PutItem"]["dropped"] >= 2 * len(ids)  # claims and launch records
+    finally:
+        daemon.stop()

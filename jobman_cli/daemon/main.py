@@ -176,6 +176,9 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
                 settings = dataclasses.replace(settings, listen_port=server.port)
         daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive,
                         launch_lease=settings.launch_lease)
+        # The API's writes are this process's own: through the daemon's recording store, the
+        # observer knows each one before it lands and never logs it as another process's.
+        service.store = daemon.store
         daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting")
         daemon.log(f"store {store.location} (store id {store.store_id}; instances tagged "
                    f"{launcher.settings.store_tag_key}={store.store_id})")

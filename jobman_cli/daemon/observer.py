@@ -8,37 +8,83 @@ of change are not made by the daemon's parts and are logged here:
 * changes made by *other* processes (a CLI ``cancel``, a callback answered by another daemon):
   :meth:`Observer.step` diffs the active jobs' states against the last look.
 
-Every write the daemon's parts make goes through :class:`RecordingStore`, which tells the observer
-(:meth:`Observer.note`), so :meth:`Observer.step` never logs the daemon's own change a second time.
+Telling the two apart without a race: every write this process makes (the daemon's parts, and the
+API's service, which the daemon points at the same wrapper) goes through :class:`RecordingStore`,
+which tells the observer what it is *about to write* (:meth:`Observer.intend`, called inside the
+store's compare-and-set, before the write can be seen) and then what it wrote
+(:meth:`Observer.settle`). A job version :meth:`Observer.step` finds is this process's own if it
+carries one of those marks, whenever the step happens to read it — before, during or after the
+write returned. (Noting a write only *after* it returned left a window in which the step saw the
+new state first and logged the daemon's own change a second time, "by another process".)
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from datetime import datetime
 from typing import Any, Callable
 
 from ..errors import JobmanError
-from ..model import Job, JobStatus, format_time
+from ..model import ACTIVE_STATES, Job, JobStatus, format_time
 from ..stores.base import JobStore
 from .common import Log
+
+#: What identifies one written version of a job: its version number, status and change time (the
+#: status and time make a lost compare-and-set of ours, whose version another process then wrote,
+#: tell apart from that process's write).
+Mark = tuple[int, int, str, "datetime | None"]
+
+
+#: Seconds the marks of a job that left the active set are kept.
+KEEP_MARKS = 300.0
+
+
+def mark_of(job: Job) -> Mark:
+    return (job.id, job.version, job.status.value, job.updated_at)
 
 
 class Observer:
     def __init__(self, store: JobStore, log: Log) -> None:
         self.store = store
         self.log = log
-        #: job id -> last status seen of the active jobs (own writes and :meth:`step`); None until
-        #: the first look.
-        self._seen: dict[int, JobStatus] | None = None
+        #: job id -> (status, version) last seen of the active jobs (own writes and :meth:`step`);
+        #: None until the first look.
+        self._seen: dict[int, tuple[JobStatus, int]] | None = None
+        #: Versions this process wrote or is writing (:meth:`intend`, :meth:`settle`), with the
+        #: monotonic time each was written (those of jobs that left the active set are kept
+        #: :data:`KEEP_MARKS` seconds: long enough for any later step to look them up).
+        self._mine: dict[Mark, float] = {}
+        # Never held while the store is read: ``intend`` runs inside the store's write (under its
+        # lock, on the committing thread), so a step holding this across a read would deadlock.
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------------ this process's writes
+    def intend(self, job: Job) -> None:
+        """This process is about to write ``job`` (called inside the compare-and-set)."""
+        with self._lock:
+            self._mine[mark_of(job)] = time.monotonic()
+
+    def settle(self, intended: list[Job], written: Job | None) -> None:
+        """The write whose candidates were ``intended`` ended: ``written`` is what it stored (None:
+        it wrote nothing or failed). Candidates that were not written are forgotten."""
+        with self._lock:
+            for job in intended:
+                self._mine.pop(mark_of(job), None)
+            if written is not None:
+                self._mine[mark_of(written)] = time.monotonic()
+        if written is not None:
+            self.note(written)
+
     def note(self, job: Job) -> None:
-        """This process changed ``job``: remember its status, so :meth:`step` does not log it again."""
+        """This process changed ``job``: remember its status as the last one seen."""
         with self._lock:
             if self._seen is None:
                 return
-            if job.status in (JobStatus.LAUNCHING, JobStatus.RUNNING):
-                self._seen[job.id] = job.status
+            if job.status in ACTIVE_STATES:
+                seen = self._seen.get(job.id)
+                if seen is None or seen[1] <= job.version:
+                    self._seen[job.id] = (job.status, job.version)
             else:
                 self._seen.pop(job.id, None)
 
@@ -51,40 +97,75 @@ class Observer:
             code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
             self.log(f"job {job.id} -> {job.status.value} (reported{code})")
 
+    # ------------------------------------------------------------------ other processes' writes
     def step(self) -> None:
         """Log the state changes of active jobs that other processes made. The first call only
-        remembers; the loop calls it again whenever the store's marker moved. The lock is held
-        across the read so an own write noted meanwhile is never undone."""
+        remembers; the loop calls it again whenever the store's marker moved."""
+        jobs = self.store.active()  # read with no lock held (see __init__)
+        lines: list[str] = []
         with self._lock:
-            current = {job.id: job.status for job in self.store.active()}
-            previous, self._seen = self._seen, current
-            if previous is None:
-                return
-            for job_id, status in sorted(current.items()):
-                before = previous.get(job_id)
-                if before is not status:
-                    origin = before.value if before is not None else JobStatus.SCHEDULED.value
-                    self.log(f"job {job_id} {origin} -> {status.value} (by another process)")
-            for job_id in sorted(set(previous) - set(current)):
-                try:
-                    after = self.store.get(job_id).status.value
-                except JobmanError:
-                    after = "deleted"
-                self.log(f"job {job_id} {previous[job_id].value} -> {after} (by another process)")
+            previous = self._seen
+            current: dict[int, tuple[JobStatus, int]] = {}
+            for job in jobs:
+                before = previous.get(job.id) if previous is not None else None
+                if before is not None and before[1] > job.version:
+                    current[job.id] = before  # our own newer write was noted after this read
+                    continue
+                current[job.id] = (job.status, job.version)
+                if previous is not None and (before is None or before[0] is not job.status) \
+                        and mark_of(job) not in self._mine:
+                    origin = before[0].value if before is not None else JobStatus.SCHEDULED.value
+                    lines.append(f"job {job.id} {origin} -> {job.status.value} (by another process)")
+            gone = [] if previous is None else [(i, previous[i][0]) for i in sorted(set(previous) - set(current))]
+            self._seen = current
+            self._forget(jobs)
+        for line in lines:
+            self.log(line)
+        for job_id, before_status in gone:
+            try:
+                after: Job | None = self.store.get(job_id)
+            except JobmanError:
+                after = None
+            with self._lock:
+                mine = after is not None and mark_of(after) in self._mine
+            if not mine:
+                state = after.status.value if after is not None else "deleted"
+                self.log(f"job {job_id} {before_status.value} -> {state} (by another process)")
+
+    def _forget(self, jobs: list[Job]) -> None:
+        """(Holding the lock.) Drop the marks no later read can find: versions older than the ones
+        just read, and old marks of jobs that are no longer active."""
+        newest = {job.id: job.version for job in jobs}
+        old = time.monotonic() - KEEP_MARKS
+        self._mine = {m: t for m, t in self._mine.items()
+                      if (m[1] >= newest[m[0]] if m[0] in newest else t >= old)}
 
 
 class RecordingStore:
-    """The store as the daemon's parts see it: every update they make is noted (see
-    :meth:`Observer.step`, which logs only the changes made by other processes). Everything else
-    passes through."""
+    """The store as this process's writers see it: every update is announced to the observer
+    before it can land and settled after (see the module doc). Everything else passes through."""
 
-    def __init__(self, store: JobStore, note: Callable[[Job], None]) -> None:
+    def __init__(self, store: JobStore, observer: "Observer | Callable[[Job], None]") -> None:
         self._store = store
-        self._note_change = note
+        # The Observer, or its bound ``note`` (how the wiring spelled it before intend/settle).
+        self._observer: Observer = getattr(observer, "__self__", observer)
 
     def update(self, job_id: int, change: Any) -> Job:
-        job = self._store.update(job_id, change)
-        self._note_change(job)
+        intended: list[Job] = []
+
+        def announced(current: Job) -> Job:
+            new = change(current)
+            if new is not current and isinstance(new, Job):
+                intended.append(new)
+                self._observer.intend(new)
+            return new
+
+        try:
+            job = self._store.update(job_id, announced)
+        except BaseException:
+            self._observer.settle(intended, None)
+            raise
+        self._observer.settle(intended, job)
         return job
 
     def __getattr__(self, name: str) -> Any:

@@ -17,6 +17,8 @@ import pytest
 from faultproxy import FaultProxy, fault_proxy  # noqa: F401  (fixture)
 from moto_server import moto_server, moto_server_process  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow
+
 TAGS = lambda job_id: [{"ResourceType": "instance", "Tags": [{"Key": "jobman:job-id", "Value": str(job_id)}]}]  # noqa: E731
 
 

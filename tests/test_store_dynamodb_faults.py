@@ -43,6 +43,8 @@ from jobman_cli.errors import StoreError
 from jobman_cli.model import JobStatus
 from jobman_cli.stores.dynamodb import DynamoDBStore, make_client
 
+pytestmark = pytest.mark.slow
+
 TABLE = "jobman-faults"
 URL = f"dynamodb://{TABLE}"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -276,3 +278,21 @@ def test_a_real_daemon_claims_and_launches_each_job_once_with_every_first_write_
         assert proxy.stats()["by_action"]["PutItem"]["dropped"] >= 2 * len(ids)  # claims and launch records
     finally:
         daemon.stop()
+
+
+def test_store_init_with_every_first_answer_lost_makes_one_store(dynamodb: str, proxy: FaultProxy,
+                                                                  env: dict[str, str]) -> None:
+    """``jobman store init``: CreateTable's resend meets its own table (ResourceInUse: it looks the
+    table up, and still says "Created": the meta item it then writes is its own) and the meta
+    item's resend its own item (the condition fails: it reads it back)."""
+    proxy.set_rules([{"action": action, "fault": "drop_response", "per": "body"}
+                     for action in ("CreateTable", "PutItem")])
+    made = jobman(env, "store", "init")
+    assert made.returncode == 0, made.stderr
+    again = jobman(env, "store", "init")
+    assert again.returncode == 0, again.stderr
+    ids = {line.split("store id ")[-1].split()[0].strip("().,") for line in (made.stdout, again.stdout)}
+    assert len(ids) == 1, (made.stdout, again.stdout)
+    assert made.stdout.startswith("Created DynamoDB table") and "already exists" in again.stdout
+    # One lost CreateTable answer; each init's meta PutItem (a new store id each) lost once.
+    assert proxy.action("CreateTable")["dropped"] == 1 and proxy.action("PutItem")["dropped"] == 2

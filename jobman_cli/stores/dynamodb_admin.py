@@ -30,7 +30,7 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
     table, options = parse_url(url)
     where = f"{SCHEME}{table}"
     client = client if client is not None else make_client(options.get("region"), options.get("endpoint"), where)
-    created = False
+    created = raced = False
     try:
         description = _describe(client, table)
         if description is None:
@@ -44,25 +44,38 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
                     raise
-                description = _describe(client, table)  # another init created it just now
+                # Another init created it just now, or our own CreateTable did and botocore resent
+                # it after its answer was lost: decided below by whose meta item wins.
+                description = _describe(client, table)
+                raced = True
         problem = schema_problem(description) if description is not None else None
         if problem:
             raise StoreError(f"{where}: table {table} already exists but is not a jobman table: {problem}; "
                              "choose another table name")
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": wait_delay, "MaxAttempts": 90})
         api = _Api(table, client)
+        store_id = uuid.uuid4().hex
         meta = {"pk": {"S": META_PK}, "format": {"S": FORMAT}, "schema": {"N": str(SCHEMA)},
-                "store_id": {"S": uuid.uuid4().hex}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}}
+                "store_id": {"S": store_id}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}}
         try:
             api.call("put_item", expect=("ConditionalCheckFailedException",), TableName=table, Item=meta,
                      ConditionExpression="attribute_not_exists(pk)")
         except ClientError:
-            pass  # already initialised (by an earlier init, or one running right now)
-        return created, api.read_meta()
+            pass  # already initialised (earlier, by one running now, or by our own resent write)
+        stored = api.read_meta()
+        # A table made in the last minute whose meta item is ours was made by this init (its
+        # CreateTable answer lost), not found: say "Created", as the user expects.
+        created = created or (raced and stored == store_id and _new(description))
+        return created, stored
     except ClientError as exc:
         raise StoreError(describe_error(table, exc.response.get("Error", {}).get("Code", ""), exc)) from None
     except BotoCoreError as exc:  # the waiter's own error included
         raise StoreError(f"{where}: {one_line(exc)}") from None
+
+
+def _new(description: dict[str, Any] | None, seconds: float = 60.0) -> bool:
+    made = (description or {}).get("CreationDateTime")
+    return isinstance(made, datetime) and (datetime.now(timezone.utc) - made).total_seconds() < seconds
 
 
 def _describe(client: Any, table: str) -> dict[str, Any] | None:

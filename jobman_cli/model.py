@@ -269,7 +269,8 @@ class Job:
         instance retries its curl). Anything else that does not move forward is refused (409).
         A ``failed`` report may say why (``reason_code``, one of :data:`INSTANCE_REASON_CODES`,
         and a short ``reason``); without one it is ``exited`` with the exit code, as the original
-        service's body always was.
+        service's body always was. A ``finished`` report may carry a ``reason`` too (the instance's
+        note that the job's log is incomplete); the job still finished.
         """
         if status not in CALLBACK_STATUSES:
             raise InvalidInput("status", f"must be one of {', '.join(CALLBACK_STATUSES)} (got {status!r})")
@@ -285,8 +286,8 @@ class Job:
             raise InvalidInput("reason", "must be a string")
         if code is not None and status != "failed" and not (status == "finished" and code is ReasonCode.EXITED):
             raise InvalidInput("reason-code", f"goes with status failed (got status {status!r})")
-        if reason is not None and status != "failed":
-            raise InvalidInput("reason", f"goes with status failed (got status {status!r})")
+        if reason is not None and status == "running":  # finished: e.g. "log incomplete (...)"
+            raise InvalidInput("reason", "goes with status finished or failed (got status 'running')")
         told = " ".join((reason or "").split())[:MAX_REPORTED_REASON]
 
         if status == "running":
@@ -297,7 +298,7 @@ class Job:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot become running")
 
         if status == "finished":
-            target, stored_code, words, code = JobStatus.FINISHED, 0, None, ReasonCode.EXITED
+            target, stored_code, words, code = JobStatus.FINISHED, 0, told or None, ReasonCode.EXITED
         else:
             target, stored_code = JobStatus.FAILED, exit_code
             code = code or ReasonCode.EXITED

@@ -297,3 +297,21 @@ def test_follow_through_the_cli_exits_with_the_status_wait_code(aws, db) -> None
     report(db, other, "failed", 2)
     failed = run(db, str(other), "-f", "--json")
     assert failed.exit_code == 1 and json.loads(failed.stdout)["message"] == "broken"
+
+
+# --------------------------------------------------------------------------- the instance's log note
+def test_a_finished_report_may_say_the_log_is_incomplete_and_the_job_still_finished(db) -> None:
+    """The user-data reports `finished` with a reason when its log could not be delivered (issue
+    11): the job is finished all the same, exit code 0, reason kept; `running` takes no reason."""
+    from jobman_cli.errors import InvalidInput
+    from jobman_cli.service import JobService
+
+    job_id = add_job(db)
+    with TinyDBStore(db) as store:
+        service = JobService(store)
+        with pytest.raises(InvalidInput):
+            service.report(job_id, "running", None, None, "log incomplete (x)")
+        job = service.report(job_id, "finished", 0, None, "log incomplete (CloudWatch Logs: connection refused)")
+        assert job.status is JobStatus.FINISHED and job.exit_code == 0 and job.reason_code.value == "exited"
+        assert job.reason == "log incomplete (CloudWatch Logs: connection refused)"
+        assert service.report(job_id, "finished", 0, None, "log incomplete (CloudWatch Logs: connection refused)") == job

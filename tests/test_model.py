@@ -115,7 +115,7 @@ def test_a_reported_failure_keeps_the_instances_words_clipped() -> None:
     ("failed", "bogus", None),
     ("failed", 7, None),
     ("running", "timed-out", None),
-    ("finished", None, "why"),
+    ("running", None, "why"),              # a finished report may carry a reason (log incomplete)
     ("failed", None, 42),
 ])
 def test_bad_reason_codes_in_reports_are_invalid(status: str, code, reason) -> None:

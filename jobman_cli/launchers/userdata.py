@@ -48,8 +48,9 @@ Guarantees, and why:
   own deadline (launch + timeout + grace); no retry starts whose back-off would pass it.
 * **The container** runs as ``docker run --name jobman-<job id>-<attempt> --pull=never
   [-e 'K=V'...] [--entrypoint=EXE] '<image>' [CMD ARG...]`` under ``timeout --foreground -s
-  KILL <time left>s`` (no ``--rm``: the script removes it with ``docker rm -f`` on every path,
-  including a signal). At the deadline ``timeout`` kills the *CLI* (SIGKILL, because Docker 28's CLI outlives
+  KILL <time left>s``, waited for in the background so that a signal to the script is handled at
+  once (no ``--rm``: the script removes it with ``docker rm -f`` on every path, a signal
+  included). At the deadline ``timeout`` kills the *CLI* (SIGKILL: Docker 28's CLI outlives
   SIGTERM), which does not stop the container (its PID 1 may ignore SIGTERM, as a process without
   a handler does in a PID namespace). So the script asks the engine (``docker inspect``): a
   container that ended by itself keeps its own exit code (a container that exits 124 or 137 is
@@ -247,9 +248,11 @@ log "pulling $image"
 pull || fail 125 image-pull-failed "$problem"
 log "running the container $container"
 # At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
+# In the background, so a signal to this script is handled at once (the trap removes the container).
 started=1
 timeout --foreground -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s" \
-  docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null
+  docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null &
+wait $!
 rc=$?
 if (( rc == 137 || rc == 124 )); then
   # Ask the engine: a container that ended by itself (even with 124 or 137) did not time out.

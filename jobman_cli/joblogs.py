@@ -258,6 +258,26 @@ def prepare_log_group(ec2: Any, settings: "LogSettings | None" = None, *, client
             f"{settings.retention_days} days), one stream per job attempt: jobs/<job-id>/attempt-<n>")
 
 
+def job_log_target(ec2: Any, settings: "LogSettings | None" = None) -> LogTarget:
+    """What the daemon renders into every user-data (resolved once, at its start).
+
+    Region: the launcher's (``ec2.region``, else ``AWS_REGION``/the AWS profile). Endpoint the
+    instance uses: ``[logs] endpoint_url``/``JOBMAN_LOG_ENDPOINT``, else ``AWS_ENDPOINT_URL_LOGS``,
+    else ``AWS_ENDPOINT_URL``, else ``[ec2] endpoint_url`` (an emulator serves all services on one
+    URL), else AWS's regional endpoint.
+    """
+    from .config import log_settings
+
+    settings = settings or log_settings()
+    region = make_session(ec2.region, ec2.profile).region_name
+    if not region:
+        raise ConfigError("no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or a region in your "
+                          "AWS profile)")
+    endpoint = (settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_LOGS") or os.environ.get("AWS_ENDPOINT_URL")
+                or ec2.endpoint_url or None)
+    return LogTarget(group=settings.group, region=region, endpoint_url=endpoint.rstrip("/") if endpoint else None)
+
+
 # --------------------------------------------------------------------------- reading a stream
 class StreamReader:
     """Reads one stream forward from its head (or ``start_time``), remembering where it stopped."""

@@ -274,3 +274,16 @@ def test_prepare_log_group_is_the_daemons_one_line_and_never_fails_the_start(aws
     _as_user_allowed(["logs:DescribeLogGroups"], monkeypatch)
     refused = prepare_log_group(EC2Settings(region="us-east-1"))
     assert refused.startswith("job logs: WARNING: no permission: your AWS identity may not call logs:CreateLogGroup")
+
+
+def test_job_log_target_is_what_the_daemon_renders_into_user_data(aws, monkeypatch) -> None:
+    from jobman_cli.joblogs import LogTarget, job_log_target
+    from jobman_cli.launchers.base import EC2Settings
+
+    assert job_log_target(EC2Settings()) == LogTarget("jobman", "us-east-1", None)
+    assert job_log_target(EC2Settings(region="eu-west-1")).region == "eu-west-1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000/")
+    assert job_log_target(EC2Settings()).endpoint_url == "http://127.0.0.1:5000"
+    monkeypatch.setenv("JOBMAN_LOG_ENDPOINT", "https://logs.vpce.example")
+    monkeypatch.setenv("JOBMAN_LOG_GROUP", "team/jobs")
+    assert job_log_target(EC2Settings()) == LogTarget("team/jobs", "us-east-1", "https://logs.vpce.example")

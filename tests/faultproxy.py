@@ -219,7 +219,8 @@ class Faults:
                 if rule["fault"] == "token_bucket":
                     now = time.monotonic()
                     capacity = float(rule.get("capacity", 0))
-                    state["tokens"] = min(capacity, state["tokens"] + (now - state["at"]) * float(rule.get("refill", 0)))
+                    refilled = state["tokens"] + (now - state["at"]) * float(rule.get("refill", 0))
+                    state["tokens"] = min(capacity, refilled)
                     state["at"] = now
                     wanted = request.instances()
                     if wanted > state["tokens"]:
@@ -350,11 +351,11 @@ def make_server(upstream: str, port: int, faults: Faults) -> ThreadingHTTPServer
                 faults.count(request.action, "delayed")
                 time.sleep(before)
             fault = rule["fault"] if rule else None
-            if fault == "error":
-                counter = "throttled" if rule.get("_throttle") else "errored"  # type: ignore[union-attr]
+            if rule is not None and fault == "error":
+                counter = "throttled" if rule.get("_throttle") else "errored"
                 faults.count(request.action, counter)
-                status, headers, payload = error_answer(request, int(rule.get("status", 503)),  # type: ignore[union-attr]
-                                                        rule.get("code"), rule.get("message"))  # type: ignore[union-attr]
+                status, headers, payload = error_answer(request, int(rule.get("status", 503)), rule.get("code"),
+                                                        rule.get("message"))
                 faults.say(f"{counter} {request.action} key={request.job_id() or request.item_key(['pk'])} -> {status}")
                 faults.record(request, counter, status)
                 self._answer(status, headers, payload)

@@ -19,7 +19,8 @@ from moto_server import moto_server, moto_server_process  # noqa: F401  (fixture
 
 pytestmark = pytest.mark.slow
 
-TAGS = lambda job_id: [{"ResourceType": "instance", "Tags": [{"Key": "jobman:job-id", "Value": str(job_id)}]}]  # noqa: E731
+def TAGS(job_id: int) -> list[dict]:  # noqa: N802 - reads like the constant it stands for
+    return [{"ResourceType": "instance", "Tags": [{"Key": "jobman:job-id", "Value": str(job_id)}]}]
 
 
 def _client(service: str, url: str, attempts: int = 3):

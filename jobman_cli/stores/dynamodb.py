@@ -3,22 +3,7 @@
 Chosen with ``--store dynamodb://TABLE`` (optionally ``?region=R&endpoint=URL``). boto3 is imported
 here only, and this module only when such a URL is opened, so the TinyDB path never pays for it.
 
-Table design (one table, on-demand billing, made by ``jobman store init``; see docs/dynamodb.md)::
-
-    pk (S, hash key)   other attributes
-    "meta"             format="jobman", schema=1, store_id (uuid4 hex), created_at
-    "counter"          n (N): the last job id handed out (an atomic conditional UpdateItem, never
-                       reused); nn (S): the nonce of the last increment;
-                       seq (N): bumped after every write, the change marker
-    "idem#<key>"       job_id (N): an idempotency key, written in one transaction with its job;
-                       wn (L of S): the nonce of that transaction
-    "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON,
-                       empty fields left out),
-                       due_ms (N: due time in epoch ms; only while scheduled/launching/running),
-                       wn (L of S): the nonces of the last writes (at most NONCES_KEPT)
-
-    GSI "status-due": hash status, range due_ms, projection ALL. Terminal jobs carry no due_ms, so
-    the index is sparse: it holds only live jobs, however long the history grows.
+Table design: :mod:`.dynamodb_items` (one table, on-demand billing, made by ``jobman store init``).
 
 Reads and writes, and why:
 
@@ -61,44 +46,28 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Collection, Hashable
 
-import orjson
-
-from ..errors import JobNotFound, StoreError, one_line
-from ..model import ACTIVE_STATES, Job, JobStatus, as_stored, job_from_record, job_to_record
+from ..errors import JobNotFound, StoreError
+from ..model import Job, JobStatus, as_stored, job_from_record
 from . import WriteOutcomeUnknown
 from .base import JobChange
 from .dynamodb_api import SCHEME, LostAnswer, _Api, describe_error, make_client, parse_url
+from .dynamodb_items import (COUNTER_PK, FORMAT, IDEM_PREFIX, INDEX, JOB_PREFIX, META_PK, SCHEMA, decoded, due_ms,
+                             encode_job, from_ms, item_key, ms, new_nonce, nonce_list, nonces)
 
-__all__ = ["DynamoDBStore", "WriteOutcomeUnknown", "describe_error", "init_table", "make_client", "parse_url"]
+__all__ = ["DynamoDBStore", "WriteOutcomeUnknown", "describe_error", "init_table", "make_client", "parse_url",
+           "FORMAT", "SCHEMA", "INDEX", "META_PK"]
 
-FORMAT, SCHEMA = "jobman", 1
-INDEX = "status-due"
-META_PK, COUNTER_PK, JOB_PREFIX, IDEM_PREFIX = "meta", "counter", "job#", "idem#"
-LIVE_STATES = frozenset({JobStatus.SCHEDULED}) | ACTIVE_STATES
 #: Conflicting writers on one job before ``update`` gives up (each loser re-reads for free).
 MAX_CAS_ATTEMPTS = 40
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAMES = {"#s": "status"}  # ``status`` is a DynamoDB reserved word
-#: Write nonces an item keeps (its last writers'), so a resend that meets its own committed write
-#: recognises it even if a few other writes landed in between.
-NONCES_KEPT = 8
 #: Adds whose outcome is unknown, remembered so that a retry with the same draft reuses the job id.
 UNSETTLED_KEPT = 256
 _CHECK_FAILED = ("ConditionalCheckFailedException",)
-
-
-def _ms(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _from_ms(value: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=value)
 
 
 class DynamoDBStore:
@@ -135,41 +104,11 @@ class DynamoDBStore:
     def _call(self, operation: str, *, expect: Collection[str] = (), **kwargs: Any) -> dict:
         return self._api.call(operation, expect=expect, **kwargs)
 
-    # ------------------------------------------------------------------ items
-    def _item(self, job: Job, nonces: list[str]) -> dict[str, Any]:
-        """The job's item; ``nonces``: the write nonces it keeps (the last is this write's)."""
-        item: dict[str, Any] = {
-            "pk": {"S": f"{JOB_PREFIX}{job.id}"},
-            "job_id": {"N": str(job.id)},
-            "status": {"S": job.status.value},
-            "version": {"N": str(job.version)},
-            "record": {"S": orjson.dumps(_compact(job)).decode()},
-        }
-        if job.status in LIVE_STATES:
-            item["due_ms"] = {"N": str(_ms(job.due_at))}
-        item["wn"] = _nonce_list(nonces[-NONCES_KEPT:])
-        return item
+    def _decode_job(self, item: dict[str, Any]) -> Job:
+        return decoded(item, job_from_record, self.location)
 
-    def _job(self, item: dict[str, Any]) -> Job:
-        return self._decoded(item, job_from_record)
-
-    def _record(self, item: dict[str, Any]) -> dict[str, Any]:
-        def checked(record: dict[str, Any]) -> dict[str, Any]:
-            int(record["id"])
-            return record
-
-        return self._decoded(item, checked)
-
-    def _decoded(self, item: dict[str, Any], convert: Any) -> Any:
-        try:
-            result = convert(orjson.loads(item["record"]["S"]))
-            job_id = result.id if isinstance(result, Job) else int(result["id"])
-            if f"{JOB_PREFIX}{job_id}" != item["pk"]["S"]:
-                raise ValueError(f"its record says id {job_id}")
-        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
-            raise StoreError(f"{self.location}: item {item.get('pk', {}).get('S', '?')} is malformed "
-                             f"({type(exc).__name__}: {one_line(exc)})") from None
-        return result
+    def _decode_record(self, item: dict[str, Any]) -> dict[str, Any]:
+        return decoded(item, None, self.location)
 
     # ------------------------------------------------------------------ writes
     def _next_id(self) -> int:
@@ -179,9 +118,10 @@ class DynamoDBStore:
         new id and the first is simply never used."""
         from botocore.exceptions import ClientError
 
-        nonce = _new_nonce()
+        nonce = new_nonce()
         try:
-            answer = self._call("update_item", expect=_CHECK_FAILED, TableName=self.table, Key=_key(COUNTER_PK),
+            answer = self._call("update_item", expect=_CHECK_FAILED, TableName=self.table,
+                                Key=item_key(COUNTER_PK),
                                 UpdateExpression="SET n = if_not_exists(n, :zero) + :one, nn = :nonce",
                                 ConditionExpression="attribute_not_exists(nn) OR nn <> :nonce",
                                 ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"},
@@ -201,11 +141,11 @@ class DynamoDBStore:
         key = draft.idempotency_key
         with self._lock:
             unsettled = self._unsettled.pop(id(draft), None)
-        job_id, nonce = (unsettled[1], unsettled[2]) if unsettled and unsettled[0] is draft else (0, _new_nonce())
+        job_id, nonce = (unsettled[1], unsettled[2]) if unsettled and unsettled[0] is draft else (0, new_nonce())
         if key:  # the common retry (a cron job scheduling again) then costs no job id
-            item = self._call("get_item", TableName=self.table, Key=_key(IDEM_PREFIX + key), ConsistentRead=True)
+            item = self._call("get_item", TableName=self.table, Key=item_key(IDEM_PREFIX + key), ConsistentRead=True)
             if "Item" in item:
-                return self._existing(key, item["Item"]), nonce in _nonces(item["Item"])
+                return self._existing(key, item["Item"]), nonce in nonces(item["Item"])
         for attempt in range(MAX_CAS_ATTEMPTS):
             job = as_stored(dataclasses.replace(draft, id=job_id or self._next_id()))
             try:
@@ -227,14 +167,14 @@ class DynamoDBStore:
         from botocore.exceptions import ClientError
 
         try:
-            self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table, Item=self._item(job, [nonce]),
+            self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table, Item=encode_job(job, [nonce]),
                             ConditionExpression="attribute_not_exists(pk)",
                             ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
-            if nonce not in _nonces(exc.response.get("Item", {})):
+            if nonce not in nonces(exc.response.get("Item", {})):
                 return None
         except LostAnswer as lost:
-            if nonce not in _nonces(self._settle(lost, f"job {job.id} is not in the table", f"{JOB_PREFIX}{job.id}")):
+            if nonce not in nonces(self._settle(lost, f"job {job.id} is not in the table", f"{JOB_PREFIX}{job.id}")):
                 return None  # another job holds the id (so ours can never be written there)
         self._touch()
         return job, True
@@ -244,10 +184,10 @@ class DynamoDBStore:
         ``(job, created)``, None if the id is someone else's, "conflict" to try again."""
         from botocore.exceptions import ClientError
 
-        put = {"TableName": self.table, "Item": self._item(job, [nonce]),
+        put = {"TableName": self.table, "Item": encode_job(job, [nonce]),
                "ConditionExpression": "attribute_not_exists(pk)"}
         idem = {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}, "wn": _nonce_list([nonce])},
+                "Item": {"pk": {"S": IDEM_PREFIX + key}, "job_id": {"N": str(job.id)}, "wn": nonce_list([nonce])},
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
         try:
             self._api.write("transact_write_items", expect=("TransactionCanceledException",),
@@ -270,7 +210,7 @@ class DynamoDBStore:
     def _keyed_outcome(self, key: str, idem: dict[str, Any], nonce: str) -> tuple[Job, bool]:
         """The job a key item names; created by us if the item carries our nonce (a resend met
         our own committed transaction), else someone else's job with that key."""
-        created = nonce in _nonces(idem)
+        created = nonce in nonces(idem)
         job = self._existing(key, idem)
         if created:
             self._touch()
@@ -300,7 +240,7 @@ class DynamoDBStore:
             self._unsettled[id(draft)] = (draft, job_id, nonce)
 
     def _read(self, pk: str) -> dict[str, Any] | None:
-        return self._call("get_item", TableName=self.table, Key=_key(pk), ConsistentRead=True).get("Item")
+        return self._call("get_item", TableName=self.table, Key=item_key(pk), ConsistentRead=True).get("Item")
 
     def _existing(self, key: str, item: dict[str, Any]) -> Job:
         if "job_id" not in item:  # the cancelled transaction did not return the item: read it
@@ -315,12 +255,12 @@ class DynamoDBStore:
         (once per conflicting writer), always on the job as currently stored."""
         from botocore.exceptions import ClientError
 
-        pk, nonce = f"{JOB_PREFIX}{job_id}", _new_nonce()
+        pk, nonce = f"{JOB_PREFIX}{job_id}", new_nonce()
         item = self._read(pk)
         for attempt in range(MAX_CAS_ATTEMPTS):
             if item is None:
                 raise JobNotFound(job_id)
-            current = self._job(item)
+            current = self._decode_job(item)
             new = change(current)
             if new is current:
                 return current
@@ -331,19 +271,19 @@ class DynamoDBStore:
             new = as_stored(new)
             try:
                 self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table,
-                                Item=self._item(new, _nonces(item) + [nonce]), ConditionExpression="version = :v",
+                                Item=encode_job(new, nonces(item) + [nonce]), ConditionExpression="version = :v",
                                 ExpressionAttributeValues={":v": {"N": str(current.version)}},
                                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
             except ClientError as exc:
                 item = exc.response.get("Item")  # the item as it is now (None: it was deleted)
-                if item is None or nonce not in _nonces(item):
+                if item is None or nonce not in nonces(item):
                     _pause(attempt)
                     continue
             except LostAnswer as lost:
                 # Moved on without our nonce: our write can never apply (its condition names the
                 # version we read), so apply the change to what is there now, as for a conflict.
                 item = self._settle(lost, f"job {job_id} is not in the table", pk)
-                if nonce not in _nonces(item):
+                if nonce not in nonces(item):
                     if int(item["version"]["N"]) == current.version:
                         raise WriteOutcomeUnknown(
                             f"{self.location}: no answer from DynamoDB ({lost.detail}); the change of job "
@@ -358,13 +298,14 @@ class DynamoDBStore:
         item = self._read(f"{JOB_PREFIX}{job_id}")
         if item is None:
             raise JobNotFound(job_id)
-        return self._job(item)
+        return self._decode_job(item)
 
     def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
         """Newest first. A consistent Scan of the whole table (an operator command: it reads every
         item once, ≈ 1 read unit per 4 KB); ``statuses`` filter server-side, which saves transfer,
         not read units."""
-        return sorted((self._job(item) for item in self._scan_jobs(statuses)), key=lambda job: job.id, reverse=True)
+        jobs = (self._decode_job(item) for item in self._scan_jobs(statuses))
+        return sorted(jobs, key=lambda job: job.id, reverse=True)
 
     def _scan_jobs(self, statuses: Collection[JobStatus] | None) -> list[dict[str, Any]]:
         values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
@@ -380,7 +321,7 @@ class DynamoDBStore:
 
     def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
         """:meth:`list` as stored records (the same Scan, without building Jobs)."""
-        return sorted((self._record(item) for item in self._scan_jobs(statuses)), key=lambda r: int(r["id"]),
+        return sorted((self._decode_record(item) for item in self._scan_jobs(statuses)), key=lambda r: int(r["id"]),
                       reverse=True)
 
     def _pages(self, operation: str, *, stop: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
@@ -402,22 +343,22 @@ class DynamoDBStore:
 
     def due(self, now: datetime, limit: int | None = None) -> list[Job]:
         """Query the index: ``status = scheduled AND due_ms <= now``, earliest first (ties by id)."""
-        cutoff = {":now": {"N": str(_ms(now))}}
+        cutoff = {":now": {"N": str(ms(now))}}
         if limit is not None and limit <= 0:
             return []
 
         def enough(items: list[dict[str, Any]]) -> bool:  # past the limit and past its due-time ties
-            return limit is not None and len(items) > limit and _due(items[-1]) > _due(items[limit - 1])
+            return limit is not None and len(items) > limit and due_ms(items[-1]) > due_ms(items[limit - 1])
 
         page = {"Limit": max(limit + 1, 25)} if limit is not None else {}
         items = self._query_index(JobStatus.SCHEDULED, " AND due_ms <= :now", cutoff, stop=enough, **page)
-        jobs = sorted((self._job(item) for item in items), key=lambda job: (job.due_at, job.id))
+        jobs = sorted((self._decode_job(item) for item in items), key=lambda job: (job.due_at, job.id))
         return jobs[:limit] if limit is not None else jobs
 
     def active(self) -> list[Job]:
         """Query the index for ``launching`` and for ``running`` jobs, by id."""
         items = [item for status in (JobStatus.LAUNCHING, JobStatus.RUNNING) for item in self._query_index(status)]
-        return sorted((self._job(item) for item in items), key=lambda job: job.id)
+        return sorted((self._decode_job(item) for item in items), key=lambda job: job.id)
 
     def next_due_at(self) -> datetime | None:
         """One index Query with ``Limit=1``: the earliest due time of a scheduled job."""
@@ -425,18 +366,18 @@ class DynamoDBStore:
                             ExpressionAttributeNames=_NAMES, ExpressionAttributeValues={":s": {"S": "scheduled"}},
                             ScanIndexForward=True, Limit=1)
         items = answer.get("Items", [])
-        return _from_ms(_due(items[0])) if items else None
+        return from_ms(due_ms(items[0])) if items else None
 
     def change_marker(self) -> Hashable:
         """The write sequence number (an eventually consistent GetItem of a tiny item; module doc)."""
-        item = self._call("get_item", TableName=self.table, Key=_key(COUNTER_PK), ProjectionExpression="seq"
+        item = self._call("get_item", TableName=self.table, Key=item_key(COUNTER_PK), ProjectionExpression="seq"
                           ).get("Item", {})
         return int(item.get("seq", {}).get("N", "0"))
 
     def _touch(self) -> None:
         """Move the change marker after a successful write (best effort: the write stands anyway)."""
         try:
-            self._call("update_item", TableName=self.table, Key=_key(COUNTER_PK), UpdateExpression="ADD seq :one",
+            self._call("update_item", TableName=self.table, Key=item_key(COUNTER_PK), UpdateExpression="ADD seq :one",
                        ExpressionAttributeValues={":one": {"N": "1"}})
         except StoreError:
             pass
@@ -447,34 +388,6 @@ class DynamoDBStore:
             close = getattr(self.client, "close", None)
             if close is not None:
                 close()
-
-
-def _compact(job: Job) -> dict[str, Any]:
-    """``job_to_record`` without its empty fields (read back as None): a typical job item stays
-    under 1 KB, the unit DynamoDB bills writes in. Unknown (``extra``) fields are kept as they are."""
-    return {k: v for k, v in job_to_record(job).items() if v is not None or k in job.extra}
-
-
-def _new_nonce() -> str:
-    """A write nonce: 32 hex characters, also a valid ``ClientRequestToken`` (at most 36)."""
-    return secrets.token_hex(16)
-
-
-def _nonces(item: dict[str, Any] | None) -> list[str]:
-    """The write nonces an item carries (none on items written before nonces existed)."""
-    return [value.get("S", "") for value in (item or {}).get("wn", {}).get("L", [])]
-
-
-def _nonce_list(nonces: list[str]) -> dict[str, Any]:
-    return {"L": [{"S": nonce} for nonce in nonces]}
-
-
-def _key(pk: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": pk}}
-
-
-def _due(item: dict[str, Any]) -> int:
-    return int(item["due_ms"]["N"])
 
 
 def _pause(attempt: int) -> None:

@@ -415,8 +415,12 @@ def _console_fallback(job: "Job", attempt: int, missing: LogNotFound, stream: st
                       write: Callable[[Sequence[LogEvent]], None], note: Callable[[str], None],
                       launcher: "Callable[[], Launcher] | None") -> None:
     """EC2 console output of the attempt's instance, only when that instance still exists."""
-    reason = (f"log not found: no stream {stream} in log group {group} (attempt {attempt} of job {job.id}: its "
-              "instance never reached CloudWatch Logs, or the log is older than the group's retention)")
+    if job.terminal or attempt != job.attempts:
+        reason = (f"log not found: no stream {stream} in log group {group} (attempt {attempt} of job {job.id}: its "
+                  "instance never reached CloudWatch Logs, or the log is older than the group's retention)")
+    else:
+        reason = (f"log not found yet: job {job.id} is {job.status.value} and its instance has not written to "
+                  f"stream {stream} in log group {group} yet (use --follow to wait for it)")
     if launcher is None or attempt != job.attempts or not job.instance_id:
         raise LogNotFound(reason) from missing
     ec2 = launcher()

@@ -164,10 +164,20 @@ def test_not_launched_yet(aws, db) -> None:
 
 def test_log_not_found_when_neither_stream_nor_instance_exists(aws, db) -> None:
     job_id = add_job(db, instance_id="i-0123456789abcdef0")
+    report(db, job_id, "failed", 1)
     result = run(db, str(job_id))
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: log not found: no stream jobs/{job_id}/attempt-1 in log group jobman")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_running_job_without_its_stream_yet_suggests_follow(aws, db) -> None:
+    with TinyDBStore(db) as store:
+        job, _ = store.add(make_draft(date_time=now(), created_at=now()))
+        claim_with_token(store, job.id, now())  # launching: no instance recorded yet
+    result = run(db, str(job.id))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: log not found yet: job {job.id} is launching") and "--follow" in result.stderr
 
 
 def test_log_not_found_when_the_group_is_missing(aws, db, monkeypatch) -> None:

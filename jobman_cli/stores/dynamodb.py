@@ -26,9 +26,9 @@ Reads and writes, and why:
 
 Lost answers (DESIGN.md section 5). botocore resends a write whose answer was lost (connection
 closed, timeout, 5xx); the resend then meets the write it already committed, and its condition
-fails. Every write therefore carries a fresh nonce (``wn`` above), asks for the item on a failed
-condition (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), and a failed condition whose item
-carries its own nonce is its own success, not someone else's write. That covers each conditional
+fails. Every write therefore carries a fresh nonce (``wn``/``nn`` in :mod:`.dynamodb_items`), asks
+for the item on a failed condition (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), and a failed
+condition whose item carries its own nonce is its own success, not someone else's write. That covers each conditional
 write: the job PutItem of ``add`` (else: "id taken", a second job), the idempotency transaction
 (else: "Already scheduled" for a new job; it also carries the nonce as ``ClientRequestToken``, with
 which AWS itself answers a resend as a success), the compare-and-set of ``update`` (else: a claim

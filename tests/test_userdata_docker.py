@@ -222,6 +222,22 @@ def test_a_registry_that_fails_twice_then_serves_runs_the_job(tmp_path, docker_e
     docker_engine.remove_image(flaky.image)
 
 
+def test_a_registry_that_never_answers_is_bounded_by_the_jobs_timeout(tmp_path, docker_engine):
+    """A registry that accepts connections and then says nothing: the pull ends at the job's
+    timeout (the timeout covers pull and run) and is reported image-pull-failed."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(50)  # never accept()ed: the kernel completes the handshake, nobody answers
+    try:
+        image = f"127.0.0.1:{silent.getsockname()[1]}/jobman/x:1"
+        out = run_job(tmp_path, docker_engine, make_job(image, timeout=4), hang_guard=60)
+    finally:
+        silent.close()
+    assert out.final == {"status": "failed", "reason-code": "image-pull-failed",
+                         "reason": "docker pull did not finish within the job's timeout (4s) (attempt 1 of 5)"}
+    assert 4 <= out.elapsed < 4 + 6, out.elapsed
+
+
 def test_an_unknown_tag_is_not_retried(tmp_path, docker_engine, registry):
     out = run_job(tmp_path, docker_engine, make_job(registry.ref("no-such-tag")))
     assert out.final["reason-code"] == "image-pull-failed"

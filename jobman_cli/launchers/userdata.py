@@ -12,9 +12,10 @@ Guarantees, and why:
   ``InstanceInitiatedShutdownBehavior=terminate``, so powering off terminates it: no cost leaks,
   even when Docker cannot be installed or the callback is unreachable.
 * **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff;
-  never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is *appended*, so stub tools placed first on PATH by
-  a test win. ``JOBMAN_SYSTEM_PATH`` replaces that appended part (tests set it to a directory of
-  chosen tools, so a real ``docker`` on the test machine cannot leak in); cloud-init never sets it.
+  never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is
+  *appended*, so stub tools placed first on PATH by a test win. ``JOBMAN_SYSTEM_PATH`` replaces
+  that appended part (tests set it to a directory of chosen tools, so a real ``docker`` on the
+  test machine cannot leak in); cloud-init never sets it.
 * **Docker.** If ``docker`` is absent it is installed (``dnf install -y docker``); if the daemon
   does not answer ``docker info`` it is started (``systemctl enable --now docker``, falling back to
   ``systemctl start docker``) and waited for. If that fails the job is reported ``failed`` with
@@ -221,15 +222,15 @@ ensure_docker() {
 pull() {
   local n=1 delay=$pull_backoff out rc
   while :; do
-    out=$(timeout "$((deadline > SECONDS ? deadline - SECONDS : 1))s" docker pull "$image" 2>&1 </dev/null)
+    out=$(timeout -k 10s "$((deadline > SECONDS ? deadline - SECONDS : 1))s" docker pull "$image" 2>&1 </dev/null)
     rc=$?
     [[ -n $out ]] && printf '%s\n' "$out"
     (( rc == 0 )) && return 0
     out=${out%$'\n'}
     problem=${out##*$'\n'}
-    (( rc == 124 )) && problem="docker pull did not finish within the job's timeout (${job_timeout}s)"
+    (( rc == 124 || rc == 137 )) && problem="docker pull did not finish within the job's timeout (${job_timeout}s)"
     problem="${problem:-docker pull exited with $rc} (attempt $n of $pull_attempts)"
-    (( n >= pull_attempts || rc == 124 || SECONDS + delay >= deadline )) && return 1
+    (( n >= pull_attempts || rc == 124 || rc == 137 || SECONDS + delay >= deadline )) && return 1
     case $problem in  # retrying cannot help
       *"manifest unknown"*|*"name unknown"*|*" not found"*|*"pull access denied"*|*"invalid reference format"*) return 1 ;;
     esac

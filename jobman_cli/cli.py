@@ -344,6 +344,8 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 @click.option("--backoff-max", default=None, type=float, metavar="SECONDS", help="Longest wait between launch attempts. [default: 600]")
 @click.option("--watch-interval", default=None, type=float, metavar="SECONDS", help="How often the store is checked for jobs added by other processes. [default: 0.5]")
 @click.option("--launch-lease", default=None, type=float, metavar="SECONDS", help="Shared stores: take over another daemon's unfinished launch after this long. [default: 60]")
+@click.option("--launch-burst", default=None, type=int, metavar="N", help="RunInstances calls allowed at once before pacing (EC2's token bucket size). [default: 1000]")
+@click.option("--launch-rate", default=None, type=float, metavar="PER_SECOND", help="RunInstances calls per second once the burst is spent (EC2's refill rate). [default: 2]")
 @click.option("--region", default=None, help="AWS region. [env: AWS_REGION]")
 @click.option("--instance-type", default=None, help="Default EC2 instance type. [default: t3.micro]")
 @click.option("--ami", default=None, help="AMI id or resolve:ssm:PARAMETER. [default: Amazon Linux 2023]")

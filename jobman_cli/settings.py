@@ -42,6 +42,11 @@ class DaemonSettings:
     watch_interval: float = 0.5
     #: On a shared store, how long another daemon's claim is honoured before it is taken over.
     launch_lease: float = 60.0
+    #: The client-side token bucket in front of RunInstances (EC2's own: 1,000 instances, refilled
+    #: at 2 per second per account and region): at most ``launch_burst`` launches at once, then
+    #: ``launch_rate`` per second.
+    launch_burst: int = 1000
+    launch_rate: float = 2.0
 
     @property
     def effective_public_url(self) -> str:
@@ -81,6 +86,14 @@ def _number(value: Any, name: str, *, minimum: float = 0.0, flag: bool = False) 
     if not number >= minimum:  # also refuses NaN
         raise _usage(name, f"must be at least {minimum:g} (got {value!r})", flag)
     return number
+
+
+def _positive(number: float, flags: dict[str, Any], key: str, env: str) -> float:
+    """A rate: above zero (zero would never launch anything)."""
+    if number > 0:
+        return number
+    name, flag = _origin(flags, key, env, "--" + key.replace("_", "-"))
+    raise _usage(name, f"must be more than 0 (got {number:g})", flag)
 
 
 def _origin(flags: dict[str, Any], key: str, env: str, cli_name: str) -> tuple[str, bool]:
@@ -135,4 +148,7 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
         timeout_grace=number("timeout_grace", "JOBMAN_TIMEOUT_GRACE", 600.0, 0.0),
         watch_interval=number("watch_interval", "JOBMAN_WATCH_INTERVAL", 0.5, 0.05),
         launch_lease=number("launch_lease", "JOBMAN_LAUNCH_LEASE", 60.0, 1.0),
+        launch_burst=int(number("launch_burst", "JOBMAN_LAUNCH_BURST", 1000, 1)),
+        launch_rate=_positive(number("launch_rate", "JOBMAN_LAUNCH_RATE", 2.0, 0.0), flags, "launch_rate",
+                              "JOBMAN_LAUNCH_RATE"),
     )

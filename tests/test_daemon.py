@@ -1,8 +1,10 @@
 """The daemon's tick at fixed times, against moto's in-process EC2 and a real TinyDB file.
 
-Every test drives :meth:`Daemon.tick` with a :class:`FixedClock`; nothing sleeps. Faults that moto
-cannot produce (throttling, capacity) come from a launcher wrapper that raises exactly what the EC2
-adapter raises for the matching botocore error (it goes through the adapter's own mapping).
+Every test drives :meth:`Daemon.tick` with a :class:`FixedClock`; nothing sleeps (a launch's pauses
+move that clock). Faults that moto cannot produce (throttling, capacity, lost answers) come from a
+launcher wrapper that raises exactly what the EC2 adapter raises for the matching botocore error (it
+goes through the adapter's own mapping, :func:`run_instances_error`), before RunInstances reached
+moto or after moto created the instance.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import moto  # noqa: F401  (must precede boto3 client creation)
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from jobman_cli.clock import FixedClock
 from jobman_cli.daemon import CLAIMED_BY, Daemon, format_duration
 from jobman_cli.daemon.main import DaemonLock, check_public_url, run_daemon
-from jobman_cli.errors import ConfigError, InvalidInput
-from jobman_cli.launchers.base import EC2Settings
-from jobman_cli.launchers.ec2 import EC2Launcher, to_launch_error
+from jobman_cli.errors import ConfigError, InvalidInput, LaunchError
+from jobman_cli.launchers.base import EC2Settings, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
+from jobman_cli.launchers.ec2 import EC2Launcher, run_instances_error
 from jobman_cli.launchers.userdata import render_user_data
 from jobman_cli.model import Job, JobStatus, ReasonCode, format_time, hash_callback_token
 from jobman_cli.daemon.common import (ADOPTED, CANCELLED_DURING_LAUNCH, ERROR, LAUNCH_FAILED, LAUNCHED, MISSED,
@@ -77,11 +79,16 @@ class Counting:
         return getattr(self.inner, name)
 
 
-def aws_error(code: str, message: str, status: int = 400):
-    """The LaunchError the EC2 adapter raises for this AWS error (through its own mapping)."""
+def aws_error(code: str, message: str, status: int = 400, job: Job | None = None) -> LaunchError:
+    """The LaunchError the EC2 adapter raises for this RunInstances error (through its own mapping)."""
     exc = ClientError({"Error": {"Code": code, "Message": message},
                        "ResponseMetadata": {"HTTPStatusCode": status}}, "RunInstances")
-    return to_launch_error(exc)
+    return run_instances_error(exc, job or Job(id=1, title="", date_time=T0, docker_image="x", env_variables={},
+                                               status=JobStatus.LAUNCHING, created_at=T0), "token")
+
+
+def raise_(exc: BaseException) -> None:
+    raise exc
 
 
 class World:
@@ -103,8 +110,21 @@ class World:
     def make_daemon(self, **kw) -> Daemon:
         kw.setdefault("exclusive", True)
         kw.setdefault("log", self.lines.append)
-        return Daemon(self.store, kw.pop("launcher", self.launcher), self.settings, clock=self.clock,
-                      service=self.service, **kw)
+        daemon = Daemon(self.store, kw.pop("launcher", self.launcher), self.settings, clock=self.clock,
+                        service=self.service, **kw)
+        if isinstance(self.clock, FixedClock):  # a launch's pauses move the test's clock instead
+            from jobman_cli.daemon.throttle import TokenBucket
+
+            self.pauses: list[float] = []
+            daemon.launch.pause = self._pause
+            daemon.launch.bucket = TokenBucket(self.settings.launch_burst, self.settings.launch_rate,
+                                               monotonic=lambda: self.clock.now().timestamp())
+        return daemon
+
+    def _pause(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        self.clock.advance(seconds)
+        return True
 
     def schedule(self, at: datetime, **fields) -> Job:
         request = ScheduleRequest(image=fields.pop("image", "alpine:3.20"), when=format_time(at), **fields)
@@ -234,13 +254,15 @@ def test_burst_is_launched_in_parallel_once_each(world):
 
 
 # ---------------------------------------------------------------------- launch errors
-@pytest.mark.parametrize("code,message", [
-    ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested."),
-    ("RequestLimitExceeded", "Request limit exceeded."),
+@pytest.mark.parametrize("code,message,status", [
+    ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested.", 500),
+    ("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 32 allows.", 400),
 ])
-def test_retryable_errors_back_off_then_fail_with_the_aws_message(world, code, message):
+def test_errors_where_nothing_started_back_off_then_fail_with_the_aws_message(world, code, message, status):
+    """Capacity and quotas: EC2 started nothing, so each is a failed attempt (a new attempt, a new
+    ClientToken, after a backoff), and the job fails after max_attempts."""
     job = world.schedule(T0 + timedelta(minutes=1))
-    world.launcher.before = lambda j: (_ for _ in ()).throw(aws_error(code, message, 503 if "Limit" in code else 500))
+    world.launcher.before = lambda j: raise_(aws_error(code, message, status, j))
     start = T0 + timedelta(minutes=1)
 
     report = world.tick(start)
@@ -263,7 +285,7 @@ def test_retryable_errors_back_off_then_fail_with_the_aws_message(world, code, m
     assert final.reason == f"launch error after 3 attempts: {code}: {message}"
     assert final.reason_code is ReasonCode.LAUNCH_FAILED
     assert [a for _, a, _ in world.launcher.launches] == [1, 2, 3]
-    assert len({t for _, _, t in world.launcher.launches}) == 3  # a fresh ClientToken per attempt
+    assert len({t for _, _, t in world.launcher.launches}) == 3  # nothing started: each attempt its own token
     assert world.instances() == []
 
 
@@ -271,7 +293,7 @@ def test_backoff_is_capped(tmp_path, ec2):
     w = World(tmp_path, ec2, max_attempts=10, backoff_base=100.0, backoff_max=250.0)
     try:
         job = w.schedule(T0 + timedelta(minutes=1))
-        w.launcher.before = lambda j: (_ for _ in ()).throw(aws_error("InsufficientInstanceCapacity", "none left"))
+        w.launcher.before = lambda j: raise_(aws_error("InsufficientInstanceCapacity", "none left", 500, j))
         at = T0 + timedelta(minutes=1)
         gaps = []
         for _ in range(4):
@@ -300,6 +322,321 @@ def test_non_retryable_error_fails_at_once_with_the_aws_message(tmp_path, ec2):
         assert len(w.launcher.launches) == 1
     finally:
         w.close()
+
+
+# ---------------------------------------------------------------------- ambiguous launch failures
+AMBIGUOUS = {
+    "read timeout": lambda: ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"),
+    "connection closed": lambda: ConnectionClosedError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"),
+    "500 InternalError": lambda: ClientError({"Error": {"Code": "InternalError", "Message": "An internal error"},
+                                              "ResponseMetadata": {"HTTPStatusCode": 500}}, "RunInstances"),
+    "503 Unavailable": lambda: ClientError({"Error": {"Code": "Unavailable", "Message": "Service unavailable"},
+                                            "ResponseMetadata": {"HTTPStatusCode": 503}}, "RunInstances"),
+}
+
+
+def lost(name: str, job: Job) -> LaunchError:
+    """What the EC2 adapter raises when RunInstances fails this way (its own mapping)."""
+    return run_instances_error(AMBIGUOUS[name](), job, job.launch_token)
+
+
+@pytest.mark.parametrize("fault", sorted(AMBIGUOUS))
+def test_a_lost_answer_after_ec2_started_the_instance_is_found_not_launched_again(world, fault):
+    """The fault lands once the request reached EC2: moto created the instance, then the answer
+    was lost. The same attempt is looked up by tag before anything is sent again: one instance,
+    one ClientToken, attempt 1, and the job runs on that instance."""
+    job = world.schedule(T0 + timedelta(minutes=1))
+    faults = {"left": 1}
+
+    def after(j, instance_id):
+        if faults["left"]:
+            faults["left"] -= 1
+            raise lost(fault, j)
+
+    world.launcher.after = after
+    report = world.tick(T0 + timedelta(minutes=1))
+    assert isinstance(lost(fault, world.get(job.id)), LaunchOutcomeUnknown)
+    (instance,) = world.instances()
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.attempts == 1, world.lines
+    assert final.instance_id == instance["InstanceId"] and report.job_ids(LAUNCHED) == [job.id]
+    assert world.launcher.launches == [(job.id, 1, launch_token_for(world.store.store_id, job.id, 1))]
+    assert report.of(RETRYING) == [] and report.of(LAUNCH_FAILED) == []
+    assert any(f"job {job.id}: found instance {final.instance_id}" in line for line in world.lines)
+    assert world.pauses == [1.0]  # one backoff before the lookup
+    # The next reconciliation has nothing to reap: there is no second instance.
+    assert world.tick(T0 + timedelta(minutes=2), reconcile=True).of(REAPED) == []
+
+
+def test_a_lost_request_is_sent_again_with_the_same_token_and_user_data(world):
+    """The same fault before the request reached EC2: the lookup finds nothing, so the same attempt
+    is sent again, with the same ClientToken and byte-identical user-data (one callback token)."""
+    job = world.schedule(T0 + timedelta(minutes=1))
+    sent: list[str] = []
+    inner_launch = world.launcher.inner.launch
+
+    def recording_launch(j, *, user_data, store_id):
+        sent.append(user_data)
+        if len(sent) <= 2:
+            raise lost("read timeout", j)
+        return inner_launch(j, user_data=user_data, store_id=store_id)
+
+    world.launcher.inner = type("Inner", (), {"launch": staticmethod(recording_launch),
+                                              "__getattr__": lambda self, n: getattr(EC2Launcher(EC2Settings()), n)})()
+    world.daemon = world.make_daemon()
+    world.tick(T0 + timedelta(minutes=1))
+    final = world.get(job.id)
+    (instance,) = world.instances()
+    assert final.status is JobStatus.RUNNING and final.attempts == 1 and final.instance_id == instance["InstanceId"]
+    token = launch_token_for(world.store.store_id, job.id, 1)
+    assert world.launcher.launches == [(job.id, 1, token)] * 3
+    assert len(sent) == 3 and len(set(sent)) == 1  # the same user-data, so the same callback token
+    assert len(world.get(job.id).callback_hashes) == 1
+    assert world.pauses == [1.0, 2.0]  # backoff doubles
+
+
+def test_unknown_outcomes_until_the_start_deadline_fail_the_job_as_missed(world):
+    job = world.schedule(T0 + timedelta(minutes=1), start_deadline="2m")
+    world.launcher.before = lambda j: raise_(lost("connection closed", j))
+    report = world.tick(T0 + timedelta(minutes=1))
+    final = world.get(job.id)
+    assert report.job_ids(MISSED) == [job.id] and final.status is JobStatus.FAILED, world.lines
+    assert final.reason_code is ReasonCode.MISSED_START_DEADLINE and final.attempts == 1
+    assert "ConnectionClosedError" in final.reason
+    assert {t for _, _, t in world.launcher.launches} == {launch_token_for(world.store.store_id, job.id, 1)}
+    assert world.instances() == [] and max(world.pauses) <= 30.0
+    assert sum(world.pauses) > 60  # it kept trying (1+2+4+...) until the deadline
+
+
+def test_after_an_unknown_outcome_a_failed_lookup_never_leads_to_a_resend(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    failures = {"launch": 1, "lookup": 2}
+    real_find = world.launcher.inner.find_instances
+
+    def before(j):
+        if failures["launch"]:
+            failures["launch"] -= 1
+            raise lost("read timeout", j)
+
+    def find_instances(*args, **kw):
+        if failures["lookup"]:
+            failures["lookup"] -= 1
+            raise LaunchError("RequestLimitExceeded: too many describes", retryable=True, code="RequestLimitExceeded")
+        return real_find(*args, **kw)
+
+    world.launcher.before = before
+    world.launcher.find_instances = find_instances
+    world.tick(T0 + timedelta(minutes=1))
+    assert len(world.launcher.launches) == 2  # the first, then one resend after a successful lookup
+    assert world.pauses == [1.0, 2.0, 4.0]
+    assert world.get(job.id).status is JobStatus.RUNNING and len(world.instances()) == 1
+
+
+def test_after_an_unknown_outcome_a_capacity_error_keeps_the_attempt(world):
+    """Once an attempt may own an instance, a retryable 'nothing started' error does not give the
+    attempt up (a new attempt would be a new token and, if the first send did launch, a second
+    instance): the same attempt is looked up and sent again."""
+    job = world.schedule(T0 + timedelta(minutes=1))
+    errors = [lambda j: lost("500 InternalError", j),
+              lambda j: aws_error("InsufficientInstanceCapacity", "no capacity", 500, j)]
+
+    def before(j):
+        if errors:
+            raise errors.pop(0)(j)
+
+    world.launcher.before = before
+    report = world.tick(T0 + timedelta(minutes=1))
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.attempts == 1 and report.of(RETRYING) == []
+    assert {t for _, _, t in world.launcher.launches} == {launch_token_for(world.store.store_id, job.id, 1)}
+
+
+def test_a_cancel_during_unknown_outcomes_stops_the_resends(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+
+    def before(j):
+        if len(world.launcher.launches) == 2:
+            world.service.cancel(j.id)
+        raise lost("read timeout", j)
+
+    world.launcher.before = before
+    world.tick(T0 + timedelta(minutes=1))
+    assert world.get(job.id).status is JobStatus.CANCELLED
+    assert len(world.launcher.launches) == 2 and world.instances() == []
+
+
+def test_a_daemon_stopping_during_unknown_outcomes_leaves_the_job_launching(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.launcher.before = lambda j: raise_(lost("read timeout", j))
+    world.daemon.launch.pause = lambda seconds: (world.daemon.stop(), False)[1]
+    world.tick(T0 + timedelta(minutes=1))
+    after = world.get(job.id)
+    assert after.status is JobStatus.LAUNCHING and after.attempts == 1
+    assert any("left in launching" in line for line in world.lines)
+    assert len(world.launcher.launches) == 1
+
+
+# ---------------------------------------------------------------------- take-over: IdempotentParameterMismatch
+class MismatchingEC2(Counting):
+    """EC2 as it answers a take-over: the dead daemon's RunInstances DID launch the attempt, the
+    take-over sends the same ClientToken with other user-data (another callback token), so EC2
+    answers IdempotentParameterMismatch. Tag lookups miss the instance ``tag_misses`` times
+    (eventual consistency); ``by_token`` says whether the client-token filter finds it."""
+
+    def __init__(self, inner, tag_misses: int, by_token: bool) -> None:
+        super().__init__(inner)
+        self.tag_misses, self.by_token = tag_misses, by_token
+        self.lookups: list[str | None] = []
+
+    def launch(self, job, *, user_data, store_id):
+        with self.lock:
+            self.launches.append((job.id, job.attempts, job.launch_token))
+        raise aws_error("IdempotentParameterMismatch", "The client token you have provided is associated with a "
+                        "resource that is already deleted or has different parameters.", 400, job)
+
+    def find_instances(self, store_id, **kw):
+        self.lookups.append(kw.get("client_token"))
+        found = self.inner.find_instances(store_id, **{k: v for k, v in kw.items() if k != "client_token"})
+        if self.tag_misses > 0:
+            self.tag_misses -= 1
+            return found if self.by_token and kw.get("client_token") else []
+        return found
+
+
+@pytest.mark.parametrize("tag_misses,by_token", [(1, False), (3, False), (99, True)])
+def test_a_take_over_answered_idempotent_parameter_mismatch_adopts_the_existing_instance(world, tag_misses, by_token):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    claimed = _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    iid = world.launcher.inner.launch(claimed, user_data="#!/bin/bash\n# the dead daemon's", store_id=world.store.store_id)
+    ec2 = MismatchingEC2(world.launcher.inner, tag_misses, by_token)
+    daemon = world.make_daemon(launcher=ec2)
+    try:
+        world.clock.set(T0 + timedelta(minutes=1, seconds=5))
+        report = daemon.tick(world.clock.now())
+    finally:
+        daemon.close()
+    assert isinstance(aws_error("IdempotentParameterMismatch", "x"), LaunchTokenInUse)
+    final = world.get(job.id)
+    assert final.status is JobStatus.RUNNING and final.instance_id == iid and final.attempts == 1, world.lines
+    assert report.job_ids(ADOPTED) == [job.id] and report.of(LAUNCH_FAILED) == []
+    assert ec2.launches == [(job.id, 1, claimed.launch_token)] and len(world.instances()) == 1
+    assert claimed.launch_token in ec2.lookups  # the client-token filter was asked too
+    assert any("IdempotentParameterMismatch); adopting it" in line for line in world.lines)
+
+
+def test_idempotent_parameter_mismatch_never_fails_the_job_even_when_nothing_is_found_yet(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    ec2 = MismatchingEC2(world.launcher.inner, tag_misses=10**6, by_token=False)
+    daemon = world.make_daemon(launcher=ec2)
+    try:
+        world.clock.set(T0 + timedelta(minutes=1, seconds=5))
+        report = daemon.tick(world.clock.now(), reconcile=False)
+        assert world.get(job.id).status is JobStatus.LAUNCHING and report.of(LAUNCH_FAILED) == []
+        assert len(ec2.lookups) == 1 + 5  # the take-over's lookup, then five more after the answer
+        assert world.pauses == [1.0, 2.0, 4.0, 8.0]  # the clock is now 15 s later
+        # Deferred for the reconcile interval (30 s): the next passes leave it alone until then ...
+        assert daemon.tick(world.clock.now() + timedelta(seconds=29), reconcile=False).outcomes == ()
+        assert len(ec2.launches) == 1, world.lines
+        # ... then take it over again: a lookup first, and still never a failure.
+        world.clock.advance(31)
+        report = daemon.tick(world.clock.now(), reconcile=False)
+        assert len(ec2.launches) == 2 and report.of(LAUNCH_FAILED) == []
+        assert world.get(job.id).status is JobStatus.LAUNCHING
+    finally:
+        daemon.close()
+
+
+# ---------------------------------------------------------------------- throttling
+def test_request_limit_exceeded_never_burns_an_attempt_or_fails_the_job(world):
+    """EC2's throttling refuses before anything starts: the same attempt is sent again at the
+    request rate, as often as it takes; no backoff into ``scheduled``, never ``launch-failed``."""
+    job = world.schedule(T0 + timedelta(minutes=1))
+    refusals = {"left": 7}  # more than max_attempts (3)
+
+    def before(j):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise aws_error("RequestLimitExceeded", "Request limit exceeded.", 503, j)
+
+    world.launcher.before = before
+    report = world.tick(T0 + timedelta(minutes=1))
+    final = world.get(job.id)
+    assert isinstance(aws_error("RequestLimitExceeded", "x", 503), LaunchThrottled)
+    assert final.status is JobStatus.RUNNING and final.attempts == 1, world.lines
+    assert report.of(RETRYING) == [] and report.of(LAUNCH_FAILED) == []
+    assert world.launcher.launches == [(job.id, 1, launch_token_for(world.store.store_id, job.id, 1))] * 8
+    assert len(world.instances()) == 1
+    assert len([line for line in world.lines if "throttled" in line]) == 1  # logged once per job
+    assert all(p == pytest.approx(0.5) for p in world.pauses)  # each resend waits for a token (2/s)
+
+
+class BucketEC2(Counting):
+    """EC2's RunInstances token bucket in front of moto: beyond it, RequestLimitExceeded."""
+
+    def __init__(self, inner, capacity: float, refill: float) -> None:
+        from jobman_cli.daemon.throttle import TokenBucket
+
+        super().__init__(inner)
+        self.bucket = TokenBucket(capacity, refill)
+        self.refused = 0
+
+    def launch(self, job, *, user_data, store_id):
+        with self.lock:
+            self.launches.append((job.id, job.attempts, job.launch_token))
+            if self.bucket.available < 1:
+                self.refused += 1
+                raise aws_error("RequestLimitExceeded", "Request limit exceeded.", 503, job)
+            self.bucket.reserve()
+        return self.inner.launch(job, user_data=user_data, store_id=store_id)
+
+
+@pytest.mark.parametrize("burst,rate", [(4, 10.0), (1000, 2.0)])
+def test_a_burst_larger_than_ec2s_bucket_is_paced_and_none_fails(tmp_path, ec2, burst, rate):
+    """12 jobs due at once against an EC2 bucket of 4 refilled at 10/s. With the daemon's bucket
+    set the same, it paces itself; with the default (1000, 2/s: larger than this EC2's), the
+    refusals that come back slow every worker down. Either way all 12 launch once, none fails,
+    and it takes at least the bucket's own minimum, (12 - 4) / 10 s."""
+    import time as real_time
+
+    from jobman_cli.clock import SystemClock
+
+    w = World(tmp_path, ec2, launch_burst=burst, launch_rate=rate)
+    w.clock = SystemClock()
+    w.service = JobService(w.store, w.clock)
+    w.launcher = BucketEC2(w.launcher.inner, capacity=4, refill=10.0)
+    w.daemon = w.make_daemon()
+    try:
+        jobs = [w.service.schedule(ScheduleRequest(image="alpine:3.20", when="now"))[0] for _ in range(12)]
+        started = real_time.monotonic()
+        report = w.daemon.tick(wait_launches=True, reconcile=False)
+        elapsed = real_time.monotonic() - started
+        assert report.job_ids(LAUNCHED) == sorted(j.id for j in jobs), w.lines
+        assert all(w.get(j.id).attempts == 1 for j in jobs)
+        assert report.of(LAUNCH_FAILED) == [] and report.of(RETRYING) == []
+        assert len(w.instances()) == 12 and elapsed >= (12 - 4) / 10.0 * 0.9
+        if burst == 4:
+            assert w.launcher.refused <= 1, w.lines  # paced: EC2 (almost) never had to refuse
+        else:
+            assert w.launcher.refused >= 1
+    finally:
+        w.close()
+
+
+def test_token_bucket_reserves_in_order_and_drains_on_refusal():
+    from jobman_cli.daemon.throttle import TokenBucket
+
+    now = [100.0]
+    bucket = TokenBucket(3, 2.0, monotonic=lambda: now[0])
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
+    now[0] += 1.0  # two tokens back: the two waiting callers are now due
+    assert bucket.reserve() == pytest.approx(0.5)
+    now[0] += 10.0
+    assert bucket.available == 3.0  # never more than the capacity
+    bucket.drain()
+    assert bucket.available == 0.0 and bucket.reserve() == 0.5
+    with pytest.raises(ValueError):
+        TokenBucket(0, 1.0)
 
 
 # ---------------------------------------------------------------------- deadlines
@@ -549,6 +886,10 @@ def test_shared_store_honours_another_daemons_claim_until_its_lease_expires(worl
     claimed_at = T0 + timedelta(minutes=1)
     _claim_as_dead_daemon(world, job, claimed_at)
     shared = world.make_daemon(exclusive=False, launch_lease=60.0)
+    # The lease runs from when this daemon first sees the claim, on its own monotonic clock
+    # (lease.py; tests/test_clock_steps.py covers skew and steps).
+    world.clock.set(claimed_at)
+    assert shared.tick(claimed_at).outcomes == ()
     world.clock.set(claimed_at + timedelta(seconds=59))
     assert shared.tick(claimed_at + timedelta(seconds=59)).outcomes == ()
     assert world.launcher.launches == [] and world.get(job.id).status is JobStatus.LAUNCHING
@@ -815,11 +1156,22 @@ def test_a_reachable_public_url_passes_silently(aws_env, tmp_path):
 
 
 @pytest.mark.parametrize("flag, value", [("listen", "nonsense"), ("launch_workers", 0), ("max_attempts", 0),
-                                         ("reconcile_interval", 0.0), ("launch_lease", 0.5)])
+                                         ("reconcile_interval", 0.0), ("launch_lease", 0.5), ("launch_burst", 0),
+                                         ("launch_rate", 0.0), ("launch_rate", -1)])
 def test_bad_daemon_flags_are_usage_errors_naming_the_flag(aws_env, flag, value):
     with pytest.raises(InvalidInput) as caught:
         daemon_settings("/tmp/x.json", {flag: value})
     assert caught.value.exit_code == 2 and str(caught.value).startswith("--" + flag.replace("_", "-") + ": ")
+
+
+def test_launch_bucket_settings_by_flag_env_and_config(aws_env, tmp_path):
+    defaults = daemon_settings("/tmp/x.json", {})
+    assert (defaults.launch_burst, defaults.launch_rate) == (1000, 2.0)  # EC2's own RunInstances bucket
+    _config(aws_env, tmp_path, "[daemon]\nlaunch_burst = 50\nlaunch_rate = 5\n")
+    assert (daemon_settings("/tmp/x.json", {}).launch_burst, daemon_settings("/tmp/x.json", {}).launch_rate) == (50, 5.0)
+    aws_env.setenv("JOBMAN_LAUNCH_RATE", "0.5")
+    assert daemon_settings("/tmp/x.json", {}).launch_rate == 0.5
+    assert daemon_settings("/tmp/x.json", {"launch_burst": 7}).launch_burst == 7
 
 
 def test_bad_daemon_env_and_config_values_are_one_line_config_errors(aws_env, tmp_path):

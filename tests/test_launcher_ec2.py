@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 
 from jobman_cli.errors import ConfigError, LaunchError
-from jobman_cli.launchers.base import DEFAULT_AMI_PARAMETER, EC2Settings, InstanceInfo, Launcher
+from jobman_cli.launchers.base import (DEFAULT_AMI_PARAMETER, EC2Settings, InstanceInfo, Launcher,
+                                       LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse)
 from jobman_cli.launchers.ec2 import NO_CREDENTIALS, NO_REGION, EC2Launcher, decode_console_output
 from jobman_cli.model import Job, JobStatus
 
@@ -253,37 +254,60 @@ def test_ec2_launcher_satisfies_the_port(launcher):
 
 
 # ---------------------------------------------------------------------------- error mapping
-@pytest.mark.parametrize("code,status,retryable", [
-    ("InsufficientInstanceCapacity", 500, True),
-    ("RequestLimitExceeded", 503, True),
-    ("InternalError", 500, True),
-    ("SomethingNew", 502, True),  # any 5xx
-    ("VcpuLimitExceeded", 400, True),
-    ("InvalidParameterValue", 400, False),
-    ("UnauthorizedOperation", 403, False),
-    ("InvalidAMIID.NotFound", 400, False),
-    ("IdempotentParameterMismatch", 400, False),
+@pytest.mark.parametrize("code,status,kind,retryable", [
+    # nothing started: a failed attempt (retryable or not)
+    ("InsufficientInstanceCapacity", 500, LaunchError, True),  # a 5xx, but a definite refusal
+    ("VcpuLimitExceeded", 400, LaunchError, True),
+    ("InvalidParameterValue", 400, LaunchError, False),
+    ("UnauthorizedOperation", 403, LaunchError, False),
+    ("InvalidAMIID.NotFound", 400, LaunchError, False),
+    # refused as too fast: nothing started, not a failed attempt
+    ("RequestLimitExceeded", 503, LaunchThrottled, True),
+    # may have started: the same attempt again, after a lookup
+    ("InternalError", 500, LaunchOutcomeUnknown, True),
+    ("ServiceUnavailable", 503, LaunchOutcomeUnknown, True),
+    ("SomethingNew", 502, LaunchOutcomeUnknown, True),  # any other 5xx
+    # this token's instance exists (a take-over's other user-data)
+    ("IdempotentParameterMismatch", 400, LaunchTokenInUse, False),
 ])
-def test_run_instances_errors_map_to_launch_errors(aws, code, status, retryable):
+def test_run_instances_errors_map_to_what_they_mean_for_the_attempt(aws, code, status, kind, retryable):
     launcher = EC2Launcher(EC2Settings(ami="ami-12345678"))
-    with Stubber(launcher._client("ec2")) as stub:
+    with Stubber(launcher._ec2_run) as stub:
         stub.add_client_error("run_instances", service_error_code=code, http_status_code=status,
                               service_message=f"AWS says\nno to {code}")
         with pytest.raises(LaunchError) as caught:
             launcher.launch(make_job(), user_data="x", store_id=STORE)
+    assert type(caught.value) is kind
     assert caught.value.retryable is retryable and caught.value.code == code
     assert str(caught.value) == f"{code}: AWS says no to {code}"
 
 
 def test_idempotent_instance_terminated_says_the_attempt_already_ran(aws):
     launcher = EC2Launcher(EC2Settings(ami="ami-12345678"))
-    with Stubber(launcher._client("ec2")) as stub:
+    with Stubber(launcher._ec2_run) as stub:
         stub.add_client_error("run_instances", service_error_code="IdempotentInstanceTerminated",
                               service_message="The client token has been used for a terminated instance.")
         with pytest.raises(LaunchError) as caught:
             launcher.launch(make_job(9, attempts=3), user_data="x", store_id=STORE)
     assert caught.value.code == "IdempotentInstanceTerminated" and not caught.value.retryable
     assert "attempt 3 of job 9" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_find_instances_by_client_token_where_the_filter_exists(aws, launcher):
+    """Real EC2 has a ``client-token`` filter (moto does not): asked only when the tags find nothing,
+    and an endpoint that does not know it gives nothing instead of an error, and is not asked again."""
+    found = {"Reservations": [{"Instances": [{"InstanceId": "i-0123456789abcdef0", "State": {"Name": "running"},
+                                              "Tags": [{"Key": "jobman:store", "Value": STORE}]}]}]}
+    with Stubber(launcher._client("ec2")) as stub:
+        stub.add_response("describe_instances", {"Reservations": []})  # the tag lookup
+        stub.add_response("describe_instances", found,
+                          {"Filters": [{"Name": "client-token", "Values": ["tok-7-1"]}]})
+        (info,) = launcher.find_instances(STORE, job_id=7, attempt=1, client_token="tok-7-1")
+    assert info.instance_id == "i-0123456789abcdef0"
+    moto_launcher = EC2Launcher(EC2Settings())  # under mock_aws: moto raises NotImplementedError for the filter
+    moto_launcher.launch(make_job(7), user_data="x", store_id=STORE)  # (moto checks filters only against instances)
+    assert moto_launcher.find_instances(STORE, job_id=8, attempt=1, client_token="tok-8-1") == []
+    assert moto_launcher._token_filter is False
 
 
 def test_other_calls_map_errors_too(aws, launcher):
@@ -306,10 +330,11 @@ def test_endpoint_connection_error_is_retryable(aws, monkeypatch):
     def unreachable(**kw):
         raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
 
-    monkeypatch.setattr(launcher._client("ec2"), "run_instances", unreachable)
+    monkeypatch.setattr(launcher._ec2_run, "run_instances", unreachable)
     with pytest.raises(LaunchError) as caught:
         launcher.launch(make_job(), user_data="x", store_id=STORE)
     assert caught.value.retryable and caught.value.code == "EndpointConnectionError"
+    assert type(caught.value) is LaunchError  # never connected: nothing was sent, nothing started
     assert "ec2.us-east-1.amazonaws.com" in str(caught.value)
 
 
@@ -338,11 +363,15 @@ def test_real_network_failures_are_retryable(bare_env, silent_server):
     bare_env.setenv("AWS_ACCESS_KEY_ID", "testing")
     bare_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     port, accepted = silent_server
+    # botocore may retry other calls 3 times, but RunInstances is sent exactly once: a resend is
+    # the daemon's decision, after a lookup (moto, like any emulator, ignores ClientToken).
     hung = EC2Launcher(EC2Settings(region="us-east-1", ami="ami-12345678", endpoint_url=f"http://127.0.0.1:{port}"),
-                       read_timeout=0.3, max_attempts=1)
+                       read_timeout=0.3, max_attempts=3)
     with pytest.raises(LaunchError) as caught:
         hung.launch(make_job(), user_data="x", store_id=STORE)
-    assert caught.value.retryable and caught.value.code == "ReadTimeoutError" and accepted
+    assert caught.value.retryable and caught.value.code == "ReadTimeoutError"
+    assert type(caught.value) is LaunchOutcomeUnknown  # the request was sent: it may have been applied
+    assert len(accepted) == 1  # one connection, one request: no resend by botocore
 
     closed = socket.create_server(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]

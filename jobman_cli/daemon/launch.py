@@ -1,58 +1,214 @@
 """Launching one claimed attempt: render its user-data, call ``RunInstances``, record the answer.
 
 The job arrives here already claimed (``launching``, its attempt's ``ClientToken`` stored, only the
-hash of its callback token stored) by :mod:`.starter` or taken over by :mod:`.adopter`. What
-happens next:
+hash of its callback token stored) by :mod:`.starter` or taken over by :mod:`.adopter`. Every
+``RunInstances`` first takes a token from the shared :class:`~.throttle.TokenBucket`, and is sent
+once (the launcher never resends it by itself). Then, by what the answer means
+(:mod:`jobman_cli.launchers.base`):
 
-* launched (or an instance of the attempt found): the instance is recorded (``running``); if the job
-  was cancelled (or reported) meanwhile, the new instance is terminated at once;
-* a retryable error (capacity, throttling, 5xx): the job goes back to ``scheduled`` with
-  exponential backoff, up to ``max_attempts``;
-* any other error: the job fails as ``launch-failed`` with AWS's code and message.
+* **launched**: the instance is recorded (``running``); if the job was cancelled (or reported)
+  meanwhile, the new instance is terminated at once.
+* **outcome unknown** (read timeout, connection reset or closed, 5xx): not a failed attempt. After a
+  backoff the attempt's instance is looked up by tag; found, it is recorded; not found (the lookup
+  itself must succeed), the *same* attempt is sent again, with the same ``ClientToken`` and the same
+  user-data (so the same callback token). This repeats until it is found or launched, the job's
+  start deadline passes (one last lookup, then ``missed-start-deadline``), the job moves on (a
+  cancel), or the daemon stops (the job stays ``launching``; the next daemon looks it up first).
+  Once an attempt had an unknown outcome, a later retryable error never gives the attempt up: its
+  instance may exist.
+* **throttled** (``RequestLimitExceeded``): nothing started, not a failed attempt: the bucket is
+  emptied (every worker slows to the refill rate) and the same attempt is sent again when a token
+  is free. Only the start deadline can end a job that keeps being throttled.
+* **token in use** (``IdempotentParameterMismatch``, after a take-over rendered a new callback
+  token): the attempt's instance exists; it is looked up (tags, then the ``client-token`` filter, a
+  few times) and adopted. Not found yet: the job stays ``launching`` and is looked at again later.
+* **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
+  up to ``max_attempts``; anything else fails the job as ``launch-failed`` with AWS's code and
+  message.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from typing import Callable
 
 from ..clock import Clock
 from ..errors import InvalidInput, JobmanError, LaunchError
-from ..launchers.base import Launcher
+from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
 from ..launchers.userdata import callback_url_for, render_user_data
 from ..model import Job, JobStatus, ReasonCode
 from ..settings import DaemonSettings
 from ..stores.base import JobStore
-from .common import (CANCELLED_DURING_LAUNCH, LAUNCH_FAILED, LAUNCHED, RETRYING, Collector, Log, Skip,
-                     describe_change, fail_attempt, format_duration, guarded_update)
+from .common import (ADOPTED, CANCELLED_DURING_LAUNCH, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING, Collector, Log,
+                     Skip, best_instance, describe_change, fail_attempt, format_duration, guarded_update,
+                     missed_reason)
+from .throttle import TokenBucket
+
+#: After an unknown outcome: seconds before the lookup and resend, doubling up to the maximum.
+UNKNOWN_BACKOFF_FIRST = 1.0
+UNKNOWN_BACKOFF_MAX = 30.0
+#: ``IdempotentParameterMismatch``: pauses before each lookup of the attempt's existing instance.
+TOKEN_IN_USE_LOOKUPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 class Launch:
     def __init__(self, store: JobStore, launcher: Launcher, clock: Clock, settings: DaemonSettings, *,
-                 public_url: str, callback_ca: str | None, log: Log, wake: Callable[[], None]) -> None:
+                 public_url: str, callback_ca: str | None, bucket: TokenBucket, log: Log,
+                 wake: Callable[[], None], stopping: Callable[[], bool],
+                 defer: Callable[[int, datetime], None]) -> None:
+        """``defer(job_id, until)``: leave the job alone until then (its instance exists but was not
+        found yet). ``stopping()``: the daemon is stopping; a waiting launch gives up its wait."""
         self.store = store
         self.launcher = launcher
         self.clock = clock
         self.settings = settings
         self.public_url = public_url
         self.callback_ca = callback_ca
+        self.bucket = bucket
         self.log = log
         self._wake = wake
+        self.stopping = stopping
+        self._defer = defer
+        #: ``pause(seconds)``: wait (real time), False if the daemon began stopping. Tests that
+        #: drive a fixed clock replace it with one that moves their clock.
+        self.pause: Callable[[float], bool] = self._sleep
+
+    def _sleep(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self.stopping():
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 0.1))
+        return False
 
     def run(self, job: Job, callback_token: str, out: Collector) -> None:
-        """RunInstances for a claimed job, then record what happened."""
+        """Launch the claimed attempt (see the module docstring), then record what happened."""
         try:
             user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id),
                                          callback_token=callback_token, callback_ca=self.callback_ca)
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
             self._failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return
-        try:
-            instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
-        except LaunchError as exc:
-            self._failed(job, exc, out)
+        deadline = job.date_time + timedelta(seconds=job.start_deadline)
+        unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
+        last: LaunchError | None = None  # why the previous send did not launch
+        backoff = UNKNOWN_BACKOFF_FIRST
+        throttled = 0
+        while True:
+            if last is not None:  # a resend: is it still wanted, and did an earlier send launch?
+                if unknown is not None:
+                    found = self._look_up(job)
+                    if found is None:  # the lookup failed too: never resend without one
+                        if not self._wait(job, backoff):
+                            return
+                        backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
+                        continue
+                    if found:
+                        chosen = best_instance(found)
+                        self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
+                                 f"{job.attempts} by tag after an unknown outcome ({unknown.code})")
+                        self.record(job, chosen.instance_id, out, LAUNCHED)
+                        return
+                if not self._still_wanted(job):
+                    return
+                t = self.clock.now()
+                if t > deadline:
+                    self._missed(job, t, last, out)
+                    return
+            wait = self.bucket.reserve()
+            if wait > 0 and not self._wait(job, wait):
+                return
+            try:
+                instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
+            except LaunchThrottled as exc:
+                self.bucket.drain()
+                throttled += 1
+                if throttled == 1:
+                    self.log(f"job {job.id}: RunInstances throttled ({exc.code}); sending attempt {job.attempts} "
+                             f"again at the request rate")
+                last = exc
+                continue
+            except LaunchTokenInUse as exc:
+                self._token_in_use(job, exc, out)
+                return
+            except LaunchOutcomeUnknown as exc:
+                unknown = last = exc
+                self.log(f"job {job.id}: outcome of RunInstances unknown ({exc}); looking attempt {job.attempts} "
+                         f"up by tag in {backoff:g}s before sending it again with the same client token")
+                if not self._wait(job, backoff):
+                    return
+                backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
+                continue
+            except LaunchError as exc:
+                if unknown is not None and exc.retryable and exc.code != "IdempotentInstanceTerminated":
+                    # An earlier send may have started this attempt's instance: keep the attempt.
+                    last = exc
+                    self.log(f"job {job.id}: RunInstances failed ({exc}) after an unknown outcome; keeping "
+                             f"attempt {job.attempts}, looking again in {backoff:g}s")
+                    if not self._wait(job, backoff):
+                        return
+                    backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
+                    continue
+                self._failed(job, exc, out)
+                return
+            self.record(job, instance_id, out, LAUNCHED)
             return
-        self.record(job, instance_id, out, LAUNCHED)
+
+    def _wait(self, job: Job, seconds: float) -> bool:
+        """Pause; False (and say so) if the daemon began stopping meanwhile."""
+        if self.pause(seconds):
+            return True
+        self.log(f"job {job.id}: left in launching (the daemon is stopping); the next daemon looks attempt "
+                 f"{job.attempts} up by tag before launching it")
+        return False
+
+    def _look_up(self, job: Job) -> list[InstanceInfo] | None:
+        """This attempt's instances by tag, or None when the lookup failed."""
+        try:
+            return self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
+                                                include_terminated=True)
+        except LaunchError as exc:
+            self.log(f"job {job.id}: cannot look attempt {job.attempts} up: {exc}")
+            return None
+
+    def _still_wanted(self, job: Job) -> bool:
+        """The job is still ``launching`` in this attempt (not cancelled or moved on meanwhile)."""
+        try:
+            current = self.store.get(job.id)
+        except JobmanError:
+            return False
+        return current.status is JobStatus.LAUNCHING and current.attempts == job.attempts
+
+    def _missed(self, job: Job, t: datetime, last: LaunchError, out: Collector) -> None:
+        reason = f"{missed_reason(job, t)}; RunInstances did not launch it in time: {last}"
+        after = guarded_update(self.store, job.id,
+                               lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.MISSED_START_DEADLINE))
+        if after is not None:
+            self.log(describe_change(job, after, reason))
+            out.add(MISSED, job.id, reason)
+
+    def _token_in_use(self, job: Job, exc: LaunchError, out: Collector) -> None:
+        """``IdempotentParameterMismatch``: this attempt's instance exists. Find it and adopt it."""
+        for pause in TOKEN_IN_USE_LOOKUPS:
+            if pause and not self._wait(job, pause):
+                return
+            try:
+                found = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
+                                                     include_terminated=True, client_token=job.launch_token)
+            except LaunchError:
+                continue
+            if found:
+                chosen = best_instance(found)
+                self.log(f"job {job.id}: attempt {job.attempts} already has instance {chosen.instance_id} "
+                         f"({chosen.state}; EC2 answered {exc.code}); adopting it")
+                self.record(job, chosen.instance_id, out, ADOPTED)
+                return
+        later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
+        self.log(f"job {job.id}: EC2 says attempt {job.attempts} already has an instance ({exc.code}) but it was "
+                 f"not found yet; looking again in {format_duration(self.settings.reconcile_interval)}")
+        self._defer(job.id, later)
 
     def record(self, job: Job, instance_id: str, out: Collector, kind: str) -> None:
         """Record ``instance_id`` as the instance of ``job``'s attempt (``kind``: launched or adopted)."""

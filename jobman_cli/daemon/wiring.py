@@ -10,6 +10,7 @@ The parts, each readable on its own (each has a ``step``):
 :mod:`.observer`        log other processes' changes (and the API's) once
 :mod:`.reconcile`       every ``reconcile_interval``: timeouts, vanished instances, orphans
 :mod:`.pool`            the bounded launch pool: in flight, cool-downs after crashes
+:mod:`.throttle`        the token bucket that paces ``RunInstances``
 :mod:`.loop`            the only driver: sleeps until a pass is worth it
 :mod:`.main`            ``jobman daemon``, the process: flags, store, listener, signals
 ======================  ===========================================================================
@@ -40,6 +41,7 @@ from .observer import Observer, RecordingStore
 from .pool import LaunchPool
 from .reconcile import Reconciler
 from .starter import Starter
+from .throttle import TokenBucket
 from .waker import Waker
 
 
@@ -74,8 +76,11 @@ class Daemon:
                                   exclusive=exclusive, log=self.log)
         self.pool = LaunchPool(self.store, self.clock, settings, log=self.log, wake=self._wake.set,
                                finished=self.leases.release)
+        #: Shared by every launch of this daemon: RunInstances' own request rate (see :mod:`.throttle`).
+        self.bucket = TokenBucket(settings.launch_burst, settings.launch_rate)
         self.launch = Launch(self.store, launcher, self.clock, settings, public_url=self.public_url,
-                             callback_ca=self.callback_ca, log=self.log, wake=self._wake.set)
+                             callback_ca=self.callback_ca, bucket=self.bucket, log=self.log, wake=self._wake.set,
+                             stopping=lambda: self.stopping, defer=self.pool.defer)
         self.adopter = Adopter(self.store, launcher, self.clock, daemon_id=self.daemon_id, pool=self.pool,
                                leases=self.leases, launch=self.launch, log=self.log, stopping=lambda: self.stopping,
                                look_again_after=settings.reconcile_interval)

@@ -11,6 +11,16 @@ Errors: every failure of a call to the cloud surfaces as :class:`~jobman_cli.err
 (a one-line ``"<AWS code>: <AWS message>"``, ``code`` set, ``retryable`` true for capacity,
 throttling, 5xx and network trouble) and missing configuration as
 :class:`~jobman_cli.errors.ConfigError`; an SDK exception never escapes an adapter.
+
+``launch`` says more, because what the daemon must do next depends on whether an instance may have
+started. Three subclasses of :class:`LaunchError` name the cases that are *not* a failed attempt:
+
+* :class:`LaunchOutcomeUnknown` (ambiguous: the request may have been applied and its answer lost),
+* :class:`LaunchThrottled` (refused before acceptance: nothing started, only too fast),
+* :class:`LaunchTokenInUse` (``IdempotentParameterMismatch``: this attempt's instance exists).
+
+A plain :class:`LaunchError` from ``launch`` means that nothing started (capacity, quotas,
+validation, permissions): ``retryable`` says whether a later attempt may succeed.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, Sequence, runtime_checkable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LaunchError
 from ..model import Job
 
 #: The public SSM parameter that always names the current Amazon Linux 2023 AMI of the region.
@@ -36,6 +46,32 @@ ATTEMPT_TAG = "jobman:attempt"
 #: under moto); after that they are simply absent.
 INSTANCE_STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 LIVE_STATES = tuple(s for s in INSTANCE_STATES if s != "terminated")
+
+
+class LaunchOutcomeUnknown(LaunchError):
+    """``RunInstances`` may have reached EC2 and started an instance, but no answer came back: a read
+    timeout, a connection reset or closed mid-request, a 5xx. Not a failed attempt: the same
+    attempt is sent again with the same ``ClientToken`` and user-data, after a tag lookup."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message, retryable=True, code=code)
+
+
+class LaunchThrottled(LaunchError):
+    """EC2 refused the call before accepting it (``RequestLimitExceeded``): nothing started. Not a
+    failed attempt: the same attempt is sent again once the request rate allows."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message, retryable=True, code=code)
+
+
+class LaunchTokenInUse(LaunchError):
+    """``IdempotentParameterMismatch``: an instance already exists for this ``ClientToken``, launched
+    with other parameters (a take-over renders the user-data with a new callback token). So this
+    attempt's instance exists: look it up and adopt it; never fail the job for it."""
+
+    def __init__(self, message: str, *, code: str = "IdempotentParameterMismatch") -> None:
+        super().__init__(message, retryable=False, code=code)
 
 
 @dataclass(frozen=True)
@@ -121,17 +157,21 @@ class Launcher(Protocol):
 
         ``job.launch_token`` is the idempotency token (``ValueError`` if it is ``None``); the
         instance is tagged with the job id, ``job.attempts`` and ``store_id``, and terminates itself
-        when its OS powers off. Raises ``LaunchError`` (``retryable`` as described in the module doc;
+        when its OS powers off. Sends the request once (a resend is the daemon's decision, after a
+        lookup). Raises :class:`LaunchOutcomeUnknown`, :class:`LaunchThrottled`,
+        :class:`LaunchTokenInUse` or a plain ``LaunchError`` (see the module doc;
         ``code="IdempotentInstanceTerminated"`` when this attempt already ran and ended).
         """
         ...
 
     def find_instances(self, store_id: str, *, job_id: int | None = None, attempt: int | None = None,
-                       include_terminated: bool = False) -> list[InstanceInfo]:
+                       include_terminated: bool = False, client_token: str | None = None) -> list[InstanceInfo]:
         """Instances tagged with ``store_id`` (and the job/attempt when given), by tag lookup.
 
         Without ``include_terminated`` only terminated instances are left out: ``shutting-down``
         ones are still reported (they may still be running the container's last seconds).
+        ``client_token``: when the tags find nothing, also look the instance up by the
+        ``ClientToken`` it was launched with (where the cloud supports that filter; else nothing).
         """
         ...
 

@@ -9,8 +9,13 @@ Design choices, and why:
   shared by the launch pool's threads (botocore clients are thread-safe, sessions are not).
 * Every client has short connect/read timeouts and ``standard`` retries with 3 attempts in total,
   so a hung endpoint costs the calling thread about a minute at worst, never "for ever".
-  botocore's own retries reuse the same ``ClientToken``, so a retried ``RunInstances`` can never
-  start a second instance on AWS.
+* Except ``RunInstances``: it has a client of its own that sends each request exactly once. A
+  resend is the daemon's decision, made after a tag lookup, because a resend is only harmless where
+  ``ClientToken`` is honoured (AWS), not under an emulator that ignores it (moto), and because only
+  the daemon knows whether it still wants the attempt. :func:`run_instances_error` sorts the
+  failures: nothing started (capacity, quotas, validation, permissions), refused as too fast
+  (throttling), may have started (read timeout, connection reset or closed, 5xx), or already
+  started under this token with other parameters (``IdempotentParameterMismatch``).
 * ``AWS_REGION`` is honoured here because botocore itself only reads ``AWS_DEFAULT_REGION``.
 * Credentials and the instance metadata service (IMDS): :meth:`EC2Launcher.check_credentials`
   asks botocore's normal provider chain and never sets ``AWS_EC2_METADATA_DISABLED``. Disabling
@@ -42,7 +47,9 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError as BotoConnectionError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
@@ -59,6 +66,9 @@ from .base import (
     LIVE_STATES,
     EC2Settings,
     InstanceInfo,
+    LaunchOutcomeUnknown,
+    LaunchThrottled,
+    LaunchTokenInUse,
 )
 
 #: AWS error codes after which the same request may succeed later: capacity, quotas that free up
@@ -71,6 +81,20 @@ RETRYABLE_CODES = frozenset({
     "EC2ThrottledException", "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
     "SlowDown", "PriorRequestNotComplete", "ServiceUnavailable", "Unavailable", "InternalError",
     "InternalFailure", "InternalServerError", "ServerInternal", "RequestTimeout", "RequestTimeoutException",
+})
+
+#: Request-rate throttling: refused before acceptance, nothing started (EC2 answers HTTP 503 for
+#: ``RequestLimitExceeded``, so the status alone would say "server error").
+THROTTLING_CODES = frozenset({
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException", "EC2ThrottledException",
+    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+})
+
+#: Server-side failures: the request reached EC2, which may or may not have applied it. Any other
+#: HTTP 5xx without a code of :data:`RETRYABLE_CODES` counts too.
+SERVER_ERROR_CODES = frozenset({
+    "InternalError", "InternalFailure", "InternalServerError", "ServerInternal", "ServiceUnavailable",
+    "Unavailable", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
 })
 
 #: Codes meaning "no such instance" (a malformed id cannot name an instance either).
@@ -133,6 +157,44 @@ def to_launch_error(exc: Exception, context: str | None = None) -> LaunchError:
     return LaunchError(_one_line(text), retryable=retryable, code=code)
 
 
+def run_instances_error(exc: Exception, job: Job, token: str) -> LaunchError:
+    """What a failed ``RunInstances`` (sent once, without botocore retries) means for the attempt.
+
+    * :class:`~.base.LaunchThrottled`: a throttling code; nothing started.
+    * :class:`~.base.LaunchTokenInUse`: ``IdempotentParameterMismatch``; this token's instance exists.
+    * :class:`~.base.LaunchOutcomeUnknown`: a server error (5xx, ``InternalError`` ...) or a
+      connection that failed after the request was sent (read timeout, reset, closed); an
+      instance may have started.
+    * a plain :class:`LaunchError`: nothing started. Retryable for capacity and quotas, for a
+      connection that could not even be opened (nothing was sent) and for missing credentials;
+      not retryable for validation and permissions. ``IdempotentInstanceTerminated`` says that
+      this attempt already ran and ended.
+    """
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        code = str(error.get("Code") or "Unknown")
+        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if code == "IdempotentInstanceTerminated":
+            return LaunchError(_one_line(
+                f"IdempotentInstanceTerminated: attempt {job.attempts} of job {job.id} already launched an "
+                f"instance (client token {token}) and it has terminated; it will not be started again. "
+                f"{error.get('Message') or ''}"), retryable=False, code=code)
+        mapped = to_launch_error(exc)
+        if code == "IdempotentParameterMismatch":
+            return LaunchTokenInUse(str(mapped), code=code)
+        if code in THROTTLING_CODES:
+            return LaunchThrottled(str(mapped), code=code)
+        if code in SERVER_ERROR_CODES or (code not in RETRYABLE_CODES and isinstance(status, int) and status >= 500):
+            return LaunchOutcomeUnknown(str(mapped), code=code)
+        return mapped
+    mapped = to_launch_error(exc)
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return mapped  # the connection was never opened: nothing was sent
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return LaunchOutcomeUnknown(str(mapped), code=mapped.code)
+    return mapped
+
+
 def _int_tag(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -183,6 +245,9 @@ class EC2Launcher:
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             user_agent_extra="jobman",
         )
+        #: RunInstances only: every request is sent once (see the module doc).
+        self._send_once = self._config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        self._token_filter = True  # False once the endpoint refused the ``client-token`` filter
         self._page_size = page_size
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
@@ -191,22 +256,29 @@ class EC2Launcher:
         self._root_devices: dict[str, str] = {}  # image id -> root device name
 
     # ------------------------------------------------------------------ plumbing
-    def _client(self, service: str) -> Any:
-        """The one client per service, made on first use (so a bad config fails where it is used)."""
+    def _client(self, service: str, *, send_once: bool = False) -> Any:
+        """The one client per service (and retry mode), made on first use (so a bad config fails
+        where it is used). ``send_once``: without botocore's retries (RunInstances)."""
+        key = f"{service}:once" if send_once else service
         with self._lock:
-            client = self._clients.get(service)
+            client = self._clients.get(key)
             if client is None:
                 try:
                     client = self._session.client(service, endpoint_url=self.settings.endpoint_url,
-                                                  config=self._config)
+                                                  config=self._send_once if send_once else self._config)
                 except BotoCoreError as exc:
                     raise _config_error(exc, f"cannot configure the AWS {service} client") from exc
-                self._clients[service] = client
+                self._clients[key] = client
             return client
 
     @property
     def _ec2(self) -> Any:
         return self._client("ec2")
+
+    @property
+    def _ec2_run(self) -> Any:
+        """The EC2 client for RunInstances: each request sent exactly once."""
+        return self._client("ec2", send_once=True)
 
     def _info(self, instance: dict[str, Any]) -> InstanceInfo:
         tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags") or ()}
@@ -316,25 +388,16 @@ class EC2Launcher:
             params["BlockDeviceMappings"] = [{"DeviceName": self._root_device(params["ImageId"]),
                                               "Ebs": {"VolumeSize": int(job.disk_gb), "DeleteOnTermination": True}}]
         try:
-            response = self._ec2.run_instances(**params)
-        except ClientError as exc:
-            code = (exc.response.get("Error") or {}).get("Code")
-            if code == "IdempotentInstanceTerminated":
-                message = (exc.response.get("Error") or {}).get("Message") or ""
-                raise LaunchError(_one_line(
-                    f"IdempotentInstanceTerminated: attempt {job.attempts} of job {job.id} already launched an "
-                    f"instance (client token {token}) and it has terminated; it will not be started again. {message}"
-                ), retryable=False, code="IdempotentInstanceTerminated") from exc
-            raise to_launch_error(exc) from exc
-        except BotoCoreError as exc:
-            raise to_launch_error(exc) from exc
+            response = self._ec2_run.run_instances(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise run_instances_error(exc, job, token) from exc
         instances = response.get("Instances") or []
-        if not instances:
-            raise LaunchError("RunInstances answered without an instance", retryable=True, code="NoInstance")
+        if not instances:  # an answer that says nothing: as if it had been lost
+            raise LaunchOutcomeUnknown("NoInstance: RunInstances answered without an instance", code="NoInstance")
         return str(instances[0]["InstanceId"])
 
     def find_instances(self, store_id: str, *, job_id: int | None = None, attempt: int | None = None,
-                       include_terminated: bool = False) -> list[InstanceInfo]:
+                       include_terminated: bool = False, client_token: str | None = None) -> list[InstanceInfo]:
         filters: list[dict[str, Any]] = [{"Name": f"tag:{self.settings.store_tag_key}", "Values": [store_id]}]
         if job_id is not None:
             filters.append({"Name": f"tag:{JOB_ID_TAG}", "Values": [str(job_id)]})
@@ -347,7 +410,24 @@ class EC2Launcher:
         found = [i for i in found if i.store_id == store_id and (job_id is None or i.job_id == job_id)
                  and (attempt is None or i.attempt == attempt)
                  and (include_terminated or i.state != "terminated")]
+        if not found and client_token:
+            found = [i for i in self._by_client_token(client_token)
+                     if include_terminated or i.state != "terminated"]
         return sorted(found, key=lambda i: (i.job_id or 0, i.attempt or 0, i.instance_id))
+
+    def _by_client_token(self, token: str) -> list[InstanceInfo]:
+        """Instances launched with ``token`` (the ``client-token`` filter of real EC2). An endpoint
+        that does not know the filter (moto answers 500) gives nothing, now and from then on."""
+        if not self._token_filter:
+            return []
+        try:
+            return self._describe([{"Name": "client-token", "Values": [token]}])
+        except NotImplementedError:  # in-process moto raises it from inside the call
+            self._token_filter = False
+        except LaunchError as exc:
+            if not exc.retryable:  # refused (an unknown filter); a transient error only skips this look
+                self._token_filter = False
+        return []
 
     def describe(self, instance_ids: Sequence[str]) -> dict[str, InstanceInfo]:
         # A filter (not InstanceIds=) so one unknown id does not fail the whole call.

@@ -39,6 +39,7 @@ from moto_server import _wait_until_up, aws_env, free_port, moto_server, moto_se
 from test_e2e_daemon import DaemonProcess, instances_by_job, poll
 
 from jobman_cli.errors import StoreError
+from jobman_cli.stores import WriteOutcomeUnknown
 from jobman_cli.model import JobStatus
 from jobman_cli.stores.dynamodb import DynamoDBStore, make_client
 
@@ -222,7 +223,7 @@ def test_a_write_that_never_arrived_is_an_unknown_outcome_and_a_retry_does_not_d
     draft = make_draft(title="retried")
     # Neither send is forwarded: from the client's side exactly like lost answers.
     proxy.set_rules([{"action": "PutItem", "fault": "drop_request", "first": 2}])
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(WriteOutcomeUnknown) as info:
         store.add(draft)
     message = str(info.value)
     assert "\n" not in message and "may or may not" in message and URL in message
@@ -238,6 +239,13 @@ def test_a_write_that_never_arrived_is_an_unknown_outcome_and_a_retry_does_not_d
     proxy.set_rules([])
     again, created = store.add(later)
     assert created and sorted(j.title for j in direct(dynamodb).list()) == ["landed late", "retried"]
+    # A compare-and-set that never arrived: unknown (the job is still at the version it read).
+    proxy.set_rules([{"action": "PutItem", "fault": "drop_request", "first": 2}])
+    with pytest.raises(WriteOutcomeUnknown) as unknown:
+        store.update(job.id, lambda j: j.claimed(NOW, "t1"))
+    assert f"the change of job {job.id} may or may not have been applied" in str(unknown.value)
+    proxy.set_rules([])
+    assert store.update(job.id, lambda j: j.claimed(NOW, "t1")).attempts == 1
 
 
 def test_a_lost_counter_answer_does_not_skip_an_id(table: str, proxy: FaultProxy, dynamodb: str,

@@ -174,7 +174,9 @@ class DynamoDBStore:
             if nonce not in nonces(exc.response.get("Item", {})):
                 return None
         except LostAnswer as lost:
-            if nonce not in nonces(self._settle(lost, f"job {job.id} is not in the table", f"{JOB_PREFIX}{job.id}")):
+            item = self._settle(lost, f"{JOB_PREFIX}{job.id}", f"adding job {job.id}",
+                                f"see 'jobman status {job.id}' before scheduling it again")
+            if nonce not in nonces(item):
                 return None  # another job holds the id (so ours can never be written there)
         self._touch()
         return job, True
@@ -202,8 +204,9 @@ class DynamoDBStore:
                 return "conflict"
             return None
         except LostAnswer as lost:
-            what = f"idempotency key {key!r} (job {job.id}) is not in the table"
-            return self._keyed_outcome(key, self._settle(lost, what, IDEM_PREFIX + key), nonce)
+            item = self._settle(lost, IDEM_PREFIX + key, f"adding job {job.id} (idempotency key {key!r})",
+                                "scheduling again with the same idempotency key is safe")
+            return self._keyed_outcome(key, item, nonce)
         self._touch()
         return job, True
 
@@ -216,20 +219,22 @@ class DynamoDBStore:
             self._touch()
         return job, created
 
-    def _settle(self, lost: LostAnswer, what: str, pk: str) -> dict[str, Any]:
+    def _settle(self, lost: LostAnswer, pk: str, what: str, advice: str) -> dict[str, Any]:
         """The item at ``pk`` after botocore gave up on a write to it; the caller looks for its
         nonce. A missing item proves nothing (the write may still be in flight), and neither does
-        a failed read: both are :class:`WriteOutcomeUnknown`, never a guess."""
+        a failed read: both are :class:`WriteOutcomeUnknown` (one line: ``what`` may or may not
+        have happened; ``advice``), never a guess."""
         try:
             item = self._read(pk)
         except StoreError as exc:
-            raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}) and reading it "
-                                      f"back failed ({exc}): the write may or may not have been applied; "
-                                      "retrying is safe") from None
+            raise self._unknown(lost, what, f"reading it back failed too: {exc}", advice) from None
         if item is None:
-            raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}): {what} yet, but "
-                                      "the write may or may not have been applied; retrying is safe")
+            raise self._unknown(lost, what, "not in the table yet", advice)
         return item
+
+    def _unknown(self, lost: LostAnswer, what: str, state: str, advice: str) -> WriteOutcomeUnknown:
+        return WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}); {what} may or may "
+                                   f"not have been applied ({state}); {advice}")
 
     def _remember(self, draft: Job, job_id: int, nonce: str) -> None:
         """Keep an unsettled add's id and nonce for a retry with the same draft (the draft itself
@@ -282,12 +287,10 @@ class DynamoDBStore:
             except LostAnswer as lost:
                 # Moved on without our nonce: our write can never apply (its condition names the
                 # version we read), so apply the change to what is there now, as for a conflict.
-                item = self._settle(lost, f"job {job_id} is not in the table", pk)
+                item = self._settle(lost, pk, f"the change of job {job_id}", "retrying is safe")
                 if nonce not in nonces(item):
                     if int(item["version"]["N"]) == current.version:
-                        raise WriteOutcomeUnknown(
-                            f"{self.location}: no answer from DynamoDB ({lost.detail}); the change of job "
-                            f"{job_id} may or may not have been applied (it is not yet); retrying is safe")
+                        raise self._unknown(lost, f"the change of job {job_id}", "not applied yet", "retrying is safe")
                     continue
             self._touch()
             return new

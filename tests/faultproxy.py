@@ -50,6 +50,7 @@ Rules (dicts; evaluated in order for each request; the first *terminal* one that
                               per second, starting full. A call asking for more (``MaxCount``)
                               than is left answers EC2 ``RequestLimitExceeded`` (HTTP 503) without
                               forwarding; otherwise it takes its tokens and later rules apply.
+    job_ids  apply only to RunInstances requests of these jobs (``jobman:job-id`` tag values).
     first    apply to the first N matching requests only (default: every matching request).
     per      "job_id" | "item_key" | "body": apply to the first ``first`` (default 1) matching
              requests *of each distinct key*, e.g. ``{"action": "RunInstances", "fault":
@@ -214,6 +215,8 @@ class Faults:
         with self.lock:
             for rule in self.rules:
                 if rule.get("action", "*") not in ("*", request.action):
+                    continue
+                if "job_ids" in rule and request.job_id() not in {str(j) for j in rule["job_ids"]}:
                     continue
                 state = rule["_state"]
                 if rule["fault"] == "token_bucket":

@@ -1,0 +1,110 @@
+"""A real ``jobman daemon`` process launching through a fault-injecting proxy in front of moto.
+
+``AWS_ENDPOINT_URL`` points the daemon at :mod:`faultproxy` (a separate process), which forwards
+to ``moto_server`` except where a rule injects a fault. Instances are counted in moto directly, by
+their ``jobman:job-id`` tag, so a second instance for any job cannot hide; the proxy's own counters
+say how many ``RunInstances`` requests it saw, forwarded, dropped and throttled.
+
+* every job's first ``RunInstances`` answer is lost *after* moto created the instance: exactly one
+  instance per job, each job ``running`` at attempt 1, and no second ``RunInstances`` at all
+  (the tag lookup found each instance);
+* a throttling storm: the proxy enforces EC2's token bucket (scaled down: 50 instances, refilled at
+  5 per second) and 300 jobs fall due at once: all launch, none fails, in about the bucket's own
+  minimum time. The figures are printed and kept as test properties (BENCHMARKS.md has a row).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+from faultproxy import FaultProxy, fault_proxy  # noqa: F401  (fixture)
+from moto_server import aws_env, moto_server, moto_server_process  # noqa: F401  (fixtures)
+from test_e2e_daemon import _schedule_burst, daemons, instances_by_job  # noqa: F401  (fixture)
+
+from jobman_cli.model import JobStatus
+from jobman_cli.stores.tinydb import TinyDBStore
+
+pytestmark = pytest.mark.slow
+
+RUNNING = "launching -> running"
+
+
+def run_instances(proxy: FaultProxy) -> list[dict]:
+    return [c for c in proxy.calls() if c["action"] == "RunInstances"]
+
+
+def assert_one_running_instance_per_job(moto: str, store: TinyDBStore, ids: list[int]) -> None:
+    grouped = instances_by_job(moto, store.store_id)
+    assert sorted(grouped) == sorted(ids)
+    duplicates = {i: [x["InstanceId"] for x in grouped[i]] for i in ids if len(grouped[i]) != 1}
+    assert duplicates == {}
+    for i in ids:
+        job = store.get(i)
+        (instance,) = grouped[i]
+        assert job.status is JobStatus.RUNNING and job.attempts == 1, job
+        assert job.instance_id == instance["InstanceId"] and instance["State"]["Name"] == "running"
+
+
+def test_every_first_run_instances_answer_lost_after_the_launch_gives_one_instance_per_job(
+        fault_proxy, moto_server, daemons, tmp_path, record_property):  # noqa: F811
+    ids = _schedule_burst(tmp_path / "jobs.json", 50)
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "drop_response", "per": "job_id"}])
+    env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
+    daemon = daemons(env)
+    daemon.wait_for(lambda line: RUNNING in line, count=len(ids), timeout=90)
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        assert_one_running_instance_per_job(moto_server, store, ids)
+    finally:
+        store.close()
+    stats = fault_proxy.action("RunInstances")
+    # 50 requests, each applied by moto, each answer lost; never a second request for any job.
+    assert (stats["requests"], stats["forwarded"], stats["dropped"]) == (50, 50, 50), stats
+    text = daemon.text()
+    assert text.count("outcome of RunInstances unknown") == 50
+    assert text.count("by tag after an unknown outcome") == 50
+    assert "retry in" not in text and "-> failed" not in text and "-> scheduled" not in text
+    assert daemon.stop() == 0
+    record_property("run_instances_requests", stats["requests"])
+
+
+def test_a_throttling_storm_of_300_jobs_is_paced_by_the_bucket_and_none_fails(
+        fault_proxy, moto_server, daemons, tmp_path, record_property):  # noqa: F811
+    capacity, refill, jobs = 50, 5.0, 300
+    ids = _schedule_burst(tmp_path / "jobs.json", jobs)
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "token_bucket", "capacity": capacity,
+                            "refill": refill}])
+    env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
+    started = time.monotonic()
+    daemon = daemons(env, "--launch-burst", str(capacity), "--launch-rate", f"{refill:g}")
+    last = daemon.wait_for(lambda line: RUNNING in line, count=jobs, timeout=90)
+    total = last - started
+    calls = run_instances(fault_proxy)
+    forwarded = [c["t"] for c in calls if c["outcome"] == "forwarded"]
+    span = max(forwarded) - min(forwarded)
+    minimum = (jobs - capacity) / refill  # the bucket's own minimum: 50 s
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        assert_one_running_instance_per_job(moto_server, store, ids)
+        statuses = collections.Counter(store.get(i).status for i in ids)
+    finally:
+        store.close()
+    stats = fault_proxy.action("RunInstances")
+    print(f"\nthrottling storm: {jobs} jobs, bucket {capacity} + {refill:g}/s (minimum {minimum:g} s): "
+          f"first to last RunInstances {span:.1f} s, daemon start to last job running {total:.1f} s; "
+          f"{stats['requests']} RunInstances requests, {stats['throttled']} throttled")
+    for name, value in (("storm_span_seconds", round(span, 2)), ("storm_total_seconds", round(total, 2)),
+                        ("storm_throttled", stats["throttled"]), ("storm_requests", stats["requests"])):
+        record_property(name, value)
+    assert statuses == {JobStatus.RUNNING: jobs}
+    assert stats["forwarded"] == jobs  # one RunInstances per job reached moto
+    # The daemon paced itself: EC2 (the proxy) almost never had to refuse (a refusal costs a request).
+    assert stats["throttled"] <= jobs * 0.05, stats
+    text = daemon.text()
+    assert "-> failed" not in text and "retry in" not in text
+    # Paced, not merely eventually done: never faster than the bucket allows, and within 20 % of it.
+    assert minimum * 0.95 <= span and total <= minimum * 1.2, (span, total)
+    assert daemon.stop() == 0

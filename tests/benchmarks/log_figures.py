@@ -2,13 +2,15 @@
 
 The job is stored through jobman's own store and transitions (launched on an instance that no
 longer exists, as long after the run), and its stream ``jobs/1/attempt-1`` holds 10,000 lines of
-about 90 characters, written with ``PutLogEvents`` in batches as an instance would. Measured, round
-robin with their floors (see ``harness.interleaved``):
+about 90 characters, written with ``PutLogEvents`` in batches as an instance would. Measured round
+robin with their floors, as ``harness.interleaved`` does:
 
 * whole log: ``jobman logs 1`` from start to exit, stdout to ``/dev/null``;
 * first line: from start until the first line arrives on a pipe (the process is then drained);
 * floors: the same command on a 10-line log (what 10,000 lines add), and ``python -c`` importing
-  boto3 and making a Logs client (what any AWS-reading command pays before its first call).
+  boto3 and making a Logs client (what any AWS-reading command pays before its first call). The
+  targets are relative to them (a shared machine's load moves all three together): the first
+  line within 300 ms of the boto3 floor, the whole log within 250 ms of a 10-line log.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
-from harness import BenchError, Cmd, MotoServer, Timing, aws_env, interleaved, jobman_command, median, ms, run_checked
+from harness import BenchError, MotoServer, Timing, aws_env, jobman_command, median, ms, run_checked, time_once
 from report import Row, Sizes
 
 PY = sys.executable
@@ -83,18 +86,27 @@ def logs(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
     printed = run_checked(big, env).stdout.decode().splitlines()
     if len(printed) != LINES or not printed[0].startswith("00000 ") or not printed[-1].startswith(f"{LINES - 1:05d} "):
         raise BenchError(f"jobman logs printed {len(printed)} lines, not the {LINES} stored in order")
-    whole = interleaved([Cmd("whole", big, env), Cmd("small", small, env), Cmd("boto", (PY, "-c", BOTO_FLOOR), env)],
-                        sizes.runs)
-    firsts = [_first_line(big, env) for _ in range(sizes.runs + 1)][1:]
-    t = {name: median([x.wall for x in values]) for name, values in whole.items()}
-    first = median([x.wall for x in firsts])
-    cpu = median([x.cpu for x in whole["whole"]])
+    measures: dict[str, Callable[[], Timing]] = {
+        "whole": lambda: time_once(big, env), "small": lambda: time_once(small, env),
+        "boto": lambda: time_once((PY, "-c", BOTO_FLOOR), env), "first": lambda: _first_line(big, env)}
+    times: dict[str, list[Timing]] = {name: [] for name in measures}
+    names = list(measures)
+    for round_no in range(sizes.runs + 1):  # round robin, rotating; round 0 is a discarded warm-up
+        shift = round_no % len(names)
+        for name in names[shift:] + names[:shift]:
+            timing = measures[name]()
+            if round_no:
+                times[name].append(timing)
+    t = {name: median([x.wall for x in values]) for name, values in times.items()}
+    first = t["first"]
+    cpu = median([x.cpu for x in times["whole"]])
     return [
-        Row(f"`jobman logs ID`, {LINES:,}-line log: first line printed", ms(first), "≤ 600 ms",
-            f"import boto3 + Logs client {ms(t['boto'])}; a 10-line log, whole {ms(t['small'])}", first <= 0.6),
-        Row(f"`jobman logs ID`, {LINES:,}-line log: whole log", ms(t["whole"]), "≤ 800 ms and ≤ 10-line log + 250 ms",
+        Row(f"`jobman logs ID`, {LINES:,}-line log: first line printed", ms(first), "≤ boto3 floor + 300 ms",
+            f"import boto3 + Logs client {ms(t['boto'])} (+{ms(first - t['boto'])}); a 10-line log, whole "
+            f"{ms(t['small'])}", first - t["boto"] <= 0.3),
+        Row(f"`jobman logs ID`, {LINES:,}-line log: whole log", ms(t["whole"]), "≤ 10-line log + 250 ms",
             f"a 10-line log {ms(t['small'])} (+{ms(t['whole'] - t['small'])} for {LINES:,} lines); CPU {ms(cpu)}",
-            t["whole"] <= 0.8 and t["whole"] - t["small"] <= 0.25),
+            t["whole"] - t["small"] <= 0.25),
     ]
 
 

@@ -244,7 +244,7 @@ pull() {
 log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
 ensure_docker || fail 125 docker-unavailable "$problem"
 report running "" "" "" 1
-deadline=$((SECONDS + job_timeout))  # the timeout covers the pull and the run
+deadline=$((SECONDS + job_timeout + 1))  # covers pull and run; +1: SECONDS counts whole seconds
 log "pulling $image"
 pull || fail 125 image-pull-failed "$problem"
 log "running the container $container"

@@ -45,6 +45,7 @@ Every AWS failure becomes a one-line :class:`~jobman_cli.errors.StoreError` nami
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -62,8 +63,11 @@ from .dynamodb_items import (COUNTER_PK, FORMAT, IDEM_PREFIX, INDEX, JOB_PREFIX,
 __all__ = ["DynamoDBStore", "WriteOutcomeUnknown", "describe_error", "init_table", "make_client", "parse_url",
            "FORMAT", "SCHEMA", "INDEX", "META_PK"]
 
-#: Conflicting writers on one job before ``update`` gives up (each loser re-reads for free).
+#: Conflicting writers on one job before ``update`` gives up (each loser re-reads for free) -- but
+#: not before MIN_CAS_SECONDS: every lost round means another writer won, so only a starved writer
+#: (16 threads on one job on a loaded machine lost 40 rounds in a row) gets here, and it should wait.
 MAX_CAS_ATTEMPTS = 40
+MIN_CAS_SECONDS = 15.0
 _NAMES = {"#s": "status"}  # ``status`` is a DynamoDB reserved word
 #: Adds whose outcome is unknown, remembered so that a retry with the same draft reuses the job id.
 UNSETTLED_KEPT = 256
@@ -262,7 +266,10 @@ class DynamoDBStore:
 
         pk, nonce = f"{JOB_PREFIX}{job_id}", new_nonce()
         item = self._read(pk)
-        for attempt in range(MAX_CAS_ATTEMPTS):
+        deadline = time.monotonic() + MIN_CAS_SECONDS
+        for attempt in itertools.count():
+            if attempt >= MAX_CAS_ATTEMPTS and time.monotonic() >= deadline:
+                raise StoreError(f"{self.location}: job {job_id}: gave up after {attempt} conflicting writes")
             if item is None:
                 raise JobNotFound(job_id)
             current = self._decode_job(item)
@@ -294,7 +301,7 @@ class DynamoDBStore:
                     continue
             self._touch()
             return new
-        raise StoreError(f"{self.location}: job {job_id}: gave up after {MAX_CAS_ATTEMPTS} conflicting writes")
+        raise AssertionError("unreachable")  # itertools.count() never ends
 
     # ------------------------------------------------------------------ reads
     def get(self, job_id: int) -> Job:

@@ -8,6 +8,7 @@ are printed (``pytest -s``) and kept as test properties, never asserted.
 from __future__ import annotations
 
 import collections
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Callable
 
 import pytest
 
+from faultproxy import fault_proxy  # noqa: F401  (fixture)
 from moto_server import aws_env, ec2_client, moto_server, moto_server_process  # noqa: F401  (fixtures)
 
 from jobman_cli.model import JobStatus
@@ -171,18 +173,38 @@ def _schedule_burst(path: Path, count: int) -> list[int]:
 
 
 def test_sigkill_in_the_middle_of_a_burst_then_restart_launches_each_job_exactly_once(
-        env, daemons, moto_server, tmp_path, record_property):  # noqa: F811
+        env, daemons, moto_server, fault_proxy, tmp_path, record_property):  # noqa: F811
+    """The kill lands with jobs in ``launching`` of both kinds: some whose instance moto already
+    started (the proxy holds the RunInstances answers of jobs 6 and 7), some claimed but not yet
+    sent (the first daemon's own RunInstances bucket, 7 at once then one per 100 s, keeps them
+    waiting for a token). The restarted daemon adopts exactly the first kind and launches exactly
+    the second kind again, with the same token; every job ends with one instance, at attempt 1."""
     ids = _schedule_burst(tmp_path / "jobs.json", 50)
-    first = daemons(env, "--launch-workers", "2")
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "delay", "seconds": 300, "job_ids": [6, 7]}])
+    first = daemons({**env, "AWS_ENDPOINT_URL": fault_proxy.url}, "--launch-workers", "4",
+                    "--launch-burst", "7", "--launch-rate", "0.01")
     first.wait_for(lambda line: "launching -> running" in line, count=5)
-    first.proc.send_signal(signal.SIGKILL)
-    assert first.stop() == -signal.SIGKILL
-
     store = TinyDBStore(tmp_path / "jobs.json", create=False)
     try:
+        def launching() -> list[int]:
+            return [i for i in ids if store.get(i).status is JobStatus.LAUNCHING]
+
+        # Every worker is busy: one or two wait for their held answers, the others for a RunInstances
+        # token. (Claims go roughly, not strictly, in id order: job 8 may take job 7's token.)
+        assert poll(lambda: fault_proxy.action("RunInstances")["delayed"] >= 1 and len(launching()) == 4), \
+            (fault_proxy.action("RunInstances"), launching(), first.text())
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.stop() == -signal.SIGKILL
+        time.sleep(0.5)  # nothing of the dead daemon's is in flight towards moto any more
+
         at_kill = collections.Counter(store.get(i).status for i in ids)
-        # The kill really happened mid-burst: some jobs were launched, some were not (yet).
-        assert at_kill[JobStatus.RUNNING] >= 5 and at_kill[JobStatus.RUNNING] < len(ids), at_kill
+        grouped = instances_by_job(moto_server, store.store_id)
+        with_instance = {i for i in launching() if grouped.get(i)}
+        without_instance = set(launching()) - with_instance
+        # The kill really landed mid-burst, with launches in flight of both kinds.
+        assert 5 <= at_kill[JobStatus.RUNNING] < len(ids), at_kill
+        assert with_instance and without_instance, (with_instance, without_instance)
+        assert all(len(grouped[i]) == 1 for i in with_instance)
 
         second = daemons(env)
         assert poll(lambda: all(store.get(i).status is JobStatus.RUNNING for i in ids)), \
@@ -197,12 +219,15 @@ def test_sigkill_in_the_middle_of_a_burst_then_restart_launches_each_job_exactly
             (instance,) = grouped[i]
             assert job.instance_id == instance["InstanceId"] and job.attempts == 1
             assert instance["State"]["Name"] == "running"
-        assert [i for i in ids if store.get(i).status is JobStatus.LAUNCHING] == []
-        adopted = second.text().count("adopting it")
-        relaunched = second.text().count("launching it again")
+        log = second.text()
+        adopted = {int(i) for i in re.findall(r"job (\d+): found instance \S+ \(\w+\) of attempt 1 launched before "
+                                              r"a restart; adopting it", log)}
+        relaunched = {int(i) for i in re.findall(r"job (\d+): no instance of attempt 1 exists; launching it again",
+                                                 log)}
+        assert adopted == with_instance and relaunched == without_instance, (adopted, relaunched, log)
         record_property("status_at_kill", dict((k.value, v) for k, v in at_kill.items()))
         print(f"\nat SIGKILL: {dict((k.value, v) for k, v in at_kill.items())}; after restart: "
-              f"{adopted} adopted, {relaunched} relaunched with the same token")
+              f"{len(adopted)} adopted, {len(relaunched)} relaunched with the same token")
         assert second.stop() == 0
     finally:
         store.close()

@@ -30,8 +30,10 @@ until ``systemctl start``/``enable --now docker``), ``docker_exit``, ``docker_sl
 "container" runs; a ``timeout`` kill shows as :attr:`DockerRun.completed` being false),
 ``pull_failures`` (that many ``docker pull`` calls fail with ``pull_error`` on stderr before one
 succeeds; ``-1``: all fail), ``dnf_works``, ``systemctl_works``, ``systemctl_starts_daemon``.
-A named stub container (``docker run --name N``) answers ``docker inspect N`` with ``true 0`` while
-it runs (or after it was killed) and ``false CODE`` once it exited; ``docker stop``/``rm -f N`` kill it.
+A named stub container (``docker run --name N``) answers ``docker inspect -f '{{.State.Running}}
+{{.State.ExitCode}}' N`` with ``true 0`` while it runs (or after ``timeout`` killed the stub CLI,
+which is the "container" too) and ``false CODE`` once it exited; ``docker stop N`` kills it and
+leaves exit code 137, ``docker rm -f N`` kills and forgets it.
 
 ``real_docker=PATH`` leaves ``docker`` unstubbed and links that real CLI instead (point it at an
 engine with ``DOCKER_HOST`` in the script's environment; see ``tests/dockerengine.py``).
@@ -146,13 +148,17 @@ if NAME == "docker":
                 sys.exit(1)
             sys.exit(0)
         if sub == b"inspect":
-            print("false %d" % state["exit"] if state["exit"] is not None else "true 0")
-        elif state["exit"] is None:
+            running, code = state["exit"] is None and not state.get("stopped"), state["exit"] or 0
+            print(("%s %d" % (str(running).lower(), code)) if b"Running" in ARGV[-2] else "%d" % code)
+        elif state["exit"] is None and not state.get("stopped"):
             try:
                 os.kill(state["pid"], 9)  # the "container" is the stub's `docker run` process
             except OSError:
                 pass
-            if sub == b"rm":
+            if sub == b"stop":
+                with open(path, "w") as f:
+                    f.write(json.dumps(dict(state, exit=137, stopped=True)))
+            else:
                 os.remove(path)
         elif sub == b"rm":
             os.remove(path)

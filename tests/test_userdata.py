@@ -177,6 +177,7 @@ def test_timeout_stops_and_removes_the_container_and_reports_timed_out(tmp_path,
         ["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", "jobman-7-0"],
         ["stop", "-t", "1", "jobman-7-0"], ["inspect", "-f", "{{.State.ExitCode}}", "jobman-7-0"], ["rm", "-f", "jobman-7-0"]]
     assert "the job's timeout (1s) has passed: stopping the container" in result.stdout.decode()
+    assert "stopped: exit code 137" in result.stdout.decode()
     assert result.returncode == 124
     assert tools.powered_off
 

@@ -123,6 +123,17 @@ def busybox_rootfs_tar(busybox: str, extra_files: Mapping[str, tuple[bytes, int]
     return buf.getvalue()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL, so an
+    interrupted session leaves no engine running (Linux ``PR_SET_PDEATHSIG``; best effort)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 class DockerEngine:
     """One private ``dockerd`` (see the module docstring). :meth:`start` raises
     :class:`EngineUnavailable` with the reason when it cannot run here."""
@@ -177,7 +188,7 @@ class DockerEngine:
                  "--bridge=none", "--iptables=false", "--ip-masq=false", "--userland-proxy=false",
                  "--config-file", str(config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
         deadline = time.monotonic() + START_TIMEOUT

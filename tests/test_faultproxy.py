@@ -151,3 +151,27 @@ def test_bad_rules_are_refused_at_run_time(fault_proxy: FaultProxy) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         fault_proxy.set_rules([{"action": "PutItem", "fault": "explode"}])
     assert info.value.code == 400
+
+
+def test_client_token_rule_gives_moto_ec2s_idempotency(fault_proxy: FaultProxy, moto_server: str) -> None:
+    """moto ignores ``ClientToken``; behind a ``client_token`` rule a resend after a lost answer,
+    or a retry with the same token, gets the first answer (one instance), and the same token with
+    other parameters is ``IdempotentParameterMismatch``."""
+    from botocore.exceptions import ClientError
+
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "client_token"},
+                           {"action": "RunInstances", "fault": "drop_response", "per": "job_id"}])
+    ec2, image = _client("ec2", fault_proxy.url), _image(moto_server)
+    first = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, ClientToken="job-1-attempt-1",
+                              TagSpecifications=TAGS(1))  # answer lost, botocore resends: replayed
+    again = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, ClientToken="job-1-attempt-1",
+                              TagSpecifications=TAGS(1))  # the caller's own retry: replayed
+    assert first["Instances"][0]["InstanceId"] == again["Instances"][0]["InstanceId"]
+    assert _instances(moto_server) == 1
+    with pytest.raises(ClientError) as info:
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, ClientToken="job-1-attempt-1",
+                          TagSpecifications=TAGS(1), UserData="different")
+    assert info.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    stats = fault_proxy.action("RunInstances")
+    assert (stats["forwarded"], stats["dropped"], stats["replayed"], stats["mismatched"]) == (1, 1, 2, 1)
+    assert _instances(moto_server) == 1

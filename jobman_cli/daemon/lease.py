@@ -57,20 +57,43 @@ class LeaseKeeper:
         this daemon first saw it so. (``now``, the wall clock, is deliberately not used.)"""
         if self.exclusive or job.extra.get(CLAIMED_BY) == self.daemon_id:
             return False
-        claim = (job.version, job.updated_at)
         mono = self.clock.monotonic()
         with self._lock:
-            seen = self._seen.get(job.id)
-            if seen is None or seen[0] != claim:
-                first = mono  # renewed (or first seen): a full lease from now
-            else:
-                first = seen[1]
-            self._seen[job.id] = (claim, first, mono)
+            first = self._look(job, mono)
             if mono - self._pruned >= self.lease:  # forget jobs not looked at for a few leases
                 self._pruned = mono
                 for job_id in [i for i, (_, _, looked) in self._seen.items() if mono - looked >= 3 * self.lease]:
                     del self._seen[job_id]
         return mono - first < self.lease
+
+    def watch(self, jobs: list[Job]) -> None:
+        """Look at the other daemons' claims among ``jobs`` (the active jobs, read whenever the store
+        changed), so each renewal is seen when it happens rather than at the next pass: a dead
+        holder's claim then runs out one lease after its last renewal."""
+        if self.exclusive:
+            return
+        mono = self.clock.monotonic()
+        with self._lock:
+            for job in jobs:
+                if (job.status is JobStatus.LAUNCHING or (job.status is JobStatus.RUNNING and job.instance_id is None)) \
+                        and job.extra.get(CLAIMED_BY) not in (None, self.daemon_id):
+                    self._look(job, mono)
+
+    def _look(self, job: Job, mono: float) -> float:
+        """(Holding the lock.) Record a look at ``job``'s claim; return since when it is unchanged."""
+        claim = (job.version, job.updated_at)
+        seen = self._seen.get(job.id)
+        first = mono if seen is None or seen[0] != claim else seen[1]  # renewed or new: a full lease from now
+        self._seen[job.id] = (claim, first, mono)
+        return first
+
+    def next_expiry(self, after: float) -> float | None:
+        """The earliest monotonic time, later than ``after``, at which a claim honoured so far runs
+        out if it is not renewed before (the loop wakes then, so a dead daemon's launch is taken
+        over one lease after its last renewal, not at the next unrelated pass)."""
+        with self._lock:
+            return min((first + self.lease for _, first, _ in self._seen.values() if first + self.lease > after),
+                       default=None)
 
     # ------------------------------------------------------------------ this daemon's claims
     def hold(self, job: Job) -> None:

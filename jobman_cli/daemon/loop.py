@@ -5,6 +5,7 @@ nothing. It wakes
 
 * at the next due time (``store.next_due_at()``, re-read only when the store changed),
 * at the next reconciliation, or when a job that crashed may be looked at again,
+* when another daemon's launch claim runs out unless renewed (shared stores: :mod:`.lease`),
 * when the store's change marker moved (a ``stat`` every ``watch_interval``; another process
   added or changed a job) and something is due,
 * when the waker is set (the API changed something through the service, a launch ended, a signal
@@ -48,6 +49,7 @@ class LoopTarget(Protocol):
     store: Any  # the store's ``change_marker()`` and ``next_due_at()``
     clock: Any  # ``now()`` (wall) and ``monotonic()``
     settings: DaemonSettings
+    leases: Any  # ``next_expiry(after)``: when another daemon's claim runs out (monotonic)
 
     @property
     def stopping(self) -> bool: ...
@@ -144,6 +146,9 @@ def run_loop(daemon: LoopTarget) -> None:
         cooled = daemon.next_wake(after=cooled_after)
         if cooled is not None and cooled > now:
             seconds = min(seconds, (cooled - now).total_seconds())
+        expiry = daemon.leases.next_expiry(after=last_pass)
+        if expiry is not None:
+            seconds = min(seconds, expiry - mono)
         daemon.sleep(seconds)
         if daemon.stopping:
             break
@@ -164,7 +169,9 @@ def run_loop(daemon: LoopTarget) -> None:
         cooled = daemon.next_wake(after=cooled_after)
         cooled_now = cooled is not None and cooled <= now
         reconcile_now = mono - reconciled >= every
-        if due or cooled_now or reconcile_now or trouble.retry("tick"):
+        expiry = daemon.leases.next_expiry(after=last_pass)
+        lease_ran_out = expiry is not None and expiry <= mono
+        if due or cooled_now or reconcile_now or lease_ran_out or trouble.retry("tick"):
             _, marker = trouble.call("marker", store.change_marker)
             trouble.call("tick", daemon.tick, now, wait_launches=False, reconcile=reconcile_now)
             last_pass, dirty = mono, False

@@ -98,9 +98,10 @@ class Observer:
             self.log(f"job {job.id} -> {job.status.value} (reported{code})")
 
     # ------------------------------------------------------------------ other processes' writes
-    def step(self) -> None:
+    def step(self) -> list[Job]:
         """Log the state changes of active jobs that other processes made. The first call only
-        remembers; the loop calls it again whenever the store's marker moved."""
+        remembers; the loop calls it again whenever the store's marker moved. Returns the active
+        jobs it read (the lease keeper looks at the other daemons' claims among them)."""
         jobs = self.store.active()  # read with no lock held (see __init__)
         lines: list[str] = []
         with self._lock:
@@ -131,6 +132,7 @@ class Observer:
             if not mine:
                 state = after.status.value if after is not None else "deleted"
                 self.log(f"job {job_id} {before_status.value} -> {state} (by another process)")
+        return jobs
 
     def _forget(self, jobs: list[Job]) -> None:
         """(Holding the lock.) Drop the marks no later read can find: versions older than the ones

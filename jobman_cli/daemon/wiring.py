@@ -70,8 +70,8 @@ class Daemon:
                                   else getattr(settings, "launch_lease", DEFAULT_LAUNCH_LEASE))
 
         self.observer = Observer(store, self.log)
-        self.store = RecordingStore(store, self.observer.note)
-        self.service = service or JobService(store, self.clock)
+        self.store = RecordingStore(store, self.observer)
+        self.service = service or JobService(self.store, self.clock)
         self.leases = LeaseKeeper(self.store, self.clock, daemon_id=self.daemon_id, lease=self.launch_lease,
                                   exclusive=exclusive, log=self.log)
         self.pool = LaunchPool(self.store, self.clock, settings, log=self.log, wake=self._wake.set,
@@ -104,8 +104,9 @@ class Daemon:
         return self.pool.in_flight(job_id)
 
     def observe(self) -> None:
-        """Log the changes other processes made to active jobs (see :class:`~.observer.Observer`)."""
-        self.observer.step()
+        """Log the changes other processes made to active jobs (see :class:`~.observer.Observer`),
+        and show the lease keeper the other daemons' claims as they are now (their renewals)."""
+        self.leases.watch(self.observer.step())
 
     def renew_claims(self) -> int:
         """Renew this daemon's launch claims now (see :class:`~.lease.LeaseKeeper`)."""

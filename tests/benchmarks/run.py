@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
 import log_figures  # noqa: E402
+import throttle_figures  # noqa: E402
 from harness import MotoServer  # noqa: E402
 from report import Row, Sizes, render  # noqa: E402
 
@@ -46,6 +47,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "callbacks": daemon_figures.callbacks,
     "idle": daemon_figures.idle,
     "logs": log_figures.logs,
+    "throttle": throttle_figures.throttle,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from faketime import SteppedWallClock
 from moto_server import aws_env, moto_server, moto_server_process  # noqa: F401  (fixtures)
-from test_e2e_daemon import daemons, instances_by_job, jobman, poll  # noqa: F401  (fixture)
+from test_e2e_daemon import daemons, instances_by_job, jobman  # noqa: F401  (fixture)
 
 from jobman_cli.model import format_time
 

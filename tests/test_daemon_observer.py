@@ -31,7 +31,7 @@ from jobman_cli.daemon import Daemon
 from jobman_cli.daemon.common import LAUNCHED
 from jobman_cli.launchers.base import EC2Settings
 from jobman_cli.launchers.ec2 import EC2Launcher
-from jobman_cli.model import JobStatus, format_time
+from jobman_cli.model import format_time
 from jobman_cli.service import JobService, ScheduleRequest
 from jobman_cli.settings import DaemonSettings
 from jobman_cli.stores.tinydb import TinyDBStore

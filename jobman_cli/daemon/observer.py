@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import JobmanError
 from ..model import ACTIVE_STATES, Job, JobStatus, format_time
@@ -147,10 +147,9 @@ class RecordingStore:
     """The store as this process's writers see it: every update is announced to the observer
     before it can land and settled after (see the module doc). Everything else passes through."""
 
-    def __init__(self, store: JobStore, observer: "Observer | Callable[[Job], None]") -> None:
+    def __init__(self, store: JobStore, observer: Observer) -> None:
         self._store = store
-        # The Observer, or its bound ``note`` (how the wiring spelled it before intend/settle).
-        self._observer: Observer = getattr(observer, "__self__", observer)
+        self._observer = observer
 
     def update(self, job_id: int, change: Any) -> Job:
         intended: list[Job] = []

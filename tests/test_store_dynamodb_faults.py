@@ -17,7 +17,12 @@ Faults and what must hold:
   server, every first DynamoDB write answer lost) -> each job claimed once, one instance each,
   attempts 1, every job ``running``;
 * every answer lost, botocore gives up -> the store proves its write by reading it back, or
-  raises a clear "outcome unknown" error; the caller's retry with the same draft never duplicates.
+  raises a clear "outcome unknown" error; the caller's retry with the same draft never duplicates;
+* a lost id-counter answer does not skip an id; ``jobman store init`` with lost answers makes one
+  store and says "Created".
+
+Measured before the fix: one ``jobman schedule`` under these faults wrote its job 39 times (each
+resend "found the id taken" and took the next) until botocore's retry quota ran out and it failed.
 """
 
 from __future__ import annotations

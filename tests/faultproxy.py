@@ -45,7 +45,9 @@ Rules (dicts; evaluated in order for each request; the first *terminal* one that
                               (default by status and protocol: EC2 ``RequestLimitExceeded``/
                               ``InternalError``, DynamoDB ``ThrottlingException``/
                               ``InternalServerError``), in the protocol's own error format
-                              (EC2 XML, DynamoDB JSON), with optional ``message``.
+                              (EC2 XML, DynamoDB JSON), with optional ``message``. With
+                              ``forward: true`` the request reaches moto first (a 5xx after the
+                              request was applied: the ambiguous kind).
              "client_token"   not a fault: EC2's ``ClientToken`` contract, which moto ignores. A
                               repeat of a token (botocore's resend, the daemon's retry of the
                               same attempt) gets the first answer again without reaching moto;

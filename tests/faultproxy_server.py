@@ -333,6 +333,11 @@ def make_server(upstream: str, port: int, faults: Faults) -> ThreadingHTTPServer
             fault = rule["fault"] if rule else None
             if rule is not None and fault == "error":
                 counter = "throttled" if rule.get("_throttle") else "errored"
+                if rule.get("forward"):  # applied, but answered with an error: a 5xx "maybe"
+                    if self._forward(body) is None:
+                        self._answer(502, {}, b"")
+                        return
+                    faults.count(request.action, "forwarded")
                 faults.count(request.action, counter)
                 status, headers, payload = error_answer(request, int(rule.get("status", 503)), rule.get("code"),
                                                         rule.get("message"))

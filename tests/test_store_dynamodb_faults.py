@@ -308,3 +308,19 @@ def test_store_init_with_every_first_answer_lost_makes_one_store(dynamodb: str, 
     assert made.stdout.startswith("Created DynamoDB table") and "already exists" in again.stdout
     # One lost CreateTable answer; each init's meta PutItem (a new store id each) lost once.
     assert proxy.action("CreateTable")["dropped"] == 1 and proxy.action("PutItem")["dropped"] == 2
+
+
+def test_a_5xx_after_the_write_was_applied_is_recognised_on_the_resend(table: str, proxy: FaultProxy,
+                                                                       dynamodb: str,
+                                                                       aws_credentials: None) -> None:
+    """DynamoDB answered 500 but had applied the write (the proxy forwards, then answers the
+    error): botocore retries the 5xx, the resend meets the write, the nonce says it is ours."""
+    store = through(proxy)
+    proxy.set_rules([{"action": action, "fault": "error", "status": 500, "forward": True, "per": "body"}
+                     for action in WRITES])
+    job, created = store.add(make_draft(title="five hundred"))
+    claimed = store.update(job.id, lambda j: j.claimed(NOW, "t"))
+    assert created and claimed.attempts == 1 and claimed.version == job.version + 1
+    assert [(j.id, j.title, j.version) for j in direct(dynamodb).list()] == [(job.id, "five hundred", claimed.version)]
+    stats = proxy.stats()["by_action"]
+    assert stats["PutItem"]["errored"] == 2 and stats["PutItem"]["forwarded"] == 4

@@ -190,7 +190,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         if url_note:
             daemon.log(url_note)
         if not exclusive:
-            daemon.log(f"shared store: another daemon's claim is taken over after {daemon.launch_lease:g}s")
+            daemon.log(f"shared store: another daemon's claim is taken over once it went {daemon.launch_lease:g}s "
+                       "without a renewal (timed on this host's monotonic clock)")
         if settings.once:
             report = daemon.tick(wait_launches=True, reconcile=True)
             daemon.log(f"one pass done: {summary(report)}")

@@ -10,7 +10,9 @@ say how many ``RunInstances`` requests it saw, forwarded, dropped and throttled.
   (the tag lookup found each instance);
 * a throttling storm: the proxy enforces EC2's token bucket (scaled down: 50 instances, refilled at
   5 per second) and 300 jobs fall due at once: all launch, none fails, in about the bucket's own
-  minimum time. The figures are printed and kept as test properties (BENCHMARKS.md has a row).
+  minimum time. The figures are printed and kept as test properties (BENCHMARKS.md has a row);
+* a take-over answered ``IdempotentParameterMismatch`` (the proxy plays EC2's ``ClientToken``
+  contract): the new daemon adopts the dead daemon's instance instead of failing the job.
 """
 
 from __future__ import annotations
@@ -108,3 +110,40 @@ def test_a_throttling_storm_of_300_jobs_is_paced_by_the_bucket_and_none_fails(
     # Paced, not merely eventually done: never faster than the bucket allows, and within 20 % of it.
     assert minimum * 0.95 <= span and total <= minimum * 1.2, (span, total)
     assert daemon.stop() == 0
+
+
+def test_a_take_over_answered_idempotent_parameter_mismatch_adopts_the_dead_daemons_instance(
+        fault_proxy, moto_server, daemons, tmp_path):  # noqa: F811
+    """EC2's ClientToken contract (the proxy's ``client_token`` rule; moto alone ignores tokens).
+    Daemon A sends RunInstances; the request is held on its way (10.5 s) and A is SIGKILLed. Daemon
+    B takes the attempt over: its tag lookup finds nothing (A's request has not arrived), so it sends
+    the same attempt with the same ClientToken but its own callback token in the user-data. A's
+    request lands first and launches; B's, with other parameters, is answered
+    IdempotentParameterMismatch, which means "this attempt's instance exists": B looks it up and
+    adopts it. One instance, attempt 1, running, never failed."""
+    from test_e2e_daemon import poll
+
+    (job_id,) = _schedule_burst(tmp_path / "jobs.json", 1)
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "client_token"},
+                           {"action": "RunInstances", "fault": "delay", "when": "before", "seconds": 0.5, "first": 1},
+                           {"action": "RunInstances", "fault": "delay", "when": "before", "seconds": 10, "first": 2}])
+    env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
+    first = daemons(env)
+    assert poll(lambda: fault_proxy.action("RunInstances")["requests"] == 1)
+    first.proc.kill()
+    first.stop()
+    second = daemons(env)
+    second.wait_for(lambda line: f"job {job_id} launching -> running" in line, timeout=60)
+    text = second.text()
+    assert f"job {job_id}: no instance of attempt 1 exists; launching it again" in text  # the lookup came first
+    assert "EC2 answered IdempotentParameterMismatch); adopting it" in text, text
+    stats = fault_proxy.action("RunInstances")
+    assert (stats["requests"], stats["forwarded"], stats["mismatched"]) == (2, 1, 1), stats
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        assert_one_running_instance_per_job(moto_server, store, [job_id])
+        assert len(store.get(job_id).callback_hashes) == 2  # A's instance keeps its token; B's was added
+    finally:
+        store.close()
+    assert "-> failed" not in text
+    assert second.stop() == 0

@@ -251,3 +251,31 @@ def test_a_lease_is_judged_on_the_observers_monotonic_clock_not_on_stamps(tmp_pa
     finally:
         observer.close()
         store.close()
+
+
+def test_a_once_pass_trusts_a_claims_stamp_only_beyond_a_generous_skew_margin(tmp_path, mock_ec2, monkeypatch):
+    """``--once`` cannot watch renewals over time: it takes a claim over when its stamp is older
+    than the lease plus ONCE_SKEW_MARGIN (10 min) by its own wall clock, and honours anything newer,
+    so a holder up to 10 minutes behind is safe from it too."""
+    from jobman_cli.daemon.lease import ONCE_SKEW_MARGIN
+
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    store = TinyDBStore(tmp_path / "jobs.json")
+    clock = FixedClock(datetime(2031, 3, 4, 5, 6, tzinfo=UTC))
+    other = JobService(store, clock)
+    launcher = CountingLauncher()
+    settings = DaemonSettings(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC, launch_workers=2,
+                              reconcile_interval=3600.0, once=True)
+    once = Daemon(store, launcher, settings, clock=clock, exclusive=False, launch_lease=60.0, daemon_id="once",
+                  log=lambda line: None)
+    try:
+        stale = schedule(other, clock.now(), start_deadline="6h")
+        live = schedule(other, clock.now(), start_deadline="6h")
+        _claim_as(store, stale, "dead", clock.now() - timedelta(seconds=60 + ONCE_SKEW_MARGIN + 1))
+        _claim_as(store, live, "skewed", clock.now() - timedelta(seconds=60 + ONCE_SKEW_MARGIN - 5))
+        report = once.tick(clock.now(), reconcile=False)
+        assert report.job_ids(LAUNCHED) == [stale.id]
+        assert store.get(live.id).extra[CLAIMED_BY] == "skewed" and launcher.of(live.id) == 0
+    finally:
+        once.close()
+        store.close()

@@ -15,6 +15,11 @@ daemon that died is taken over one full lease after the survivor first looks at 
 claim was already old then (a restarted daemon waits one lease before adopting its predecessor's
 launches).
 
+``jobman daemon --once`` makes a single pass and cannot watch anything over time, so for it alone
+(``stamp_margin``) a claim also counts as abandoned when its ``updated_at`` is older than the lease
+plus :data:`ONCE_SKEW_MARGIN` by this host's wall clock: a cron-style daemon still takes over a
+dead run's launches, and only a skew beyond that margin could make it take over a live one.
+
 An exclusive store (TinyDB: one daemon per file, under its lock) has no leases: any ``launching``
 job the daemon is not launching itself is abandoned.
 """
@@ -31,9 +36,16 @@ from ..stores.base import JobStore
 from .common import CLAIMED_BY, Log, Skip, error_text, guarded_update, now_at_least
 
 
+#: ``--once`` only: how far another host's clock may be behind before its stamp alone may end a lease.
+ONCE_SKEW_MARGIN = 600.0
+
+
 class LeaseKeeper:
     def __init__(self, store: JobStore, clock: Clock, *, daemon_id: str, lease: float, exclusive: bool,
-                 log: Log) -> None:
+                 log: Log, stamp_margin: float | None = None) -> None:
+        """``stamp_margin``: also trust a claim's ``updated_at`` that is older than the lease plus
+        this many seconds on this host's wall clock (``--once``, see the module doc)."""
+        self.stamp_margin = stamp_margin
         self.store = store
         self.clock = clock
         self.daemon_id = daemon_id
@@ -54,9 +66,13 @@ class LeaseKeeper:
     def honours(self, job: Job, now: datetime) -> bool:
         """True while ``job`` (``launching``) is another live daemon's launch, not to be taken over:
         until its claim has stayed unchanged for a full lease on this daemon's monotonic clock since
-        this daemon first saw it so. (``now``, the wall clock, is deliberately not used.)"""
+        this daemon first saw it so. (``now``, the wall clock, is used only with ``stamp_margin``.)"""
         if self.exclusive or job.extra.get(CLAIMED_BY) == self.daemon_id:
             return False
+        if self.stamp_margin is not None:
+            touched = job.updated_at or job.created_at
+            if (now - touched).total_seconds() > self.lease + self.stamp_margin:
+                return False
         mono = self.clock.monotonic()
         with self._lock:
             first = self._look(job, mono)

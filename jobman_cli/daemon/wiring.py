@@ -35,7 +35,7 @@ from ..stores.base import JobStore
 from .adopter import Adopter
 from .common import DEFAULT_LAUNCH_LEASE, Collector, Log, TickReport, error_text, new_daemon_id, stderr_log
 from .launch import Launch
-from .lease import LeaseKeeper
+from .lease import ONCE_SKEW_MARGIN, LeaseKeeper
 from .loop import run_loop
 from .observer import Observer, RecordingStore
 from .pool import LaunchPool
@@ -73,7 +73,8 @@ class Daemon:
         self.store = RecordingStore(store, self.observer)
         self.service = service or JobService(self.store, self.clock)
         self.leases = LeaseKeeper(self.store, self.clock, daemon_id=self.daemon_id, lease=self.launch_lease,
-                                  exclusive=exclusive, log=self.log)
+                                  exclusive=exclusive, log=self.log,
+                                  stamp_margin=ONCE_SKEW_MARGIN if getattr(settings, "once", False) else None)
         self.pool = LaunchPool(self.store, self.clock, settings, log=self.log, wake=self._wake.set,
                                finished=self.leases.release)
         #: Shared by every launch of this daemon: RunInstances' own request rate (see :mod:`.throttle`).

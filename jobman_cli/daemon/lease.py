@@ -159,11 +159,19 @@ class LeaseKeeper:
         self._thread.start()
 
     def _run(self) -> None:
+        failing: str | None = None  # logged once while it lasts, and its end once
         while not self._closed.wait(self.lease / 6):
             try:
                 self.step()
             except Exception as exc:  # a store hiccup: the next round tries again
-                self.log(f"cannot renew launch claims: {error_text(exc)}")
+                message = error_text(exc)
+                if message != failing:
+                    self.log(f"cannot renew launch claims: {message} (trying again every {self.lease / 6:g}s)")
+                failing = message
+                continue
+            if failing is not None:
+                self.log("launch claims renewed again")
+                failing = None
 
     def close(self) -> None:
         self._closed.set()

@@ -15,7 +15,8 @@ Design choices, and why:
   the daemon knows whether it still wants the attempt. :func:`run_instances_error` sorts the
   failures: nothing started (capacity, quotas, validation, permissions), refused as too fast
   (throttling), may have started (read timeout, connection reset or closed, 5xx), or already
-  started under this token with other parameters (``IdempotentParameterMismatch``).
+  started under this token with other parameters (``IdempotentParameterMismatch``). The error
+  mapping lives in :mod:`.ec2_errors`.
 * ``AWS_REGION`` is honoured here because botocore itself only reads ``AWS_DEFAULT_REGION``.
 * Credentials and the instance metadata service (IMDS): :meth:`EC2Launcher.check_credentials`
   asks botocore's normal provider chain and never sets ``AWS_EC2_METADATA_DISABLED``. Disabling
@@ -43,21 +44,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError as BotoConnectionError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import ConfigError, LaunchError, one_line
+from ..errors import ConfigError, LaunchError
 from ..model import Job
 from .userdata import USER_DATA_LIMIT
 from .base import (
@@ -67,35 +56,8 @@ from .base import (
     EC2Settings,
     InstanceInfo,
     LaunchOutcomeUnknown,
-    LaunchThrottled,
-    LaunchTokenInUse,
 )
-
-#: AWS error codes after which the same request may succeed later: capacity, quotas that free up
-#: when other instances end, throttling and server-side failures. Any HTTP 5xx also counts.
-RETRYABLE_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity",
-    "InsufficientCapacity", "InsufficientAddressCapacity", "InsufficientFreeAddressesInSubnet",
-    "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded",
-    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException",
-    "EC2ThrottledException", "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
-    "SlowDown", "PriorRequestNotComplete", "ServiceUnavailable", "Unavailable", "InternalError",
-    "InternalFailure", "InternalServerError", "ServerInternal", "RequestTimeout", "RequestTimeoutException",
-})
-
-#: Request-rate throttling: refused before acceptance, nothing started (EC2 answers HTTP 503 for
-#: ``RequestLimitExceeded``, so the status alone would say "server error").
-THROTTLING_CODES = frozenset({
-    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException", "EC2ThrottledException",
-    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException", "SlowDown",
-})
-
-#: Server-side failures: the request reached EC2, which may or may not have applied it. Any other
-#: HTTP 5xx without a code of :data:`RETRYABLE_CODES` counts too.
-SERVER_ERROR_CODES = frozenset({
-    "InternalError", "InternalFailure", "InternalServerError", "ServerInternal", "ServiceUnavailable",
-    "Unavailable", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
-})
+from .ec2_errors import NO_CREDENTIALS, NO_REGION, _config_error, run_instances_error, to_launch_error
 
 #: Codes meaning "no such instance" (a malformed id cannot name an instance either).
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
@@ -108,91 +70,8 @@ _LATEST_UNSUPPORTED = frozenset({"UnsupportedOperation", "InvalidParameterValue"
 MAX_CLIENT_TOKEN = 64
 AMI_CACHE_SECONDS = 12 * 3600  # a long-lived daemon picks up the monthly AL2023 AMI refresh
 _BATCH = 100  # ids per DescribeInstances filter / TerminateInstances call
-_MESSAGE_LIMIT = 1000
-
-NO_CREDENTIALS = ("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                  "or use an instance role)")
-NO_REGION = "no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or a region in your AWS profile)"
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-
-
-def _config_error(exc: BotoCoreError, context: str) -> ConfigError:
-    """A botocore configuration failure as one line: the named cases, else ``context: exc``."""
-    if isinstance(exc, NoRegionError):
-        return ConfigError(NO_REGION)
-    if isinstance(exc, ProfileNotFound):
-        return ConfigError(_one_line(f"AWS profile not found: {exc}"))
-    if isinstance(exc, PartialCredentialsError):
-        return ConfigError(_one_line(f"incomplete AWS credentials: {exc}"))
-    return ConfigError(_one_line(f"{context}: {exc}"))
-
-
-def _one_line(text: str) -> str:
-    line = one_line(text)
-    return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 1] + "…"
-
-
-def to_launch_error(exc: Exception, context: str | None = None) -> LaunchError:
-    """Map a botocore exception to a one-line :class:`LaunchError` with the AWS code.
-
-    ``retryable``: a listed code, any HTTP 5xx, any network-level failure (connection refused,
-    timeouts, dropped connections) and failures to fetch credentials (an instance role's
-    credentials being rotated; an SSO session an operator can renew). Everything else (bad
-    parameters, missing permissions, unknown AMI ...) will fail the same way again.
-    """
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error") or {}
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or exc)
-        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        retryable = code in RETRYABLE_CODES or (isinstance(status, int) and status >= 500)
-    elif isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        code, message, retryable = type(exc).__name__, str(exc), True
-    elif isinstance(exc, (NoCredentialsError, CredentialRetrievalError)):
-        code, message, retryable = type(exc).__name__, f"{exc} ({NO_CREDENTIALS})", True
-    else:
-        code, message, retryable = type(exc).__name__, str(exc), False
-    text = f"{code}: {message}" if not context else f"{context}: {code}: {message}"
-    return LaunchError(_one_line(text), retryable=retryable, code=code)
-
-
-def run_instances_error(exc: Exception, job: Job, token: str) -> LaunchError:
-    """What a failed ``RunInstances`` (sent once, without botocore retries) means for the attempt.
-
-    * :class:`~.base.LaunchThrottled`: a throttling code; nothing started.
-    * :class:`~.base.LaunchTokenInUse`: ``IdempotentParameterMismatch``; this token's instance exists.
-    * :class:`~.base.LaunchOutcomeUnknown`: a server error (5xx, ``InternalError`` ...) or a
-      connection that failed after the request was sent (read timeout, reset, closed); an
-      instance may have started.
-    * a plain :class:`LaunchError`: nothing started. Retryable for capacity and quotas, for a
-      connection that could not even be opened (nothing was sent) and for missing credentials;
-      not retryable for validation and permissions. ``IdempotentInstanceTerminated`` says that
-      this attempt already ran and ended.
-    """
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error") or {}
-        code = str(error.get("Code") or "Unknown")
-        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        if code == "IdempotentInstanceTerminated":
-            return LaunchError(_one_line(
-                f"IdempotentInstanceTerminated: attempt {job.attempts} of job {job.id} already launched an "
-                f"instance (client token {token}) and it has terminated; it will not be started again. "
-                f"{error.get('Message') or ''}"), retryable=False, code=code)
-        mapped = to_launch_error(exc)
-        if code == "IdempotentParameterMismatch":
-            return LaunchTokenInUse(str(mapped), code=code)
-        if code in THROTTLING_CODES:
-            return LaunchThrottled(str(mapped), code=code)
-        if code in SERVER_ERROR_CODES or (code not in RETRYABLE_CODES and isinstance(status, int) and status >= 500):
-            return LaunchOutcomeUnknown(str(mapped), code=code)
-        return mapped
-    mapped = to_launch_error(exc)
-    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-        return mapped  # the connection was never opened: nothing was sent
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return LaunchOutcomeUnknown(str(mapped), code=mapped.code)
-    return mapped
 
 
 def _int_tag(value: str | None) -> int | None:

@@ -9,7 +9,9 @@ wall clock steps (NTP, a resumed or migrated VM) while its monotonic clock runs 
   waits (by the store's times it is now due 30 s + the step later).
 * Forward 10 minutes / 2 hours: every job whose time the new clock has passed is due at once and
   launched once; one past its start deadline by the store's times (due 30 min after the old time,
-  +2 h) fails as missed; one still in the future waits. No job gets two instances.
+  +2 h) fails as missed; one still in the future waits. No job gets two instances. A job running
+  since before the +2 h step is, by its stored launch time, past its 1 h timeout + grace: the
+  daemon's timeout backstop ends it (pinned; see the test).
 
 The in-process versions (an injected clock driving the real loop) are in ``test_clock_steps.py``.
 """
@@ -95,7 +97,7 @@ def test_a_real_daemon_after_forward_steps_launches_what_is_due_once_and_judges_
     in_30m = schedule(env, at(clock, minutes=30))  # after +2 h 10 min: 1 h 40 min late -> missed
     in_90m = schedule(env, at(clock, minutes=90))  # after +2 h 10 min: 40 min late -> launched
     in_3h = schedule(env, at(clock, hours=3))  # after +2 h 10 min: due in 50 min -> waits
-    daemon = daemons(env)
+    daemon = daemons({**env, "JOBMAN_RECONCILE_INTERVAL": "1"})
     daemon.wait_for(lambda line: " ready;" in line)
     time.sleep(0.6)
     clock.step(600)
@@ -112,6 +114,7 @@ def test_a_real_daemon_after_forward_steps_launches_what_is_due_once_and_judges_
     assert seen - stepped < 1.5
     daemon.wait_for(lambda line: f"job {in_90m} launching -> running" in line)
     daemon.wait_for(lambda line: f"job {in_30m} scheduled -> failed (missed start deadline" in line)
+    daemon.wait_for(lambda line: f"job {in_5m} running -> failed (timed out" in line)
     time.sleep(1.5)  # a few more passes: nothing launches twice
     assert daemon.stop() == 0
     missed = status(env, in_30m)
@@ -120,3 +123,9 @@ def test_a_real_daemon_after_forward_steps_launches_what_is_due_once_and_judges_
     counts = {j: len(v) for j, v in _instances(moto_server, env).items()}
     assert counts == {in_5m: 1, in_90m: 1}, counts
     assert all(status(env, j)["attempts"] == 1 for j in (in_5m, in_90m))
+    # The daemon's timeout backstop is judged by the store's times too: the job launched right after
+    # the +10 min step is, after the +2 h step, 2 h past its launch by the stored ``launched-at``,
+    # beyond its 1 h timeout + 10 min grace, so the daemon ends it as timed out (its instance is
+    # terminated). Pinned here so a change of that rule is a deliberate one.
+    ended = status(env, in_5m)
+    assert (ended["status"], ended["reason-code"]) == ("failed", "timed-out"), ended

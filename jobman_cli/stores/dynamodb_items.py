@@ -1,6 +1,6 @@
 """What the DynamoDB store's items look like, and how a job becomes one and back.
 
-Table design (one table, on-demand billing, made by ``jobman store init``; see docs/dynamodb.md)::
+Table design (one table, on-demand billing, made by ``jobman store init``; see the README section "Scaling out: the DynamoDB store")::
 
     pk (S, hash key)   other attributes
     "meta"             format="jobman", schema=1, store_id (uuid4 hex), created_at

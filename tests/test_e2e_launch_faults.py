@@ -5,9 +5,10 @@ to ``moto_server`` except where a rule injects a fault. Instances are counted in
 their ``jobman:job-id`` tag, so a second instance for any job cannot hide; the proxy's own counters
 say how many ``RunInstances`` requests it saw, forwarded, dropped and throttled.
 
-* every job's first ``RunInstances`` answer is lost *after* moto created the instance: exactly one
-  instance per job, each job ``running`` at attempt 1, and no second ``RunInstances`` at all
-  (the tag lookup found each instance);
+* every job's first ``RunInstances`` answer is lost *after* moto created the instance (connection
+  closed, reset, a 500 from a server that applied it, a read timeout): exactly one instance per
+  job, each job ``running`` at attempt 1, and no second ``RunInstances`` at all (the tag lookup
+  found each instance);
 * a throttling storm: the proxy enforces EC2's token bucket (scaled down: 50 instances, refilled at
   5 per second) and 300 jobs fall due at once: all launch, none fails, in about the bucket's own
   minimum time. The figures are printed and kept as test properties (BENCHMARKS.md has a row);
@@ -50,10 +51,23 @@ def assert_one_running_instance_per_job(moto: str, store: TinyDBStore, ids: list
         assert job.instance_id == instance["InstanceId"] and instance["State"]["Name"] == "running"
 
 
+#: How each job's first RunInstances answer is lost once moto has launched its instance, and for
+#: how many jobs: the connection closed, reset (TCP RST), a 500 from a server that did apply the
+#: request, and an answer held past the daemon's 20 s read timeout (one batch of workers).
+LOST_ANSWERS = {
+    "closed": ({"fault": "drop_response"}, 50),
+    "reset": ({"fault": "drop_response", "reset": True}, 16),
+    "500 after applying": ({"fault": "error", "status": 500, "code": "InternalError", "forward": True}, 16),
+    "read timeout": ({"fault": "drop_response", "seconds": 25}, 8),
+}
+
+
+@pytest.mark.parametrize("how", list(LOST_ANSWERS))
 def test_every_first_run_instances_answer_lost_after_the_launch_gives_one_instance_per_job(
-        fault_proxy, moto_server, daemons, tmp_path, record_property):  # noqa: F811
-    ids = _schedule_burst(tmp_path / "jobs.json", 50)
-    fault_proxy.set_rules([{"action": "RunInstances", "fault": "drop_response", "per": "job_id"}])
+        fault_proxy, moto_server, daemons, tmp_path, record_property, how):  # noqa: F811
+    rule, jobs = LOST_ANSWERS[how]
+    ids = _schedule_burst(tmp_path / "jobs.json", jobs)
+    fault_proxy.set_rules([{"action": "RunInstances", "per": "job_id", **rule}])
     env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
     daemon = daemons(env)
     daemon.wait_for(lambda line: RUNNING in line, count=len(ids), timeout=90)
@@ -63,11 +77,12 @@ def test_every_first_run_instances_answer_lost_after_the_launch_gives_one_instan
     finally:
         store.close()
     stats = fault_proxy.action("RunInstances")
-    # 50 requests, each applied by moto, each answer lost; never a second request for any job.
-    assert (stats["requests"], stats["forwarded"], stats["dropped"]) == (50, 50, 50), stats
+    # One request per job, each applied by moto, each answer lost; never a second request for any job.
+    lost = stats["errored"] if rule["fault"] == "error" else stats["dropped"]
+    assert (stats["requests"], stats["forwarded"], lost) == (jobs, jobs, jobs), stats
     text = daemon.text()
-    assert text.count("outcome of RunInstances unknown") == 50
-    assert text.count("by tag after an unknown outcome") == 50
+    assert text.count("outcome of RunInstances unknown") == jobs
+    assert text.count("by tag after an unknown outcome") == jobs
     assert "retry in" not in text and "-> failed" not in text and "-> scheduled" not in text
     assert daemon.stop() == 0
     record_property("run_instances_requests", stats["requests"])

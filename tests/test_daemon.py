@@ -476,6 +476,37 @@ def test_a_daemon_stopping_during_unknown_outcomes_leaves_the_job_launching(worl
     assert len(world.launcher.launches) == 1
 
 
+def test_a_daemon_stopping_while_pacing_gives_unsent_claims_back(world):
+    """A fresh claim waiting for a RunInstances token when the daemon stops was never accepted by
+    EC2: it goes back to ``scheduled`` (nothing half launched). One that had an unknown outcome, or
+    a take-over of another daemon's attempt, stays ``launching`` for a lookup."""
+    from jobman_cli.daemon.throttle import TokenBucket
+
+    jobs = [world.schedule(T0 + timedelta(minutes=1)) for _ in range(2)]
+    world.daemon.launch.bucket = TokenBucket(1, 0.001, monotonic=lambda: 0.0)  # one launch, then a long wait
+    world.daemon.launch.pause = lambda seconds: (world.daemon.stop(), False)[1]
+    report = world.tick(T0 + timedelta(minutes=1))
+    statuses = sorted(world.get(j.id).status.value for j in jobs)
+    assert statuses == ["running", "scheduled"], world.lines
+    assert len(report.of(RETRYING)) == 1 and len(world.instances()) == 1 and len(world.launcher.launches) == 1
+    (waiting,) = [world.get(j.id) for j in jobs if world.get(j.id).status is JobStatus.SCHEDULED]
+    assert waiting.attempts == 1 and waiting.not_before == T0 + timedelta(minutes=1)
+    assert "the daemon stopped while pacing RunInstances" in waiting.reason
+
+
+def test_a_take_over_stopping_while_pacing_stays_launching(world):
+    from jobman_cli.daemon.throttle import TokenBucket
+
+    job = world.schedule(T0 + timedelta(minutes=1))
+    _claim_as_dead_daemon(world, job, T0 + timedelta(minutes=1))
+    world.daemon.launch.bucket = TokenBucket(1, 0.001, monotonic=lambda: 0.0)
+    world.daemon.launch.bucket.reserve()
+    world.daemon.launch.pause = lambda seconds: (world.daemon.stop(), False)[1]
+    world.tick(T0 + timedelta(minutes=1, seconds=5))
+    assert world.get(job.id).status is JobStatus.LAUNCHING and world.launcher.launches == []
+    assert any("left in launching" in line for line in world.lines)
+
+
 # ---------------------------------------------------------------------- take-over: IdempotentParameterMismatch
 class MismatchingEC2(Counting):
     """EC2 as it answers a take-over: the dead daemon's RunInstances DID launch the attempt, the

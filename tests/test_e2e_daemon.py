@@ -233,14 +233,22 @@ def test_sigkill_in_the_middle_of_a_burst_then_restart_launches_each_job_exactly
         store.close()
 
 
-def test_sigterm_mid_burst_exits_0_and_leaves_nothing_half_launched(env, daemons, moto_server, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("pacing", [(), ("--launch-burst", "2", "--launch-rate", "0.05")], ids=["free", "paced"])
+def test_sigterm_mid_burst_exits_0_and_leaves_nothing_half_launched(env, daemons, moto_server, tmp_path,  # noqa: F811
+                                                                    pacing):
+    """``paced``: after two launches the RunInstances bucket is empty, so both workers hold a fresh
+    claim waiting 20 s for a token when SIGTERM lands; those go back to ``scheduled``."""
     ids = _schedule_burst(tmp_path / "jobs.json", 20)
-    daemon = daemons(env, "--launch-workers", "2")
+    daemon = daemons(env, "--launch-workers", "2", *pacing)
     daemon.wait_for(lambda line: "launching -> running" in line, count=2)
+    if pacing:
+        daemon.wait_for(lambda line: "scheduled -> launching" in line, count=4)
     sent = time.monotonic()
     assert daemon.stop(signal.SIGTERM) == 0
     print(f"\nSIGTERM -> exit 0 in {time.monotonic() - sent:.3f}s")
     assert "stopping" in daemon.text()
+    if pacing:
+        assert daemon.text().count("the daemon stopped while pacing RunInstances") == 2, daemon.text()
     store = TinyDBStore(tmp_path / "jobs.json", create=False)
     try:
         statuses = {i: store.get(i).status for i in ids}

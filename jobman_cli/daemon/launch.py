@@ -14,6 +14,8 @@ once (the launcher never resends it by itself). Then, by what the answer means
   user-data (so the same callback token). This repeats until it is found or launched, the job's
   start deadline passes (one last lookup, then ``missed-start-deadline``), the job moves on (a
   cancel), or the daemon stops (the job stays ``launching``; the next daemon looks it up first).
+  A fresh claim still waiting for its first accepted send when the daemon stops goes back to
+  ``scheduled`` instead.
   Once an attempt had an unknown outcome, a later retryable error never gives the attempt up: its
   instance may exist.
 * **throttled** (``RequestLimitExceeded``): nothing started, not a failed attempt: the bucket is
@@ -83,8 +85,12 @@ class Launch:
             time.sleep(min(left, 0.1))
         return False
 
-    def run(self, job: Job, callback_token: str, out: Collector) -> None:
-        """Launch the claimed attempt (see the module docstring), then record what happened."""
+    def run(self, job: Job, callback_token: str, out: Collector, *, fresh: bool = False) -> None:
+        """Launch the claimed attempt (see the module docstring), then record what happened.
+
+        ``fresh``: this daemon has just claimed the attempt, so no earlier process sent it. If the
+        daemon stops while such an attempt waits for a token and no send of it may have started an
+        instance, the job goes back to ``scheduled`` at once (nothing half launched is left)."""
         try:
             user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id),
                                          callback_token=callback_token, callback_ca=self.callback_ca)
@@ -118,7 +124,11 @@ class Launch:
                     self._missed(job, t, last, out)
                     return
             wait = self.bucket.reserve()
-            if wait > 0 and not self._wait(job, wait):
+            if wait > 0 and not self.pause(wait):
+                if fresh and unknown is None:
+                    self._give_back(job, out)
+                else:
+                    self._left(job)
                 return
             try:
                 instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
@@ -156,13 +166,31 @@ class Launch:
             self.record(job, instance_id, out, LAUNCHED)
             return
 
+    def _give_back(self, job: Job, out: Collector) -> None:
+        """The daemon stops before this attempt was ever accepted by EC2: back to ``scheduled``."""
+        t = self.clock.now()
+        reason = f"launch attempt {job.attempts} not sent: the daemon stopped while pacing RunInstances"
+
+        def give_back(current: Job) -> Job:
+            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts or current.instance_id:
+                raise Skip
+            return current.retry_later(reason, t, t)
+
+        after = guarded_update(self.store, job.id, give_back)
+        if after is not None:
+            self.log(describe_change(job, after, reason))
+            out.add(RETRYING, job.id, reason)
+
     def _wait(self, job: Job, seconds: float) -> bool:
         """Pause; False (and say so) if the daemon began stopping meanwhile."""
         if self.pause(seconds):
             return True
+        self._left(job)
+        return False
+
+    def _left(self, job: Job) -> None:
         self.log(f"job {job.id}: left in launching (the daemon is stopping); the next daemon looks attempt "
                  f"{job.attempts} up by tag before launching it")
-        return False
 
     def _look_up(self, job: Job) -> list[InstanceInfo] | None:
         """This attempt's instances by tag, or None when the lookup failed."""

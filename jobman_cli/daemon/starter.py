@@ -79,4 +79,4 @@ class Starter:
             return
         self.leases.hold(job)
         self.log(describe_change(seen, job, f"attempt {job.attempts}"))
-        self.launch.run(job, callback_token, out)
+        self.launch.run(job, callback_token, out, fresh=True)

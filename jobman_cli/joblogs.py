@@ -278,6 +278,19 @@ def job_log_target(ec2: Any, settings: "LogSettings | None" = None) -> LogTarget
     return LogTarget(group=settings.group, region=region, endpoint_url=endpoint.rstrip("/") if endpoint else None)
 
 
+def size_probe_target() -> LogTarget:
+    """A :class:`LogTarget` at least as long as the one the daemon renders, for the user-data size
+    checks at schedule time and at daemon start: the configured group, the longest region name,
+    and the configured endpoint or a 100-character one (an emulator's, a VPC endpoint's)."""
+    from .config import log_settings
+
+    settings = log_settings()
+    endpoint = settings.endpoint_url or ""
+    if len(endpoint) < 100:
+        endpoint = "https://" + "x" * 92
+    return LogTarget(group=settings.group, region="xx-xxxxxxxxx-1", endpoint_url=endpoint)
+
+
 # --------------------------------------------------------------------------- reading a stream
 class StreamReader:
     """Reads one stream forward from its head (or ``start_time``), remembering where it stopped."""

@@ -214,12 +214,13 @@ _WORST_CASE_URL = "https://" + "x" * 200 + ".example:65535"
 
 def _check_user_data_size(draft: Job, names: FieldNames) -> None:
     """Refuse at schedule time a job whose user-data would exceed EC2's 16 KiB, not hours later."""
+    from .joblogs import size_probe_target
     from .launchers.userdata import WORST_CASE_TOKEN, callback_url_for, render_user_data  # stdlib only: cheap
 
     probe = replace(draft, id=2**53)
     try:
         render_user_data(probe, callback_url=callback_url_for(_WORST_CASE_URL, probe.id),
-                         callback_token=WORST_CASE_TOKEN)
+                         callback_token=WORST_CASE_TOKEN, logs=size_probe_target())
     except InvalidInput as exc:
         if exc.field == "env-variables":
             raise InvalidInput(names.env, exc.rule) from None

@@ -11,8 +11,8 @@ Guarantees, and why:
   runs ``shutdown -P now``, falling back to ``poweroff``. The launcher starts the instance with
   ``InstanceInitiatedShutdownBehavior=terminate``, so powering off terminates it: no cost leaks,
   even when Docker cannot be installed or the callback is unreachable.
-* **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff;
-  never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is
+* **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff,
+  aws; never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is
   *appended*, so stub tools placed first on PATH by a test win. ``JOBMAN_SYSTEM_PATH`` replaces
   that appended part (tests set it to a directory of chosen tools, so a real ``docker`` on the
   test machine cannot leak in); cloud-init never sets it.
@@ -72,10 +72,25 @@ Guarantees, and why:
   bash and of the Docker CLI itself, where names such as ``PATH``, ``IFS``, ``UID`` (read-only in
   bash), ``LD_PRELOAD``, ``DOCKER_HOST`` or ``GODEBUG`` would change how the script or the CLI
   behaves instead of only reaching the container. Env-file parsing is never involved.
+* **The job's log** (with ``logs``, a :class:`~jobman_cli.joblogs.LogTarget`; DESIGN.md section
+  10). The container's stdout/stderr go to the attempt's stream
+  (:func:`~jobman_cli.joblogs.stream_name`) through Docker's ``awslogs`` driver: ``awslogs-group``,
+  ``-stream``, ``-region``, ``-endpoint`` when one is configured, ``mode=non-blocking`` (a log
+  that cannot be written never stops or fails the container) and a 1 s flush interval. The
+  script's own lines (start, pull, run, report, power-off) go to the console *and*, prefixed
+  ``jobman:``, to the same stream: ``log`` batches them as JSON events (timestamps from
+  ``EPOCHREALTIME``, text through ``json_text``) and ``flush_log`` sends them with ``aws logs
+  create-log-stream``/``put-log-events`` (the AWS CLI Amazon Linux 2023 ships; credentials from the
+  instance role) after ``pulling``, before ``docker run``, before the final report and at
+  power-off. Best effort and bounded: each call has ``timeout 30s``, 5 s connect/10 s read
+  timeouts and 2 attempts; after a failure only the final flushes try again. Any failure (no AWS
+  CLI, no permission, endpoint down) sets ``log_problem``, and the final report carries
+  ``log incomplete (<why>)`` as its ``reason`` — on a ``finished`` report too — so the job's
+  outcome never depends on its log. Without ``logs`` the script logs to the console only.
 * **Deterministic.** The same job and URL always render the same bytes (variables sorted by name,
   no timestamps or randomness), because a retried ``RunInstances`` of the same attempt must send
   the same parameters as the first, or EC2 answers ``IdempotentParameterMismatch``.
-* **Small.** About 6.3 KiB plus the quoted environment and command; EC2's limit is 16 KiB of raw
+* **Small.** About 6.5 KiB (8.5 KiB with ``logs``) plus the quoted environment and command; EC2's limit is 16 KiB of raw
   user-data, and a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming
   ``env-variables`` (or ``command`` when that takes more room).
 
@@ -99,6 +114,7 @@ from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
 from ..errors import ConfigError, InvalidInput
+from ..joblogs import LogTarget, size_probe_target, stream_name
 from ..model import Job, JobStatus
 
 #: EC2's limit on raw (not base64-encoded) user-data, in bytes.
@@ -143,18 +159,6 @@ pull_backoff=$(number "${JOBMAN_PULL_BACKOFF-}" 2)
 stop_grace=$(number "${JOBMAN_STOP_GRACE-}" 30)
 started=
 
-log() { printf '%(%Y-%m-%dT%H:%M:%S%z)T jobman[job %s]: %s\n' -1 "$job_id" "$*"; }
-
-power_off() {
-  [[ -n $started ]] && timeout 60s docker rm -f "$container" >/dev/null 2>&1
-  log "powering off"
-  shutdown -P now || poweroff || log "could not power off: neither shutdown nor poweroff worked"
-}
-trap power_off EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
-@@CALLBACK_CA@@
 # json_text TEXT: printable ASCII only (other bytes become ?), \ and " escaped, 400 bytes at most.
 json_text() (
   LC_ALL=C
@@ -163,7 +167,19 @@ json_text() (
   s=${s//\\/\\\\}
   printf '%s' "${s//\"/\\\"}"
 )
-
+say() { printf '%(%Y-%m-%dT%H:%M:%S%z)T jobman[job %s]: %s\n' -1 "$job_id" "$*"; }
+@@LOG_FUNCTIONS@@
+power_off() {
+  [[ -n $started ]] && timeout 60s docker rm -f "$container" >/dev/null 2>&1
+  log "powering off"
+  flush_log final
+  shutdown -P now || poweroff || log "could not power off: neither shutdown nor poweroff worked"
+}
+trap power_off EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+@@CALLBACK_CA@@
 # report STATUS EXIT_CODE REASON_CODE REASON ATTEMPTS (empty = absent); never prints the token.
 report() {
   local status=$1 code=$2 rcode=$3 reason=$4 attempts=$5 n=1 delay=$callback_backoff body
@@ -192,8 +208,12 @@ report() {
 
 # fail EXIT_STATUS REASON_CODE REASON: report failed, then exit (and power off).
 fail() {
+  local note reason=$3
   log "failed ($2): $3"
-  report failed "" "$2" "$3" "$callback_attempts"
+  flush_log final
+  note=$(log_note)
+  [[ -n $note ]] && reason="${reason:0:200}; $note"
+  report failed "" "$2" "$reason" "$callback_attempts"
   exit "$1"
 }
 
@@ -244,10 +264,12 @@ pull() {
 log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
 ensure_docker || fail 125 docker-unavailable "$problem"
 report running "" "" "" 1
-deadline=$((SECONDS + job_timeout + 1))  # covers pull and run; +1: SECONDS counts whole seconds
 log "pulling $image"
+flush_log
+deadline=$((SECONDS + job_timeout + 1))  # covers pull and run; +1: SECONDS counts whole seconds
 pull || fail 125 image-pull-failed "$problem"
 log "running the container $container"
+flush_log
 # At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
 # In the background, so a signal to this script is handled at once (the trap removes the container).
 started=1
@@ -272,16 +294,61 @@ fi
 timeout 60s docker rm -f "$container" >/dev/null 2>&1
 started=
 log "the container exited with code $rc"
+flush_log final
+note=$(log_note)
 if (( rc == 0 )); then
-  report finished 0 "" "" "$callback_attempts"
+  report finished 0 "" "$note" "$callback_attempts"
 else
-  report failed "$rc" exited "" "$callback_attempts"
+  report failed "$rc" exited "$note" "$callback_attempts"
 fi
 exit "$rc"
 """
 """The script, with ``@@NAME@@`` placeholders that :func:`render_user_data` fills with quoted
 values. Guarantees are listed in the module docstring; keep the two in step."""
 
+
+_NO_LOGS = """log() { say "$@"; }
+flush_log() { :; }
+log_note() { :; }
+"""
+_LOGS = r"""# The job's log: the console, and the attempt's CloudWatch Logs stream (batched; best effort: a
+# log that cannot be written changes nothing the job does, and the report says it is incomplete).
+log_group=@@LOG_GROUP@@ log_stream=@@LOG_STREAM@@ log_region=@@LOG_REGION@@ log_ep=(@@LOG_ENDPOINT@@)
+log_pending= log_ready= log_problem= log_batch=${TMPDIR:-/tmp}/jobman-log-$$.json
+log() {
+  say "$@"
+  local t=${EPOCHREALTIME//[!0-9]/}
+  if (( ${#t} >= 13 )); then t=${t:0:13}; else t=$(($(printf '%(%s)T' -1) * 1000)); fi
+  log_pending+="${log_pending:+,}{\"timestamp\":$t,\"message\":\"jobman: $(json_text "$*")\"}"
+}
+aws_logs() {
+  AWS_MAX_ATTEMPTS=2 AWS_PAGER= timeout 30s aws logs --region "$log_region" "${log_ep[@]}" \
+    --cli-connect-timeout 5 --cli-read-timeout 10 --output text "$@" </dev/null 2>&1
+}
+# flush_log [final]: put the pending lines; after a failure only a final flush tries again.
+flush_log() {
+  local out
+  [[ -z $log_pending || ( -n $log_problem && $1 != final ) ]] && return 0
+  command -v aws >/dev/null || { log_problem="no aws CLI on the instance"; return 1; }
+  if [[ -z $log_ready ]]; then
+    out=$(aws_logs create-log-stream --log-group-name "$log_group" --log-stream-name "$log_stream") ||
+      [[ $out == *ResourceAlreadyExists* ]] || { log_failed "$out"; return; }
+    log_ready=1
+  fi
+  (umask 077 && printf '[%s]' "$log_pending" >"$log_batch") &&
+    out=$(aws_logs put-log-events --log-group-name "$log_group" --log-stream-name "$log_stream" \
+      --log-events "file://$log_batch") && { log_pending=; return 0; }
+  log_failed "$out"
+}
+log_failed() {
+  local m=${1%$'\n'}
+  m=${m##*$'\n'}
+  log_problem="CloudWatch Logs: ${m:0:150}"
+  say "log not delivered: $log_problem"
+  return 1
+}
+log_note() { [[ -n $log_problem ]] && printf 'log incomplete (%s)' "$log_problem"; }
+"""
 
 _INSTALL_DOCKER = """\
     log "docker not found; installing it with dnf"
@@ -461,7 +528,7 @@ def load_callback_ca(path: str, public_url: str = "https://127.0.0.1:8321") -> s
                 status=JobStatus.LAUNCHING, created_at=now, timeout=1)
     try:
         render_user_data(probe, callback_url=callback_url_for(public_url, probe.id), callback_token=WORST_CASE_TOKEN,
-                         callback_ca=pem)
+                         callback_ca=pem, logs=size_probe_target())
     except InvalidInput as exc:
         raise ConfigError(f"--callback-ca {path}: too large to embed in user-data ({exc.rule})") from None
     return pem
@@ -471,8 +538,37 @@ def load_callback_ca(path: str, public_url: str = "https://127.0.0.1:8321") -> s
 WORST_CASE_TOKEN = "x" * 43
 
 
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-[0-9]+", re.ASCII)
+_LOG_GROUP = re.compile(r"[A-Za-z0-9._/#-]{1,512}", re.ASCII)
+
+
+def _log_block(job: Job, attempt: int, logs: LogTarget | None) -> tuple[str, str]:
+    """The script's log functions, and the ``docker run`` arguments that send the container's
+    stdout/stderr to the attempt's stream through Docker's ``awslogs`` driver (non-blocking: a log
+    that cannot be written never holds up the container; flushed every second)."""
+    if logs is None:
+        return _NO_LOGS, ""
+    if not isinstance(logs.group, str) or not _LOG_GROUP.fullmatch(logs.group):
+        raise ConfigError(f"log group {logs.group!r} is not a CloudWatch Logs group name")
+    if not isinstance(logs.region, str) or not _REGION.fullmatch(logs.region):
+        raise ConfigError(f"log region {logs.region!r} is not an AWS region name")
+    endpoint = logs.endpoint_url or ""
+    if endpoint and (not endpoint.startswith(("http://", "https://")) or re.search(r"[\s\x00-\x1f\x7f'\"\\]", endpoint)):
+        raise ConfigError(f"log endpoint {endpoint!r} must be an http:// or https:// URL without spaces or quotes")
+    stream = stream_name(job.id, attempt)
+    options = [f"awslogs-region={logs.region}", f"awslogs-group={logs.group}", f"awslogs-stream={stream}",
+               "mode=non-blocking", "max-buffer-size=4m", "awslogs-force-flush-interval-seconds=1"]
+    if endpoint:
+        options.append(f"awslogs-endpoint={endpoint}")
+    args = "\n  --log-driver=awslogs" + "".join(f"\n  {shlex.quote('--log-opt=' + o)}" for o in options)
+    values = {"LOG_GROUP": shlex.quote(logs.group), "LOG_STREAM": shlex.quote(stream),
+              "LOG_REGION": shlex.quote(logs.region),
+              "LOG_ENDPOINT": f"--endpoint-url {shlex.quote(endpoint)}" if endpoint else ""}
+    return re.sub(r"@@(LOG_[A-Z]+)@@", lambda m: values[m.group(1)], _LOGS), args
+
+
 def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker_install: bool = True,
-                     callback_ca: str | None = None) -> str:
+                     callback_ca: str | None = None, logs: LogTarget | None = None) -> str:
     """The user-data script for ``job``, reporting to ``callback_url``.
 
     ``callback_url`` is the full URL (see :func:`callback_url_for`); ``callback_token`` is this
@@ -482,7 +578,9 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     ``command``/``entrypoint`` (None: the image's) and ``attempts`` (in the container's name) are
     used as they are.
     ``callback_ca``: PEM certificate(s) curl trusts for the callbacks (validated with
-    :func:`normalize_callback_ca`; ``None``: the system's public CAs). Raises
+    :func:`normalize_callback_ca`; ``None``: the system's public CAs). ``logs``: the CloudWatch
+    Logs group (region, endpoint) of the job's log, stream :func:`~jobman_cli.joblogs.stream_name`
+    of this attempt (``None``: console only). Raises
     :class:`InvalidInput` for a field that cannot be rendered safely, or when the script would be
     over :data:`USER_DATA_LIMIT` bytes.
     """
@@ -490,8 +588,9 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     env_args = _env_args(job.env_variables).rstrip("\n")
     entrypoint_arg = _entrypoint_arg(job.entrypoint)
     command_args = _command_args(job.command)
-    run_args = env_args + entrypoint_arg
     attempt = job.attempts if isinstance(job.attempts, int) and not isinstance(job.attempts, bool) else 0
+    log_functions, log_args = _log_block(job, attempt, logs)
+    run_args = env_args + entrypoint_arg + log_args
     ca_block = _NO_CALLBACK_CA
     if callback_ca is not None:
         ca_block = _CALLBACK_CA.replace("@@PEM@@", normalize_callback_ca(callback_ca))
@@ -507,6 +606,7 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
         "COMMAND_ARGS": command_args,
         "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
         "CALLBACK_CA": ca_block,
+        "LOG_FUNCTIONS": log_functions,
     }
     # One pass over the placeholders, so a value that happens to contain "@@NAME@@" stays literal.
     script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)

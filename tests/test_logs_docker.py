@@ -12,7 +12,8 @@ moto, and ``jobman logs`` runs as the operator's process.
 
 Needs: a Docker engine (see tests/dockerengine.py; ``JOBMAN_REQUIRE_DOCKER=1`` turns a skip into a
 failure) and an AWS CLI (``aws``; Amazon Linux 2023 ships v2, these tests use whatever is on this
-machine; ``JOBMAN_TEST_AWS_CLI`` may name it).
+machine; ``JOBMAN_TEST_AWS_CLI`` may name it; ``JOBMAN_REQUIRE_AWS_CLI=1`` turns its absence from a
+skip into a failure).
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ FAST = {"JOBMAN_CALLBACK_ATTEMPTS": "2", "JOBMAN_CALLBACK_BACKOFF": "0", "JOBMAN
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+#: Set to 1 to turn "no AWS CLI here" into a failure (as JOBMAN_REQUIRE_DOCKER does for the engine).
+REQUIRE_AWS_CLI = "JOBMAN_REQUIRE_AWS_CLI"
+
+
+def _unavailable(reason: str, require: str = REQUIRE_ENV) -> None:
+    if os.environ.get(require) == "1":
+        pytest.fail(f"{require}=1 but {reason}", pytrace=False)
     pytest.skip(reason)
 
 
@@ -95,7 +100,8 @@ def fake_aws(isolated_aws):
 def aws_cli() -> str:
     found = real_aws_cli()
     if found is None:
-        _unavailable("no AWS CLI here (the user-data sends its own lines with `aws logs put-log-events`)")
+        _unavailable("no AWS CLI here (the user-data sends its own lines with `aws logs put-log-events`; "
+                     "pip install awscli into any venv and set JOBMAN_TEST_AWS_CLI)", REQUIRE_AWS_CLI)
     return found
 
 

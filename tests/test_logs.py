@@ -325,3 +325,16 @@ def test_a_finished_report_may_say_the_log_is_incomplete_and_the_job_still_finis
         assert job.status is JobStatus.FINISHED and job.exit_code == 0 and job.reason_code.value == "exited"
         assert job.reason == "log incomplete (CloudWatch Logs: connection refused)"
         assert service.report(job_id, "finished", 0, None, "log incomplete (CloudWatch Logs: connection refused)") == job
+
+
+def test_a_job_that_never_launched_is_refused_without_importing_boto3(db) -> None:
+    import subprocess
+
+    job_id = add_job(db, launched=False)
+    code = ("import sys; from jobman_cli.cli import cli\n"
+            f"rc = cli.main(['--db', {str(db)!r}, 'logs', '{job_id}'], standalone_mode=False)\n"
+            "sys.exit(3 if any(m.split('.')[0] in ('boto3', 'botocore') for m in sys.modules) else rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")})
+    assert result.returncode == 1, result.stderr
+    assert "has not launched yet" in result.stderr

@@ -64,7 +64,7 @@ def test_own_writes_are_never_logged_as_another_process_s_even_when_observe_runs
     monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
     store = TinyDBStore(tmp_path / "jobs.json")
     between = ObservedBetween(store)
-    clock = FixedClock(T0)
+    clock = FixedClock(T0 + timedelta(microseconds=123456))  # stores keep milliseconds: marks must agree
     lines: list[str] = []
     settings = DaemonSettings(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC, launch_workers=4,
                               reconcile_interval=3600.0)
@@ -108,7 +108,7 @@ def test_own_writes_under_concurrent_observes_are_logged_once(tmp_path, mock_ec2
     20 launches and their records land from the launch pool."""
     monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
     store = TinyDBStore(tmp_path / "jobs.json")
-    clock = FixedClock(T0)
+    clock = FixedClock(T0 + timedelta(microseconds=654321))
     lines: list[str] = []
     settings = DaemonSettings(store_location=str(tmp_path / "jobs.json"), public_url=PUBLIC, launch_workers=8,
                               reconcile_interval=3600.0)
@@ -127,7 +127,7 @@ def test_own_writes_under_concurrent_observes_are_logged_once(tmp_path, mock_ec2
         daemon.observe()
         watcher = threading.Thread(target=observe_hard)
         watcher.start()
-        clock.set(T0 + timedelta(seconds=1))
+        clock.set(T0 + timedelta(seconds=1, microseconds=654321))
         report = daemon.tick(clock.now(), reconcile=False)
         stop.set()
         watcher.join(30)

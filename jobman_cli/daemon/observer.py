@@ -30,9 +30,10 @@ from ..model import ACTIVE_STATES, Job, JobStatus, format_time
 from ..stores.base import JobStore
 from .common import Log
 
-#: What identifies one written version of a job: its version number, status and change time (the
-#: status and time make a lost compare-and-set of ours, whose version another process then wrote,
-#: tell apart from that process's write).
+#: What identifies one written version of a job: its id, version number, status and change time as
+#: every store keeps it (milliseconds: a candidate's microseconds would never match what a read
+#: returns). The status and time tell a lost compare-and-set of ours, whose version another process
+#: then wrote, apart from that process's write.
 Mark = tuple[int, int, str, "datetime | None"]
 
 
@@ -41,7 +42,9 @@ KEEP_MARKS = 300.0
 
 
 def mark_of(job: Job) -> Mark:
-    return (job.id, job.version, job.status.value, job.updated_at)
+    at = job.updated_at
+    return (job.id, job.version, job.status.value,
+            at.replace(microsecond=at.microsecond // 1000 * 1000) if at is not None else None)
 
 
 class Observer:

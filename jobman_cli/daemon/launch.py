@@ -38,6 +38,7 @@ from typing import Callable
 from ..clock import Clock
 from ..errors import InvalidInput, JobmanError, LaunchError
 from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
+from ..joblogs import LogTarget
 from ..launchers.userdata import callback_url_for, render_user_data
 from ..model import Job, JobStatus, ReasonCode
 from ..settings import DaemonSettings
@@ -57,6 +58,7 @@ TOKEN_IN_USE_LOOKUPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 class Launch:
     def __init__(self, store: JobStore, launcher: Launcher, clock: Clock, settings: DaemonSettings, *,
                  public_url: str, callback_ca: str | None, bucket: TokenBucket, log: Log,
+                 log_target: "LogTarget | None" = None,
                  wake: Callable[[], None], stopping: Callable[[], bool],
                  defer: Callable[[int, datetime], None]) -> None:
         """``defer(job_id, until)``: leave the job alone until then (its instance exists but was not
@@ -67,6 +69,7 @@ class Launch:
         self.settings = settings
         self.public_url = public_url
         self.callback_ca = callback_ca
+        self.log_target = log_target
         self.bucket = bucket
         self.log = log
         self._wake = wake
@@ -93,7 +96,8 @@ class Launch:
         instance, the job goes back to ``scheduled`` at once (nothing half launched is left)."""
         try:
             user_data = render_user_data(job, callback_url=callback_url_for(self.public_url, job.id),
-                                         callback_token=callback_token, callback_ca=self.callback_ca)
+                                         callback_token=callback_token, callback_ca=self.callback_ca,
+                                         logs=self.log_target)
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
             self._failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return

@@ -157,6 +157,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     corrupt store) is a :class:`~jobman_cli.errors.JobmanError`, which the CLI prints as one line
     with exit code 1; an unusable ``--public-url`` is a usage error (exit 2).
     """
+    from ..joblogs import job_log_target, prepare_log_group
     from ..launchers.ec2 import EC2Launcher
     from ..stores import open_store
 
@@ -174,8 +175,9 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
             server, note = start_api(settings, service)
             if server is not None:
                 settings = dataclasses.replace(settings, listen_port=server.port)
+        log_target = job_log_target(ec2)
         daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive,
-                        launch_lease=settings.launch_lease)
+                        launch_lease=settings.launch_lease, log_target=log_target)
         # The API's writes are this process's own: through the daemon's recording store, the
         # observer knows each one before it lands and never logs it as another process's.
         service.store = daemon.store
@@ -189,6 +191,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         daemon.log(f"instances call back to {daemon.public_url}; {note}")
         if url_note:
             daemon.log(url_note)
+        daemon.log(prepare_log_group(ec2))
         if not exclusive:
             daemon.log(f"shared store: another daemon's claim is taken over once it went {daemon.launch_lease:g}s "
                        "without a renewal (timed on this host's monotonic clock)")

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from ..clock import Clock, SystemClock
 from ..launchers.base import Launcher
+from ..joblogs import LogTarget
 from ..launchers.userdata import load_callback_ca
 from ..model import Job, format_time
 from ..service import JobService
@@ -50,10 +51,12 @@ class Daemon:
 
     def __init__(self, store: JobStore, launcher: Launcher, settings: DaemonSettings, *,
                  clock: Clock | None = None, service: JobService | None = None, daemon_id: str | None = None,
-                 exclusive: bool = False, launch_lease: float | None = None, log: Log | None = None) -> None:
+                 exclusive: bool = False, launch_lease: float | None = None, log: Log | None = None,
+                 log_target: LogTarget | None = None) -> None:
         """``exclusive``: this daemon holds the store's daemon lock (TinyDB), so any ``launching`` job
         it is not launching itself is abandoned. Otherwise (DynamoDB, several daemons) a claim by
-        another daemon is abandoned only once its lease expired."""
+        another daemon is abandoned only once its lease expired. ``log_target``: where instances
+        send their job logs (CloudWatch Logs, section 10); None: the console only."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.daemon_id = daemon_id or new_daemon_id()
@@ -80,7 +83,7 @@ class Daemon:
         #: Shared by every launch of this daemon: RunInstances' own request rate (see :mod:`.throttle`).
         self.bucket = TokenBucket(settings.launch_burst, settings.launch_rate)
         self.launch = Launch(self.store, launcher, self.clock, settings, public_url=self.public_url,
-                             callback_ca=self.callback_ca, bucket=self.bucket, log=self.log, wake=self._wake.set,
+                             callback_ca=self.callback_ca, log_target=log_target, bucket=self.bucket, log=self.log, wake=self._wake.set,
                              stopping=lambda: self.stopping, defer=self.pool.defer)
         self.adopter = Adopter(self.store, launcher, self.clock, daemon_id=self.daemon_id, pool=self.pool,
                                leases=self.leases, launch=self.launch, log=self.log, stopping=lambda: self.stopping,

@@ -29,12 +29,15 @@ from test_e2e_daemon import daemons, jobman, poll  # noqa: F401  (fixture)
 from jobman_cli.clock import FixedClock
 from jobman_cli.daemon import Daemon
 from jobman_cli.daemon.common import LAUNCHED
+from jobman_cli.daemon.observer import Observer, RecordingStore
 from jobman_cli.launchers.base import EC2Settings
 from jobman_cli.launchers.ec2 import EC2Launcher
 from jobman_cli.model import format_time
 from jobman_cli.service import JobService, ScheduleRequest
 from jobman_cli.settings import DaemonSettings
+from jobman_cli.stores import WriteOutcomeUnknown
 from jobman_cli.stores.tinydb import TinyDBStore
+from conftest import make_draft
 from test_daemon import T0
 
 PUBLIC = "http://10.1.2.3:8321"
@@ -138,6 +141,51 @@ def test_own_writes_under_concurrent_observes_are_logged_once(tmp_path, mock_ec2
     finally:
         stop.set()
         daemon.close()
+        store.close()
+
+
+class AppliedButUnanswered:
+    """The store whose update applies the change and then answers WriteOutcomeUnknown (the write
+    landed, its answer was lost and reading it back could not tell)."""
+
+    def __init__(self, store: TinyDBStore) -> None:
+        self.store = store
+
+    def update(self, job_id, change):
+        self.store.update(job_id, change)
+        raise WriteOutcomeUnknown("no answer; the change may or may not have been applied")
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_an_own_write_with_an_unknown_outcome_that_landed_is_not_logged_as_another_process_s(tmp_path):
+    store = TinyDBStore(tmp_path / "jobs.json")
+    clock = FixedClock(T0 + timedelta(microseconds=123456))
+    lines: list[str] = []
+    observer = Observer(store, lines.append)
+    recording = RecordingStore(AppliedButUnanswered(store), observer)
+    other = TinyDBStore(tmp_path / "jobs.json")  # another process
+    try:
+        mine, theirs = (store.add(make_draft(date_time=T0))[0] for _ in range(2))
+        for job in (mine, theirs):
+            store.update(job.id, lambda j: j.claimed(clock.now(), "token"))
+        observer.step()  # the first look only remembers
+        clock.advance(1)
+        with pytest.raises(WriteOutcomeUnknown):  # launching -> running: stays active
+            recording.update(mine.id, lambda j: j.launched("i-0123", clock.now()))
+        assert store.get(mine.id).status.value == "running"
+        observer.step()
+        clock.advance(1)
+        with pytest.raises(WriteOutcomeUnknown):  # running -> finished: leaves the active set
+            recording.update(mine.id, lambda j: j.reported("finished", 0, clock.now()))
+        assert store.get(mine.id).status.value == "finished"
+        observer.step()
+        other.update(theirs.id, lambda j: j.cancelled(clock.now()))  # really another process's
+        observer.step()
+        assert lines == [f"job {theirs.id} launching -> cancelled (by another process)"]
+    finally:
+        other.close()
         store.close()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import JobmanError
 from ..model import ACTIVE_STATES, Job, JobStatus, format_time
+from ..stores import WriteOutcomeUnknown
 from ..stores.base import JobStore
 from .common import Log
 
@@ -166,6 +167,10 @@ class RecordingStore:
 
         try:
             job = self._store.update(job_id, announced)
+        except WriteOutcomeUnknown:
+            # The write may have landed (and a later step may read it): its marks stay, so that
+            # it is not logged as another process's; :meth:`Observer._forget` ages them out.
+            raise
         except BaseException:
             self._observer.settle(intended, None)
             raise

@@ -304,7 +304,7 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
         from .launchers.factory import ec2_settings
 
         ec2 = ec2_settings({})
-        return logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url or ec2.endpoint_url)
+        return logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url)
 
     def launcher() -> Any:
         from .launchers.factory import launcher_from_environment

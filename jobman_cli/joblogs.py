@@ -248,7 +248,7 @@ def prepare_log_group(ec2: Any, settings: "LogSettings | None" = None, *, client
     try:
         settings = settings or log_settings()
         logs = client or logs_client(region=ec2.region, profile=ec2.profile,
-                                     endpoint_url=settings.endpoint_url or ec2.endpoint_url)
+                                     endpoint_url=settings.endpoint_url)
         outcome = ensure_log_group(logs, settings.group, settings.retention_days)
     except JobmanError as exc:
         return (f"job logs: WARNING: {exc}; jobs still run, but their logs may be lost "
@@ -263,8 +263,9 @@ def job_log_target(ec2: Any, settings: "LogSettings | None" = None) -> LogTarget
 
     Region: the launcher's (``ec2.region``, else ``AWS_REGION``/the AWS profile). Endpoint the
     instance uses: ``[logs] endpoint_url``/``JOBMAN_LOG_ENDPOINT``, else ``AWS_ENDPOINT_URL_LOGS``,
-    else ``AWS_ENDPOINT_URL``, else ``[ec2] endpoint_url`` (an emulator serves all services on one
-    URL), else AWS's regional endpoint.
+    else ``AWS_ENDPOINT_URL`` (an emulator serves all services on one URL), else AWS's regional
+    endpoint. Never ``[ec2] endpoint_url``: that may be a VPC or FIPS endpoint of EC2 alone, and the
+    instances' log lines would all be refused there.
     """
     from .config import log_settings
 
@@ -274,7 +275,7 @@ def job_log_target(ec2: Any, settings: "LogSettings | None" = None) -> LogTarget
         raise ConfigError("no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or a region in your "
                           "AWS profile)")
     endpoint = (settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_LOGS") or os.environ.get("AWS_ENDPOINT_URL")
-                or ec2.endpoint_url or None)
+                or None)
     return LogTarget(group=settings.group, region=region, endpoint_url=endpoint.rstrip("/") if endpoint else None)
 
 

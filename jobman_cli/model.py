@@ -74,6 +74,7 @@ class ReasonCode(str, enum.Enum):
         return self.value
 
 
+_CODE_VALUES = frozenset(code.value for code in ReasonCode)
 #: The codes an instance may report in a ``failed`` callback: what only the instance can know.
 INSTANCE_REASON_CODES = frozenset({
     ReasonCode.EXITED, ReasonCode.TIMED_OUT, ReasonCode.IMAGE_PULL_FAILED, ReasonCode.DOCKER_UNAVAILABLE,
@@ -288,7 +289,7 @@ class Job:
             raise InvalidInput("reason-code", f"goes with status failed (got status {status!r})")
         if reason is not None and status == "running":  # finished: e.g. "log incomplete (...)"
             raise InvalidInput("reason", "goes with status finished or failed (got status 'running')")
-        told = " ".join((reason or "").split())[:MAX_REPORTED_REASON]
+        told = _printable(reason or "")[:MAX_REPORTED_REASON]
 
         if status == "running":
             if self.status is JobStatus.RUNNING:
@@ -312,6 +313,13 @@ class Job:
         if self.status is JobStatus.SCHEDULED:
             raise TransitionNotAllowed(f"job {self.id} is scheduled and has not been launched; cannot become {status}")
         return self._to(target, now, exit_code=stored_code, reason=words, reason_code=code)
+
+
+def _printable(text: str) -> str:
+    """An instance's words made safe to store and print: every control, format (bidi) or other
+    non-printable character becomes a space, runs of white space one space. A reason comes from
+    whoever holds an attempt's token; it must not be able to drive an operator's terminal."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
 def _reported_reason(code: ReasonCode, exit_code: int | None, told: str) -> str:
@@ -454,7 +462,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         idempotency_key=record.get("idempotency-key"),
         exit_code=record.get("exit-code"),
         reason=record.get("reason"),
-        reason_code=(ReasonCode(code) if code else
+        reason_code=(ReasonCode(code) if code in _CODE_VALUES else  # unknown: a newer jobman wrote it
                      infer_reason_code(status, record.get("reason"), record.get("exit-code"))),
         command=tuple(command) if command is not None else None,
         entrypoint=record.get("entrypoint"),

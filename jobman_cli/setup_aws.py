@@ -67,7 +67,7 @@ def daemon_policy(partition: str, region: str, account: str, group: str, role_na
         "Statement": [
             {"Sid": "Instances", "Effect": "Allow", "Resource": "*",
              "Action": ["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances", "ec2:TerminateInstances",
-                        "ec2:GetConsoleOutput"]},
+                        "ec2:GetConsoleOutput", "ec2:DescribeImages"]},
             {"Sid": "LatestAmazonLinux", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
              "Resource": f"arn:{partition}:ssm:{region}::parameter/aws/service/ami-amazon-linux-latest/*"},
             {"Sid": "PassInstanceRole", "Effect": "Allow", "Action": "iam:PassRole",

@@ -265,7 +265,9 @@ def test_follow_shows_lines_as_they_arrive_and_exits_with_the_job(aws, db, statu
     job_id = add_job(db)
     recorder, result = Recorder(), {}
     thread = _follow(db, aws, job_id, recorder, result)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10  # a busy CI machine may take a while to start the follower
+    while not recorder.notes and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert recorder.notes and "waiting for log stream" in recorder.notes[0], "the stream did not exist yet"
     put_lines(aws, job_id, 1, ["first"])
     written = time.monotonic()

@@ -109,6 +109,21 @@ def test_a_reported_failure_keeps_the_instances_words_clipped() -> None:
         timed.reported("failed", 124, NOW, "exited")
 
 
+def test_a_reported_reason_cannot_carry_terminal_escapes() -> None:
+    hostile = "\x1b[31mRED\x1b]0;title\x07 \u202eevil\x9b2J tab\there\r\n end"
+    job = states()["running"].reported("failed", None, NOW, "image-pull-failed", hostile)
+    assert job.reason == "the image could not be pulled: [31mRED ]0;title evil 2J tab here end"
+    assert all(ch.isprintable() for ch in job.reason)
+
+
+def test_a_reason_code_from_a_newer_jobman_does_not_make_the_job_unreadable() -> None:
+    record = job_to_record(states()["failed"])
+    record["reason-code"] = "some-future-code"
+    job = job_from_record(record)
+    assert job.status is JobStatus.FAILED and job.reason_code is ReasonCode.EXITED  # inferred from its words
+    assert record_to_api(record)["reason-code"] == "some-future-code"  # shown as stored
+
+
 @pytest.mark.parametrize("status, code, reason", [
     ("failed", "launch-failed", None),     # only the daemon knows that one
     ("failed", "cancelled", None),

@@ -282,6 +282,8 @@ def test_job_log_target_is_what_the_daemon_renders_into_user_data(aws, monkeypat
 
     assert job_log_target(EC2Settings()) == LogTarget("jobman", "us-east-1", None)
     assert job_log_target(EC2Settings(region="eu-west-1")).region == "eu-west-1"
+    # an EC2-only endpoint (a VPC or FIPS endpoint of EC2) is never where instances send their logs
+    assert job_log_target(EC2Settings(endpoint_url="https://vpce-ec2.example")).endpoint_url is None
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000/")
     assert job_log_target(EC2Settings()).endpoint_url == "http://127.0.0.1:5000"
     monkeypatch.setenv("JOBMAN_LOG_ENDPOINT", "https://logs.vpce.example")

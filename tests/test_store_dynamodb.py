@@ -286,6 +286,71 @@ def test_concurrent_adds_with_one_idempotency_key_make_one_job(make_handle):
     assert len(handles[0].list()) == 1
 
 
+class TokenCheckingClient:
+    """The store's (moto) client, with TransactWriteItems recorded as (ClientRequestToken, job id)
+    and checked as AWS checks it (moto ignores the token): one token sent again with other items
+    is IdempotentParameterMismatchException. ``cancel``: the cancellation reasons to answer the
+    first calls with (one list per call, nothing written), before the real calls."""
+
+    def __init__(self, client: Any, cancel: list[list[str]]) -> None:
+        self.client, self.cancel = client, list(cancel)
+        self.sent: list[tuple[str, int]] = []
+        self.items_of: dict[str, Any] = {}
+
+    def transact_write_items(self, **kwargs: Any) -> dict:
+        token, items = kwargs["ClientRequestToken"], kwargs["TransactItems"]
+        self.sent.append((token, int(items[0]["Put"]["Item"]["job_id"]["N"])))
+        if self.items_of.setdefault(token, items) != items:
+            raise ClientError({"Error": {"Code": "IdempotentParameterMismatchException",
+                                         "Message": "token reused with a different request"}}, "TransactWriteItems")
+        if self.cancel:
+            codes = self.cancel.pop(0)
+            raise ClientError({"Error": {"Code": "TransactionCanceledException",
+                                         "Message": f"Transaction cancelled [{', '.join(codes)}]"},
+                               "CancellationReasons": [{"Code": code} for code in codes]}, "TransactWriteItems")
+        return self.client.transact_write_items(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+@pytest.fixture
+def pauses(monkeypatch) -> list[str]:
+    """The back-offs ``add`` takes between sends (recorded, not slept)."""
+    import jobman_cli.stores.dynamodb as module
+
+    taken: list[str] = []
+    monkeypatch.setattr(module, "_pause", lambda attempt: taken.append("conflict"))
+    monkeypatch.setattr(module, "_throttled_pause", lambda attempt: taken.append("throttled"))
+    return taken
+
+
+def test_a_throttled_or_conflicting_keyed_add_is_sent_again_with_the_same_id_and_token(table, pauses):
+    client = TokenCheckingClient(make_client(), [["ThrottlingError", "None"], ["None", "ProvisionedThroughputExceeded"],
+                                                 ["TransactionConflict", "None"]])
+    with DynamoDBStore(TABLE, client=client) as store:
+        job, created = store.add(make_draft(idempotency_key="cron-0900"))
+        assert (job.id, created) == (1, True)
+        assert [job_id for _, job_id in client.sent] == [1, 1, 1, 1]  # not read as "id taken"
+        assert len({token for token, _ in client.sent}) == 1
+        assert pauses == ["throttled", "throttled", "conflict"]
+        assert [j.id for j in store.list()] == [1]
+        assert store.add(make_draft())[0].id == 2  # no id was used up either
+
+
+def test_a_keyed_add_whose_id_is_taken_moves_to_a_new_id_with_a_new_token(table, pauses):
+    client = TokenCheckingClient(make_client(), [["ThrottlingError", "None"]])
+    with DynamoDBStore(TABLE, client=client) as store:
+        taken, _ = store.add(make_draft())
+        admin().put_item(TableName=TABLE, Item={"pk": {"S": "counter"}, "n": {"N": "0"}})  # someone reset it
+        job, created = store.add(make_draft(idempotency_key="cron-0900"))
+        assert (taken.id, job.id, created) == (1, 2, True)
+        (first, _), (again, _), (moved, _) = client.sent
+        assert [job_id for _, job_id in client.sent] == [1, 1, 2]  # throttled: id 1 again; taken: id 2
+        assert first == again != moved
+        assert store.get(2).idempotency_key == "cron-0900" and store.get(1) == taken
+
+
 def test_a_change_that_forgets_to_bump_the_version_gets_it_bumped(make_handle):
     store = make_handle()
     job, _ = store.add(make_draft())

@@ -31,7 +31,9 @@ for the item on a failed condition (``ReturnValuesOnConditionCheckFailure=ALL_OL
 condition whose item carries its own nonce is its own success, not someone else's write. That covers each conditional
 write: the job PutItem of ``add`` (else: "id taken", a second job), the idempotency transaction
 (else: "Already scheduled" for a new job; it also carries the nonce as ``ClientRequestToken``, with
-which AWS itself answers a resend as a success), the compare-and-set of ``update`` (else: a claim
+which AWS itself answers a resend as a success; so a transaction cancelled by throttling or a
+conflict, which wrote nothing, is sent again unchanged, and a new job id always gets a new nonce: AWS
+refuses one token for other items), the compare-and-set of ``update`` (else: a claim
 re-applied to its own result looks lost, or a transition is counted twice), and the id counter
 (else: an id skipped). The ``seq`` bump alone is left plain: a doubled bump only moves the marker.
 When botocore gives up, the store reads the item back: its nonce proves the write; an item that
@@ -72,6 +74,8 @@ _NAMES = {"#s": "status"}  # ``status`` is a DynamoDB reserved word
 #: Adds whose outcome is unknown, remembered so that a retry with the same draft reuses the job id.
 UNSETTLED_KEPT = 256
 _CHECK_FAILED = ("ConditionalCheckFailedException",)
+#: Transaction cancellation reasons that mean throttling (sent again as it was, after a longer pause).
+_THROTTLED_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 
 
 class DynamoDBStore:
@@ -157,14 +161,17 @@ class DynamoDBStore:
             except WriteOutcomeUnknown:
                 self._remember(draft, job.id, nonce)
                 raise
-            if outcome == "conflict":  # a concurrent add with this key: look again, same id
+            if outcome == "again":  # not applied (a conflict, throttling): the same id and nonce again
                 job_id = job.id
                 continue
             if outcome is not None:
                 return outcome
-            job_id = 0  # the job id was taken: take another
+            # The job id was taken: take another, with a fresh nonce. The nonce is also the
+            # transaction's ClientRequestToken, and DynamoDB refuses one token for other items
+            # (IdempotentParameterMismatch, for 10 minutes).
+            job_id, nonce = 0, new_nonce()
         raise StoreError(f"{self.location}: could not add a job after {MAX_CAS_ATTEMPTS} attempts "
-                         "(job ids taken or constant conflicts)")
+                         "(job ids taken, constant conflicts or throttling)")
 
     def _put_new(self, job: Job, nonce: str) -> tuple[Job, bool] | None:
         """The job item under ``attribute_not_exists(pk)``; None if the id is someone else's."""
@@ -187,7 +194,9 @@ class DynamoDBStore:
 
     def _put_keyed(self, job: Job, key: str, nonce: str, attempt: int) -> tuple[Job, bool] | str | None:
         """The job and its key item in one transaction (``ClientRequestToken``: the nonce).
-        ``(job, created)``, None if the id is someone else's, "conflict" to try again."""
+        ``(job, created)``, None if the id is someone else's (the job item's condition failed),
+        "again" if it was cancelled for another reason (a conflicting transaction, throttling):
+        nothing was written, so the caller sends the same transaction again (same id, same token)."""
         from botocore.exceptions import ClientError
 
         put = {"TableName": self.table, "Item": encode_job(job, [nonce]),
@@ -203,10 +212,15 @@ class DynamoDBStore:
             codes = [r.get("Code") for r in reasons]
             if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
                 return self._keyed_outcome(key, reasons[1].get("Item") or self._read(IDEM_PREFIX + key) or {}, nonce)
-            if "TransactionConflict" in codes:
+            if codes[:1] == ["ConditionalCheckFailed"]:  # the job item exists: the id is someone else's
+                return None
+            if "ValidationError" in codes:  # sending it again cannot help
+                raise StoreError(describe_error(self.table, "TransactionCanceledException", exc)) from None
+            if any(code in _THROTTLED_REASONS for code in codes):
+                _throttled_pause(attempt)
+            else:
                 _pause(attempt)
-                return "conflict"
-            return None
+            return "again"
         except LostAnswer as lost:
             item = self._settle(lost, IDEM_PREFIX + key, f"adding job {job.id} (idempotency key {key!r})",
                                 "scheduling again with the same idempotency key is safe")
@@ -404,6 +418,11 @@ def _pause(attempt: int) -> None:
     """Back off between conflicting writes after the first few (full jitter, at most 0.2 s)."""
     if attempt >= 2:
         time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
+
+
+def _throttled_pause(attempt: int) -> None:
+    """Back off after a throttled transaction (full jitter, from 25 ms doubling up to 1 s)."""
+    time.sleep(random.uniform(0, min(1.0, 0.025 * 2 ** attempt)))
 
 
 def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tuple[bool, str]:

@@ -96,9 +96,13 @@ def test_skewed_daemons_never_take_over_live_claims_and_do_take_over_a_dead_ones
             print(f"\nburst: launches per daemon {sorted(by.values())}; RunInstances {renewals}")
 
             # 2. The normal daemon dies with claims in flight: the fast one takes them over after a lease.
-            second = schedule(store, 6)
             victim = daemon_id(normal)
-            assert poll(lambda: len(claims_of(store, victim)) >= 1, timeout=30, every=0.05)
+            second: list[int] = []
+            for _ in range(4):  # the daemons race for each batch; under load one may win a whole batch
+                second += schedule(store, 6)
+                if poll(lambda: len(claims_of(store, victim)) >= 1, timeout=15, every=0.05):
+                    break
+            assert claims_of(store, victim), "the normal daemon never claimed a job of four batches"
             time.sleep(1.0)  # let its other claims land too
             normal.proc.send_signal(signal.SIGKILL)
             killed = time.monotonic()

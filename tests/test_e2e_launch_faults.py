@@ -10,8 +10,8 @@ say how many ``RunInstances`` requests it saw, forwarded, dropped and throttled.
   job, each job ``running`` at attempt 1, and no second ``RunInstances`` at all (the tag lookup
   found each instance);
 * a throttling storm: the proxy enforces EC2's token bucket (scaled down: 50 instances, refilled at
-  5 per second) and 300 jobs fall due at once: all launch, none fails, in about the bucket's own
-  minimum time. The figures are printed and kept as test properties (BENCHMARKS.md has a row);
+  5 per second) and 300 jobs fall due at once: all launch, none fails, and the first to the last
+  forwarded ``RunInstances`` take about the bucket's own minimum time (within 20 %). The figures are printed and kept as test properties (BENCHMARKS.md has a row);
 * a take-over answered ``IdempotentParameterMismatch`` (the proxy plays EC2's ``ClientToken``
   contract): the new daemon adopts the dead daemon's instance instead of failing the job.
 """
@@ -123,7 +123,10 @@ def test_a_throttling_storm_of_300_jobs_is_paced_by_the_bucket_and_none_fails(
     text = daemon.text()
     assert "-> failed" not in text and "retry in" not in text
     # Paced, not merely eventually done: never faster than the bucket allows, and within 20 % of it.
-    assert minimum * 0.95 <= span and total <= minimum * 1.2, (span, total)
+    # Measured from the first forwarded RunInstances to the last (the proxy's own stamps), so the
+    # daemon's start-up (interpreter, imports, first store read) on a loaded CI box is not counted;
+    # ``total`` (daemon start to the last job running) is only reported.
+    assert minimum * 0.95 <= span <= minimum * 1.2, (span, total)
     assert daemon.stop() == 0
 
 

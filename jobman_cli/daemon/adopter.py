@@ -9,7 +9,9 @@ daemon's claim (:meth:`~.lease.LeaseKeeper.honours`). Each one is:
    (the dead daemon's instance, if any, keeps its own token);
 2. **looked up** by tag (store, job id, attempt) *before* any new ``RunInstances``: found, the
    instance is recorded (adopted); not found, the same attempt is launched again with the same
-   ``ClientToken``; past its start deadline, the job fails as missed instead.
+   ``ClientToken``; past its start deadline, the job fails as missed instead. A lookup that fails
+   (throttled, a 5xx, this host's clock) decides nothing: the job is left as it is and looked up
+   again after ``look_again_after``.
 
 So a daemon killed at any point never starts a second instance for one attempt, on AWS and under
 moto (which ignores ``ClientToken``) alike.
@@ -24,12 +26,13 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from ..clock import Clock
+from ..errors import JobmanError
 from ..launchers.base import Launcher
 from ..model import Job, JobStatus, ReasonCode, hash_callback_token
 from ..service import launch_token_for
 from ..stores.base import JobStore
 from .common import (ADOPTED, CLAIMED_BY, MISSED, Collector, Log, Skip, best_instance, describe_change,
-                     fail_attempt, guarded_update, missed_reason, now_at_least)
+                     fail_attempt, format_duration, guarded_update, missed_reason, now_at_least)
 from .launch import Launch
 from .lease import LeaseKeeper
 from .pool import LaunchPool
@@ -89,8 +92,17 @@ class Adopter:
             return
         if job.status is JobStatus.LAUNCHING:
             self.leases.hold(job)
-        instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
-                                                 include_terminated=True)
+        try:
+            instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
+                                                     include_terminated=True)
+        except JobmanError as exc:  # LaunchError (throttled, 5xx, this host's clock ...) or ConfigError
+            # Never launch, fail or give up without a lookup: leave it as it is and look again later.
+            if getattr(exc, "clock_skew", False):
+                self.launch.clock_skewed(exc)
+            self.log(f"job {job.id}: cannot look attempt {job.attempts} up ({exc}); left {job.status.value}, "
+                     f"looking again in {format_duration(self.look_again_after)}")
+            self.pool.defer(job.id, t + timedelta(seconds=self.look_again_after))
+            return
         if instances:
             chosen = best_instance(instances)
             self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "

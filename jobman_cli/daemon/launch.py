@@ -21,16 +21,24 @@ once (the launcher never resends it by itself). Then, by what the answer means
 * **throttled** (``RequestLimitExceeded``): nothing started, not a failed attempt: the bucket is
   emptied (every worker slows to the refill rate) and the same attempt is sent again when a token
   is free. Only the start deadline can end a job that keeps being throttled.
+* **refused for this host's clock** (``RequestExpired``, ``AuthFailure`` "Signature expired" ...:
+  the clock is more than about 5 minutes off AWS's): nothing started, not a failed attempt. The
+  same attempt is sent again after a back-off (1 s doubling to 30 s), then when a token is free,
+  until the clock is right; only the start deadline can end it. One line says that this host's
+  clock looks wrong (with AWS's message) when it starts, and one when AWS accepts it again.
 * **token in use** (``IdempotentParameterMismatch``, after a take-over rendered a new callback
   token): the attempt's instance exists; it is looked up (tags, then the ``client-token`` filter, a
   few times) and adopted. Not found yet: the job stays ``launching`` and is looked at again later.
 * **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
   up to ``max_attempts``; anything else fails the job as ``launch-failed`` with AWS's code and
-  message.
+  message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
+  first (by tag, then client token): found, the instance is recorded; the lookup failing, the job
+  stays ``launching`` and is looked at again later (:mod:`.adopter`); only "none exists" fails it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Callable
@@ -53,6 +61,9 @@ UNKNOWN_BACKOFF_FIRST = 1.0
 UNKNOWN_BACKOFF_MAX = 30.0
 #: ``IdempotentParameterMismatch``: pauses before each lookup of the attempt's existing instance.
 TOKEN_IN_USE_LOOKUPS = (0.0, 1.0, 2.0, 4.0, 8.0)
+#: Refused for this host's clock: seconds before the attempt is sent again, doubling up to the maximum.
+SKEW_BACKOFF_FIRST = 1.0
+SKEW_BACKOFF_MAX = 30.0
 
 
 class Launch:
@@ -78,6 +89,8 @@ class Launch:
         #: ``pause(seconds)``: wait (real time), False if the daemon began stopping. Tests that
         #: drive a fixed clock replace it with one that moves their clock.
         self.pause: Callable[[float], bool] = self._sleep
+        self._skew_lock = threading.Lock()
+        self._skewed = False  # AWS refused this host's clock and has not accepted a request since
 
     def _sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -105,6 +118,7 @@ class Launch:
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
         last: LaunchError | None = None  # why the previous send did not launch
         backoff = UNKNOWN_BACKOFF_FIRST
+        skew_backoff = SKEW_BACKOFF_FIRST
         throttled = 0
         while True:
             if last is not None:  # a resend: is it still wanted, and did an earlier send launch?
@@ -137,6 +151,18 @@ class Launch:
             try:
                 instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
             except LaunchThrottled as exc:
+                if getattr(exc, "clock_skew", False):  # nothing started: wait for the clock, not a token
+                    self.clock_skewed(exc)
+                    last = exc
+                    if not self.pause(skew_backoff):
+                        if fresh and unknown is None:
+                            self._give_back(job, out)
+                        else:
+                            self._left(job)
+                        return
+                    skew_backoff = min(SKEW_BACKOFF_MAX, skew_backoff * 2)
+                    continue
+                self.clock_accepted()
                 self.bucket.drain()
                 throttled += 1
                 if throttled == 1:
@@ -145,6 +171,7 @@ class Launch:
                 last = exc
                 continue
             except LaunchTokenInUse as exc:
+                self.clock_accepted()
                 self._token_in_use(job, exc, out)
                 return
             except LaunchOutcomeUnknown as exc:
@@ -165,10 +192,52 @@ class Launch:
                         return
                     backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
                     continue
+                if unknown is not None:  # an earlier send may have started it: look once more first
+                    self._settle(job, unknown, exc, out)
+                    return
                 self._failed(job, exc, out)
                 return
+            self.clock_accepted()
             self.record(job, instance_id, out, LAUNCHED)
             return
+
+    def clock_skewed(self, exc: LaunchError) -> None:
+        """AWS refused a request for this host's clock: say so once, until it accepts one again."""
+        with self._skew_lock:
+            if self._skewed:
+                return
+            self._skewed = True
+        self.log(f"this host's clock looks wrong: AWS refused a signed request as outside its time window "
+                 f"(about 5 minutes) ({exc}); a refused request starts nothing, due launches are sent again with a back-off "
+                 f"of up to {SKEW_BACKOFF_MAX:g}s until the clock is right (check NTP/chrony)")
+
+    def clock_accepted(self) -> None:
+        """AWS answered a request: if it had refused this host's clock, say that the episode is over."""
+        if not self._skewed:
+            return
+        with self._skew_lock:
+            if not self._skewed:
+                return
+            self._skewed = False
+        self.log("AWS accepts this host's clock again")
+
+    def _settle(self, job: Job, unknown: LaunchError, exc: LaunchError, out: Collector) -> None:
+        """A send that started nothing (``exc``, not retryable) after an unknown outcome of this
+        attempt: the earlier send may have started an instance. One last lookup decides."""
+        found = self._look_up(job, client_token=job.launch_token)
+        if found:
+            chosen = best_instance(found)
+            self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt {job.attempts} "
+                     f"by tag after an unknown outcome ({unknown.code}), though a resend failed ({exc.code})")
+            self.record(job, chosen.instance_id, out, LAUNCHED)
+        elif found is None:  # cannot tell whether it launched: never fail it blind
+            later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
+            self.log(f"job {job.id}: RunInstances failed ({exc}) after an unknown outcome ({unknown.code}) and "
+                     f"attempt {job.attempts} cannot be looked up; left in launching, looking again in "
+                     f"{format_duration(self.settings.reconcile_interval)}")
+            self._defer(job.id, later)
+        else:
+            self._failed(job, exc, out)
 
     def _give_back(self, job: Job, out: Collector) -> None:
         """The daemon stops before this attempt was ever accepted by EC2: back to ``scheduled``."""
@@ -196,14 +265,19 @@ class Launch:
         self.log(f"job {job.id}: left in launching (the daemon is stopping); the next daemon looks attempt "
                  f"{job.attempts} up by tag before launching it")
 
-    def _look_up(self, job: Job) -> list[InstanceInfo] | None:
-        """This attempt's instances by tag, or None when the lookup failed."""
+    def _look_up(self, job: Job, client_token: str | None = None) -> list[InstanceInfo] | None:
+        """This attempt's instances by tag (then ``client_token``, if given), or None when the lookup failed."""
+        kw = {"client_token": client_token} if client_token else {}
         try:
-            return self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
-                                                include_terminated=True)
+            found = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
+                                                 include_terminated=True, **kw)
         except LaunchError as exc:
+            if getattr(exc, "clock_skew", False):
+                self.clock_skewed(exc)
             self.log(f"job {job.id}: cannot look attempt {job.attempts} up: {exc}")
             return None
+        self.clock_accepted()
+        return found
 
     def _still_wanted(self, job: Job) -> bool:
         """The job is still ``launching`` in this attempt (not cancelled or moved on meanwhile)."""

@@ -3,7 +3,9 @@
 * A job is handled by at most one worker at a time (:meth:`LaunchPool.reserve` /
   :meth:`LaunchPool.in_flight`); the reconciler leaves jobs in flight alone.
 * Whatever a job's task raises, the loop and the other jobs go on: the job *cools down* (exponential
-  backoff) and is looked at again; after ``max_attempts`` crashes in a row it fails.
+  backoff) and is looked at again; after ``max_attempts`` crashes in a row it fails, unless it is
+  ``running`` or has an instance (then it may be working: it only keeps cooling down, and its
+  timeout or a vanished instance still ends it).
 * A job with nothing to do for a while (a running job whose instance a tag lookup did not find
   yet) is *deferred* (:meth:`LaunchPool.defer`), so it costs no AWS calls until then.
 * Every finished task wakes the loop (a retry may be due, a claim was freed).
@@ -17,10 +19,10 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from ..clock import Clock
-from ..model import Job, ReasonCode
+from ..model import Job, JobStatus, ReasonCode
 from ..settings import DaemonSettings
 from ..stores.base import JobStore
-from .common import ERROR, Collector, Log, error_text, format_duration, guarded_update
+from .common import ERROR, Collector, Log, Skip, error_text, format_duration, guarded_update
 
 Task = Callable[[Job, datetime, Collector], None]
 
@@ -109,11 +111,25 @@ class LaunchPool:
             self.log(f"job {job.id}: unexpected error: {message}; will look at it again in {format_duration(delay)}")
             return
         reason = f"internal error: {message}"
+        kept: list[Job] = []
+
+        def fail(cur: Job) -> Job:
+            if cur.terminal:
+                return cur
+            if cur.status is JobStatus.RUNNING or cur.instance_id:  # it may be working: never fail it here
+                kept.append(cur)
+                raise Skip
+            return cur.failed(reason, now, ReasonCode.LAUNCH_FAILED)
+
         try:
-            after = guarded_update(self.store, job.id, lambda cur: cur if cur.terminal else
-                                   cur.failed(reason, now, ReasonCode.LAUNCH_FAILED))
+            after = guarded_update(self.store, job.id, fail)
         except Exception as again:  # the store itself is broken; keep going, log it
             self.log(f"job {job.id}: unexpected error: {message}; cannot fail it either: {again}")
+            return
+        if kept:
+            where = f"instance {kept[-1].instance_id}" if kept[-1].instance_id else "no instance recorded yet"
+            self.log(f"job {job.id}: unexpected error: {message}; not failing it ({kept[-1].status.value}, "
+                     f"{where}); will look at it again in {format_duration(delay)}")
             return
         if after is not None and after.terminal:
             self.log(f"job {job.id} -> failed ({reason})")

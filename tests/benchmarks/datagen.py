@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from jobman_cli.model import Job, JobStatus
+from jobman_cli.model import Job, JobStatus, hash_callback_token
 from jobman_cli.service import JobService, ScheduleRequest, launch_token_for
 from jobman_cli.stores.tinydb import TinyDBStore
 

@@ -33,6 +33,24 @@ import pytest
 START_TIMEOUT = 30.0
 
 
+#: ``python -c ATOMIC_SERVER -H HOST -p PORT``: moto's server with its DynamoDB writes serialized
+#: per call, as AWS applies each item write atomically (moto alone checks a condition and writes
+#: without a lock, so racing conditional writes could both pass).
+ATOMIC_SERVER = """
+import sys, threading
+from moto.dynamodb.models import DynamoDBBackend
+lock = threading.RLock()
+def locked(original):
+    def method(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+    return method
+for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+from moto.server import main
+main(sys.argv[1:])
+"""
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import boto3
 import pytest
 
-from moto_server import _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from moto_server import ATOMIC_SERVER, _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
 from test_e2e_daemon import DaemonProcess, instances_by_job, jobman, poll
 
 from jobman_cli.daemon import CLAIMED_BY
@@ -52,22 +52,6 @@ LEASE = 8.0
 TOKEN = "race-test-api-token-0123456789abcdef"
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
 WAIT = 75.0  # liveness limit (the whole module normally takes well under that)
-
-#: moto's server, with its DynamoDB writes serialized as AWS applies them (per item, atomically).
-ATOMIC_SERVER = """
-import sys, threading
-from moto.dynamodb.models import DynamoDBBackend
-lock = threading.RLock()
-def locked(original):
-    def method(self, *args, **kwargs):
-        with lock:
-            return original(self, *args, **kwargs)
-    return method
-for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-    setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
-from moto.server import main
-main(sys.argv[1:])
-"""
 
 
 @pytest.fixture(scope="module")

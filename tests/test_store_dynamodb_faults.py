@@ -40,7 +40,7 @@ import pytest
 
 from conftest import make_draft
 from faultproxy import FaultProxy
-from moto_server import _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from moto_server import ATOMIC_SERVER, _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
 from test_e2e_daemon import DaemonProcess, instances_by_job, poll
 
 from jobman_cli.errors import StoreError
@@ -56,23 +56,6 @@ NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 WRITES = ("PutItem", "TransactWriteItems", "UpdateItem")
 #: Every distinct write request's first answer is lost (a botocore resend is the same body).
 DROP_FIRST_ANSWERS = [{"action": action, "fault": "drop_response", "per": "body"} for action in WRITES]
-
-#: moto's server with its DynamoDB writes serialized per call, as AWS applies each item write
-#: atomically (moto alone checks a condition and writes without a lock).
-ATOMIC_SERVER = """
-import sys, threading
-from moto.dynamodb.models import DynamoDBBackend
-lock = threading.RLock()
-def locked(original):
-    def method(self, *args, **kwargs):
-        with lock:
-            return original(self, *args, **kwargs)
-    return method
-for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-    setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
-from moto.server import main
-main(sys.argv[1:])
-"""
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ Use it with ``pytest_plugins = ["tests.moto_server"]`` (from the repository root
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -50,6 +51,25 @@ for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
 from moto.server import main
 main(sys.argv[1:])
 """
+
+
+@contextlib.contextmanager
+def atomic_dynamodb_server(workdir: Path) -> Iterator[str]:
+    """A moto server of its own running :data:`ATOMIC_SERVER` on a free port; yields its URL and
+    kills it on exit. Its log goes to ``workdir/moto_server.log`` (never an undrained pipe)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "moto_server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")}
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", ATOMIC_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_until_up(url, proc, log)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -19,12 +19,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +29,7 @@ from typing import Callable, Iterator
 import boto3
 import pytest
 
-from moto_server import ATOMIC_SERVER, _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from moto_server import atomic_dynamodb_server, aws_env, moto_server, moto_server_process, reset  # noqa: F401
 from test_e2e_daemon import DaemonProcess, instances_by_job, jobman, poll
 
 from jobman_cli.daemon import CLAIMED_BY
@@ -58,20 +54,9 @@ WAIT = 75.0  # liveness limit (the whole module normally takes well under that)
 def dynamodb_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second moto server, for DynamoDB only (``AWS_ENDPOINT_URL_DYNAMODB``), with atomic
     conditional writes. EC2 stays on the shared ``moto_server`` fixture: two processes, two cores."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto-dynamodb") / "moto_server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")}
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", ATOMIC_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_until_up(url, proc, log)
+    with atomic_dynamodb_server(tmp_path_factory.mktemp("moto-dynamodb")) as url:
         dynamodb_client(url).list_tables()  # load the DynamoDB backend before the clock matters
         yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ resend "found the id taken" and took the next) until botocore's retry quota ran 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ import pytest
 
 from conftest import make_draft
 from faultproxy import FaultProxy
-from moto_server import ATOMIC_SERVER, _wait_until_up, aws_env, free_port, moto_server, moto_server_process, reset  # noqa: F401
+from moto_server import atomic_dynamodb_server, aws_env, moto_server, moto_server_process, reset  # noqa: F401
 from test_e2e_daemon import DaemonProcess, instances_by_job, poll
 
 from jobman_cli.errors import StoreError
@@ -60,19 +59,8 @@ DROP_FIRST_ANSWERS = [{"action": action, "fault": "drop_response", "per": "body"
 
 @pytest.fixture(scope="module")
 def dynamodb_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto-dynamodb") / "moto_server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")}
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", ATOMIC_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_until_up(url, proc, log)
+    with atomic_dynamodb_server(tmp_path_factory.mktemp("moto-dynamodb")) as url:
         yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

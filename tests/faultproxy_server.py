@@ -188,6 +188,9 @@ class Faults:
         """Whether ``rule`` still applies to this request (``first`` overall, or per key)."""
         state, first = rule["_state"], rule.get("first")
         per = rule.get("per")
+        if rule.get("skip") and state.setdefault("skipped", 0) < int(rule["skip"]):
+            state["skipped"] += 1
+            return False
         if per:
             key = request.key(per, rule)
             if key is None:

@@ -43,7 +43,8 @@ __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
 
 PREFIX = "/jobMan/v1.1"
 SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
-                   "instance-type", "idempotency-key", "tz", "command", "entrypoint", "disk-gb")
+                   "instance-type", "idempotency-key", "tz", "command", "entrypoint", "disk-gb", "secrets",
+                   "container-imds")
 CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
 ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
@@ -190,7 +191,8 @@ class JobsApi:
             env=body.get("env-variables"), instance_type=body.get("instance-type"), timeout=body.get("timeout"),
             start_deadline=body.get("start-deadline"), idempotency_key=body.get("idempotency-key"),
             tz=body.get("tz"), command=body.get("command"), entrypoint=body.get("entrypoint"),
-            disk_gb=body.get("disk-gb"),
+            disk_gb=body.get("disk-gb"), secrets=body.get("secrets"),
+            container_imds=body.get("container-imds", False),
         )
         job, created = service.schedule(request, API_FIELDS)
         location = (("Location", f"{PREFIX}/jobs/{job.id}/status"),)

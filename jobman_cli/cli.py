@@ -136,6 +136,9 @@ def cli(ctx: click.Context, location: str | None) -> None:
 @click.option("--entrypoint", default=None, metavar="EXE",
               help="The container's entrypoint (one executable; '' clears the image's). [default: the image's]")
 @click.option("--disk-gb", default=None, metavar="N", help="Root volume size in GiB. [default: the AMI's]")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME=REF",
+              help="Secret read on the instance into $NAME: ssm:/path or secretsmanager:ID[#json-key] (repeatable). Only the reference is stored.")
+@click.option("--container-imds", is_flag=True, help="Let the container reach the instance metadata service (and the instance role's credentials).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
@@ -143,12 +146,14 @@ def cli(ctx: click.Context, location: str | None) -> None:
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
-             as_json: bool, quiet: bool, command: tuple[str, ...]) -> None:
+             secrets: tuple[str, ...], container_imds: bool, as_json: bool, quiet: bool,
+             command: tuple[str, ...]) -> None:
     """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
 
     Words after -- are the container's command, each passed to Docker as one argument, exactly
     as given (no shell on the way); without them the image's own CMD runs.
     """
+    from .secretrefs import parse_secret_assignments
     from .service import CLI_FIELDS, ScheduleRequest, env_from_cli
 
     if as_json and quiet:
@@ -157,6 +162,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
         command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
+        secrets=parse_secret_assignments(secrets), container_imds=container_imds,
     )
     job, created = state.service().schedule(request, CLI_FIELDS)
     if quiet:

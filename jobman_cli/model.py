@@ -168,6 +168,12 @@ class Job:
     entrypoint: str | None = None
     #: The root volume's size in GiB; None: the AMI's default.
     disk_gb: int | None = None
+    #: Secrets by reference: NAME -> ``ssm:...`` / ``secretsmanager:...`` (see :mod:`secretrefs`).
+    #: Never a value: the instance reads it with its own role just before ``docker run``.
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the container may reach the instance metadata service (and so the instance's
+    #: credentials): IMDS hop limit 2 instead of 1.
+    container_imds: bool = False
     #: SHA-256 hashes of the callback tokens valid for the current attempt (see
     #: :func:`hash_callback_token`). Reset by every new attempt, so an instance of an abandoned
     #: attempt cannot report; more than one only when a take-over relaunched the same attempt.
@@ -207,6 +213,8 @@ class Job:
             self.command,
             self.entrypoint,
             self.disk_gb,
+            tuple(sorted(self.secrets.items())),
+            self.container_imds,
         )
 
     # ----------------------------------------------------------------- transitions
@@ -383,6 +391,8 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "command": list(job.command) if job.command is not None else None,
         "entrypoint": job.entrypoint,
         "disk-gb": job.disk_gb,
+        "secrets": dict(job.secrets),
+        "container-imds": job.container_imds,
     }
 
 
@@ -390,7 +400,7 @@ def job_to_api(job: Job) -> dict[str, Any]:
 API_KEYS = (
     "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
     "reason-code", "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout",
-    "start-deadline", "instance-type", "command", "entrypoint", "disk-gb",
+    "start-deadline", "instance-type", "command", "entrypoint", "disk-gb", "secrets", "container-imds",
 )
 
 
@@ -410,6 +420,8 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     api["timeout"] = int(api["timeout"] or DEFAULT_TIMEOUT)
     api["start-deadline"] = int(api["start-deadline"] or DEFAULT_START_DEADLINE)
     api["id"] = int(api["id"])
+    api["secrets"] = dict(api["secrets"] or {})
+    api["container-imds"] = bool(api["container-imds"])
     if api["reason-code"] is None:  # stored before reason codes existed
         code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
         api["reason-code"] = code.value if code is not None else None
@@ -467,6 +479,8 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         command=tuple(command) if command is not None else None,
         entrypoint=record.get("entrypoint"),
         disk_gb=int(record["disk-gb"]) if record.get("disk-gb") is not None else None,
+        secrets=dict(record.get("secrets") or {}),
+        container_imds=bool(record.get("container-imds")),
         callback_hashes=hashes,
         instance_id=record.get("instance-id"),
         attempts=int(record.get("attempts") or 0),

@@ -59,7 +59,7 @@ def table_rows(jobs: Sequence[Job]) -> list[tuple[str, ...]]:
 
 def sheet_rows(job: Job) -> list[tuple[str, str]]:
     """The fields of ``jobman status``. Environment values are not shown (they may be secrets)."""
-    return [
+    rows = [
         ("id", str(job.id)),
         ("title", one_line(job.title) or "-"),
         ("status", job.status.value),
@@ -76,6 +76,9 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         ("launched-at", format_time(job.launched_at) or "-"),
         ("finished-at", format_time(job.finished_at) or "-"),
     ]
+    if job.secrets:  # references only: jobman never holds a secret's value
+        rows.insert(6, ("secrets", ", ".join(f"{name}={ref}" for name, ref in sorted(job.secrets.items()))))
+    return rows
 
 
 def _wants_rich(rows: int, out: TextIO) -> bool:

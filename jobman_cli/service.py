@@ -36,6 +36,8 @@ class FieldNames:
     command: str = "command"
     entrypoint: str = "entrypoint"
     disk_gb: str = "disk-gb"
+    secrets: str = "secrets"
+    container_imds: str = "container-imds"
 
 
 API_FIELDS = FieldNames()
@@ -43,7 +45,7 @@ CLI_FIELDS = FieldNames(
     title="--title", when="--at", image="--image", env="-e/--env-file", instance_type="--instance-type",
     timeout="--timeout", start_deadline="--start-deadline", idempotency_key="--idempotency-key",
     tz="--tz", status="--status", exit_code="--exit-code", command="CMD", entrypoint="--entrypoint",
-    disk_gb="--disk-gb",
+    disk_gb="--disk-gb", secrets="--secret", container_imds="--container-imds",
 )
 
 RELATIVE_PREFIXES = ("now", "+", "in ")
@@ -65,6 +67,8 @@ class ScheduleRequest:
     command: Any = None
     entrypoint: Any = None
     disk_gb: Any = None
+    secrets: Any = None
+    container_imds: Any = False
 
 
 def launch_token_for(store_id: str, job_id: int, attempt: int) -> str:
@@ -93,7 +97,7 @@ class JobService:
     # ------------------------------------------------------------------ schedule
     def validate(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> Job:
         """Turn a request into a draft job, or raise InvalidInput naming the first bad field."""
-        from . import timeparse, validation
+        from . import secretrefs, timeparse, validation
 
         now = self.clock.now()
         image = validation.validate_image(_require_str(request.image, names.image), field=names.image)
@@ -116,6 +120,13 @@ class JobService:
         command = validation.validate_command(request.command, field=names.command)
         entrypoint = validation.validate_entrypoint(request.entrypoint, field=names.entrypoint)
         disk_gb = validation.parse_disk_gb(request.disk_gb, field=names.disk_gb)
+        secrets = secretrefs.validate_secrets_mapping(request.secrets, field=names.secrets)
+        clash = sorted(set(secrets) & set(env))
+        if clash:
+            raise InvalidInput(names.secrets, f"{clash[0]!r} is also a plain environment variable; "
+                                              "give it one way only")
+        if not isinstance(request.container_imds, bool):
+            raise InvalidInput(names.container_imds, "must be true or false")
         when_text = request.when.strip().lower()
         # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
         # same instant, so the idempotency check compares the text; for an absolute time, the instant.
@@ -125,7 +136,8 @@ class JobService:
             status=JobStatus.SCHEDULED, created_at=now,
             timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
-            command=command, entrypoint=entrypoint, disk_gb=disk_gb,
+            command=command, entrypoint=entrypoint, disk_gb=disk_gb, secrets=secrets,
+            container_imds=request.container_imds,
         )
         _check_user_data_size(draft, names)
         return draft

@@ -44,7 +44,7 @@ __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
 PREFIX = "/jobMan/v1.1"
 SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
                    "instance-type", "idempotency-key", "tz", "command", "entrypoint", "disk-gb", "secrets",
-                   "container-imds")
+                   "container-imds", "notify", "notify-on")
 CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
 ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
@@ -192,7 +192,8 @@ class JobsApi:
             start_deadline=body.get("start-deadline"), idempotency_key=body.get("idempotency-key"),
             tz=body.get("tz"), command=body.get("command"), entrypoint=body.get("entrypoint"),
             disk_gb=body.get("disk-gb"), secrets=body.get("secrets"),
-            container_imds=body.get("container-imds", False),
+            container_imds=body.get("container-imds", False), notify=body.get("notify"),
+            notify_on=body.get("notify-on"),
         )
         job, created = service.schedule(request, API_FIELDS)
         location = (("Location", f"{PREFIX}/jobs/{job.id}/status"),)

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from .errors import InvalidInput, TransitionNotAllowed
+from .notify.targets import DEFAULT_NOTIFY_ON, redact
 
 UTC = timezone.utc
 
@@ -174,6 +175,12 @@ class Job:
     #: Whether the container may reach the instance metadata service (and so the instance's
     #: credentials): IMDS hop limit 2 instead of 1.
     container_imds: bool = False
+    #: Notification targets (see :mod:`jobman_cli.notify.targets`; a URL may be a credential, so the
+    #: public JSON shows them redacted) and which ends they are told about (``failure`` | ``end``).
+    notify: tuple[str, ...] = ()
+    notify_on: str = DEFAULT_NOTIFY_ON
+    #: One record per notification owed once terminal (see :mod:`jobman_cli.notify.deliveries`).
+    deliveries: tuple[Mapping[str, Any], ...] = ()
     #: SHA-256 hashes of the callback tokens valid for the current attempt (see
     #: :func:`hash_callback_token`). Reset by every new attempt, so an instance of an abandoned
     #: attempt cannot report; more than one only when a take-over relaunched the same attempt.
@@ -215,6 +222,8 @@ class Job:
             self.disk_gb,
             tuple(sorted(self.secrets.items())),
             self.container_imds,
+            self.notify,
+            self.notify_on,
         )
 
     # ----------------------------------------------------------------- transitions
@@ -393,6 +402,9 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "disk-gb": job.disk_gb,
         "secrets": dict(job.secrets),
         "container-imds": job.container_imds,
+        "notify": [redact(target) for target in job.notify],
+        "notify-on": job.notify_on,
+        "notifications": [dict(record) for record in job.deliveries],
     }
 
 
@@ -401,6 +413,7 @@ API_KEYS = (
     "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
     "reason-code", "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout",
     "start-deadline", "instance-type", "command", "entrypoint", "disk-gb", "secrets", "container-imds",
+    "notify", "notify-on", "notifications",
 )
 
 
@@ -422,6 +435,9 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     api["id"] = int(api["id"])
     api["secrets"] = dict(api["secrets"] or {})
     api["container-imds"] = bool(api["container-imds"])
+    api["notify"] = list(api["notify"] or [])
+    api["notify-on"] = api["notify-on"] or DEFAULT_NOTIFY_ON
+    api["notifications"] = list(api["notifications"] or [])
     if api["reason-code"] is None:  # stored before reason codes existed
         code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
         api["reason-code"] = code.value if code is not None else None
@@ -434,6 +450,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
     record.update(
         {
             "callback-hashes": list(job.callback_hashes),
+            "notify-targets": list(job.notify),
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
             "not-before": format_time(job.not_before),
@@ -447,7 +464,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
 
 
 _KNOWN_KEYS = frozenset(API_KEYS) | {
-    "callback-hashes", "callback-token", "idempotency-key", "launch-token", "not-before", "updated-at", "version",
+    "callback-hashes", "callback-token", "idempotency-key", "notify-targets", "launch-token", "not-before", "updated-at", "version",
 }
 
 
@@ -481,6 +498,9 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         disk_gb=int(record["disk-gb"]) if record.get("disk-gb") is not None else None,
         secrets=dict(record.get("secrets") or {}),
         container_imds=bool(record.get("container-imds")),
+        notify=tuple(record.get("notify-targets") or ()),
+        notify_on=record.get("notify-on") or DEFAULT_NOTIFY_ON,
+        deliveries=tuple(dict(r) for r in record.get("notifications") or () if isinstance(r, dict)),
         callback_hashes=hashes,
         instance_id=record.get("instance-id"),
         attempts=int(record.get("attempts") or 0),

@@ -38,6 +38,8 @@ class FieldNames:
     disk_gb: str = "disk-gb"
     secrets: str = "secrets"
     container_imds: str = "container-imds"
+    notify: str = "notify"
+    notify_on: str = "notify-on"
 
 
 API_FIELDS = FieldNames()
@@ -45,7 +47,8 @@ CLI_FIELDS = FieldNames(
     title="--title", when="--at", image="--image", env="-e/--env-file", instance_type="--instance-type",
     timeout="--timeout", start_deadline="--start-deadline", idempotency_key="--idempotency-key",
     tz="--tz", status="--status", exit_code="--exit-code", command="CMD", entrypoint="--entrypoint",
-    disk_gb="--disk-gb", secrets="--secret", container_imds="--container-imds",
+    disk_gb="--disk-gb", secrets="--secret", container_imds="--container-imds", notify="--notify",
+    notify_on="--notify-on",
 )
 
 RELATIVE_PREFIXES = ("now", "+", "in ")
@@ -69,6 +72,9 @@ class ScheduleRequest:
     disk_gb: Any = None
     secrets: Any = None
     container_imds: Any = False
+    #: None: the service's :attr:`JobService.notify_defaults` (``[notify]`` in config.toml).
+    notify: Any = None
+    notify_on: Any = None
 
 
 def launch_token_for(store_id: str, job_id: int, attempt: int) -> str:
@@ -83,6 +89,9 @@ class JobService:
         self.store = store
         self.clock = clock or SystemClock()
         self._listeners: list[Callable[[Job], None]] = []
+        #: Targets and ``notify-on`` of a request that names none (the front end reads them from
+        #: ``[notify]`` in config.toml: :func:`jobman_cli.notify.settings.default_targets`).
+        self.notify_defaults: tuple[tuple[str, ...], str] = ((), "failure")
 
     # ------------------------------------------------------------------ notifications
     def subscribe(self, listener: Callable[[Job], None]) -> None:
@@ -127,6 +136,12 @@ class JobService:
                                               "give it one way only")
         if not isinstance(request.container_imds, bool):
             raise InvalidInput(names.container_imds, "must be true or false")
+        from .notify.targets import validate_notify_on, validate_targets
+
+        notify = (self.notify_defaults[0] if request.notify is None
+                  else validate_targets(request.notify, field=names.notify))
+        notify_on = validate_notify_on(request.notify_on if request.notify_on is not None
+                                       else self.notify_defaults[1], field=names.notify_on)
         when_text = request.when.strip().lower()
         # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
         # same instant, so the idempotency check compares the text; for an absolute time, the instant.
@@ -137,7 +152,7 @@ class JobService:
             timeout=timeout, start_deadline=start_deadline, instance_type=instance_type,
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
             command=command, entrypoint=entrypoint, disk_gb=disk_gb, secrets=secrets,
-            container_imds=request.container_imds,
+            container_imds=request.container_imds, notify=notify, notify_on=notify_on,
         )
         _check_user_data_size(draft, names)
         return draft

@@ -1,0 +1,74 @@
+"""What a notification says: the JSON body (webhooks and SNS), the Slack paragraph, the signature.
+
+The body carries the job's public fields that say what happened — never ``env-variables`` (plain
+values may be credentials), never ``secrets`` (not even the references), never the command line
+(arguments are a common place for tokens) and never the notification targets themselves (a
+webhook URL can be a credential). It is the same for every attempt of one event, so the event id
+and the signature of a resent body match the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+SIGNATURE_HEADER = "X-Jobman-Signature"
+EVENT_ID_HEADER = "X-Jobman-Event-Id"
+EVENT_HEADER = "X-Jobman-Event"
+#: The job fields a notification carries (DESIGN.md section 4 names).
+BODY_FIELDS = ("id", "title", "status", "reason-code", "reason", "exit-code", "docker-image", "instance-id",
+               "instance-type", "attempts", "date-time", "created-at", "launched-at", "finished-at", "timeout")
+
+
+def body(job: Any, eid: str) -> dict[str, Any]:
+    """The documented JSON body of the event ``eid`` for ``job`` (a terminal job)."""
+    from ..model import job_to_api
+
+    public = job_to_api(job)
+    out: dict[str, Any] = {"event": f"job.{job.status.value}", "event-id": eid}
+    out.update({key: public.get(key) for key in BODY_FIELDS})
+    out["log"] = {"command": f"jobman logs {job.id}",
+                  "hint": f"run 'jobman logs {job.id}' where jobman can read this store; "
+                          f"'jobman status {job.id}' shows the job"}
+    return out
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    """The raw body: compact, key order as built, UTF-8 (the signature covers exactly these bytes)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def sign(raw: bytes, secret: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of the raw body>``, as GitHub signs its webhooks."""
+    return "sha256=" + hmac.new(secret, raw, hashlib.sha256).hexdigest()
+
+
+def verify(raw: bytes, header: str, secret: bytes) -> bool:
+    """What a receiver does (documented in the README; used by the tests)."""
+    return hmac.compare_digest(sign(raw, secret), header or "")
+
+
+def slack_text(data: dict[str, Any]) -> str:
+    """One readable paragraph for a Slack channel."""
+    title = f" \u201c{_clean(data['title'])}\u201d" if data.get("title") else ""
+    what = {"job.failed": "failed", "job.finished": "finished", "job.cancelled": "was cancelled"}.get(
+        data["event"], data["event"])
+    parts = [f"jobman: job {data['id']}{title} ({_clean(data['docker-image'])}) {what}"]
+    if data.get("reason"):
+        parts[0] += f": {_clean(data['reason'])}"
+    parts[0] += "."
+    code = f"Reason code {data.get('reason-code')}" if data.get("reason-code") else ""
+    if data.get("exit-code") is not None:
+        code += f", exit code {data['exit-code']}" if code else f"Exit code {data['exit-code']}"
+    if code:
+        parts.append(code + ".")
+    parts.append(f"Ended {data.get('finished-at') or '?'} after {data.get('attempts', 0)} attempt(s).")
+    parts.append(f"Log: `{data['log']['command']}`.")
+    return " ".join(parts)
+
+
+def _clean(text: Any) -> str:
+    """Slack's control characters (<, >, &) escaped, so a title cannot ping @channel or link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

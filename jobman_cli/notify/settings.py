@@ -1,0 +1,161 @@
+"""Notification settings: ``[notify]`` in config.toml, ``JOBMAN_NOTIFY_*``, and the signing secret.
+
+=====================  ==============================  ==========================================
+config.toml [notify]   environment                     meaning (default)
+=====================  ==============================  ==========================================
+``targets``            —                               targets of a job scheduled without any (none)
+``on``                 —                               ``failure`` or ``end`` for those jobs (failure)
+``secret_file``        ``JOBMAN_NOTIFY_SECRET_FILE``   the signing secret's 0600 file
+                                                       (``$JOBMAN_HOME/notify-secret``, made on the
+                                                       daemon's first start)
+—                      ``JOBMAN_NOTIFY_SECRET``        the secret itself (wins over the file)
+``max_age``            ``JOBMAN_NOTIFY_MAX_AGE``       stop retrying this long after the event (24h)
+``backoff_base``       ``JOBMAN_NOTIFY_BACKOFF_BASE``  first retry after (30s), doubling ...
+``backoff_max``        ``JOBMAN_NOTIFY_BACKOFF_MAX``   ... up to (1h)
+``timeout``            ``JOBMAN_NOTIFY_TIMEOUT``       one attempt's timeout (10s)
+``workers``            ``JOBMAN_NOTIFY_WORKERS``       deliveries in flight at once (32)
+``scan_interval``      ``JOBMAN_NOTIFY_SCAN_INTERVAL`` how often the store is searched for deliveries
+                                                       no hook announced (60s)
+=====================  ==============================  ==========================================
+
+Durations are seconds (a number, fractions allowed) or ``30s``/``10m``/``2h``/``1d``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import config_section, jobman_home
+from ..errors import ConfigError, InvalidInput
+from .deliveries import Policy
+from .targets import DEFAULT_NOTIFY_ON, validate_notify_on, validate_targets
+
+SECRET_ENV = "JOBMAN_NOTIFY_SECRET"
+SECRET_FILE_NAME = "notify-secret"
+MIN_SECRET = 16
+_MAX_SECRET_FILE = 4096
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    policy: Policy = Policy()
+    timeout: float = 10.0
+    workers: int = 32
+    scan_interval: float = 60.0
+
+
+def default_targets(home: Path | None = None) -> tuple[tuple[str, ...], str]:
+    """``[notify] targets`` and ``on``: what a job scheduled without ``--notify`` gets."""
+    section = config_section("notify", home)
+    try:
+        targets = validate_targets(section.get("targets"), "config file [notify] targets")
+        notify_on = validate_notify_on(section.get("on", DEFAULT_NOTIFY_ON), "config file [notify] on")
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+    return targets, notify_on
+
+
+def _seconds(value: Any, name: str, minimum: float) -> float:
+    from ..validation import duration_seconds
+
+    number: float | None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            parsed = duration_seconds(text)
+            number = float(parsed) if parsed is not None else None
+    if number is None or not number >= minimum:
+        raise ConfigError(f"{name}: {value!r} must be a duration of at least {minimum:g} s (e.g. 30s, 10m, 2h)")
+    return number
+
+
+def notify_settings(home: Path | None = None) -> NotifySettings:
+    """The daemon's delivery settings by precedence: environment, then ``[notify]``, then defaults."""
+    section = config_section("notify", home)
+
+    def get(key: str, default: float, minimum: float) -> float:
+        env = f"JOBMAN_NOTIFY_{key.upper()}"
+        if os.environ.get(env):
+            return _seconds(os.environ[env], env, minimum)
+        if key in section:
+            return _seconds(section[key], f"config file [notify] {key}", minimum)
+        return default
+
+    timeout = get("timeout", 10.0, 0.1)
+    policy = Policy(backoff_base=get("backoff_base", 30.0, 0.0), backoff_max=get("backoff_max", 3600.0, 0.0),
+                    max_age=get("max_age", 86400.0, 1.0), lease=max(60.0, 4 * timeout))
+    return NotifySettings(policy=policy, timeout=timeout, workers=int(get("workers", 32, 1)),
+                          scan_interval=get("scan_interval", 60.0, 0.1))
+
+
+def load_or_create_secret(home: Path | None = None) -> tuple[bytes, str]:
+    """The webhook signing secret and where it came from (for the daemon's start-up line).
+
+    ``JOBMAN_NOTIFY_SECRET``, else the file (``JOBMAN_NOTIFY_SECRET_FILE``, ``[notify]
+    secret_file``, or ``$JOBMAN_HOME/notify-secret``, made 0600 on first use). Like the API token
+    file, a secret file that group or others may read is refused, not used: it must be treated as
+    leaked (receivers would accept forged notifications)."""
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env is not None:
+        secret = from_env.strip()
+        if len(secret) < MIN_SECRET:
+            raise ConfigError(f"{SECRET_ENV} must be at least {MIN_SECRET} characters "
+                              "(e.g. the output of 'openssl rand -hex 32')")
+        return secret.encode("utf-8"), SECRET_ENV
+    home = Path(home) if home is not None else jobman_home()
+    configured = os.environ.get("JOBMAN_NOTIFY_SECRET_FILE") or config_section("notify", home).get("secret_file")
+    if configured is not None and not isinstance(configured, str):
+        raise ConfigError("config file [notify] secret_file must be a path")
+    path = Path(configured).expanduser() if configured else home / SECRET_FILE_NAME
+    if not configured and not path.exists() and not path.is_symlink():
+        _create(path)
+    return _read(path), f"secret file {path}"
+
+
+def _create(path: Path) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        return  # another daemon made it first: read theirs
+    except OSError as err:
+        raise ConfigError(f"cannot create the notification secret file {path}: {err.strerror or err}") from None
+    try:
+        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise ConfigError(f"cannot read the notification secret file {path}: {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"the notification secret file {path} is not a regular file")
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise ConfigError(f"the notification secret file {path} is accessible by group or others (mode "
+                              f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' if it has not leaked, "
+                              "or replace it (and tell your receivers the new secret)")
+        data = os.read(fd, _MAX_SECRET_FILE + 1)
+    finally:
+        os.close(fd)
+    secret = data.strip()
+    if len(data) > _MAX_SECRET_FILE or len(secret) < MIN_SECRET:
+        raise ConfigError(f"the notification secret file {path} must hold {MIN_SECRET} to {_MAX_SECRET_FILE} "
+                          "bytes (e.g. the output of 'openssl rand -hex 32')")
+    return secret

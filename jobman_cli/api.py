@@ -27,7 +27,6 @@ import json
 import re
 import ssl
 import sys
-import threading
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
@@ -234,15 +233,18 @@ def _stderr_log(message: str) -> None:
 class ApiServer:
     """The listener: binds at construction (so ``port`` is known at once), serves from :meth:`start`.
 
-    ``port=0`` picks a free port. ``timeout`` bounds how long one request may take to arrive and
-    how long an idle keep-alive connection is kept. For ``0.0.0.0``/``::``, :attr:`url` names the
-    loopback address (instances need ``--public-url`` anyway). ``log`` receives one string per
-    server-side error (500 and above), stderr when None.
+    ``port=0`` picks a free port. ``timeout`` bounds the TLS handshake, how long an idle
+    connection is kept, how long a request's head may take once it began, its body once asked
+    for, and the client's taking of the answer (see :mod:`jobman_cli.httpio` for the caps on
+    connections). For ``0.0.0.0``/``::``, :attr:`url` names the loopback address (instances need
+    ``--public-url`` anyway). ``log`` receives one string per server-side error (500 and above)
+    and a summary line a minute at most while the connection caps close connections; stderr when
+    None.
     """
 
     def __init__(self, service: JobService, *, host: str = "127.0.0.1", port: int = 0, api_token: str,
                  tls_cert: str | None = None, tls_key: str | None = None, log: Log | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, **limits: int) -> None:
         if not api_token:
             raise ConfigError("the API needs a non-empty API token")
         context = _tls_context(tls_cert, tls_key) if tls_cert or tls_key else None
@@ -250,10 +252,11 @@ class ApiServer:
         self.host = host
         try:
             self._server = HttpServer((host, port), JobsApi(service, api_token), ssl_context=context,
-                                      timeout=timeout, log=log or _stderr_log, server_name=f"jobman/{__version__}")
+                                      timeout=timeout, log=log or _stderr_log, server_name=f"jobman/{__version__}",
+                                      **limits)
         except (OSError, OverflowError) as err:
             raise ConfigError(f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}") from None
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._stopped = False
 
     @property
@@ -268,11 +271,10 @@ class ApiServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> "ApiServer":
-        """Serve in a daemon thread (each connection then gets its own daemon thread)."""
-        if self._thread is None and not self._stopped:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                            name=f"jobman-api-{self.port}", daemon=True)
-            self._thread.start()
+        """Serve from a daemon thread running the event loop (the application runs in a few more)."""
+        if not self._started and not self._stopped:
+            self._started = True
+            self._server.start()
         return self
 
     def stop(self, grace: float = 1.0) -> None:
@@ -283,12 +285,7 @@ class ApiServer:
         if self._stopped:
             return
         self._stopped = True
-        self._server.stopping = True
-        if self._thread is not None:
-            self._server.shutdown()  # ends serve_forever within its 0.2 s poll interval
-            self._thread.join(timeout=5)
-        self._server.server_close()
-        self._server.stop_connections(grace)
+        self._server.stop(grace)
 
     def __enter__(self) -> "ApiServer":
         return self.start()

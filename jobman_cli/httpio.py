@@ -1,426 +1,492 @@
-"""A small, strict HTTP/1.1 server for a JSON API, on the standard library only.
+"""The API's listener: one asyncio event loop for every connection, the application in a few threads.
 
-Why not ``http.server``: it reads headers with the e-mail parser (up to 100 lines of 64 KiB each,
-so 6 MiB per connection), answers errors in HTML, half-supports HTTP/0.9, sends ``100 Continue``
-before the application could refuse the request, and bounds a request only per ``recv``. The
-listener faces EC2 instances on the network, so the few things it needs are written out here, with
-every limit explicit and checked before the bytes it guards are read:
+Why an event loop (standard-library :mod:`asyncio`, no new dependency): the listener faces EC2
+instances on the network, so anyone who can reach the port can open connections and send nothing,
+or a byte a second. With a thread per connection those clients hold threads, and a cap on threads
+turns into a cap anyone can fill (it did: 512 idle sockets made every callback fail). Here a
+waiting connection costs a few KiB and no thread, and the rules that keep strangers from filling it
+are explicit:
 
-* one thread per connection, at most :data:`MAX_CONNECTIONS`, listen backlog :data:`LISTEN_BACKLOG`;
-* a per-request *deadline* on reading (not a per-``recv`` timeout): a slowloris client or a body
-  that never arrives ends with its own thread and never blocks anyone else; idle keep-alive
-  connections end after the same time, and after :data:`MAX_REQUESTS_PER_CONNECTION` requests;
-* TLS handshakes run in the connection's thread (the accept loop only wraps, no I/O), so a client
-  that connects and says nothing cannot stall ``accept``;
-* 8 KiB URL of visible ASCII, 32 KiB and 100 lines of headers, no folded or control-character
-  headers, HTTP/1.0 and 1.1 only; bodies need ``Content-Length`` (no chunked), at most 64 KiB,
-  ``Content-Type: application/json`` (UTF-8); a body is read only when the application asks,
-  after it has checked the credentials;
-* every answer is ``application/json`` with ``Content-Length``; an error is ``{"error": "..."}``
-  and closes the connection after briefly draining what the client still sends (closing with
-  unread input makes the kernel send a reset, which can destroy the answer before it is read);
-* an exception the application did not expect is logged with its traceback and answers 500; no
-  access log otherwise.
+* at most :data:`MAX_PER_ADDRESS` connections per client address and :data:`MAX_CONNECTIONS` in
+  all (also kept under the open-file limit, whose soft value is raised to the hard one). At a cap,
+  the connection that has waited longest *for its request* (idle, mid-TLS-handshake, a head still
+  arriving, or lingering after an error) is closed to make room, first among the newcomer's own
+  address: someone who opens connections and says nothing only ever pushes out their own;
+  connections whose request is being handled are never closed, and only if every one is, the
+  newcomer is refused;
+* deadlines, never per ``recv``: :data:`DEFAULT_TIMEOUT` for the TLS handshake, for the first
+  byte of a request (the keep-alive idle limit), for the whole head once it began (so a slowloris
+  client gets 408 after it, however it paces its bytes), for a body once the application asks for
+  it, and for the client to take the answer; 100 requests per connection;
+* the application (synchronous; it may wait on file locks or DynamoDB) runs in :data:`WORKERS`
+  daemon threads; the connection it serves reads its body on the loop through
+  :meth:`Connection.read_body`, after the application checked the credentials;
+* an error answer closes the connection after briefly draining what the client still sends
+  (closing with unread input makes the kernel send a reset, which can destroy the answer);
+* an exception the application did not expect is logged with its traceback and answers 500; when
+  the caps close connections, one summary line a minute at most says how many and from where.
 
-The application is one callable ``app(request, connection) -> (status, payload, headers)`` that
-may raise :class:`HttpError`; it calls ``connection.read_body(request)`` when it wants the body.
+The wire format (limits, parsing, rendering) is :mod:`jobman_cli.httpwire`.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import re
+import asyncio
+import concurrent.futures
+import errno
+import resource
 import socket
-import socketserver
 import ssl
-import sys
 import threading
-import time
 import traceback
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
-MAX_BODY = 64 * 1024
-MAX_TARGET = 8 * 1024
-MAX_HEADER_BYTES = 32 * 1024
-MAX_HEADERS = 100
+from .httpwire import (MAX_BODY, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Answer, Disconnected, HttpError, Log,
+                       Request, TimedOut, add_header_line, body_length, clip, describe, parse_request_line, render)
+from .httpworkers import Workers
+
+__all__ = ["MAX_BODY", "Answer", "Connection", "HttpError", "HttpServer", "Log", "Request", "clip",
+           "DEFAULT_TIMEOUT"]
+
+MAX_CONNECTIONS = 2048
+MAX_PER_ADDRESS = 256
+WORKERS = 16
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+ACCEPT_BATCH = 32  # accepts per loop turn: a flood cannot starve the reads of connections already open
 MAX_REQUESTS_PER_CONNECTION = 100
-MAX_CONNECTIONS = 512
-LISTEN_BACKLOG = 256
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 5.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
+READ_HIGH_WATER = MAX_LINE + MAX_HEADER_BYTES + MAX_BODY  # stop reading a client that sends more
+SUMMARY_EVERY = 60.0
+FD_RESERVE = 256  # descriptors left for the store, AWS clients and the daemon's own files
 
-_TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
-_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
-_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-Log = Callable[[str], None]
-Headers = tuple[tuple[str, str], ...]
-Answer = tuple[int, Any, Headers]
+App = Callable[[Request, "Connection"], Answer]
 
 
-class HttpError(Exception):
-    """An answer other than success: status, one-line message, extra headers."""
+class _Stream(asyncio.Protocol):
+    """A connection's bytes: a buffer the loop fills, read by line or by count, with back-pressure."""
 
-    def __init__(self, status: int, message: str, headers: Headers = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.eof = self.closed = self.discard = self.tls = False
+        self.dropped = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = self._write_paused = False
 
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
 
-class _TimedOut(Exception):
-    """The request did not arrive before its deadline."""
+    def data_received(self, data: bytes) -> None:
+        if self.discard:
+            self.dropped += len(data)
+        else:
+            self.buffer += data
+            if len(self.buffer) > READ_HIGH_WATER and not self._read_paused:
+                self._read_paused = True
+                self.transport.pause_reading()
+        self._wake()
 
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return not self.tls  # keep the write side open: a client may half-close and still read its answer
 
-class _Disconnected(Exception):
-    """The client went away (EOF, reset, TLS error): there is nobody to answer."""
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self.closed = True
+        self._wake()
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
 
-@dataclass
-class Request:
-    method: str
-    target: str
-    path: str  #: the target before ``?``, exactly as sent (never decoded)
-    query: str
-    version: str
-    headers: dict[str, list[str]] = field(default_factory=dict)  #: lowercased name -> values
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
 
-    def header(self, name: str) -> list[str]:
-        return self.headers.get(name, [])
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for value in self.header("connection") for t in value.split(",")}
-        return self.version == "HTTP/1.1" and "close" not in tokens
-
-    @property
-    def has_body(self) -> bool:
-        return bool(self.header("transfer-encoding")) or any(v != "0" for v in self.header("content-length"))
-
-
-def clip(text: str, limit: int = 300) -> str:
-    """One line, at most ``limit`` characters (for messages that quote client input)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- JSON
-def encode_json(payload: Any) -> bytes:
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a stored string the CLI took from undecodable argv bytes
-        return json.dumps(payload, separators=(",", ":")).encode("ascii")
-
-
-def _check_content_type(request: Request) -> None:
-    values = request.header("content-type")
-    if len(values) != 1:
-        raise HttpError(415, "Content-Type must be application/json")
-    media, *params = values[0].split(";")
-    if media.strip().lower() != "application/json":
-        raise HttpError(415, f"Content-Type must be application/json (got {clip(media.strip(), 60)!r})")
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise HttpError(415, "the body must be UTF-8 (charset=utf-8)")
-
-
-# --------------------------------------------------------------------------- server
-class _DeadlineReader(io.RawIOBase):
-    """A socket reader with one deadline over many ``recv`` calls (``conn.deadline``).
-
-    A socket timeout alone restarts with every byte, so a client sending a byte every few seconds
-    could hold its thread for hours.
-    """
-
-    def __init__(self, sock: socket.socket, conn: "Connection") -> None:
-        self._sock = sock
-        self._conn = conn
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self._conn.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _TimedOut()
+    async def wait(self) -> None:
+        """Until something happens: bytes, EOF, the connection lost, writing possible again."""
+        self._waiter = self.loop.create_future()
         try:
-            self._sock.settimeout(remaining)
-            count = self._sock.recv_into(buffer)
-            self._conn.received += count
-            return count
-        except TimeoutError:
-            raise _TimedOut() from None
-        except (OSError, ValueError):  # reset, TLS error, socket shut down by stop()
-            raise _Disconnected() from None
-
-
-class HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    block_on_close = False  # stopping must not wait for a slow client's thread
-    allow_reuse_address = True
-    request_queue_size = LISTEN_BACKLOG
-
-    def __init__(self, address: tuple[str, int], app: Callable[[Request, "Connection"], Answer], *,
-                 ssl_context: ssl.SSLContext | None, timeout: float, log: Log, server_name: str) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, Connection)
-        self.app = app
-        self.ssl_context = ssl_context
-        self.request_timeout = timeout
-        self.log = log
-        self.server_name = server_name
-        self.stopping = False
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = self.socket.accept()
-        if self.ssl_context is not None:  # no I/O here: the handshake runs in the connection's thread
-            try:
-                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            except OSError:
-                sock.close()
-                raise
-        return sock, address
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        with self.connections_lock:
-            return not self.stopping and len(self.connections) < MAX_CONNECTIONS
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:  # out of the set *before* it is closed (see stop_connections)
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):  # a client that went away is not our error
-            return
-        self.log("api: unexpected error on a connection:\n" + traceback.format_exc().rstrip())
-
-    def stop_connections(self, grace: float) -> None:
-        """After the accept loop has ended: end idle and half-read connections, let answers finish.
-
-        Shutting the read side wakes a thread blocked in ``recv`` (it sees EOF) but leaves writing
-        possible, so a request already being handled still gets its answer; each connection then
-        closes because ``stopping`` is set. Done under the lock, so no socket here can be closed
-        (and its descriptor reused) meanwhile.
-        """
-        self.stopping = True
-        with self.connections_lock:
-            for sock in self.connections:
-                try:  # the plain socket method: SSLSocket.shutdown would also drop the TLS state
-                    socket.socket.shutdown(sock, socket.SHUT_RD)
-                except (OSError, ValueError):
-                    pass
-        end = time.monotonic() + grace
-        while time.monotonic() < end:
-            with self.connections_lock:
-                if not self.connections:
-                    return
-            time.sleep(0.02)
-
-
-class Connection(socketserver.BaseRequestHandler):
-    """One client connection: the TLS handshake, then up to 100 keep-alive requests."""
-
-    server: HttpServer
-    deadline: float = 0.0
-    received: int = 0  #: bytes read since the current request began (an idle client sent none)
-
-    def setup(self) -> None:
-        self.ready = self.linger = self.head_only = False
-        sock: socket.socket = self.request
-        try:
-            sock.settimeout(self.server.request_timeout)
-            if isinstance(sock, ssl.SSLSocket):
-                sock.do_handshake()  # CPython bounds the whole handshake by the socket timeout
-        except (OSError, ValueError):
-            return
-        self.rfile = io.BufferedReader(_DeadlineReader(sock, self), 16 * 1024)
-        self.ready = True
-
-    def handle(self) -> None:
-        if not self.ready:
-            return
-        try:
-            for number in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
-                if not self._serve_one(last=number == MAX_REQUESTS_PER_CONNECTION):
-                    break
+            await self._waiter
         finally:
-            if self.linger:
-                self._drain()
+            self._waiter = None
 
-    def _serve_one(self, last: bool) -> bool:
-        """Read and answer one request; True to keep the connection for another."""
-        self.deadline = time.monotonic() + self.server.request_timeout
-        self.received = 0
-        line: bytes | None
-        try:
-            line = self.rfile.readline(MAX_TARGET + 64)
-        except _Disconnected:
-            return False
-        except _TimedOut:
-            if not self.received:  # an idle keep-alive connection, or a client that never said anything
-                return False
-            line = None  # a request line that never ended: answered 408 below
-        if line == b"":
-            return False
-        self.deadline = time.monotonic() + self.server.request_timeout
-        self.head_only = False
-        request: Request | None = None
-        extra: Headers = ()
-        logged = False
-        try:
-            if line is None:
-                raise _TimedOut()
-            request = self._read_head(line)
-            self.head_only = request.method == "HEAD"
-            status, payload, extra = self.server.app(request, self)
-        except HttpError as err:
-            status, payload, extra = err.status, {"error": clip(err.message, 500)}, err.headers
-        except _TimedOut:
-            status, payload = 408, {"error": f"the request did not arrive within {self.server.request_timeout:g} s"}
-        except _Disconnected:
-            return False
-        except Exception:  # the last line of defence; the hostile-request suite proves it is never reached
-            self.server.log(f"api: internal error on {_describe(request)}:\n" + traceback.format_exc().rstrip())
-            status, payload, logged = 500, {"error": "internal error (logged by the daemon)"}, True
-        if status >= 500 and status != 505 and not logged:  # 505: the client's protocol, not our failure
-            self.server.log(f"api: {status} on {_describe(request)}: {payload['error']}")
-        keep = (status < 400 and request is not None and request.keep_alive and not last
-                and not self.server.stopping)
-        self.linger = status >= 400
-        return self._send(status, payload, extra, keep) and keep
+    async def wait_data(self) -> None:
+        while not self.buffer and not self.eof:
+            await self.wait()
 
-    def _send(self, status: int, payload: Any, extra: Headers, keep: bool) -> bool:
-        body = encode_json(payload)
-        lines = [
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-            f"Server: {self.server.server_name}",
-            f"Date: {formatdate(usegmt=True)}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            "Cache-Control: no-store",
-            *(f"{name}: {value}" for name, value in extra),
-        ]
-        if not keep:
-            lines.append("Connection: close")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if self.head_only else body)
-        try:
-            self.request.settimeout(self.server.request_timeout)
-            self.request.sendall(data)
-        except (OSError, ValueError):
-            return False
-        return True
+    async def readline(self, limit: int) -> bytes:
+        """A line with its ``\\n``; or ``limit`` bytes without one; or what came before EOF."""
+        start = 0
+        while True:
+            end = self.buffer.find(b"\n", start, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self.buffer) >= limit or self.eof:
+                return self._take(limit)
+            start = len(self.buffer)
+            await self.wait()
 
-    def _drain(self) -> None:
-        """Before closing after an error, read and drop what the client still sends (1 s, 1 MiB)."""
-        sock: socket.socket = self.request
-        try:
-            if not isinstance(sock, ssl.SSLSocket):
-                sock.shutdown(socket.SHUT_WR)  # the client sees EOF now instead of waiting for us
-            end, total = time.monotonic() + LINGER_SECONDS, 0
-            while total < LINGER_BYTES:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    break
-                sock.settimeout(remaining)
-                chunk = sock.recv(64 * 1024)
-                if not chunk:
-                    break
-                total += len(chunk)
-        except (OSError, ValueError):
-            pass
+    async def read(self, count: int) -> bytes:
+        """``count`` bytes, fewer only at EOF."""
+        while len(self.buffer) < count and not self.eof:
+            await self.wait()
+        return self._take(count)
 
-    # ------------------------------------------------------------------ reading
-    def _read_head(self, line: bytes) -> Request:
-        if not line.endswith(b"\n"):
-            if len(line) >= MAX_TARGET + 64:
-                raise HttpError(414, f"the request line is longer than {MAX_TARGET} bytes")
-            raise _Disconnected()  # EOF in the middle of the line
-        words = line.rstrip(b"\r\n").decode("latin-1").split(" ")
-        if len(words) == 2:
-            raise HttpError(400, "HTTP/0.9 requests are not supported; use HTTP/1.1")
-        if len(words) != 3:
-            raise HttpError(400, "malformed request line (expected 'METHOD /path HTTP/1.1')")
-        method, target, version = words
-        if not re.fullmatch(r"HTTP/[0-9]\.[0-9]", version):
-            raise HttpError(400, "malformed HTTP version in the request line")
-        if version not in ("HTTP/1.0", "HTTP/1.1"):
-            raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
-        if not _TOKEN_CHARS.fullmatch(method):
-            raise HttpError(400, "malformed method in the request line")
-        if len(target) > MAX_TARGET:
-            raise HttpError(414, f"the URL is longer than {MAX_TARGET} bytes")
-        if not _VISIBLE_ASCII.fullmatch(target):
-            raise HttpError(400, "malformed URL (only visible ASCII characters; percent-encode the rest)")
-        path, _, query = target.partition("?")
-        return Request(method, target, path, query, version, self._read_headers())
+    def _take(self, count: int) -> bytes:
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        if self._read_paused and len(self.buffer) <= READ_HIGH_WATER // 2 and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
 
-    def _read_headers(self) -> dict[str, list[str]]:
-        headers: dict[str, list[str]] = {}
-        total = 0
-        for _ in range(MAX_HEADERS + 1):
-            raw = self.rfile.readline(MAX_HEADER_BYTES - total + 1)
-            total += len(raw)
-            if raw in (b"\r\n", b"\n"):
-                return headers
-            if total > MAX_HEADER_BYTES:
-                raise HttpError(431, f"the request headers are larger than {MAX_HEADER_BYTES // 1024} KiB")
-            if not raw.endswith(b"\n"):
-                raise _Disconnected()
-            text = raw.decode("latin-1").rstrip("\r\n")
-            if text[:1] in (" ", "\t"):
-                raise HttpError(400, "folded header lines are not supported")
-            name, colon, value = text.partition(":")
-            if not colon or not _TOKEN_CHARS.fullmatch(name):
-                raise HttpError(400, "malformed header line (expected 'Name: value')")
-            value = value.strip(" \t")
-            if _BAD_HEADER_VALUE.search(value):
-                raise HttpError(400, f"header {clip(name, 60)} contains control characters")
-            headers.setdefault(name.lower(), []).append(value)
-        raise HttpError(431, f"more than {MAX_HEADERS} request headers")
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise Disconnected()
+        self.transport.write(data)
+        while self._write_paused and not self.closed:
+            await self.wait()
+        if self.closed:
+            raise Disconnected()
+
+    def start_discarding(self) -> None:
+        self.discard = True
+        self.dropped += len(self.buffer)
+        self.buffer.clear()
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+
+class Connection:
+    """One client connection, as the application sees it: ``read_body`` and nothing else."""
+
+    def __init__(self, server: "HttpServer", sock: socket.socket, host: str) -> None:
+        self.server = server
+        self.sock = sock
+        self.host = host
+        self.stream = _Stream(server.loop)
+        self.task: asyncio.Task[None] | None = None
+        self.started = self.linger = self.head_only = False
 
     def read_body(self, request: Request) -> bytes:
-        """The JSON body's bytes, with every limit checked before a byte of it is read."""
-        if request.header("transfer-encoding"):
-            raise HttpError(411, "Transfer-Encoding (chunked) bodies are not accepted; send a Content-Length")
-        lengths = request.header("content-length")
-        if not lengths:
-            raise HttpError(411, "Content-Length is required")
-        if len(set(lengths)) > 1:
-            raise HttpError(400, "conflicting Content-Length headers")
-        if not re.fullmatch(r"[0-9]+", lengths[0]):
-            raise HttpError(400, f"Content-Length must be a non-negative integer (got {clip(lengths[0], 40)!r})")
-        length = int(lengths[0]) if len(lengths[0]) <= 18 else MAX_BODY + 1
-        if length > MAX_BODY:
-            raise HttpError(413, f"the body is over {MAX_BODY // 1024} KiB ({clip(lengths[0], 40)} bytes declared)")
-        _check_content_type(request)
-        expect = any(v.lower() == "100-continue" for v in request.header("expect"))
-        if length and expect and request.version == "HTTP/1.1":  # only now: every check has passed
-            try:
-                self.request.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            except (OSError, ValueError):
-                raise _Disconnected() from None
-        data = self.rfile.read(length) if length else b""
+        """The JSON body's bytes, every limit checked before a byte of it is read. Called by the
+        application in a worker thread; the bytes are read on the loop, within the deadline."""
+        length = body_length(request)
+        if length and request.expects_continue:  # only now: every check has passed
+            self._on_loop(self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        return self._on_loop(self._read_body(length)) if length else b""
+
+    async def _read_body(self, length: int) -> bytes:
+        try:
+            async with asyncio.timeout(self.server.timeout):
+                data = await self.stream.read(length)
+        except TimeoutError:
+            raise TimedOut() from None
         if len(data) < length:
             raise HttpError(400, f"the body ended after {len(data)} of {length} bytes")
         return data
 
+    def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.server.loop)
+        except RuntimeError:  # the loop is closed: the server stopped
+            coroutine.close()
+            raise Disconnected() from None
+        try:
+            return future.result(timeout=self.server.timeout + 5)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            raise Disconnected() from None
 
-def _describe(request: Request | None) -> str:
-    if request is None:
-        return "a malformed request"
-    return f"{clip(request.method, 20)!r} {clip(request.path, 100)!r}"
+
+class HttpServer:
+    """Binds at construction (so the port is known and a bind error is immediate); serves from
+    :meth:`start` in one loop thread; :meth:`stop` drains."""
+
+    def __init__(self, address: tuple[str, int], app: App, *, ssl_context: ssl.SSLContext | None, timeout: float,
+                 log: Log, server_name: str, max_connections: int = MAX_CONNECTIONS,
+                 per_address: int = MAX_PER_ADDRESS, workers: int = WORKERS) -> None:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(LISTEN_BACKLOG)
+            self.socket.setblocking(False)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self.app, self.ssl_context, self.timeout, self.log, self.server_name = app, ssl_context, timeout, log, server_name
+        self.max_connections = max(16, min(max_connections, raise_open_file_limit() - FD_RESERVE))
+        self.per_address = min(per_address, self.max_connections)
+        self.workers = Workers(workers, name=f"jobman-api-{self.server_address[1]}")
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._loop_error)
+        self.stopping = False
+        #: every connection; and those waiting for a request, oldest wait first (the ones a cap closes)
+        self.connections: dict[Connection, None] = {}
+        self.by_host: dict[str, dict[Connection, None]] = {}
+        self.waiting: dict[Connection, None] = {}
+        self.waiting_by_host: dict[str, dict[Connection, None]] = {}
+        self.shed: dict[str, int] = {}  # host -> connections closed or refused at a cap since the last summary
+        self._summary: asyncio.TimerHandle | None = None
+        self._last_summary = -SUMMARY_EVERY
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"jobman-api-{self.server_address[1]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.loop.add_reader(self.socket.fileno(), self._accept)
+        self.loop.run_forever()
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting, close the connections waiting for a request, give answers in flight
+        ``grace`` seconds, then close the rest. Returns within about ``grace`` + 0.2 s."""
+        if self._thread is None:
+            self.socket.close()
+            self.loop.close()
+            return
+        stopped = asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop)
+        try:
+            stopped.result(timeout=grace + 5)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.workers.shutdown()
+        if not self._thread.is_alive() and not self.workers.pending:  # else a worker still reports to it
+            self.loop.close()
+
+    async def _stop(self, grace: float) -> None:
+        self.stopping = True
+        self.loop.remove_reader(self.socket.fileno())
+        self.socket.close()
+        for conn in list(self.waiting):
+            self._close(conn)
+        deadline = self.loop.time() + grace
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        tasks = [conn.task for conn in list(self.connections) if conn.task is not None]
+        for conn in list(self.connections):
+            self._close(conn)
+        if tasks:
+            await asyncio.wait(tasks, timeout=0.2)
+
+    # ------------------------------------------------------------------ admission
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # out of descriptors or memory: breathe, the backlog holds them
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._count_shed("(accept failed: " + (err.strerror or str(err)) + ")")
+                    self.loop.remove_reader(self.socket.fileno())
+                    self.loop.call_later(0.1, self._resume_accepting)
+                return
+            self._admit(sock, str(address[0]))
+
+    def _resume_accepting(self) -> None:
+        if not self.stopping:
+            self.loop.add_reader(self.socket.fileno(), self._accept)
+
+    def _admit(self, sock: socket.socket, host: str) -> None:
+        mine = self.by_host.get(host)
+        if ((mine is not None and len(mine) >= self.per_address and not self._make_room(self.waiting_by_host[host]))
+                or (len(self.connections) >= self.max_connections and not self._make_room(self.waiting))):
+            sock.close()  # every connection at the cap has its request being handled
+            self._count_shed(host)
+            return
+        sock.setblocking(False)
+        conn = Connection(self, sock, host)
+        self.connections[conn] = None
+        self.by_host.setdefault(host, {})[conn] = None
+        self._set_waiting(conn, True)
+        conn.task = self.loop.create_task(self._serve(conn))
+
+    def _make_room(self, waiting: dict[Connection, None]) -> bool:
+        if not waiting:
+            return False
+        oldest = next(iter(waiting))
+        self._count_shed(oldest.host)
+        self._close(oldest)
+        return True
+
+    def _set_waiting(self, conn: Connection, waiting: bool) -> None:
+        """Mark a connection as waiting for a request (closable at a cap), newest wait last."""
+        self.waiting.pop(conn, None)
+        mine = self.waiting_by_host.setdefault(conn.host, {})
+        mine.pop(conn, None)
+        if waiting and conn in self.connections:
+            self.waiting[conn] = None
+            mine[conn] = None
+        elif not mine:
+            del self.waiting_by_host[conn.host]
+
+    def _close(self, conn: Connection) -> None:
+        """Forget a connection now and make its task end (closing the socket if it never started)."""
+        self._forget(conn)
+        if not conn.started:
+            conn.sock.close()
+        if conn.task is not None:
+            conn.task.cancel()
+
+    def _forget(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        del self.connections[conn]
+        self._set_waiting(conn, False)
+        mine = self.by_host[conn.host]
+        del mine[conn]
+        if not mine:
+            del self.by_host[conn.host]
+
+    def _count_shed(self, host: str) -> None:
+        if self.stopping:
+            return
+        self.shed[host] = self.shed.get(host, 0) + 1
+        if self._summary is None:
+            when = max(1.0, self._last_summary + SUMMARY_EVERY - self.loop.time())
+            self._summary = self.loop.call_later(when, self._log_summary)
+
+    def _log_summary(self) -> None:
+        self._summary, self._last_summary = None, self.loop.time()
+        shed, self.shed = self.shed, {}
+        top = sorted(shed.items(), key=lambda item: -item[1])[:3]
+        self.log(f"api: {sum(shed.values())} connections closed or refused at the connection caps "
+                 f"({self.per_address} per client address, {self.max_connections} in all), most from "
+                 + ", ".join(f"{host} ({count})" for host, count in top)
+                 + "; these were idle, slow, or not sending a request")
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), OSError):  # a client went away, a TLS handshake failed
+            return
+        self.log(f"api: unexpected error in the listener: {context.get('message')} {context.get('exception')!r}")
+
+    # ------------------------------------------------------------------ serving
+    async def _serve(self, conn: Connection) -> None:
+        conn.started = True
+        stream, raw, abort = conn.stream, None, False
+        try:
+            raw, _ = await self.loop.connect_accepted_socket(lambda: stream, conn.sock)
+            if self.ssl_context is not None:
+                stream.tls = True  # (asyncio's TLS cannot half-close)
+                stream.transport = await self.loop.start_tls(
+                    raw, stream, self.ssl_context, server_side=True, ssl_handshake_timeout=self.timeout,
+                    ssl_shutdown_timeout=LINGER_SECONDS)
+            for number in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
+                if not await self._serve_one(conn, last=number == MAX_REQUESTS_PER_CONNECTION):
+                    break
+            if conn.linger:
+                await self._linger(conn)
+        except asyncio.CancelledError:  # closed at a cap, or the server is stopping
+            abort = True
+        except (OSError, Disconnected):
+            abort = True
+        except Exception:  # noqa: BLE001 - the listener itself must survive anything
+            abort = True
+            self.log("api: unexpected error on a connection:\n" + traceback.format_exc().rstrip())
+        finally:
+            self._forget(conn)
+            transport = stream.transport or raw
+            if transport is None:
+                conn.sock.close()
+            elif abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    async def _serve_one(self, conn: Connection, last: bool) -> bool:
+        """Read and answer one request; True to keep the connection for another."""
+        stream = conn.stream
+        self._set_waiting(conn, True)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await stream.wait_data()
+        except TimeoutError:
+            return False  # idle: nothing sent since connecting or since the last answer
+        if not stream.buffer:
+            return False  # EOF
+        request: Request | None = None
+        extra: Any = ()
+        logged = conn.head_only = False
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    request = await self._read_head(stream)
+            except TimeoutError:
+                raise TimedOut() from None
+            self._set_waiting(conn, False)
+            conn.head_only = request.method == "HEAD"
+            status, payload, extra = await asyncio.wrap_future(self.workers.submit(self.app, request, conn),
+                                                               loop=self.loop)
+        except HttpError as err:
+            status, payload, extra = err.status, {"error": clip(err.message, 500)}, err.headers
+        except TimedOut:
+            status, payload = 408, {"error": f"the request did not arrive within {self.timeout:g} s"}
+        except Disconnected:
+            return False
+        except Exception:  # noqa: BLE001 - the last line of defence; the hostile suite proves it is never reached
+            self.log(f"api: internal error on {describe(request)}:\n" + traceback.format_exc().rstrip())
+            status, payload, logged = 500, {"error": "internal error (logged by the daemon)"}, True
+        if status >= 500 and status != 505 and not logged:  # 505: the client's protocol, not our failure
+            self.log(f"api: {status} on {describe(request)}: {payload['error']}")
+        keep = status < 400 and request is not None and request.keep_alive and not last and not self.stopping
+        conn.linger = status >= 400
+        data = render(status, payload, extra, keep=keep, head_only=conn.head_only, server=self.server_name)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await stream.write(data)
+        except (TimeoutError, Disconnected, OSError):
+            conn.linger = False
+            raise Disconnected() from None
+        return keep
+
+    async def _read_head(self, stream: _Stream) -> Request:
+        request = parse_request_line(await stream.readline(MAX_LINE))
+        total = 0
+        for _ in range(MAX_HEADERS + 1):
+            raw = await stream.readline(MAX_HEADER_BYTES - total + 1)
+            total += len(raw)
+            if not add_header_line(request.headers, raw, total):
+                return request
+        raise HttpError(431, f"more than {MAX_HEADERS} request headers")
+
+    async def _linger(self, conn: Connection) -> None:
+        """Before closing after an error, read and drop what the client still sends (1 s, 1 MiB)."""
+        stream = conn.stream
+        self._set_waiting(conn, True)  # nothing more will be answered: a cap may close it
+        stream.start_discarding()
+        if stream.transport.can_write_eof():
+            stream.transport.write_eof()  # the client sees EOF now instead of waiting for us
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while not stream.eof and stream.dropped < LINGER_BYTES:
+                    await stream.wait()
+        except TimeoutError:
+            pass
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit of open files to the hard one; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 16

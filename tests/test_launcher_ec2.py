@@ -499,3 +499,19 @@ def test_sdk_errors_outside_aws_answers():
     assert lost.retryable and lost.code == "NoCredentialsError" and NO_CREDENTIALS in str(lost)
     bad = to_launch_error(ParamValidationError(report="Invalid type for parameter MinCount"))
     assert not bad.retryable and bad.code == "ParamValidationError" and "\n" not in str(bad)
+
+
+# ------------------------------------------------------------------------------ IMDS hop limit
+@pytest.mark.parametrize("container_imds, hop_limit", [(False, 1), (True, 2)])
+def test_imds_hop_limit_is_1_unless_the_job_opts_in(aws, launcher, container_imds, hop_limit):
+    """Hop limit 1: a container (one network hop further) cannot get an IMDSv2 token, so it cannot
+    read the instance role's credentials (DESIGN.md section 12); ``--container-imds`` allows 2."""
+    sent: list[dict] = []
+    launcher._ec2_run.meta.events.register(  # what was really sent, whatever moto echoes back
+        "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
+    instance_id = launcher.launch(make_job(container_imds=container_imds), user_data="x", store_id=STORE)
+    assert sent[-1]["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                                           "HttpPutResponseHopLimit": hop_limit}
+    options = instance(aws, instance_id)["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == hop_limit  # moto keeps what RunInstances asked for

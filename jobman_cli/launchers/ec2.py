@@ -107,6 +107,21 @@ def decode_console_output(output: str | None) -> str:
     return output
 
 
+def metadata_options(job: Job) -> dict[str, Any]:
+    """IMDS settings of a job's instance (DESIGN.md section 12).
+
+    IMDSv2 only (``HttpTokens=required``): the user-data, with the attempt's callback token, is
+    served by IMDS, and v1's plain GET is what SSRF bugs reach. ``HttpPutResponseHopLimit=1``: the
+    token's PUT answer cannot cross the extra hop of a container's network (a bridge or NAT), so
+    the job's container cannot get a token and with it the instance role's credentials (which read
+    the job's secrets); only the host's own processes (the user-data script, the AWS CLI, Docker's
+    awslogs driver) can. ``--container-imds`` (``job.container_imds``) raises it to 2 for a job
+    whose container must call AWS as the instance role.
+    """
+    return {"HttpTokens": "required", "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": 2 if job.container_imds else 1}
+
+
 class EC2Launcher:
     """:class:`~jobman_cli.launchers.base.Launcher` on Amazon EC2 (boto3)."""
 
@@ -248,8 +263,7 @@ class EC2Launcher:
             "ClientToken": token,
             "UserData": user_data,  # plain text: botocore base64-encodes it
             "InstanceInitiatedShutdownBehavior": "terminate",
-            # IMDSv2 only: the user-data (with the job's callback token) is served by IMDS.
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "MetadataOptions": metadata_options(job),
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                                   {"ResourceType": "volume", "Tags": tags}],
         }

@@ -139,6 +139,11 @@ def cli(ctx: click.Context, location: str | None) -> None:
 @click.option("--secret", "secrets", multiple=True, metavar="NAME=REF",
               help="Secret read on the instance into $NAME: ssm:/path or secretsmanager:ID[#json-key] (repeatable). Only the reference is stored.")
 @click.option("--container-imds", is_flag=True, help="Let the container reach the instance metadata service (and the instance role's credentials).")
+@click.option("--notify", "notify", multiple=True, metavar="TARGET",
+              help="Tell TARGET when the job ends: an http(s):// webhook (signed JSON), a Slack webhook URL "
+                   "(or slack+https://...) or sns:ARN (repeatable). [default: [notify] targets in config.toml]")
+@click.option("--notify-on", default=None, metavar="failure|end",
+              help="Notify when the job failed, or at every end (finished, failed, cancelled). [default: failure]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
@@ -146,8 +151,8 @@ def cli(ctx: click.Context, location: str | None) -> None:
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
-             secrets: tuple[str, ...], container_imds: bool, as_json: bool, quiet: bool,
-             command: tuple[str, ...]) -> None:
+             secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], notify_on: str | None,
+             as_json: bool, quiet: bool, command: tuple[str, ...]) -> None:
     """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
 
     Words after -- are the container's command, each passed to Docker as one argument, exactly
@@ -163,8 +168,14 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
         command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
         secrets=parse_secret_assignments(secrets), container_imds=container_imds,
+        notify=list(notify) if notify else None, notify_on=notify_on,
     )
-    job, created = state.service().schedule(request, CLI_FIELDS)
+    service = state.service()
+    if not notify:
+        from .notify.settings import default_targets
+
+        service.notify_defaults = default_targets()
+    job, created = service.schedule(request, CLI_FIELDS)
     if quiet:
         click.echo(job.id)
     elif as_json:

@@ -14,6 +14,7 @@ from typing import Sequence, TextIO
 
 from .errors import one_line
 from .model import Job, JobStatus, format_time
+from .notify.targets import redact
 
 RICH_ROW_LIMIT = 500
 TABLE_COLUMNS = ("ID", "STATUS", "DATE-TIME (UTC)", "IMAGE", "TITLE", "EXIT", "REASON")
@@ -76,9 +77,30 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         ("launched-at", format_time(job.launched_at) or "-"),
         ("finished-at", format_time(job.finished_at) or "-"),
     ]
+    if job.notify:
+        rows.append(("notify", f"{', '.join(redact(t) for t in job.notify)} (on {job.notify_on})"))
+        rows.append(("notification", _last_delivery(job)))
     if job.secrets:  # references only: jobman never holds a secret's value
         rows.insert(6, ("secrets", ", ".join(f"{name}={ref}" for name, ref in sorted(job.secrets.items()))))
     return rows
+
+
+def _last_delivery(job: Job) -> str:
+    """The latest delivery attempt in words (``status``; ``status --json`` has them all)."""
+    latest = None
+    for record in job.deliveries:
+        history = record.get("history") or []
+        at = history[-1].get("at") if history else record.get("claimed-at")
+        if latest is None or (at or "") >= (latest[0] or ""):
+            latest = (at, record, history[-1].get("outcome") if history else "sending")
+    if latest is None:
+        return "none sent yet" if job.terminal else "-"
+    at, record, outcome = latest
+    line = (f"{record.get('state')} to {record.get('target')} ({record.get('event')}; attempt "
+            f"{record.get('attempts')}: {outcome} at {at})")
+    if record.get("next-attempt-at"):
+        line += f"; next attempt {record['next-attempt-at']}"
+    return one_line(line)
 
 
 def _wants_rich(rows: int, out: TextIO) -> bool:

@@ -158,6 +158,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     with exit code 1; an unusable ``--public-url`` is a usage error (exit 2).
     """
     from ..joblogs import job_log_target, prepare_log_group
+    from ..notify.send import Sender
+    from ..notify.settings import default_targets, load_or_create_secret, notify_settings
     from ..launchers.ec2 import EC2Launcher
     from ..stores import open_store
 
@@ -170,6 +172,10 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     try:
         store = open_store(settings.store_location, create=True)
         service = JobService(store)
+        service.notify_defaults = default_targets(settings.home)
+        notify = notify_settings(settings.home)
+        secret, secret_origin = load_or_create_secret(settings.home)
+        sender = Sender(secret, timeout=notify.timeout)
         note = "HTTP API disabled"
         if settings.serve_api and not settings.once:
             server, note = start_api(settings, service)
@@ -177,7 +183,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
                 settings = dataclasses.replace(settings, listen_port=server.port)
         log_target = job_log_target(ec2)
         daemon = Daemon(store, launcher, settings, service=service, exclusive=exclusive,
-                        launch_lease=settings.launch_lease, log_target=log_target)
+                        launch_lease=settings.launch_lease, log_target=log_target, notify=notify,
+                        notify_sender=sender)
         # The API's writes are this process's own: through the daemon's recording store, the
         # observer knows each one before it lands and never logs it as another process's.
         service.store = daemon.store
@@ -192,11 +199,17 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         if url_note:
             daemon.log(url_note)
         daemon.log(prepare_log_group(ec2))
+        policy = notify.policy
+        daemon.log(f"notifications: webhooks signed with the {secret_origin}; each delivery retried "
+                   f"{policy.backoff_base:g}s doubling to {policy.backoff_max:g}s, for up to {policy.max_age:g}s "
+                   f"after the job ended; {notify.workers} at once")
         if not exclusive:
             daemon.log(f"shared store: another daemon's claim is taken over once it went {daemon.launch_lease:g}s "
                        "without a renewal (timed on this host's monotonic clock)")
         if settings.once:
             report = daemon.tick(wait_launches=True, reconcile=True)
+            if daemon.notifier is not None:
+                daemon.notifier.run_once()
             daemon.log(f"one pass done: {summary(report)}")
             return 0
         with stop_on_signals(daemon.stop):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import JobmanError
 from ..model import ACTIVE_STATES, Job, JobStatus, format_time
@@ -62,6 +62,9 @@ class Observer:
         # Never held while the store is read: ``intend`` runs inside the store's write (under its
         # lock, on the committing thread), so a step holding this across a read would deadlock.
         self._lock = threading.Lock()
+        #: Called with every job this process wrote and every active job another process ended
+        #: (the notifier queues the deliveries a job owes). Must be cheap and never raise.
+        self.listeners: list[Callable[[Job], None]] = []
 
     # ------------------------------------------------------------------ this process's writes
     def intend(self, job: Job) -> None:
@@ -84,13 +87,18 @@ class Observer:
         """This process changed ``job``: remember its status as the last one seen."""
         with self._lock:
             if self._seen is None:
-                return
-            if job.status in ACTIVE_STATES:
+                pass
+            elif job.status in ACTIVE_STATES:
                 seen = self._seen.get(job.id)
                 if seen is None or seen[1] <= job.version:
                     self._seen[job.id] = (job.status, job.version)
             else:
                 self._seen.pop(job.id, None)
+        self._tell(job)
+
+    def _tell(self, job: Job) -> None:
+        for listener in self.listeners:
+            listener(job)
 
     def service_changed(self, job: Job) -> None:
         """A change made through the service (the API): remember it and log it."""
@@ -131,6 +139,8 @@ class Observer:
                 after: Job | None = self.store.get(job_id)
             except JobmanError:
                 after = None
+            if after is not None:
+                self._tell(after)
             with self._lock:
                 mine = after is not None and mark_of(after) in self._mine
             if not mine:

@@ -9,6 +9,7 @@ The parts, each readable on its own (each has a ``step``):
 :mod:`.lease`           shared stores: honour other daemons' claims, renew this daemon's own
 :mod:`.observer`        log other processes' changes (and the API's) once
 :mod:`.reconcile`       every ``reconcile_interval``: timeouts, vanished instances, orphans
+:mod:`.notifier`        notifications jobs owe once ended: own threads, claimed, retried, recorded
 :mod:`.pool`            the bounded launch pool: in flight, cool-downs after crashes
 :mod:`.throttle`        the token bucket that paces ``RunInstances``
 :mod:`.loop`            the only driver: sleeps until a pass is worth it
@@ -24,12 +25,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..launchers.base import Launcher
 from ..joblogs import LogTarget
 from ..launchers.userdata import load_callback_ca
 from ..model import Job, format_time
+from ..notify.settings import NotifySettings
 from ..service import JobService
 from ..settings import DaemonSettings
 from ..stores.base import JobStore
@@ -38,6 +41,7 @@ from .common import DEFAULT_LAUNCH_LEASE, Collector, Log, TickReport, error_text
 from .launch import Launch
 from .lease import ONCE_SKEW_MARGIN, LeaseKeeper
 from .loop import run_loop
+from .notifier import Notifier
 from .observer import Observer, RecordingStore
 from .pool import LaunchPool
 from .reconcile import Reconciler
@@ -52,11 +56,14 @@ class Daemon:
     def __init__(self, store: JobStore, launcher: Launcher, settings: DaemonSettings, *,
                  clock: Clock | None = None, service: JobService | None = None, daemon_id: str | None = None,
                  exclusive: bool = False, launch_lease: float | None = None, log: Log | None = None,
-                 log_target: LogTarget | None = None) -> None:
+                 log_target: LogTarget | None = None, notify: NotifySettings | None = None,
+                 notify_sender: Any = None) -> None:
         """``exclusive``: this daemon holds the store's daemon lock (TinyDB), so any ``launching`` job
         it is not launching itself is abandoned. Otherwise (DynamoDB, several daemons) a claim by
         another daemon is abandoned only once its lease expired. ``log_target``: where instances
-        send their job logs (CloudWatch Logs, section 10); None: the console only."""
+        send their job logs (CloudWatch Logs, section 10); None: the console only. ``notify_sender``
+        (a :class:`~jobman_cli.notify.send.Sender`): deliver notifications with it (None: this
+        daemon delivers none; another daemon on the same store, or a later start, will)."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.daemon_id = daemon_id or new_daemon_id()
@@ -95,6 +102,12 @@ class Daemon:
         self._next_reconcile: datetime | None = None
         self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
+        #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`).
+        self.notifier = (Notifier(self.store, self.clock, notify or NotifySettings(), notify_sender,
+                                  owner=self.daemon_id, exclusive=exclusive, log=self.log)
+                         if notify_sender is not None else None)
+        if self.notifier is not None:
+            self.observer.listeners.append(self.notifier.poke)
 
         self.service.subscribe(self._on_service_change)
         self.leases.start()  # shared stores only
@@ -183,6 +196,8 @@ class Daemon:
     def run(self) -> int:
         """Loop until :meth:`stop`; then finish the launches in flight. Returns the exit code 0."""
         try:
+            if self.notifier is not None:
+                self.notifier.start()
             run_loop(self)
         finally:
             self.close()
@@ -194,4 +209,6 @@ class Daemon:
         self.pool.close()
         self.leases.close()
         self._reconcile_thread.shutdown(wait=True, cancel_futures=True)
+        if self.notifier is not None:
+            self.notifier.close()
         self._wake.close()

@@ -1,0 +1,227 @@
+"""The :class:`Notifier`: delivers the notifications jobs owe, on its own threads.
+
+What is owed is read from the store, never kept only in memory (see
+:mod:`jobman_cli.notify.deliveries`): a terminal job whose ``notify-on`` covers its end owes one
+delivery per target until each is ``delivered`` or ``failed``. So the notifier finds its work
+
+* at once, when this process sees a job end: :meth:`poke` (the observer calls it for every change
+  this process makes — an instance's callback through the API, the reconciler's, its own — and for
+  active jobs other processes ended, e.g. a CLI ``cancel``);
+* by a scan of the store's terminal jobs at start (deliveries left by a daemon that stopped or
+  crashed, retries whose time has come) and every ``scan_interval`` (anything no hook announced).
+
+Each delivery is owned before it is sent. On a shared store (several daemons on one DynamoDB
+table) the claim is a conditional write of the job (:func:`~jobman_cli.notify.deliveries.claim`):
+of two daemons only one wins it, so one event is sent once. On an exclusive store (the TinyDB file,
+one daemon by its lock) the claim is in memory and the outcome is written with it in one write
+after the attempt. Either way a crash between sending and recording means the attempt is made again
+(at least once; the event id header lets the receiver drop the repeat); a crash between two
+attempts loses nothing and repeats nothing.
+
+Nothing here blocks the loop, a launch or a callback: :meth:`poke` only puts a job id on a heap;
+the sending happens in a bounded pool (``workers`` threads), the waiting in one dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import JobmanError
+from ..model import TERMINAL_STATES, Job, job_from_record
+from ..notify import deliveries as plan
+from ..notify.message import body
+from ..notify.settings import NotifySettings
+from ..notify.targets import EVENTS, redact
+from .common import Log, error_text
+
+UTC = timezone.utc
+#: The dispatcher looks at the wall clock at least this often (a clock step is noticed within it).
+MAX_WAIT = 1.0
+
+
+class Notifier:
+    def __init__(self, store: Any, clock: Any, settings: NotifySettings, sender: Any, *, owner: str,
+                 exclusive: bool, log: Log) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.policy = settings.policy
+        self.sender = sender
+        self.owner = owner
+        self.exclusive = exclusive
+        self.log = log
+        self._heap: list[tuple[float, int]] = []
+        self._next: dict[int, float] = {}  # job id -> earliest time on the heap
+        self._running: set[int] = set()
+        self._again: set[int] = set()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="jobman-notify")
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ finding work
+    def poke(self, job: Job) -> None:
+        """A job changed in this process's view: if it owes a delivery, queue it. Cheap, never blocks
+        on the store or the network (called on the API's and the daemon's write paths)."""
+        if not job.notify or job.status not in TERMINAL_STATES:
+            return
+        when = plan.next_due(job, self.clock.now(), self.policy)
+        if when is not None:
+            self._schedule(job.id, when.timestamp())
+
+    def scan(self) -> int:
+        """Queue every job in the store that still owes a delivery. Returns how many."""
+        found = 0
+        now = self.clock.now()
+        for record in self.store.list_records(TERMINAL_STATES):
+            if not record.get("notify-targets") or record.get("status") not in EVENTS.get(
+                    record.get("notify-on") or "failure", ()):
+                continue
+            try:
+                job = job_from_record(record)
+            except (KeyError, TypeError, ValueError):
+                continue
+            when = plan.next_due(job, now, self.policy)
+            if when is not None:
+                self._schedule(job.id, when.timestamp())
+                found += 1
+        return found
+
+    def _schedule(self, job_id: int, at: float) -> None:
+        with self._cond:
+            known = self._next.get(job_id)
+            if known is not None and known <= at:
+                return
+            self._next[job_id] = at
+            heapq.heappush(self._heap, (at, job_id))
+            self._cond.notify()
+
+    # ------------------------------------------------------------------ the dispatcher
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._dispatch, name="jobman-notify-dispatch", daemon=True)
+        self._thread.start()
+
+    def _dispatch(self) -> None:
+        next_scan = self.clock.monotonic()
+        while True:
+            if self.clock.monotonic() >= next_scan:
+                try:
+                    self.scan()
+                except Exception as exc:  # a broken store: the next scan tries again
+                    self.log(f"notify: cannot look for deliveries: {error_text(exc)}")
+                next_scan = self.clock.monotonic() + self.settings.scan_interval
+            with self._cond:
+                while not self._stop:
+                    now = self.clock.now().timestamp()
+                    ready = self._ready(now)
+                    if ready:
+                        break
+                    top = self._heap[0][0] if self._heap else now + MAX_WAIT
+                    pause = min(MAX_WAIT, max(0.0, top - now), next_scan - self.clock.monotonic())
+                    if pause <= 0:
+                        break
+                    self._cond.wait(pause)
+                if self._stop:
+                    return
+            for job_id in ready:
+                self._pool.submit(self._work, job_id)
+
+    def _ready(self, now: float) -> list[int]:
+        """(Holding the condition.) Pop the job ids due by ``now``; one in work is looked at again after."""
+        ready: list[int] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, job_id = heapq.heappop(self._heap)
+            if self._next.get(job_id) != at:
+                continue  # superseded by an earlier entry
+            del self._next[job_id]
+            if job_id in self._running:
+                self._again.add(job_id)
+            else:
+                self._running.add(job_id)
+                ready.append(job_id)
+        return ready
+
+    def _work(self, job_id: int) -> None:
+        try:
+            self.deliver(job_id)
+        except Exception as exc:  # a store error or a bug: logged; the next scan finds the job again
+            self.log(f"notify: job {job_id}: {error_text(exc)}")
+        finally:
+            with self._cond:
+                self._running.discard(job_id)
+                again = job_id in self._again
+                self._again.discard(job_id)
+            if again:
+                self._schedule(job_id, self.clock.now().timestamp())
+
+    # ------------------------------------------------------------------ one job's deliveries
+    def deliver(self, job_id: int) -> None:
+        """Make every attempt of ``job_id`` that is due now, then queue its next one."""
+        try:
+            job = self.store.get(job_id)
+        except JobmanError as exc:
+            self.log(f"notify: job {job_id}: {exc}")
+            return
+        for index, event in plan.wanted(job):
+            now = self.clock.now()
+            when = plan.due_at(job, index, event, now, self.policy)
+            if when is None or when > now:
+                continue
+            job = self._attempt(job, index, event, now)
+        later = plan.next_due(job, self.clock.now(), self.policy)
+        if later is not None:
+            self._schedule(job.id, later.timestamp())
+
+    def _attempt(self, job: Job, index: int, event: str, now: datetime) -> Job:
+        eid = plan.event_id(self.store.store_id, job.id, event)
+        owner, policy = self.owner, self.policy
+
+        def claim(current: Job) -> Job:
+            return plan.claim(current, index, event, now, owner, policy, eid)
+
+        try:
+            claimed = self.store.update(job.id, claim) if not self.exclusive else claim(job)
+        except plan.NotDue:
+            return self.store.get(job.id)  # another daemon has it (or it was just done)
+        record = plan.record_of(claimed, index, event) or {}
+        attempt = int(record.get("attempts") or 1)
+        outcome = self.sender.send(job.notify[index], body(claimed, str(record.get("event-id") or eid)))
+        done = self.clock.now()
+
+        def settle(current: Job) -> Job:
+            if self.exclusive:
+                current = claim(current)
+            return plan.settle(current, index, event, attempt, owner, outcome, done, policy)
+
+        try:
+            written = self.store.update(job.id, settle)
+        except plan.NotDue:
+            self.log(f"notify: job {job.id} {event} to {redact(job.notify[index])}: attempt {attempt} "
+                     f"({outcome.text}) not recorded: its claim was taken over")
+            return self.store.get(job.id)
+        state = (plan.record_of(written, index, event) or {}).get("state")
+        self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: attempt {attempt}: "
+                 f"{outcome.text} -> {state}")
+        return written
+
+    # ------------------------------------------------------------------ once / stop
+    def run_once(self) -> None:
+        """``jobman daemon --once``: one attempt of every delivery due now, then return."""
+        self.scan()
+        with self._cond:
+            ready = self._ready(self.clock.now().timestamp())
+        futures = [self._pool.submit(self._work, job_id) for job_id in ready]
+        wait(futures)
+
+    def close(self) -> None:
+        """Stop dispatching; attempts already sending finish (each bounded by its timeout)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)

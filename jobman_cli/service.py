@@ -251,7 +251,7 @@ def _check_user_data_size(draft: Job, names: FieldNames) -> None:
     except InvalidInput as exc:
         if exc.field == "env-variables":
             raise InvalidInput(names.env, exc.rule) from None
-        if exc.field in ("command", "entrypoint"):
+        if exc.field in ("command", "entrypoint", "secrets"):
             raise InvalidInput(getattr(names, exc.field), exc.rule) from None
         raise
 

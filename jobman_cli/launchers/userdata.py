@@ -12,7 +12,7 @@ Guarantees, and why:
   ``InstanceInitiatedShutdownBehavior=terminate``, so powering off terminates it: no cost leaks,
   even when Docker cannot be installed or the callback is unreachable.
 * **Every tool through PATH** (docker, dnf, systemctl, curl, timeout, sleep, shutdown, poweroff,
-  aws; never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is
+  aws, and python3 for a job with secrets; never an absolute path; nothing else, not even ``cat`` or ``tr``). A sane system PATH is
   *appended*, so stub tools placed first on PATH by a test win. ``JOBMAN_SYSTEM_PATH`` replaces
   that appended part (tests set it to a directory of chosen tools, so a real ``docker`` on the
   test machine cannot leak in); cloud-init never sets it.
@@ -87,6 +87,10 @@ Guarantees, and why:
   CLI, no permission, endpoint down) sets ``log_problem``, and the final report carries
   ``log incomplete (<why>)`` as its ``reason`` — on a ``finished`` report too — so the job's
   outcome never depends on its log. Without ``logs`` the script logs to the console only.
+* **Secrets by reference** (``job.secrets``; DESIGN.md section 12): read after the pull with the
+  instance's role by the AWS CLI and handed to ``docker run`` through its environment only (``-e
+  NAME``); a failed read is ``secret-unavailable`` naming the reference. The block, and why it is
+  safe, is in :mod:`.userdata_secrets`; without secrets nothing of it is rendered.
 * **Deterministic.** The same job and URL always render the same bytes (variables sorted by name,
   no timestamps or randomness), because a retried ``RunInstances`` of the same attempt must send
   the same parameters as the first, or EC2 answers ``IdempotentParameterMismatch``.
@@ -116,6 +120,7 @@ from typing import Mapping, Sequence
 from ..errors import ConfigError, InvalidInput
 from ..joblogs import LogTarget, size_probe_target, stream_name
 from ..model import Job, JobStatus
+from .userdata_secrets import render_secrets
 
 #: EC2's limit on raw (not base64-encoded) user-data, in bytes.
 USER_DATA_LIMIT = 16384
@@ -268,13 +273,13 @@ log "pulling $image"
 flush_log
 deadline=$((SECONDS + job_timeout + 1))  # covers pull and run; +1: SECONDS counts whole seconds
 pull || fail 125 image-pull-failed "$problem"
-log "running the container $container"
+@@SECRETS@@log "running the container $container"
 flush_log
 # At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
 # In the background, so a signal to this script is handled at once (the trap removes the container).
 started=1
 timeout --foreground -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s" \
-  docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" </dev/null &
+  @@SECRET_EXEC@@docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" @@SECRET_FEED@@</dev/null &
 wait $!
 rc=$?
 if (( rc == 137 || rc == 124 )); then
@@ -590,7 +595,8 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     command_args = _command_args(job.command)
     attempt = job.attempts if isinstance(job.attempts, int) and not isinstance(job.attempts, bool) else 0
     log_functions, log_args = _log_block(job, attempt, logs)
-    run_args = env_args + entrypoint_arg + log_args
+    secrets = render_secrets(job.secrets, logs.region if logs is not None else None)
+    run_args = env_args + secrets.run_args + entrypoint_arg + log_args
     ca_block = _NO_CALLBACK_CA
     if callback_ca is not None:
         ca_block = _CALLBACK_CA.replace("@@PEM@@", normalize_callback_ca(callback_ca))
@@ -607,15 +613,19 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
         "INSTALL_DOCKER": _INSTALL_DOCKER if docker_install else _NO_INSTALL_DOCKER,
         "CALLBACK_CA": ca_block,
         "LOG_FUNCTIONS": log_functions,
+        "SECRETS": secrets.block,
+        "SECRET_EXEC": secrets.exec_prefix,
+        "SECRET_FEED": secrets.feed,
     }
     # One pass over the placeholders, so a value that happens to contain "@@NAME@@" stays literal.
     script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)
     size = len(script.encode("utf-8"))
     if size > USER_DATA_LIMIT:
         # Name the field that takes the most room (the environment unless the command is larger).
-        field, what = "env-variables", "the environment"
-        if len(command_args) + len(entrypoint_arg) > len(env_args):
-            field, what = "command", "the command"
+        sizes = {("env-variables", "the environment"): len(env_args),
+                 ("command", "the command"): len(command_args) + len(entrypoint_arg),
+                 ("secrets", "the secrets' names and references"): secrets.size}
+        field, what = max(sizes, key=lambda k: sizes[k])
         raise InvalidInput(
             field,
             f"the job's user-data would be {size} bytes; EC2 allows at most {USER_DATA_LIMIT} (shorten {what}"

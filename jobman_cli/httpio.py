@@ -224,8 +224,9 @@ class HttpServer:
             self.socket.close()
             raise
         self.server_address = self.socket.getsockname()
-        self.app, self.ssl_context, self.timeout, self.log, self.server_name = app, ssl_context, timeout, log, server_name
-        self.max_connections = max(16, min(max_connections, raise_open_file_limit() - FD_RESERVE))
+        self.app, self.ssl_context, self.timeout = app, ssl_context, timeout
+        self.log, self.server_name = log, server_name
+        self.max_connections = max(1, min(max_connections, raise_open_file_limit() - FD_RESERVE))
         self.per_address = min(per_address, self.max_connections)
         self.workers = Workers(workers, name=f"jobman-api-{self.server_address[1]}")
         self.loop = asyncio.new_event_loop()
@@ -303,8 +304,8 @@ class HttpServer:
             self.loop.add_reader(self.socket.fileno(), self._accept)
 
     def _admit(self, sock: socket.socket, host: str) -> None:
-        mine = self.by_host.get(host)
-        if ((mine is not None and len(mine) >= self.per_address and not self._make_room(self.waiting_by_host[host]))
+        address_full = len(self.by_host.get(host, ())) >= self.per_address
+        if ((address_full and not self._make_room(self.waiting_by_host.get(host, {})))
                 or (len(self.connections) >= self.max_connections and not self._make_room(self.waiting))):
             sock.close()  # every connection at the cap has its request being handled
             self._count_shed(host)

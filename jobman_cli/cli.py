@@ -433,22 +433,28 @@ def setup() -> None:
 @click.option("--name", default=None, metavar="NAME", help="Name of the IAM role, instance profile and security group. [default: jobman-instance]")
 @click.option("--log-group", default=None, metavar="GROUP", help="Job-log group. [env: JOBMAN_LOG_GROUP; default: jobman]")
 @click.option("--retention-days", default=None, metavar="DAYS", help="Job-log retention. [env: JOBMAN_LOG_RETENTION_DAYS; default: 30]")
+@click.option("--allow-secret", "allow_secrets", multiple=True, metavar="REF",
+              help="Let the instances read this secret: ssm:/path, secretsmanager:ID, or a prefix ending in * "
+                   "(repeatable; the complete list: the role's secrets policy grants exactly these).")
 def setup_aws_command(dry_run: bool, save: bool, region: str | None, vpc_id: str | None, name: str | None,
-                      log_group: str | None, retention_days: str | None) -> None:
+                      log_group: str | None, retention_days: str | None, allow_secrets: tuple[str, ...]) -> None:
     """Create, idempotently, what a first real run needs: the job-log group with its retention, the
     instances' IAM role and instance profile (write their own log stream, nothing else), and a
-    security group without ingress. Then print the `jobman daemon` flags that use them."""
+    security group without ingress; with --allow-secret, read access to those secrets only. Then
+    print the `jobman daemon` flags that use them."""
     from .config import log_settings, save_config_values
     from .launchers.factory import ec2_settings
-    from .setup_aws import DEFAULT_NAME, SetupOptions, setup_aws
+    from .setup_aws import DEFAULT_NAME, SetupOptions, allowed_secret, setup_aws
     from .joblogs import make_session
 
     if dry_run and save:
         raise click.UsageError("--dry-run and --save cannot be used together")
+    for ref in allow_secrets:  # a bad reference is a usage error before any AWS call
+        allowed_secret(ref)
     logs = log_settings(log_group, retention_days)
     ec2 = ec2_settings({"region": region})
     options = SetupOptions(log_group=logs.group, retention_days=logs.retention_days, name=name or DEFAULT_NAME,
-                           vpc_id=vpc_id, dry_run=dry_run)
+                           vpc_id=vpc_id, dry_run=dry_run, allow_secrets=tuple(allow_secrets))
     result = setup_aws(make_session(ec2.region, ec2.profile), options, click.echo)
     if dry_run:
         click.echo(f"Dry run: {len(result.changed)} change(s) would be made; nothing was changed.")

@@ -5,7 +5,10 @@ Four steps, each printed as one line saying what it found and did:
 1. the job-log group, with its retention (DESIGN.md section 10);
 2. the instances' IAM role, trusted by EC2 only, with one inline policy that allows exactly what
    the instance does: create its log stream and put its lines in the job-log group
-   (:func:`instance_policy`; reading the secrets its jobs reference joins it with section 12);
+   (:func:`instance_policy`); and, only for the references named with ``--allow-secret``, a
+   second inline policy ``jobman-secrets`` that lets it read exactly those (:func:`secrets_policy`,
+   DESIGN.md section 12). It is declarative: each run with ``--allow-secret`` makes it grant
+   exactly the references given; a run without leaves it as it is (and grants nothing new);
 3. the instance profile holding that role (what ``--iam-instance-profile`` names);
 4. a security group without ingress in the default VPC (or ``--vpc-id``): the instance only
    calls out (registry, CloudWatch Logs, the daemon's callback URL).
@@ -30,6 +33,7 @@ from .joblogs import aws_failure, error_code, find_log_group
 
 DEFAULT_NAME = "jobman-instance"
 POLICY_NAME = "jobman-instance"
+SECRETS_POLICY_NAME = "jobman-secrets"
 
 #: The trust policy of the instance role: only EC2 may assume it.
 EC2_TRUST = {
@@ -56,6 +60,63 @@ def instance_policy(partition: str, region: str, account: str, group: str) -> di
             "Resource": [group_arn, f"{group_arn}:log-stream:jobs/*"],
         }],
     }
+
+
+def allowed_secret(text: str, field: str = "--allow-secret") -> tuple[str, str]:
+    """``ssm:/path``, ``secretsmanager:ID[#key]`` or either with a trailing ``*`` (a prefix):
+    ``(kind, name-or-prefix-with-*)``; InvalidInput (exit 2) for anything else."""
+    from .errors import InvalidInput
+    from .secretrefs import parse_secret_ref
+
+    if not isinstance(text, str) or not text:
+        raise InvalidInput(field, "must be a reference such as ssm:/prod/db/password or ssm:/prod/*")
+    prefix = text.endswith("*")
+    body = text[:-1] if prefix else text
+    if prefix and "#" in body:
+        raise InvalidInput(field, f"{text!r}: a prefix ('*') cannot name a JSON key")
+    # A prefix is checked as if one more character followed it ("ssm:/prod/" -> "ssm:/prod/x").
+    ref = parse_secret_ref(body + "x" if prefix else body, field=field)
+    name = ref.name[:-1] + "*" if prefix else ref.name
+    return ref.kind, name
+
+
+def secrets_policy(allowed: list[str], partition: str, region: str, account: str) -> dict[str, Any] | None:
+    """Read access to exactly the ``allowed`` references (see :func:`allowed_secret`), in this
+    account and region unless a reference is an ARN: ``ssm:GetParameter`` on the parameters,
+    ``secretsmanager:GetSecretValue`` on the secrets (a ``#key`` needs the whole secret). None when
+    nothing is named. Resources come from :attr:`SecretRef.iam_resource`, made exact where it is
+    loose: this account and region instead of ``*:*``, and a secret name followed by exactly the
+    6-character suffix AWS appends (``-??????``), so ``app/db`` does not also grant ``app/db-old``."""
+    from .secretrefs import SECRETS_MANAGER, SSM, SecretRef
+
+    resources: dict[str, list[str]] = {SSM: [], SECRETS_MANAGER: []}
+    for text in allowed:
+        kind, name = allowed_secret(text)
+        if name.endswith("*"):  # a prefix: everything under it
+            if name.startswith("arn:"):
+                resource = name
+            elif kind == SSM:
+                resource = f"arn:aws:ssm:*:*:parameter{name if name.startswith('/') else '/' + name}"
+            else:
+                resource = f"arn:aws:secretsmanager:*:*:secret:{name}"
+        else:
+            resource = SecretRef(kind, name).iam_resource
+            if kind == SECRETS_MANAGER and not name.startswith("arn:") and resource.endswith("-*"):
+                resource = resource[:-1] + "??????"
+        for service in ("ssm", "secretsmanager"):
+            loose = f"arn:aws:{service}:*:*:"
+            if resource.startswith(loose):
+                resource = f"arn:{partition}:{service}:{region}:{account}:" + resource[len(loose):]
+        if resource not in resources[kind]:
+            resources[kind].append(resource)
+    statements = []
+    if resources[SSM]:
+        statements.append({"Sid": "ReadJobParameters", "Effect": "Allow", "Action": "ssm:GetParameter",
+                           "Resource": sorted(resources[SSM])})
+    if resources[SECRETS_MANAGER]:
+        statements.append({"Sid": "ReadJobSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                           "Resource": sorted(resources[SECRETS_MANAGER])})
+    return {"Version": "2012-10-17", "Statement": statements} if statements else None
 
 
 def daemon_policy(partition: str, region: str, account: str, group: str, role_name: str = DEFAULT_NAME) -> dict[str, Any]:
@@ -88,6 +149,8 @@ class SetupOptions:
     name: str = DEFAULT_NAME
     vpc_id: str | None = None
     dry_run: bool = False
+    #: ``--allow-secret`` references (validated with :func:`allowed_secret`); empty: no change.
+    allow_secrets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,6 +179,7 @@ class _Steps:
         self.dry_run = dry_run
         self.echo = echo
         self.changed: list[str] = []
+        self.new_role = False  # the role is being created in this run (nothing of it to read yet)
 
     def read(self, service: str, operation: str, context: str, **params: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -173,6 +237,7 @@ def setup_aws(session: Any, options: SetupOptions, echo: Callable[[str], None]) 
 
     _log_group(steps, options, echo)
     role_arn = _role(steps, options, partition, region, account, echo)
+    _secrets(steps, options, partition, region, account, echo)
     _instance_profile(steps, options, echo)
     group_id = _security_group(steps, options, echo)
     return SetupResult(instance_profile=options.name, security_group_id=group_id, role_arn=role_arn,
@@ -220,6 +285,7 @@ def _role(steps: _Steps, options: SetupOptions, partition: str, region: str, acc
     found = steps.missing("iam", "get_role", "NoSuchEntity", f"cannot look up {what}", RoleName=name)
     arn = None
     if found is None:
+        steps.new_role = True
         echo(f"{what}: creating (trusted by EC2 only)")
         created = steps.change("iam", "create_role", "CreateRole", f"cannot create {what}", RoleName=name,
                                AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
@@ -250,6 +316,32 @@ def _role(steps: _Steps, options: SetupOptions, partition: str, region: str, acc
     steps.change("iam", "put_role_policy", "PutRolePolicy", f"cannot write {policy_what}", RoleName=name,
                  PolicyName=POLICY_NAME, PolicyDocument=json.dumps(wanted))
     return arn
+
+
+def _secrets(steps: _Steps, options: SetupOptions, partition: str, region: str, account: str,
+             echo: Callable[[str], None]) -> None:
+    """The role's ``jobman-secrets`` inline policy: exactly the ``--allow-secret`` references."""
+    what = f"IAM role {options.name} inline policy {SECRETS_POLICY_NAME}"
+    wanted = secrets_policy(list(options.allow_secrets), partition, region, account)
+    if wanted is None:
+        echo(f"No --allow-secret given, so no read access to any secret is granted "
+             f"(an existing {SECRETS_POLICY_NAME} policy is kept as it is)")
+        return
+    counts = {s["Action"]: len(s["Resource"]) for s in wanted["Statement"]}
+    grants = ", ".join(f"{action} on {n} resource(s)" for action, n in counts.items())
+    current = steps.missing("iam", "get_role_policy", "NoSuchEntity", f"cannot read {what}",
+                            RoleName=options.name, PolicyName=SECRETS_POLICY_NAME) if not steps.new_role else None
+    if current is None:
+        echo(f"{what}: creating ({grants})")
+    elif not _same_policy(current.get("PolicyDocument"), wanted):
+        echo(f"{what}: exists but differs; replacing it ({grants})")
+    else:
+        echo(f"{what}: exists ({grants})")
+        return
+    if steps.dry_run:
+        echo("  policy document: " + json.dumps(wanted, sort_keys=True))
+    steps.change("iam", "put_role_policy", "PutRolePolicy", f"cannot write {what}", RoleName=options.name,
+                 PolicyName=SECRETS_POLICY_NAME, PolicyDocument=json.dumps(wanted))
 
 
 def _instance_profile(steps: _Steps, options: SetupOptions, echo: Callable[[str], None]) -> None:

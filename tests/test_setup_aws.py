@@ -289,3 +289,96 @@ def test_job_log_target_is_what_the_daemon_renders_into_user_data(aws, monkeypat
     monkeypatch.setenv("JOBMAN_LOG_ENDPOINT", "https://logs.vpce.example")
     monkeypatch.setenv("JOBMAN_LOG_GROUP", "team/jobs")
     assert job_log_target(EC2Settings()) == LogTarget("team/jobs", "us-east-1", "https://logs.vpce.example")
+
+
+# --------------------------------------------------------------------------- secrets (issue 12)
+ALLOWED = ["ssm:/prod/db/password", "ssm:/team/*", "secretsmanager:app/creds#password",
+           "secretsmanager:app/creds#user"]
+WANTED = {"Version": "2012-10-17", "Statement": [
+    {"Sid": "ReadJobParameters", "Effect": "Allow", "Action": "ssm:GetParameter",
+     "Resource": ["arn:aws:ssm:us-east-1:123456789012:parameter/prod/db/password",
+                  "arn:aws:ssm:us-east-1:123456789012:parameter/team/*"]},
+    {"Sid": "ReadJobSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+     "Resource": ["arn:aws:secretsmanager:us-east-1:123456789012:secret:app/creds-??????"]}]}
+
+
+def _allow(*refs: str) -> list[str]:
+    return [f"--allow-secret={r}" for r in refs]
+
+
+def test_allow_secret_grants_exactly_the_named_references_and_is_idempotent(aws) -> None:
+    import boto3
+
+    first = setup(*_allow(*ALLOWED))
+    assert first.exit_code == 0, first.output
+    policy = boto3.client("iam").get_role_policy(RoleName="jobman-instance", PolicyName="jobman-secrets")
+    assert policy["PolicyDocument"] == WANTED
+    assert ("IAM role jobman-instance inline policy jobman-secrets: creating (ssm:GetParameter on 2 resource(s), "
+            "secretsmanager:GetSecretValue on 1 resource(s))") in first.stdout
+    aws.clear()
+    again = setup(*_allow(*reversed(ALLOWED)))  # the same set in another order: nothing to do
+    assert again.exit_code == 0 and changing(aws) == [], again.output
+    assert "inline policy jobman-secrets: exists" in again.stdout
+    aws.clear()
+    fewer = setup(*_allow("ssm:/prod/db/password"))  # the list is complete: the others are revoked
+    assert fewer.exit_code == 0 and changing(aws) == ["iam:PutRolePolicy"], fewer.output
+    policy = boto3.client("iam").get_role_policy(RoleName="jobman-instance", PolicyName="jobman-secrets")
+    assert policy["PolicyDocument"]["Statement"] == [WANTED["Statement"][0] | {
+        "Resource": ["arn:aws:ssm:us-east-1:123456789012:parameter/prod/db/password"]}]
+    # The log policy is untouched by all this.
+    log_policy = boto3.client("iam").get_role_policy(RoleName="jobman-instance", PolicyName="jobman-instance")
+    assert [s["Sid"] for s in log_policy["PolicyDocument"]["Statement"]] == ["WriteJobLogs"]
+
+
+def test_without_allow_secret_nothing_is_granted_and_an_existing_grant_is_kept(aws) -> None:
+    import boto3
+
+    plain = setup()
+    assert plain.exit_code == 0
+    assert "No --allow-secret given, so no read access to any secret is granted" in plain.stdout
+    iam = boto3.client("iam")
+    assert iam.list_role_policies(RoleName="jobman-instance")["PolicyNames"] == ["jobman-instance"]
+    assert setup(*_allow("ssm:/prod/db/password")).exit_code == 0
+    aws.clear()
+    assert setup().exit_code == 0 and changing(aws) == []
+    assert sorted(iam.list_role_policies(RoleName="jobman-instance")["PolicyNames"]) == ["jobman-instance",
+                                                                                        "jobman-secrets"]
+
+
+def test_allow_secret_dry_run_prints_the_policy_and_changes_nothing(aws) -> None:
+    result = setup("--dry-run", *_allow(*ALLOWED))
+    assert result.exit_code == 0, result.output
+    assert changing(aws) == []
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  policy document: "))
+    assert json.loads(line.removeprefix("  policy document: ")) == WANTED
+    assert "would call iam:PutRolePolicy(RoleName=jobman-instance, PolicyName=jobman-secrets" in result.stdout
+
+
+@pytest.mark.parametrize("ref", ["ssm:", "vault:/x", "ssm:/a b", "secretsmanager:app/*#key", "ssm:/x#k", ""])
+def test_a_bad_allow_secret_is_a_usage_error_before_any_aws_call(aws, ref) -> None:
+    result = setup(f"--allow-secret={ref}")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "--allow-secret" in result.stderr, result.stderr
+    assert aws == []
+
+
+def test_the_secrets_policy_lets_the_role_read_those_secrets_and_no_others(aws, monkeypatch) -> None:
+    """moto enforcing IAM: the instance policy's actions read the named parameter and secret; an
+    identity without the secrets policy reads neither (the ARNs themselves are checked above:
+    moto authorises non-S3 requests against the resource "*")."""
+    import boto3
+
+    from jobman_cli.setup_aws import secrets_policy
+
+    boto3.client("ssm").put_parameter(Name="/prod/db/password", Value="v", Type="SecureString")
+    boto3.client("secretsmanager").create_secret(Name="app/creds", SecretString='{"password": "p"}')
+    policy = secrets_policy(ALLOWED, "aws", "us-east-1", "123456789012")
+    for statement in policy["Statement"]:
+        statement["Resource"] = "*"
+    _as_user_allowed([], monkeypatch, policy)
+    session = boto3.session.Session()
+    assert session.client("ssm").get_parameter(Name="/prod/db/password", WithDecryption=True)["Parameter"]["Value"] == "v"
+    assert session.client("secretsmanager").get_secret_value(SecretId="app/creds")["SecretString"]
+    with pytest.raises(Exception) as caught:
+        session.client("ssm").put_parameter(Name="/prod/db/password", Value="w", Type="SecureString", Overwrite=True)
+    assert "not authorized" in str(caught.value)

@@ -18,9 +18,11 @@ are explicit:
   byte of a request (the keep-alive idle limit), for the whole head once it began (so a slowloris
   client gets 408 after it, however it paces its bytes), for a body once the application asks for
   it, and for the client to take the answer; 100 requests per connection;
-* the application (synchronous; it may wait on file locks or DynamoDB) runs in :data:`WORKERS`
-  daemon threads; the connection it serves reads its body on the loop through
-  :meth:`Connection.read_body`, after the application checked the credentials;
+* the application (synchronous; it may wait on file locks or DynamoDB) runs in at most
+  :data:`WORKERS` daemon threads, started as needed (as many as the store's group commit can use
+  at once: with 16, callbacks per second fell by a third); it gets the body through
+  :meth:`Connection.read_body` after checking the credentials: at once when the body came with
+  the head (nearly always), else read on the loop within the deadline;
 * an error answer closes the connection after briefly draining what the client still sends
   (closing with unread input makes the kernel send a reset, which can destroy the answer);
 * an exception the application did not expect is logged with its traceback and answers 500; when
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import re
 import resource
 import socket
 import ssl
@@ -43,6 +46,7 @@ from typing import Any, Callable, Coroutine
 
 from .httpwire import (MAX_BODY, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Answer, Disconnected, HttpError, Log,
                        Request, TimedOut, add_header_line, body_length, clip, describe, parse_request_line, render)
+from .httpstream import Stream
 from .httpworkers import Workers
 
 __all__ = ["MAX_BODY", "Answer", "Connection", "HttpError", "HttpServer", "Log", "Request", "clip",
@@ -50,119 +54,18 @@ __all__ = ["MAX_BODY", "Answer", "Connection", "HttpError", "HttpServer", "Log",
 
 MAX_CONNECTIONS = 2048
 MAX_PER_ADDRESS = 256
-WORKERS = 16
+WORKERS = 64
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_BATCH = 16  # accepts per loop turn: a flood cannot starve the reads of connections already open
 MAX_REQUESTS_PER_CONNECTION = 100
 DEFAULT_TIMEOUT = 5.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
-READ_HIGH_WATER = MAX_LINE + MAX_HEADER_BYTES + MAX_BODY  # stop reading a client that sends more
 SUMMARY_EVERY = 60.0
 FD_RESERVE = 256  # descriptors left for the store, AWS clients and the daemon's own files
 
+_SMALL_NUMBER = re.compile(r"[0-9]{1,6}")
 App = Callable[[Request, "Connection"], Answer]
-
-
-class _Stream(asyncio.Protocol):
-    """A connection's bytes: a buffer the loop fills, read by line or by count, with back-pressure."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: Any = None
-        self.buffer = bytearray()
-        self.eof = self.closed = self.discard = self.tls = False
-        self.dropped = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._read_paused = self._write_paused = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if self.discard:
-            self.dropped += len(data)
-        else:
-            self.buffer += data
-            if len(self.buffer) > READ_HIGH_WATER and not self._read_paused:
-                self._read_paused = True
-                self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
-        return not self.tls  # keep the write side open: a client may half-close and still read its answer
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = self.closed = True
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Until something happens: bytes, EOF, the connection lost, writing possible again."""
-        self._waiter = self.loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    async def wait_data(self) -> None:
-        while not self.buffer and not self.eof:
-            await self.wait()
-
-    async def readline(self, limit: int) -> bytes:
-        """A line with its ``\\n``; or ``limit`` bytes without one; or what came before EOF."""
-        start = 0
-        while True:
-            end = self.buffer.find(b"\n", start, limit)
-            if end >= 0:
-                return self._take(end + 1)
-            if len(self.buffer) >= limit or self.eof:
-                return self._take(limit)
-            start = len(self.buffer)
-            await self.wait()
-
-    async def read(self, count: int) -> bytes:
-        """``count`` bytes, fewer only at EOF."""
-        while len(self.buffer) < count and not self.eof:
-            await self.wait()
-        return self._take(count)
-
-    def _take(self, count: int) -> bytes:
-        data = bytes(self.buffer[:count])
-        del self.buffer[:count]
-        if self._read_paused and len(self.buffer) <= READ_HIGH_WATER // 2 and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def write(self, data: bytes) -> None:
-        if self.closed:
-            raise Disconnected()
-        self.transport.write(data)
-        while self._write_paused and not self.closed:
-            await self.wait()
-        if self.closed:
-            raise Disconnected()
-
-    def start_discarding(self) -> None:
-        self.discard = True
-        self.dropped += len(self.buffer)
-        self.buffer.clear()
-        if self._read_paused and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
 
 
 class Connection:
@@ -172,14 +75,18 @@ class Connection:
         self.server = server
         self.sock = sock
         self.host = host
-        self.stream = _Stream(server.loop)
+        self.stream = Stream(server.loop)
         self.task: asyncio.Task[None] | None = None
-        self.started = self.linger = self.head_only = False
+        self.started = self.linger = self.head_only = self.body_taken = False
+        self.buffered_body: bytes | None = None  #: the body, when it came with the head (nearly always)
 
     def read_body(self, request: Request) -> bytes:
         """The JSON body's bytes, every limit checked before a byte of it is read. Called by the
         application in a worker thread; the bytes are read on the loop, within the deadline."""
         length = body_length(request)
+        if length and self.buffered_body is not None and len(self.buffered_body) == length:
+            self.body_taken = True  # no round trip to the loop: it drops these bytes when the answer is ready
+            return self.buffered_body
         if length and request.expects_continue:  # only now: every check has passed
             self._on_loop(self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
         return self._on_loop(self._read_body(length)) if length else b""
@@ -431,8 +338,14 @@ class HttpServer:
                 raise TimedOut() from None
             self._set_waiting(conn, False)
             conn.head_only = request.method == "HEAD"
-            status, payload, extra = await asyncio.wrap_future(self.workers.submit(self.app, request, conn),
-                                                               loop=self.loop)
+            conn.buffered_body, conn.body_taken = _buffered_body(request, stream), False
+            try:
+                status, payload, extra = await asyncio.wrap_future(self.workers.submit(self.app, request, conn),
+                                                                   loop=self.loop)
+            finally:
+                if conn.body_taken and conn.buffered_body is not None:
+                    stream.skip(len(conn.buffered_body))
+                conn.buffered_body = None
         except HttpError as err:
             status, payload, extra = err.status, {"error": clip(err.message, 500)}, err.headers
         except TimedOut:
@@ -455,7 +368,7 @@ class HttpServer:
             raise Disconnected() from None
         return keep
 
-    async def _read_head(self, stream: _Stream) -> Request:
+    async def _read_head(self, stream: Stream) -> Request:
         request = parse_request_line(await stream.readline(MAX_LINE))
         total = 0
         for _ in range(MAX_HEADERS + 1):
@@ -478,6 +391,16 @@ class HttpServer:
                     await stream.wait()
         except TimeoutError:
             pass
+
+
+def _buffered_body(request: Request, stream: Stream) -> bytes | None:
+    """A copy of the body if every byte of it is already here (the application still decides
+    whether to take it, after checking the credentials); None to read it when asked."""
+    lengths = request.header("content-length")
+    if len(lengths) != 1 or request.header("transfer-encoding") or not _SMALL_NUMBER.fullmatch(lengths[0]):
+        return None
+    length = int(lengths[0])
+    return bytes(stream.buffer[:length]) if 0 < length <= min(MAX_BODY, len(stream.buffer)) else None
 
 
 def raise_open_file_limit() -> int:

@@ -5,7 +5,7 @@ The daemon is a real process against ``moto_server`` with 100 running jobs, each
 callback token. An attacker process (``tests/jam_attacker.py``) holds 2,000 connections that send
 nothing and 200 slowloris connections (a byte of a head every second), and reopens each one the
 moment the daemon closes it. Meanwhile 100 callbacks (``PUT .../callback`` with the job's token,
-one fresh connection each, 10 at a time, as instances send them) must all be answered 200, each
+one fresh connection each, 20 at a time, as instances send them) must all be answered 200, each
 within the issue's 5 s, and each must change its job to ``finished``:
 
 * attacker on 127.0.0.2, callbacks from 127.0.0.1 (any 127.0.0.0/8 address is a source on loopback);
@@ -14,7 +14,7 @@ within the issue's 5 s, and each must change its job to ``finished``:
 * attackers on 20 addresses, 220 connections each (4,400: over the global cap of 2,048).
 
 During each attack the daemon's RSS and thread count (``/proc/PID/status``) are sampled: threads
-stay within the idle daemon's count plus the 16 API workers, RSS within the idle daemon's plus
+stay within the idle daemon's count plus the 64 API workers, RSS within the idle daemon's plus
 :data:`RSS_GROWTH`. The figures are printed (``pytest -s``) and recorded as test properties.
 """
 
@@ -47,7 +47,7 @@ API_TOKEN = "jam-suite-api-token-0123456789abcdef0123"
 JOBS = 100
 IDLE, SLOW = 2000, 200
 CALLBACK_LIMIT = 5.0  #: the issue's bound for each callback, connect to answer
-WORKERS = 16  #: the API's worker threads (jobman_cli.httpio.WORKERS)
+WORKERS = 64  #: the API's worker threads (jobman_cli.httpio.WORKERS)
 RSS_GROWTH = 64 * 1024 * 1024
 WAIT = 60.0  #: liveness limit for anything the test waits for
 ATTACKER = Path(__file__).with_name("jam_attacker.py")
@@ -179,7 +179,7 @@ class Attack:
 
 
 def run_callbacks(daemon: Daemon, tokens: dict[int, str]) -> list[tuple[int, Any, float]]:
-    with ThreadPoolExecutor(max_workers=10) as pool:
+    with ThreadPoolExecutor(max_workers=20) as pool:
         futures = {job_id: pool.submit(callback, daemon.port, job_id, token) for job_id, token in tokens.items()}
         return [(job_id, *future.result(timeout=WAIT * 2)) for job_id, future in futures.items()]
 

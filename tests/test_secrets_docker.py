@@ -14,7 +14,8 @@ job's log, which must not hold one); the test compares them with the hashes of t
 so byte-exactness is proven without the value travelling. Then every place jobman writes is
 searched for every value (raw and JSON-escaped, and a marker unique to each): the user-data, the
 store (the TinyDB file, or every DynamoDB item scanned raw), every API answer, ``list --json``,
-``status --json``, the daemon's log, the instances' consoles and the CloudWatch Logs events: 0 hits.
+``status --json``, the daemon's log, the instances' consoles, the CloudWatch Logs events and the
+bodies of the webhook notifications both jobs send when they end: 0 hits.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import pytest
 
 from dockerengine import DockerEngine, EngineUnavailable
 from moto_server import aws_env, ec2_client, free_port, moto_server, moto_server_process  # noqa: F401  (fixtures)
+from notify_receiver import Receiver
 from registry import Registry
 from stubtools import REAL, StubTools
 from test_e2e_daemon import DaemonProcess
@@ -146,19 +148,22 @@ def test_secrets_reach_the_container_byte_exact_and_nowhere_else(tmp_path, moto_
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     db = str(tmp_path / "jobs.json") if store == "tinydb" else "dynamodb://jobman-secrets"
-    env = aws_env(moto_server, JOBMAN_DB=db, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_API_TOKEN=API_TOKEN)
+    env = aws_env(moto_server, JOBMAN_DB=db, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_API_TOKEN=API_TOKEN,
+                  JOBMAN_NOTIFY_SECRET="notify-secret-for-secrets-test-0123456789")
+    hook = Receiver()  # a webhook: both jobs notify it when they end
     op = Operator(env, api, moto_server)
     if store == "dynamodb":
         op.jobman("store", "init")
     names = sorted(SECRETS)
     scheduled = op.jobman("schedule", "--image", image, "--at", "now", "--timeout", "2m", "-e", "PLAIN=visible",
-                          *[f"--secret={n}={SECRETS[n]}" for n in names], "--json", "--", *hashes_command(names))
+                          *[f"--secret={n}={SECRETS[n]}" for n in names], "--notify", f"{hook.url}/good",
+                          "--notify-on", "end", "--json", "--", *hashes_command(names))
     good = json.loads(scheduled.stdout)["id"]
     daemon = DaemonProcess(env, "--listen", f"127.0.0.1:{port}", "--public-url", api)
     try:
         daemon.wait_for(lambda line: " listening on " in line)
         bad = op.call("POST", "/jobs/schedule", {
-            "docker-image": image, "date-time": "now", "timeout": 120,
+            "docker-image": image, "date-time": "now", "timeout": 120, "notify": [f"{hook.url}/bad"],
             "secrets": {"DB_PASSWORD": "ssm:/prod/db/password", "GONE": "ssm:/prod/not-there"}})["id"]
         scripts = {job_id: op.user_data(op.instance_of(job_id)) for job_id in (good, bad)}
         consoles = [run_instance(tmp_path, engine, aws_cli, moto_server, scripts[job_id], f"instance-{job_id}")
@@ -185,12 +190,17 @@ def test_secrets_reach_the_container_byte_exact_and_nowhere_else(tmp_path, moto_
         op.call("GET", f"/jobs/{good}/status")
         op.call("GET", f"/jobs/{bad}/status")
         assert json.loads(shown)["secrets"] == SECRETS
+        notified = hook.wait_for(2, timeout=WAIT)
+        assert sorted(r.path for r in notified) == ["/bad", "/good"]
+        assert b"secret-unavailable" in next(r.body for r in notified if r.path == "/bad")
     finally:
         daemon.stop()
+        hook.close()
     places = {"user-data": "\n".join(scripts.values()), "list --json": listed, "status --json": shown,
               "API answers": "\n".join(op.answers), "daemon log": daemon.text(),
               "consoles": b"\n".join(consoles).decode("utf-8", "replace"),
-              "CloudWatch events": json.dumps(events, ensure_ascii=False), "store": stored(db, moto_server)}
+              "CloudWatch events": json.dumps(events, ensure_ascii=False), "store": stored(db, moto_server),
+              "notification bodies": b"\n".join(r.body for r in notified).decode("utf-8", "replace")}
     assert {place: leaks(text) for place, text in places.items()} == {place: [] for place in places}
     assert "ssm:/prod/db/password" in places["store"] and "secretsmanager:app/creds#password" in places["store"]
 

@@ -261,3 +261,19 @@ def test_a_script_run_under_bash_x_does_not_trace_a_value(tmp_path, moto_server,
     assert tools.docker_runs()[0].env["MULTI"] == b"mk2-line1\nline2\n\n"
     assert leaks(result.stdout + result.stderr) == []
     assert [r.json() for r in server.requests][-1] == {"status": "finished", "exit-code": 0}
+
+
+def test_secrets_named_like_script_variables_or_bash_specials_change_nothing_in_the_script(
+        tmp_path, moto_server, aws_cli):  # noqa: F811
+    """The values never become shell variables of those names (a helper sets the docker process's
+    environment), so ``image``, ``secret_env``, ``IFS``, ``UID`` (read-only in bash) or ``BASH_ENV``
+    reach the container and the script still runs the job's image."""
+    seed(moto_server)
+    names = ["image", "container", "secret_env", "IFS", "UID", "SECONDS", "BASH_ENV", "PYTHONSTARTUP"]
+    secrets = {name: "ssm:/prod/flags" for name in names}
+    instance = Instance(tmp_path, aws_cli)
+    result, bodies, _, _ = run(instance, make_job(secrets), moto_server)
+    assert bodies[-1] == {"status": "finished", "exit-code": 0}, result.stdout[-2000:]
+    (docker_run,) = instance.tools.docker_runs()
+    assert docker_run.image == b"registry.example/app:1" and docker_run.name == b"jobman-41-1"
+    assert {n: docker_run.env[n] for n in names} == {n: SSM_VALUES["/prod/flags"].encode() for n in names}

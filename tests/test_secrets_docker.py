@@ -39,7 +39,7 @@ from registry import Registry
 from stubtools import REAL, StubTools
 from test_e2e_daemon import DaemonProcess
 from test_logs_docker import FAKE_KEYS, FAST, _unavailable
-from test_secrets_userdata import EXPECTED, MARKERS, SECRETS, aws_cli, leaks, seed  # noqa: F401  (aws_cli: fixture)
+from test_secrets_userdata import EXPECTED, SECRETS, aws_cli, leaks, seed  # noqa: F401  (aws_cli: fixture)
 
 pytestmark = pytest.mark.slow
 

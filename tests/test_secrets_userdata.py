@@ -13,7 +13,6 @@ failure). The same flow with a real Docker engine and a real daemon is tests/tes
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil

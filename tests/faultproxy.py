@@ -59,6 +59,8 @@ Rules (dicts; evaluated in order for each request; the first *terminal* one that
                               forwarding; otherwise it takes its tokens and later rules apply.
     job_ids  apply only to RunInstances requests of these jobs (``jobman:job-id`` tag values).
     first    apply to the first N matching requests only (default: every matching request).
+    until_requests  with "delay": hold the request until N requests of its action have arrived
+             (or ``seconds``, default 60, passed): orders two processes' requests by events.
     skip     let the first N matching requests pass this rule untouched (counted before ``first``),
              e.g. ``{"fault": "delay", "skip": 1, "first": 1}`` holds only the second request.
     per      "job_id" | "item_key" | "body": apply to the first ``first`` (default 1) matching

@@ -140,6 +140,11 @@ class Faults:
             self.totals[counter] += 1
             self.by_action.setdefault(action, dict.fromkeys(COUNTERS, 0))[counter] += 1
 
+    def requests_of(self, action: str) -> int:
+        """How many requests of ``action`` have arrived so far."""
+        with self.lock:
+            return self.by_action.get(action, {}).get("requests", 0)
+
     def record(self, request: Request, outcome: str, status: int) -> None:
         with self.lock:
             if len(self.calls) < MAX_CALLS:
@@ -175,7 +180,9 @@ class Faults:
                     continue
                 state["applied"] += 1
                 if rule["fault"] == "delay":
-                    if rule.get("when") == "before":
+                    if rule.get("until_requests"):  # held until that many requests of the action arrived
+                        request.hold_until = (int(rule["until_requests"]), float(rule.get("seconds", 60)))
+                    elif rule.get("when") == "before":
                         before += float(rule.get("seconds", 0))
                     else:
                         after += float(rule.get("seconds", 0))
@@ -330,6 +337,13 @@ def make_server(upstream: str, port: int, faults: Faults) -> ThreadingHTTPServer
             request = Request(self.headers, body)
             faults.count(request.action, "requests")
             rule, before, after = faults.decide(request)
+            hold = getattr(request, "hold_until", None)
+            if hold is not None:
+                faults.count(request.action, "delayed")
+                wanted, cap = hold
+                deadline = time.monotonic() + cap
+                while faults.requests_of(request.action) < wanted and time.monotonic() < deadline:
+                    time.sleep(0.01)
             if before:
                 faults.count(request.action, "delayed")
                 time.sleep(before)

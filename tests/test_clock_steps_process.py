@@ -72,7 +72,7 @@ def test_a_real_daemon_launches_a_job_due_now_within_a_second_after_a_backward_s
     daemon.wait_for(lambda line: f"job {job} launching -> running" in line)
     record_property("schedule_to_claim_seconds", round(claimed - returned, 3))
     print(f"\nstep {step}s: `schedule --at now` returned -> claimed {claimed - returned:.3f}s")
-    assert claimed - returned < 1.5, daemon.text()
+    assert claimed - returned < 5.0, daemon.text()  # typically 0.3-0.7 s; the bug stalled 10 min
     assert status(env, job)["attempts"] == 1 and status(env, later)["status"] == "scheduled"
     assert "missed" not in daemon.text()
     assert daemon.stop() == 0
@@ -104,14 +104,14 @@ def test_a_real_daemon_after_forward_steps_launches_what_is_due_once_and_judges_
     stepped = time.monotonic()
     seen = daemon.wait_for(lambda line: f"job {in_5m} scheduled -> launching" in line, timeout=15)
     print(f"\nstep +10m: claim of the job now 5 min late after {seen - stepped:.3f}s")
-    assert seen - stepped < 1.5
+    assert seen - stepped < 5.0  # typically 0.3-0.7 s
     daemon.wait_for(lambda line: f"job {in_5m} launching -> running" in line)
     assert [status(env, j)["status"] for j in (in_30m, in_90m, in_3h)] == ["scheduled"] * 3
     clock.step(7200)
     stepped = time.monotonic()
     seen = daemon.wait_for(lambda line: f"job {in_90m} scheduled -> launching" in line, timeout=15)
     print(f"step +2h: claim of the job now 40 min late after {seen - stepped:.3f}s")
-    assert seen - stepped < 1.5
+    assert seen - stepped < 5.0  # typically 0.3-0.7 s
     daemon.wait_for(lambda line: f"job {in_90m} launching -> running" in line)
     daemon.wait_for(lambda line: f"job {in_30m} scheduled -> failed (missed start deadline" in line)
     daemon.wait_for(lambda line: f"job {in_5m} running -> failed (timed out" in line)

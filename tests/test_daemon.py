@@ -1245,29 +1245,30 @@ def test_a_symlinked_store_file_shares_the_daemon_lock_of_its_target(tmp_path):
 
 # ---------------------------------------------------------------------- shared stores: lease renewal
 def test_a_slow_launch_keeps_its_claim_and_is_never_taken_over(tmp_path, ec2):
-    """Lease 1 s, a RunInstances that takes 3 s: the launching daemon renews its claim, so the other
+    """Lease 3 s, a RunInstances that takes 9 s: the launching daemon renews its claim, so the other
     daemon on the same store never takes the launch over, and the attempt gets exactly one instance."""
     from jobman_cli.clock import SystemClock
 
-    w = World(tmp_path, ec2, launch_lease=1.0)
+    w = World(tmp_path, ec2, launch_lease=3.0)
     w.clock = SystemClock()
     w.service = JobService(w.store, w.clock)
     started, release = threading.Event(), threading.Event()
 
     def slow(job: Job) -> None:
         started.set()
-        release.wait(3.0)  # as slow as botocore retrying a call; ends early only if the test fails
+        release.wait(9.0)  # as slow as botocore retrying a call; ends early only if the test fails
 
-    first = w.make_daemon(exclusive=False, launch_lease=1.0, launcher=Counting(w.launcher.inner, before=slow),
+    first = w.make_daemon(exclusive=False, launch_lease=3.0, launcher=Counting(w.launcher.inner, before=slow),
                           daemon_id="first")
     second_launcher = Counting(w.launcher.inner)
-    second = w.make_daemon(exclusive=False, launch_lease=1.0, launcher=second_launcher, daemon_id="second")
+    second = w.make_daemon(exclusive=False, launch_lease=3.0, launcher=second_launcher, daemon_id="second")
     job, _ = w.service.schedule(ScheduleRequest(image="alpine:3.20", when="now"))
     runner = threading.Thread(target=lambda: first.tick(wait_launches=True, reconcile=False))
     runner.start()
     try:
         assert started.wait(30)
-        while runner.is_alive():  # the other daemon looks every 0.1 s for 3 s: 3 leases long
+        while runner.is_alive():  # the other daemon looks every 0.1 s for 9 s: 3 leases long
+            # (a lease of 3 s, not 1 s: a renewal delayed by a slow fsync on a loaded box is no takeover)
             second.tick(wait_launches=True, reconcile=False)
             if second_launcher.launches or any("launching it again" in line for line in w.lines):
                 release.set()  # taken over: fail fast

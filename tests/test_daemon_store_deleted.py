@@ -57,7 +57,7 @@ def test_a_store_file_gone_under_a_running_daemon_is_logged_once_costs_no_cpu_an
         os.replace(tmp_path / "other.json", path)
     # Something keeps poking the store meanwhile: a CLI status, as an operator would.
     jobman(env, "list")
-    time.sleep(5.0 - (time.monotonic() - started))
+    time.sleep(max(0.0, 5.0 - (time.monotonic() - started)))
     cpu = cpu_seconds(daemon.proc.pid) - before_cpu
     new = daemon.text().splitlines()[before_lines:]
     print(f"\n{how}: {len(new)} new log lines, {sum(len(x) + 1 for x in new)} bytes, {cpu:.2f}s CPU in 5s:\n"

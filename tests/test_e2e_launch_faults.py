@@ -133,7 +133,7 @@ def test_a_throttling_storm_of_300_jobs_is_paced_by_the_bucket_and_none_fails(
 def test_a_take_over_answered_idempotent_parameter_mismatch_adopts_the_dead_daemons_instance(
         fault_proxy, moto_server, daemons, tmp_path):  # noqa: F811
     """EC2's ClientToken contract (the proxy's ``client_token`` rule; moto alone ignores tokens).
-    Daemon A sends RunInstances; the request is held on its way (10 s) and A is SIGKILLed. Daemon
+    Daemon A sends RunInstances; the request is held on its way (until B's arrives) and A is SIGKILLed. Daemon
     B takes the attempt over: its tag lookup finds nothing (A's request has not arrived), so it sends
     the same attempt with the same ClientToken but its own callback token in the user-data. A's
     request lands first and launches; B's, with other parameters, is answered
@@ -143,10 +143,11 @@ def test_a_take_over_answered_idempotent_parameter_mismatch_adopts_the_dead_daem
 
     (job_id,) = _schedule_burst(tmp_path / "jobs.json", 1)
     fault_proxy.set_rules([{"action": "RunInstances", "fault": "client_token"},
-                           # A's request is held 10 s; B's (the second) 12 s, so A's lands first
-                           # however soon after A's B sends it (CI once sent it 0.4 s after A's).
-                           {"action": "RunInstances", "fault": "delay", "when": "before", "seconds": 10, "first": 1},
-                           {"action": "RunInstances", "fault": "delay", "when": "before", "seconds": 12, "skip": 1,
+                           # A's request is held until B's has arrived, B's 2 s more: A's lands
+                           # first however fast or slow B starts (timed holds raced both ways on CI).
+                           {"action": "RunInstances", "fault": "delay", "until_requests": 2, "seconds": 120,
+                            "first": 1},
+                           {"action": "RunInstances", "fault": "delay", "when": "before", "seconds": 2, "skip": 1,
                             "first": 1}])
     env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
     first = daemons(env)

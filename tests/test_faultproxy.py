@@ -90,14 +90,16 @@ def test_error_rule_answers_without_forwarding_in_each_protocol(fault_proxy: Fau
 def test_token_bucket_refuses_a_burst_and_refills(fault_proxy: FaultProxy, moto_server: str) -> None:
     from botocore.exceptions import ClientError
 
-    fault_proxy.set_rules([{"action": "RunInstances", "fault": "token_bucket", "capacity": 3, "refill": 2}])
+    fault_proxy.set_rules([{"action": "RunInstances", "fault": "token_bucket", "capacity": 3, "refill": 0.2}])
     ec2, image = _client("ec2", fault_proxy.url, attempts=1), _image(moto_server)
     ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2)
     ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
     with pytest.raises(ClientError) as info:
         ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
     assert info.value.response["Error"]["Code"] == "RequestLimitExceeded"
-    time.sleep(0.6)  # refill 2/s -> one token back
+    # refill 0.2/s: the burst above is refused unless it took over 5 s (whatever the machine's
+    # speed), and 5.5 s later one token is back
+    time.sleep(5.5)
     ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
     stats = fault_proxy.action("RunInstances")
     assert (stats["forwarded"], stats["throttled"]) == (3, 1)

@@ -116,8 +116,10 @@ def test_skewed_daemons_never_take_over_live_claims_and_do_take_over_a_dead_ones
             delays = sorted(round(after[i] - killed, 1) for i in orphaned)
             record_property("takeover_after_kill_seconds", delays)
             print(f"SIGKILL left claims {orphaned}; taken over {delays} s after the kill (lease {LEASE:g} s)")
-            # Not before the dead holder's last renewal (at most lease/3 before the kill) aged a lease.
-            assert delays[0] >= LEASE - LEASE / 3 - 1.0, delays
+            # Not before the dead holder's last renewal aged a lease: renewals come every lease/3 to
+            # lease/2, and the kill lands up to ~1 s after the test saw the claims, so the earliest
+            # legitimate takeover is lease/2 - 1 s after the kill; a skew-fooled one would be at once.
+            assert delays[0] >= LEASE / 2 - 1.0, delays
             one_instance_each(moto_server, store, first + second)
             assert all(store.get(i).extra[CLAIMED_BY] == daemon_id(skewed) for i in orphaned)
             assert skewed.stop() == 0

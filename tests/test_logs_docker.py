@@ -244,7 +244,7 @@ def test_follow_started_before_the_container_prints_streams_lines_and_exits_with
         first, second = follower.seen("first-line"), follower.seen("second-line")
         assert first is not None and second is not None, follower.lines
         # The container printed them 4 s apart: the follower showed the first while the job ran.
-        assert second - first > 2.0, (first, second)
+        assert second - first > 1.0, (first, second)  # typically ~4 s; shipping delays may eat up to ~2 s of it
         lines = [line for _, line in follower.lines]
         assert in_order(lines, BOOTSTRAP_START + ["first-line", "second-line", "jobman: the container exited",
                                                   f"jobman: reported {status}"]), lines

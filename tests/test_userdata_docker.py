@@ -176,7 +176,8 @@ def test_timeout_stops_a_sigterm_ignoring_container_within_timeout_plus_grace(tm
         "status": "failed", "reason-code": "timed-out",
         "reason": "after 5s (the job's timeout); the container was stopped and removed"}]
     grace = int(FAST["JOBMAN_STOP_GRACE"])
-    assert 5 + grace <= out.elapsed <= 5 + grace + 5, out.elapsed  # the full timeout, the grace, then SIGKILL
+    assert 5 + grace <= out.elapsed <= 5 + grace + 12, out.elapsed  # the full timeout, the grace, then SIGKILL
+    # (measured 8.4 s; the slack is for ~8 docker CLI calls and reports on a loaded machine)
     assert "stopped: exit code 137" in out.log  # SIGKILLed by the engine
     assert out.result.returncode == 124
     assert out.leftovers == []  # `docker ps -a` shows nothing of it
@@ -184,12 +185,12 @@ def test_timeout_stops_a_sigterm_ignoring_container_within_timeout_plus_grace(tm
 
 
 def test_timeout_sends_sigterm_first(tmp_path, docker_engine, registry):
-    """A container that exits on SIGTERM is gone long before a (20 s) grace would have run out."""
+    """A container that exits on SIGTERM is gone long before a (60 s) grace would have run out."""
     out = run_job(tmp_path, docker_engine, make_job(registry.ref("polite"), timeout=3),
-                  env={"JOBMAN_STOP_GRACE": "20"}, hang_guard=60)
+                  env={"JOBMAN_STOP_GRACE": "60"}, hang_guard=120)
     assert out.final["reason-code"] == "timed-out"
     assert "stopped: exit code 42" in out.log, out.log  # its own TERM handler ran
-    assert 3 <= out.elapsed < 3 + 15, out.elapsed  # well before the grace (20 s) would have run out
+    assert 3 <= out.elapsed < 3 + 30, out.elapsed  # well before the grace (60 s) would have run out (measured 4.3 s)
     assert out.leftovers == []
 
 
@@ -235,7 +236,7 @@ def test_a_registry_that_never_answers_is_bounded_by_the_jobs_timeout(tmp_path, 
         silent.close()
     assert out.final == {"status": "failed", "reason-code": "image-pull-failed",
                          "reason": "docker pull did not finish within the job's timeout (4s) (attempt 1 of 5)"}
-    assert 4 <= out.elapsed < 4 + 6, out.elapsed
+    assert 4 <= out.elapsed < 4 + 15, out.elapsed  # bounded by the timeout, not hanging (measured 5.2 s)
 
 
 def test_an_unknown_tag_is_not_retried(tmp_path, docker_engine, registry):

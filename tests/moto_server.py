@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,22 @@ def atomic_dynamodb_server(workdir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free now on 127.0.0.1, for a process that binds it a moment later.
+
+    Picked below Linux's ephemeral range (32768-60999): between the pick and the bind, the many
+    outgoing connections of the tests (boto3, proxies, curl) take their source ports from that
+    range and could take this one; below it only another explicit bind can.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

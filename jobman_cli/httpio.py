@@ -273,7 +273,7 @@ class HttpServer:
         self._summary, self._last_summary = None, self.loop.time()
         shed, self.shed = self.shed, {}
         top = sorted(shed.items(), key=lambda item: -item[1])[:3]
-        self.log(f"api: {sum(shed.values())} connections closed or refused at the connection caps "
+        self.log(f"{sum(shed.values())} connections closed or refused at the connection caps "
                  f"({self.per_address} per client address, {self.max_connections} in all), most from "
                  + ", ".join(f"{host} ({count})" for host, count in top)
                  + "; these were idle, slow, or not sending a request")
@@ -281,7 +281,7 @@ class HttpServer:
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if isinstance(context.get("exception"), OSError):  # a client went away, a TLS handshake failed
             return
-        self.log(f"api: unexpected error in the listener: {context.get('message')} {context.get('exception')!r}")
+        self.log(f"unexpected error in the listener: {context.get('message')} {context.get('exception')!r}")
 
     # ------------------------------------------------------------------ serving
     async def _serve(self, conn: Connection) -> None:
@@ -305,7 +305,7 @@ class HttpServer:
             abort = True
         except Exception:  # noqa: BLE001 - the listener itself must survive anything
             abort = True
-            self.log("api: unexpected error on a connection:\n" + traceback.format_exc().rstrip())
+            self.log("unexpected error on a connection:\n" + traceback.format_exc().rstrip())
         finally:
             self._forget(conn)
             transport = stream.transport or raw
@@ -353,10 +353,10 @@ class HttpServer:
         except Disconnected:
             return False
         except Exception:  # noqa: BLE001 - the last line of defence; the hostile suite proves it is never reached
-            self.log(f"api: internal error on {describe(request)}:\n" + traceback.format_exc().rstrip())
+            self.log(f"internal error on {describe(request)}:\n" + traceback.format_exc().rstrip())
             status, payload, logged = 500, {"error": "internal error (logged by the daemon)"}, True
         if status >= 500 and status != 505 and not logged:  # 505: the client's protocol, not our failure
-            self.log(f"api: {status} on {describe(request)}: {payload['error']}")
+            self.log(f"{status} on {describe(request)}: {payload['error']}")
         keep = status < 400 and request is not None and request.keep_alive and not last and not self.stopping
         conn.linger = status >= 400
         data = render(status, payload, extra, keep=keep, head_only=conn.head_only, server=self.server_name)

@@ -94,9 +94,10 @@ Guarantees, and why:
 * **Deterministic.** The same job and URL always render the same bytes (variables sorted by name,
   no timestamps or randomness), because a retried ``RunInstances`` of the same attempt must send
   the same parameters as the first, or EC2 answers ``IdempotentParameterMismatch``.
-* **Small.** About 6.5 KiB (8.5 KiB with ``logs``) plus the quoted environment and command; EC2's limit is 16 KiB of raw
-  user-data, and a job over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming
-  ``env-variables`` (or ``command`` when that takes more room).
+* **Small.** About 6.5 KiB (8.5 KiB with ``logs``, 3.4 KiB more with secrets) plus the quoted
+  environment, command and secret references; EC2's limit is 16 KiB of raw user-data, and a job
+  over it is refused with :class:`~jobman_cli.errors.InvalidInput` naming ``env-variables`` (or
+  ``command`` or ``secrets``, whichever takes the most room).
 
 Test-only knobs (absent on EC2, where cloud-init runs the script with a clean environment):
 ``JOBMAN_SYSTEM_PATH`` (above), and, read as small non-negative integers and otherwise ignored,

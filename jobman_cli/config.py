@@ -55,7 +55,16 @@ def load_config_file(home: Path | None = None) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    from .configcheck import check_config
+
+    check_config(path, data)  # a typo or a wrong type is an error, never silently ignored
     return data
+
+
+def config_file_note(home: Path | None = None) -> str:
+    """For the daemon's start-up lines: which config file applies (or that none was found)."""
+    path = (home or jobman_home()) / CONFIG_FILE_NAME
+    return f"config file {path}" + ("" if path.exists() else " (absent: flags, environment and defaults only)")
 
 
 def config_section(name: str, home: Path | None = None) -> dict[str, Any]:

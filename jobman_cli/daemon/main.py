@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import __version__
+from ..config import config_file_note
 from ..errors import ConfigError, InvalidInput
 from ..service import JobService
 from ..settings import DaemonSettings
@@ -188,7 +189,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         # The API's writes are this process's own: through the daemon's recording store, the
         # observer knows each one before it lands and never logs it as another process's.
         service.store = daemon.store
-        daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting")
+        daemon.log(f"jobman {__version__} daemon {daemon.daemon_id} starting; {config_file_note(settings.home)}")
         daemon.log(f"store {store.location} (store id {store.store_id}; instances tagged "
                    f"{launcher.settings.store_tag_key}={store.store_id})")
         if server is not None:

@@ -122,6 +122,48 @@ def metadata_options(job: Job) -> dict[str, Any]:
             "HttpPutResponseHopLimit": 2 if job.container_imds else 1}
 
 
+def instance_tags(job: Job, settings: EC2Settings, store_id: str) -> list[dict[str, str]]:
+    """The instance's and volume's tags: a Name, the operator's extra tags, then jobman's own."""
+    tags = {"Name": f"jobman-{job.id}"}
+    tags.update(dict(settings.extra_tags))  # may rename, may not touch the jobman tags
+    tags.update({JOB_ID_TAG: str(job.id), ATTEMPT_TAG: str(job.attempts), settings.store_tag_key: store_id})
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def run_instances_params(job: Job, settings: EC2Settings, user_data: str, *, image_id: str, store_id: str,
+                         root_device: str | None = None) -> dict[str, Any]:
+    """The ``RunInstances`` parameters for one attempt of ``job``: pure (no AWS call), so
+    ``schedule --dry-run`` prints exactly what :meth:`EC2Launcher.launch` sends. ``image_id`` is
+    the resolved AMI and ``root_device`` its root device name (needed only with ``disk_gb``)."""
+    tags = instance_tags(job, settings, store_id)
+    params: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": job.instance_type or settings.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "ClientToken": job.launch_token,
+        "UserData": user_data,  # plain text: botocore base64-encodes it
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": metadata_options(job),
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                              {"ResourceType": "volume", "Tags": tags}],
+    }
+    if settings.subnet_id:
+        params["SubnetId"] = settings.subnet_id
+    if settings.security_group_ids:
+        params["SecurityGroupIds"] = list(settings.security_group_ids)
+    if settings.iam_instance_profile:
+        profile = settings.iam_instance_profile
+        params["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
+    if settings.key_name:
+        params["KeyName"] = settings.key_name
+    if job.disk_gb is not None:
+        # Only the size: EC2 keeps the AMI's snapshot and volume type for the root device.
+        params["BlockDeviceMappings"] = [{"DeviceName": root_device,
+                                          "Ebs": {"VolumeSize": int(job.disk_gb), "DeleteOnTermination": True}}]
+    return params
+
+
 class EC2Launcher:
     """:class:`~jobman_cli.launchers.base.Launcher` on Amazon EC2 (boto3)."""
 
@@ -236,11 +278,7 @@ class EC2Launcher:
         return device
 
     def _tags(self, job: Job, store_id: str) -> list[dict[str, str]]:
-        tags = {"Name": f"jobman-{job.id}"}
-        tags.update(dict(self.settings.extra_tags))  # may rename, may not touch the jobman tags
-        tags.update({JOB_ID_TAG: str(job.id), ATTEMPT_TAG: str(job.attempts),
-                     self.settings.store_tag_key: store_id})
-        return [{"Key": k, "Value": v} for k, v in tags.items()]
+        return instance_tags(job, self.settings, store_id)
 
     # ------------------------------------------------------------------ the port
     def launch(self, job: Job, *, user_data: str, store_id: str) -> str:
@@ -253,33 +291,10 @@ class EC2Launcher:
         if size > USER_DATA_LIMIT:  # moto does not enforce this; fail the same way everywhere
             raise LaunchError(f"UserDataTooLarge: user-data is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT}",
                               retryable=False, code="UserDataTooLarge")
-        settings = self.settings
-        tags = self._tags(job, store_id)
-        params: dict[str, Any] = {
-            "ImageId": self._image_id(),
-            "InstanceType": job.instance_type or settings.instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
-            "ClientToken": token,
-            "UserData": user_data,  # plain text: botocore base64-encodes it
-            "InstanceInitiatedShutdownBehavior": "terminate",
-            "MetadataOptions": metadata_options(job),
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
-                                  {"ResourceType": "volume", "Tags": tags}],
-        }
-        if settings.subnet_id:
-            params["SubnetId"] = settings.subnet_id
-        if settings.security_group_ids:
-            params["SecurityGroupIds"] = list(settings.security_group_ids)
-        if settings.iam_instance_profile:
-            profile = settings.iam_instance_profile
-            params["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
-        if settings.key_name:
-            params["KeyName"] = settings.key_name
-        if job.disk_gb is not None:
-            # Only the size: EC2 keeps the AMI's snapshot and volume type for the root device.
-            params["BlockDeviceMappings"] = [{"DeviceName": self._root_device(params["ImageId"]),
-                                              "Ebs": {"VolumeSize": int(job.disk_gb), "DeleteOnTermination": True}}]
+        image_id = self._image_id()
+        root_device = self._root_device(image_id) if job.disk_gb is not None else None
+        params = run_instances_params(job, self.settings, user_data, image_id=image_id, store_id=store_id,
+                                      root_device=root_device)
         try:
             response = self._ec2_run.run_instances(**params)
         except (ClientError, BotoCoreError) as exc:

@@ -89,9 +89,9 @@ def caps(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Caps]:
 
 @pytest.mark.parametrize("caps", [{"per_address": 3, "max_connections": 100}], indirect=True)
 def test_an_address_at_its_cap_loses_its_longest_waiting_connection(caps: Caps) -> None:
+    other = caps.connect("127.0.0.3")  # waiting longer than any of 127.0.0.2's, but not 127.0.0.2's to close
     first, second, third = (caps.connect("127.0.0.2") for _ in range(3))
     third.sendall(b"GET /jobMan")  # a head that has begun is still waiting: it can be closed too
-    other = caps.connect("127.0.0.3")
     newcomer = caps.connect("127.0.0.2")
     assert closed(first)
     newest = caps.connect("127.0.0.2")

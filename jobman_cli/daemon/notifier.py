@@ -33,10 +33,12 @@ from typing import Any
 from ..errors import JobmanError
 from ..model import TERMINAL_STATES, Job, job_from_record
 from ..notify import deliveries as plan
+from ..notify.deliveries import Outcome
 from ..notify.message import body
 from ..notify.settings import NotifySettings
 from ..notify.targets import EVENTS, redact
 from .common import Log, error_text
+from .notify_recorder import Recorder, Write
 
 UTC = timezone.utc
 #: The dispatcher looks at the wall clock at least this often (a clock step is noticed within it).
@@ -62,6 +64,7 @@ class Notifier:
         self._stop = False
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="jobman-notify")
         self._thread: threading.Thread | None = None
+        self.recorder = Recorder(store, log)
 
     # ------------------------------------------------------------------ finding work
     def poke(self, job: Job) -> None:
@@ -146,76 +149,111 @@ class Notifier:
         return ready
 
     def _work(self, job_id: int) -> None:
+        deferred = False
         try:
-            self.deliver(job_id)
+            deferred = self.deliver(job_id)
         except Exception as exc:  # a store error or a bug: logged; the next scan finds the job again
             self.log(f"notify: job {job_id}: {error_text(exc)}")
         finally:
-            with self._cond:
-                self._running.discard(job_id)
-                again = job_id in self._again
-                self._again.discard(job_id)
-            if again:
-                self._schedule(job_id, self.clock.now().timestamp())
+            if not deferred:
+                self._finish(job_id)
+
+    def _finish(self, job_id: int) -> None:
+        """The job's attempts are sent and recorded: it may be dispatched again."""
+        with self._cond:
+            self._running.discard(job_id)
+            again = job_id in self._again
+            self._again.discard(job_id)
+        if again:
+            self._schedule(job_id, self.clock.now().timestamp())
 
     # ------------------------------------------------------------------ one job's deliveries
-    def deliver(self, job_id: int) -> None:
-        """Make every attempt of ``job_id`` that is due now, then queue its next one."""
+    def deliver(self, job_id: int) -> bool:
+        """Make every attempt of ``job_id`` that is due now. Their outcomes go to the recorder in
+        one write; returns True when it has them (it then releases the job and queues the next
+        attempt), False when nothing was sent."""
         try:
-            job = self.store.get(job_id)
+            job = self.store.get(job_id)  # as stored now: a poke's copy may be older than our last write
         except JobmanError as exc:
             self.log(f"notify: job {job_id}: {exc}")
-            return
+            return False
+        sent: list[tuple[int, str, int, Outcome, datetime]] = []
         for index, event in plan.wanted(job):
             now = self.clock.now()
             when = plan.due_at(job, index, event, now, self.policy)
             if when is None or when > now:
                 continue
-            job = self._attempt(job, index, event, now)
-        later = plan.next_due(job, self.clock.now(), self.policy)
-        if later is not None:
-            self._schedule(job.id, later.timestamp())
+            attempt = self._attempt(job, index, event, now)
+            if attempt is not None:
+                sent.append(attempt)
+        if not sent:
+            later = plan.next_due(job, self.clock.now(), self.policy)
+            if later is not None:
+                self._schedule(job.id, later.timestamp())
+            return False
+        self._record(job, sent)
+        return True
 
-    def _attempt(self, job: Job, index: int, event: str, now: datetime) -> Job:
+    def _attempt(self, job: Job, index: int, event: str, now: datetime) -> tuple | None:
+        """Claim and send one delivery; None if another daemon has it (or it was just done)."""
         eid = plan.event_id(self.store.store_id, job.id, event)
-        owner, policy = self.owner, self.policy
-
-        def claim(current: Job) -> Job:
-            return plan.claim(current, index, event, now, owner, policy, eid)
-
         try:
-            claimed = self.store.update(job.id, claim) if not self.exclusive else claim(job)
+            claimed = (plan.claim(job, index, event, now, self.owner, self.policy, eid) if self.exclusive else
+                       self.store.update(job.id, lambda current: plan.claim(current, index, event, now, self.owner,
+                                                                            self.policy, eid)))
         except plan.NotDue:
-            return self.store.get(job.id)  # another daemon has it (or it was just done)
+            return None
         record = plan.record_of(claimed, index, event) or {}
         attempt = int(record.get("attempts") or 1)
         outcome = self.sender.send(job.notify[index], body(claimed, str(record.get("event-id") or eid)))
+        return index, event, attempt, outcome, now
+
+    def _record(self, job: Job, sent: list[tuple[int, str, int, Outcome, datetime]]) -> None:
+        """One write with every outcome of this pass (exclusive store: with its claim)."""
         done = self.clock.now()
+        owner, policy, eid_of = self.owner, self.policy, plan.event_id
+        store_id = self.store.store_id
+        lost: list[str] = []
 
-        def settle(current: Job) -> Job:
-            if self.exclusive:
-                current = claim(current)
-            return plan.settle(current, index, event, attempt, owner, outcome, done, policy)
+        def change(current: Job) -> Job:
+            lost.clear()
+            for index, event, attempt, outcome, claimed_at in sent:
+                try:
+                    if self.exclusive:
+                        current = plan.claim(current, index, event, claimed_at, owner, policy,
+                                             eid_of(store_id, current.id, event))
+                    current = plan.settle(current, index, event, attempt, owner, outcome, done, policy)
+                except plan.NotDue:
+                    lost.append(f"{redact(current.notify[index])} attempt {attempt}")
+            return current
 
-        try:
-            written = self.store.update(job.id, settle)
-        except plan.NotDue:
-            self.log(f"notify: job {job.id} {event} to {redact(job.notify[index])}: attempt {attempt} "
-                     f"({outcome.text}) not recorded: its claim was taken over")
-            return self.store.get(job.id)
-        state = (plan.record_of(written, index, event) or {}).get("state")
-        self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: attempt {attempt}: "
-                 f"{outcome.text} -> {state}")
-        return written
+        def recorded(written: Job | None, error: BaseException | None) -> None:
+            try:
+                if written is None:
+                    self.log(f"notify: job {job.id}: outcomes not recorded ({error_text(error)}); "
+                             "the attempts will be made again")
+                    return
+                for index, event, attempt, outcome, _ in sent:
+                    state = (plan.record_of(written, index, event) or {}).get("state")
+                    self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: "
+                             f"attempt {attempt}: {outcome.text} -> {state}")
+                for what in lost:
+                    self.log(f"notify: job {job.id}: {what} not recorded: its claim was taken over")
+            finally:
+                self._finish(job.id)
+                if written is not None:
+                    self.poke(written)
+
+        self.recorder.submit(Write(job.id, change, recorded))
 
     # ------------------------------------------------------------------ once / stop
     def run_once(self) -> None:
-        """``jobman daemon --once``: one attempt of every delivery due now, then return."""
+        """``jobman daemon --once``: one attempt of every delivery due now, recorded, then return."""
         self.scan()
         with self._cond:
             ready = self._ready(self.clock.now().timestamp())
-        futures = [self._pool.submit(self._work, job_id) for job_id in ready]
-        wait(futures)
+        wait([self._pool.submit(self._work, job_id) for job_id in ready])
+        self.recorder.flush()
 
     def close(self) -> None:
         """Stop dispatching; attempts already sending finish (each bounded by its timeout)."""
@@ -225,3 +263,5 @@ class Notifier:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.recorder.flush()
+        self.recorder.close()

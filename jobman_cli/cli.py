@@ -75,13 +75,32 @@ class State:
         self.location = location
         self._service: JobService | None = None
 
+    def resolved(self) -> str:
+        """The store location (flag, environment or default), refused if it looks like a mistyped URL."""
+        from .config import default_store_location
+        from .stores import check_location
+
+        location = self.location or default_store_location()
+        check_location(location)
+        return location
+
     def service(self, *, create: bool = True) -> "JobService":
+        """``create=False`` (every command but ``schedule``): a store file that does not exist is an
+        error naming the path, not an empty store, so a typo in --db or JOBMAN_HOME shows at once."""
         if self._service is None:
-            from .config import default_store_location
             from .service import JobService
             from .stores import open_store
 
-            store = open_store(self.location or default_store_location(), create=create)
+            location = self.resolved()
+            if not create and not location.startswith("dynamodb://"):
+                from pathlib import Path
+
+                from .errors import StoreError
+
+                if not Path(location).expanduser().exists():
+                    raise StoreError(f"store file {location} does not exist (schedule a job to create it, or check "
+                                     "--db/--store, JOBMAN_STORE/JOBMAN_DB and JOBMAN_HOME)")
+            store = open_store(location, create=create)
             context = click.get_current_context(silent=True)
             if context is not None:  # release the store (and its parsed file) before interpreter exit
                 context.call_on_close(store.close)
@@ -94,6 +113,19 @@ def _print_json(data: Any) -> None:
 
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
+
+
+def _set_location(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.find_object(State).location = value
+    return value
+
+
+def store_option(command: Any) -> Any:
+    """``--db``/``--store`` after the subcommand too (``jobman list --db x.json``), as after ``jobman``."""
+    return click.option("--db", "--store", "store_location", metavar="PATH|URL", default=None, expose_value=False,
+                        callback=_set_location, is_eager=True,
+                        help="Job store (same as the global --db/--store).")(command)
 
 
 def _job_id(value: str) -> int:
@@ -122,6 +154,7 @@ def cli(ctx: click.Context, location: str | None) -> None:
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
+@store_option
 @click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
 @click.option("--at", "when", required=True, metavar="WHEN",
               help="now, +10m, 'in 2 hours', '2026-12-01 09:00:00' or ISO-8601 (local time unless an offset is given).")
@@ -189,6 +222,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
 
 
 @cli.command(name="list")
+@store_option
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES), help="Only jobs in this state (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
@@ -207,6 +241,7 @@ def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
+@store_option
 @click.argument("job_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--wait", is_flag=True, help="Block until the job has ended; exit 0 only if it finished.")
@@ -246,6 +281,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
 
 
 @cli.command()
+@store_option
 @click.argument("job_id", metavar="ID")
 @click.option("--status", "new_status", required=True, type=click.Choice(["running", "finished", "failed"]))
 @click.option("--exit-code", default=None, metavar="N", help="The container's exit code (0-255).")
@@ -264,7 +300,7 @@ def callback(state: State, job_id: str, new_status: str, exit_code: str | None, 
 
     number = _job_id(job_id)
     code = None if exit_code is None else parse_exit_code(exit_code, field="--exit-code")
-    job = state.service().report(number, new_status, code, reason_code, reason)
+    job = state.service(create=False).report(number, new_status, code, reason_code, reason)
     if as_json:
         _print_json(job_to_api(job))
     else:
@@ -272,6 +308,7 @@ def callback(state: State, job_id: str, new_status: str, exit_code: str | None, 
 
 
 @cli.command()
+@store_option
 @click.argument("job_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the updated job as JSON.")
 @click.pass_obj
@@ -280,7 +317,7 @@ def cancel(state: State, job_id: str, as_json: bool) -> None:
     from .model import job_to_api
 
     number = _job_id(job_id)
-    service = state.service()
+    service = state.service(create=False)
 
     def terminate(instance_id: str) -> None:
         from .launchers.factory import launcher_from_environment
@@ -296,6 +333,7 @@ def cancel(state: State, job_id: str, as_json: bool) -> None:
 
 
 @cli.command()
+@store_option
 @click.argument("job_id", metavar="ID")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep printing new lines until the job ends; then exit as status --wait does (0 finished, 1 not).")
@@ -347,6 +385,7 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 
 
 @cli.command()
+@store_option
 @click.option("--listen", default=None, metavar="HOST:PORT", help="Address of the REST API. [env: JOBMAN_LISTEN; default: 127.0.0.1:8321]")
 @click.option("--public-url", default=None, metavar="URL", help="Base URL instances call back to. [env: JOBMAN_PUBLIC_URL]")
 @click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
@@ -374,14 +413,44 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 @click.pass_obj
 def daemon(state: State, **flags: Any) -> None:
     """Launch due jobs on EC2, follow them to the end, and serve the REST API."""
-    from .config import default_store_location
     from .daemon import run_daemon
     from .launchers.factory import ec2_settings
     from .settings import daemon_settings
 
-    settings = daemon_settings(state.location or default_store_location(), flags)
+    from .errors import InvalidInput
+
+    settings = daemon_settings(state.resolved(), flags)
     ec2 = ec2_settings(flags)
-    raise SystemExit(run_daemon(settings, ec2))
+    if settings.once:
+        _refuse_once_beside_a_daemon(settings.store_location)
+    try:
+        code = run_daemon(settings, ec2)
+    except InvalidInput as exc:
+        if exc.field != "--public-url" or settings.public_url or "cannot reach" not in exc.rule:
+            raise
+        # The default callback address is the --listen address, which only an emulator can reach.
+        raise InvalidInput("--public-url", f"not given, so instances would call back to the --listen address "
+                                           f"{settings.effective_public_url}, which they cannot reach: pass "
+                                           "--listen 0.0.0.0:8321 --public-url http://ADDRESS:8321 with an address "
+                                           "of this host that instances can reach") from None
+    raise SystemExit(code)
+
+
+def _refuse_once_beside_a_daemon(location: str) -> None:
+    """``daemon --once`` beside a running daemon on a TinyDB store: the running daemon already does
+    what one pass would (and only one daemon may hold the store's lock), so say that, not just "busy"."""
+    if location.startswith("dynamodb://"):
+        return  # shared stores allow several daemons
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .stores.filelock import daemon_holding
+
+    pid = daemon_holding(Path(os.path.realpath(Path(location).expanduser())))
+    if pid is not None:
+        who = f"a jobman daemon (pid {pid})" if pid else "a jobman daemon"
+        raise ConfigError(f"{who} is already running on {location}; it launches due jobs and reconciles by itself, "
+                          "so --once is not needed (use --once only where no daemon runs, e.g. from cron)")
 
 
 @cli.group()
@@ -400,8 +469,10 @@ def store_init(state: State, location: str | None) -> None:
     item. An existing table with jobman's design is kept; any other table is an error (exit 1).
     """
     from .config import default_store_location
+    from .stores import check_location
 
     target = location or state.location or default_store_location()
+    check_location(target)
     if target.startswith("dynamodb://"):
         from .stores.dynamodb import init_table  # imports boto3
 

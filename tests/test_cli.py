@@ -77,12 +77,13 @@ def test_list_is_newest_first_and_filters_by_status(db: Path) -> None:
     assert "cancelled" in table.stdout and "scheduled" in table.stdout
 
 
-def test_list_on_a_new_home_is_empty_and_creates_nothing(db: Path) -> None:
+def test_list_on_a_new_home_says_the_store_does_not_exist_and_creates_nothing(db: Path) -> None:
+    """Issue 14: a typo in --db or JOBMAN_HOME must not look like an empty store ("No jobs.")."""
     result = run(db, "list", "--json")
-    assert result.exit_code == 0
-    assert json.loads(result.stdout) == []
-    assert not db.exists()
-    assert "No jobs" in run(db, "list").stdout
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f"Error: store file {db} does not exist (schedule a job to create it, or check "
+                             "--db/--store, JOBMAN_STORE/JOBMAN_DB and JOBMAN_HOME)\n")
+    assert not db.exists() and not db.parent.exists()
 
 
 def test_idempotency_key_returns_the_same_job(db: Path) -> None:

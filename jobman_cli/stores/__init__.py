@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import InvalidInput, StoreError
 from .base import JobStore
 
 
@@ -18,9 +19,30 @@ class WriteOutcomeUnknown(StoreError):
     draft object reuses the same job id, so it cannot make a second job."""
 
 
+#: ``scheme:`` at the start of a location: two letters or more, so a Windows drive (``C:``) is a path.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def check_location(text: str) -> None:
+    """Refuse a location that looks like a mistyped URL (``dynamodb:/t``, ``dynamo://t``), which would
+    otherwise silently become a local file named like that. A file whose name really starts with
+    ``word:`` is still reachable as ``./word:...``."""
+    if text.startswith("dynamodb://"):
+        if not text[len("dynamodb://"):].split("?")[0]:
+            raise InvalidInput("--store", f"{text!r} names no table; use dynamodb://TABLE")
+        return
+    if _SCHEME.match(text):
+        scheme, _, rest = text.partition(":")
+        if "dynamo" in scheme.lower() and rest.strip("/"):
+            raise InvalidInput("--store", f"{text!r} is not a store URL; did you mean dynamodb://{rest.strip('/')}?")
+        raise InvalidInput("--store", f"{text!r} looks like a URL, but the only URL store is dynamodb://TABLE "
+                                      f"(for a local file named like that, write ./{text})")
+
+
 def open_store(location: str | Path, *, create: bool = True) -> JobStore:
     """``dynamodb://TABLE`` opens the DynamoDB backend; anything else is a TinyDB file path."""
     text = str(location)
+    check_location(text)
     if text.startswith("dynamodb://"):
         from .dynamodb import DynamoDBStore  # imports boto3: only when asked for
 

@@ -1,8 +1,9 @@
 """The API over HTTPS with a self-signed certificate made here with the openssl CLI.
 
 The callback an instance makes is ``curl --cacert`` doing a PUT with the job's own token; a client
-that connects and never completes (or never starts) a TLS handshake must not hold anyone else up,
-because handshakes run in each connection's thread, never in the accept loop.
+that connects and never completes (or never starts) a TLS handshake must not hold anyone else up:
+handshakes run on the listener's event loop with a deadline, and a connection still in its
+handshake counts as waiting, so at a connection cap it is closed to make room.
 """
 
 from __future__ import annotations
@@ -145,3 +146,23 @@ def test_bad_certificate_files_are_config_errors(tls: Tls, tmp_path: Path) -> No
         ApiServer(tls.service, api_token=TOKEN, tls_cert=str(tls.cert), tls_key=str(not_a_key))
     with pytest.raises(ConfigError, match="--tls-key needs --tls-cert"):
         ApiServer(tls.service, api_token=TOKEN, tls_key=str(tls.key))
+
+
+def test_a_silent_handshake_is_closed_to_make_room_at_the_address_cap(tls: Tls) -> None:
+    log: list[str] = []  # (the summary of closed connections may come, or not, before the stop)
+    server = ApiServer(tls.service, api_token=TOKEN, tls_cert=str(tls.cert), tls_key=str(tls.key),
+                       log=log.append, timeout=60.0, per_address=2).start()
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(2)]
+    try:
+        context = ssl.create_default_context(cafile=str(tls.cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
+        conn.request("GET", f"{API}/jobs", headers={"Authorization": f"Bearer {TOKEN}", "Connection": "close"})
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read()) == {"jobs": []}
+        conn.close()
+        assert silent[0].recv(100) == b""  # closed to make room, long before its 60 s handshake deadline
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+    assert not [line for line in log if "closed or refused at the connection caps" not in line]

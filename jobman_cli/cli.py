@@ -47,9 +47,13 @@ class JobmanGroup(click.Group):
         except JobmanError as exc:
             click.echo(f"Error: {one_line(str(exc))}", err=True)
             code = exc.exit_code
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            code = 1
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C: 130 as shells expect, not 1
+                click.echo("Interrupted.", err=True)
+                code = 130
+            else:
+                click.echo("Aborted.", err=True)
+                code = 1
         except OSError as exc:
             # A broken pipe (``jobman list | head``) is not an error worth a message.
             if exc.errno == 32:
@@ -71,9 +75,18 @@ class JobmanGroup(click.Group):
 class State:
     """Lazily opened store and service, shared by the commands of one invocation."""
 
-    def __init__(self, location: str | None) -> None:
+    def __init__(self, location: str | None, server: str | None = None, token_file: str | None = None,
+                 cacert: str | None = None) -> None:
         self.location = location
+        self.server = server or None
+        self.token_file = token_file
+        self.cacert = cacert
         self._service: JobService | None = None
+
+    @property
+    def remote(self) -> bool:
+        """True with --server/JOBMAN_SERVER: the verbs go to a daemon's REST API (jobman_cli.remote)."""
+        return self.server is not None
 
     def resolved(self) -> str:
         """The store location (flag, environment or default), refused if it looks like a mistyped URL."""
@@ -87,6 +100,10 @@ class State:
     def service(self, *, create: bool = True) -> "JobService":
         """``create=False`` (every command but ``schedule``): a store file that does not exist is an
         error naming the path, not an empty store, so a typo in --db or JOBMAN_HOME shows at once."""
+        if self._service is None and self.server is not None:
+            from .remote import RemoteService, read_token
+
+            self._service = RemoteService(self.server, read_token(self.token_file), cacert=self.cacert)  # type: ignore[assignment]
         if self._service is None:
             from .service import JobService
             from .stores import open_store
@@ -106,6 +123,15 @@ class State:
                 context.call_on_close(store.close)
             self._service = JobService(store)
         return self._service
+
+
+def _job_json(job: Any) -> Any:
+    """A job's public JSON: a remote job's exactly as the server sent it, a local one rendered."""
+    from .model import job_to_api
+    from .remote import REMOTE_JSON
+
+    remote = job.extra.get(REMOTE_JSON)
+    return remote if remote is not None else job_to_api(job)
 
 
 def _print_json(data: Any) -> None:
@@ -134,13 +160,36 @@ def _job_id(value: str) -> int:
     return parse_job_id(value, field="ID")
 
 
+def no_daemon_note(location: str) -> str | None:
+    """A one-line note when no daemon runs on this TinyDB store, so a scheduled job would wait
+    forever without a word (None: one runs, or it cannot be told: DynamoDB daemons run anywhere).
+    The daemon holds ``flock`` on ``<store>.daemon.lock`` while it runs; probing it never blocks."""
+    if location.startswith("dynamodb://"):
+        return None
+    from pathlib import Path
+
+    from .stores.filelock import daemon_holding
+
+    if daemon_holding(Path(os.path.realpath(Path(location).expanduser()))) is not None:
+        return None
+    return f"Note: no jobman daemon is running on {location}; jobs start only while one runs ('jobman daemon')"
+
+
 @click.group(cls=JobmanGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="jobman", message="%(prog)s %(version)s")
 @click.option("--db", "--store", "location", metavar="PATH|URL", envvar=["JOBMAN_STORE", "JOBMAN_DB"],
               help="Job store: a TinyDB file path or dynamodb://TABLE. "
                    "[env: JOBMAN_STORE, JOBMAN_DB; default: $JOBMAN_HOME/jobs.json]")
+@click.option("--server", metavar="URL", envvar="JOBMAN_SERVER",
+              help="Use the REST API of a daemon at URL instead of a store (schedule, list, status, callback, "
+                   "cancel, logs). [env: JOBMAN_SERVER]")
+@click.option("--token-file", metavar="FILE", default=None,
+              help="With --server: file holding the daemon's API token (mode 0600). [default: $JOBMAN_API_TOKEN]")
+@click.option("--cacert", metavar="FILE", envvar="JOBMAN_CACERT", default=None,
+              help="With --server: PEM certificate(s) to trust, e.g. the daemon's self-signed --tls-cert. [env: JOBMAN_CACERT]")
 @click.pass_context
-def cli(ctx: click.Context, location: str | None) -> None:
+def cli(ctx: click.Context, location: str | None, server: str | None, token_file: str | None,
+        cacert: str | None) -> None:
     """Run a Docker image at a given time on a fresh EC2 instance, and know what happened.
 
     \b
@@ -150,7 +199,7 @@ def cli(ctx: click.Context, location: str | None) -> None:
       jobman list
       jobman status 1 --wait
     """
-    ctx.obj = State(location)
+    ctx.obj = State(location, server, token_file, cacert)
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -204,7 +253,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         notify=list(notify) if notify else None, notify_on=notify_on,
     )
     service = state.service()
-    if not notify:
+    if not notify and not state.remote:  # remotely, the daemon's [notify] defaults apply
         from .notify.settings import default_targets
 
         service.notify_defaults = default_targets()
@@ -212,13 +261,15 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
     if quiet:
         click.echo(job.id)
     elif as_json:
-        from .model import job_to_api
-
-        _print_json(job_to_api(job))
+        _print_json(_job_json(job))
     else:
         from .render import describe_scheduled
 
         click.echo(describe_scheduled(job, created))
+    if not job.terminal:
+        note = no_daemon_note(state.resolved())
+        if note:
+            click.echo(note, err=True)
 
 
 @cli.command(name="list")
@@ -249,7 +300,7 @@ def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
 @click.pass_context
 def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_timeout: str | None) -> None:
     """Show one job. With --wait: exit 0 finished, 1 failed or cancelled, 124 timed out."""
-    from .model import JobStatus, job_to_api
+    from .model import JobStatus
 
     state: State = ctx.obj
     number = _job_id(job_id)
@@ -264,13 +315,19 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
     job = service.get(number)
     code = 0
     if wait:
-        ended = service.wait(number, limit)
+        try:
+            ended = _wait(service, job, limit, state.resolved())
+        except KeyboardInterrupt:  # Ctrl-C: 130 as shells expect, never 1 (which means "the job failed")
+            job = service.get(number)
+            click.echo(f"Interrupted: stopped waiting; job {number} is still {job.status.value} "
+                       "(waiting does not affect the job)", err=True)
+            ctx.exit(130)
         if ended is None:
             job, code = service.get(number), EXIT_WAIT_TIMEOUT
         else:
             job, code = ended, (0 if ended.status is JobStatus.FINISHED else 1)
     if as_json:
-        _print_json(job_to_api(job))
+        _print_json(_job_json(job))
     else:
         from .render import print_job
 
@@ -278,6 +335,43 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
     if code == EXIT_WAIT_TIMEOUT:
         click.echo(f"Error: job {job.id} is still {job.status.value} after {wait_timeout}", err=True)
     ctx.exit(code)
+
+
+#: Seconds between checks, while ``status --wait`` waits, whether a daemon runs on the store.
+DAEMON_CHECK_INTERVAL = 10.0
+
+
+def _wait(service: "JobService", job: Any, limit: float | None, location: str) -> Any:
+    """``service.wait`` in slices, saying on stderr what it waits for: each status change when stderr
+    is a terminal, and (always) a note whenever no daemon runs on the store, for then nothing moves."""
+    import time
+
+    from .render import relative
+
+    tty = sys.stderr.isatty()
+    deadline = None if limit is None else time.monotonic() + limit
+    if tty:
+        due = f", due {relative(job.date_time)}" if job.status.value == "scheduled" else ""
+        click.echo(f"Waiting for job {job.id} ({job.status.value}{due}); Ctrl-C stops waiting", err=True)
+    shown, warned, checked = job.status, False, float("-inf")
+    while True:
+        if time.monotonic() - checked >= DAEMON_CHECK_INTERVAL:
+            checked = time.monotonic()
+            note = no_daemon_note(location)
+            if note and not warned:  # once, and again if a daemon came and went
+                click.echo(note, err=True)
+            warned = bool(note)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        step = 1.0 if left is None else min(1.0, left)
+        ended = service.wait(job.id, step)
+        if ended is not None:
+            return ended
+        current = service.get(job.id)
+        if tty and current.status is not shown:
+            click.echo(f"job {job.id}: {current.status.value}", err=True)
+        shown = current.status
+        if left is not None and left <= step:
+            return None
 
 
 @cli.command()
@@ -295,14 +389,13 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
 def callback(state: State, job_id: str, new_status: str, exit_code: str | None, reason_code: str | None,
              reason: str | None, as_json: bool) -> None:
     """Report a job's progress, as its instance does over HTTP."""
-    from .model import job_to_api
     from .validation import parse_exit_code
 
     number = _job_id(job_id)
     code = None if exit_code is None else parse_exit_code(exit_code, field="--exit-code")
     job = state.service(create=False).report(number, new_status, code, reason_code, reason)
     if as_json:
-        _print_json(job_to_api(job))
+        _print_json(_job_json(job))
     else:
         click.echo(f"Job {job.id} is {job.status.value}" + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
 
@@ -314,8 +407,6 @@ def callback(state: State, job_id: str, new_status: str, exit_code: str | None, 
 @click.pass_obj
 def cancel(state: State, job_id: str, as_json: bool) -> None:
     """Cancel a job; a launched job's instance is terminated."""
-    from .model import job_to_api
-
     number = _job_id(job_id)
     service = state.service(create=False)
 
@@ -326,7 +417,7 @@ def cancel(state: State, job_id: str, as_json: bool) -> None:
 
     job = service.cancel(number, terminate=terminate)
     if as_json:
-        _print_json(job_to_api(job))
+        _print_json(_job_json(job))
     else:
         suffix = f"; instance {job.instance_id} terminated" if job.instance_id else ""
         click.echo(f"Job {job.id} is cancelled{suffix}")
@@ -353,13 +444,13 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
     number = _job_id(job_id)
     since_seconds = None if since is None else parse_duration(since, field="--since", maximum=3653 * 86400)
     service = state.service(create=False)
-    settings = log_settings()
+    settings = log_settings() if not state.remote else None
 
     def client() -> Any:
         from .launchers.factory import ec2_settings
 
         ec2 = ec2_settings({})
-        return logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url)
+        return logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url)  # type: ignore[union-attr]
 
     def launcher() -> Any:
         from .launchers.factory import launcher_from_environment
@@ -378,8 +469,11 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
             out.write("".join(e.message + "\n" for e in events).encode("utf-8", "replace"))
             out.flush()
 
-    code = show_job_log(service, LogRequest(number, attempt, since_seconds, follow), client=client,
-                        group=settings.group, write=write, note=lambda text: click.echo(f"Note: {text}", err=True),
+    note = lambda text: click.echo(f"Note: {text}", err=True)  # noqa: E731
+    request = LogRequest(number, attempt, since_seconds, follow)
+    if state.remote:  # the daemon reads CloudWatch with its credentials
+        ctx.exit(service.show_log(request, write=write, note=note))  # type: ignore[attr-defined]
+    code = show_job_log(service, request, client=client, group=settings.group,  # type: ignore[union-attr] write=write, note=note,
                         launcher=launcher)
     ctx.exit(code)
 
@@ -429,10 +523,11 @@ def daemon(state: State, **flags: Any) -> None:
         if exc.field != "--public-url" or settings.public_url or "cannot reach" not in exc.rule:
             raise
         # The default callback address is the --listen address, which only an emulator can reach.
-        raise InvalidInput("--public-url", f"not given, so instances would call back to the --listen address "
-                                           f"{settings.effective_public_url}, which they cannot reach: pass "
-                                           "--listen 0.0.0.0:8321 --public-url http://ADDRESS:8321 with an address "
-                                           "of this host that instances can reach") from None
+        raise InvalidInput("--public-url", f"{exc.rule.split(';')[0]}; give an address they can reach: no "
+                                           "--public-url was given, so callbacks would go to the --listen address "
+                                           f"{settings.effective_public_url}; pass e.g. --listen 0.0.0.0:8321 "
+                                           "--public-url http://ADDRESS:8321 (ADDRESS: this host as instances "
+                                           "see it)") from None
     raise SystemExit(code)
 
 

@@ -31,11 +31,16 @@ STATUS_STYLE = {
 
 
 def relative(when: datetime, now: datetime | None = None) -> str:
-    """``in 9m``, ``3h ago``: enough to read a table at a glance."""
+    """``in 9m``, ``3h ago``: enough to read a table at a glance.
+
+    Rounded to the nearest minute first (beyond one), not truncated: a job scheduled ``+10m`` or
+    ``+1d`` a few milliseconds ago reads "in 10m" / "in 1d", not "in 9m" / "in 23h"."""
     now = now or datetime.now(timezone.utc)
-    seconds = int((when - now).total_seconds())
-    future = seconds >= 0
-    seconds = abs(seconds)
+    exact = (when - now).total_seconds()
+    future = exact >= 0
+    seconds = round(abs(exact))
+    if seconds >= 60:
+        seconds = round(seconds / 60) * 60
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             amount = f"{seconds // size}{unit}"

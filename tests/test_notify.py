@@ -230,8 +230,8 @@ def test_schedule_uses_the_config_default_unless_notify_is_given(tmp_path: Path,
     given = runner.invoke(cli, ["--db", db, "schedule", "--image", "alpine", "--at", "+1h", "--json",
                                 "--notify", "sns:arn:aws:sns:us-east-1:123456789012:t", "--notify-on", "end"])
     assert default.exit_code == 0 and given.exit_code == 0, (default.output, given.output)
-    assert (json.loads(default.output)["notify"], json.loads(default.output)["notify-on"]) == ([HOOK], "failure")
-    assert json.loads(given.output)["notify"] == ["sns:arn:aws:sns:us-east-1:123456789012:t"]
+    assert (json.loads(default.stdout)["notify"], json.loads(default.stdout)["notify-on"]) == ([HOOK], "failure")
+    assert json.loads(given.stdout)["notify"] == ["sns:arn:aws:sns:us-east-1:123456789012:t"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -252,7 +252,7 @@ def test_cli_bad_notify_input_is_exit_2_and_writes_nothing(tmp_path: Path, monke
     before = db.read_bytes()
     result = runner.invoke(cli, ["--db", str(db), "schedule", "--image", "alpine", "--at", "+1h", *extra])
     assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and words in lines[0] and "Traceback" not in result.output
     assert db.read_bytes() == before
 

@@ -43,6 +43,8 @@ from .notify_recorder import Recorder, Write
 UTC = timezone.utc
 #: The dispatcher looks at the wall clock at least this often (a clock step is noticed within it).
 MAX_WAIT = 1.0
+#: Seconds after an API change during which deliveries yield to callbacks (see Notifier.busy).
+BUSY_WINDOW = 0.5
 
 
 class Notifier:
@@ -64,6 +66,7 @@ class Notifier:
         self._stop = False
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="jobman-notify")
         self._thread: threading.Thread | None = None
+        self._busy_until = 0.0  # monotonic; see busy()
         self.recorder = Recorder(store, log)
 
     # ------------------------------------------------------------------ finding work
@@ -120,11 +123,14 @@ class Notifier:
             with self._cond:
                 while not self._stop:
                     now = self.clock.now().timestamp()
-                    ready = self._ready(now)
+                    limit, calm_in = self._limit()
+                    ready = self._ready(now, limit - len(self._running))
                     if ready:
                         break
                     top = self._heap[0][0] if self._heap else now + MAX_WAIT
                     pause = min(MAX_WAIT, max(0.0, top - now), next_scan - self.clock.monotonic())
+                    if self._heap and top <= now and calm_in > 0:
+                        pause = min(pause, calm_in)  # held back by the callbacks: look again when they calm
                     if pause <= 0:
                         break
                     self._cond.wait(pause)
@@ -133,10 +139,24 @@ class Notifier:
             for job_id in ready:
                 self._pool.submit(self._work, job_id)
 
-    def _ready(self, now: float) -> list[int]:
-        """(Holding the condition.) Pop the job ids due by ``now``; one in work is looked at again after."""
+    def busy(self) -> None:
+        """The API just changed a job (a callback): for :data:`BUSY_WINDOW` seconds, at most
+        ``busy_workers`` deliveries are in flight, so a burst of failures does not slow the
+        callbacks that report them (they share the CPU, and on a TinyDB file the commits)."""
+        self._busy_until = self.clock.monotonic() + BUSY_WINDOW
+
+    def _limit(self) -> tuple[int, float]:
+        """(Holding the condition.) How many jobs may be in work now, and seconds until calm."""
+        calm_in = self._busy_until - self.clock.monotonic()
+        if calm_in > 0:
+            return min(self.settings.busy_workers, self.settings.workers), calm_in
+        return self.settings.workers, 0.0
+
+    def _ready(self, now: float, room: int) -> list[int]:
+        """(Holding the condition.) Pop up to ``room`` job ids due by ``now``; one in work is
+        looked at again after it."""
         ready: list[int] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and len(ready) < room:
             at, job_id = heapq.heappop(self._heap)
             if self._next.get(job_id) != at:
                 continue  # superseded by an earlier entry
@@ -164,6 +184,7 @@ class Notifier:
             self._running.discard(job_id)
             again = job_id in self._again
             self._again.discard(job_id)
+            self._cond.notify_all()  # room for the next one
         if again:
             self._schedule(job_id, self.clock.now().timestamp())
 
@@ -251,7 +272,7 @@ class Notifier:
         """``jobman daemon --once``: one attempt of every delivery due now, recorded, then return."""
         self.scan()
         with self._cond:
-            ready = self._ready(self.clock.now().timestamp())
+            ready = self._ready(self.clock.now().timestamp(), len(self._heap))
         wait([self._pool.submit(self._work, job_id) for job_id in ready])
         self.recorder.flush()
 

@@ -132,6 +132,8 @@ class Daemon:
     def _on_service_change(self, job: Job) -> None:
         """A change made through the service (the API): log it and wake the loop at once."""
         self.observer.service_changed(job)
+        if self.notifier is not None:
+            self.notifier.busy()
         self._wake.set()
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ config.toml [notify]   environment                     meaning (default)
 ``backoff_max``        ``JOBMAN_NOTIFY_BACKOFF_MAX``   ... up to (1h)
 ``timeout``            ``JOBMAN_NOTIFY_TIMEOUT``       one attempt's timeout (10s)
 ``workers``            ``JOBMAN_NOTIFY_WORKERS``       deliveries in flight at once (32)
+``busy_workers``       ``JOBMAN_NOTIFY_BUSY_WORKERS``  ... while callbacks are arriving (4)
 ``scan_interval``      ``JOBMAN_NOTIFY_SCAN_INTERVAL`` how often the store is searched for deliveries
                                                        no hook announced (60s)
 =====================  ==============================  ==========================================
@@ -46,6 +47,9 @@ class NotifySettings:
     policy: Policy = Policy()
     timeout: float = 10.0
     workers: int = 32
+    #: Deliveries in flight while callbacks are arriving (the daemon's API changed a job in the
+    #: last half second): callbacks come first.
+    busy_workers: int = 4
     scan_interval: float = 60.0
 
 
@@ -96,6 +100,7 @@ def notify_settings(home: Path | None = None) -> NotifySettings:
     policy = Policy(backoff_base=get("backoff_base", 30.0, 0.0), backoff_max=get("backoff_max", 3600.0, 0.0),
                     max_age=get("max_age", 86400.0, 1.0), lease=max(60.0, 4 * timeout))
     return NotifySettings(policy=policy, timeout=timeout, workers=int(get("workers", 32, 1)),
+                          busy_workers=int(get("busy_workers", 4, 1)),
                           scan_interval=get("scan_interval", 60.0, 0.1))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,3 +135,30 @@ def wait_for_log(caps: Caps) -> list[str]:
     while not caps.log and time.monotonic() < deadline:
         time.sleep(0.05)
     return caps.log
+
+
+@pytest.mark.parametrize("caps", [{}], indirect=True)
+def test_stop_lets_a_request_in_hand_finish_and_closes_the_rest(caps: Caps) -> None:
+    """``stop(grace)`` closes the listener and the waiting connections at once, and gives a
+    request already in the application ``grace`` seconds to be answered."""
+    body = b'{"status": "running"}'
+    busy = caps.connect("127.0.0.2")
+    busy.sendall(f"PUT {API}/jobs/1/callback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {caps.job_token}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                 "Expect: 100-continue\r\n\r\n".encode())
+    assert busy.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the application is waiting for the body
+    idle = caps.connect("127.0.0.2")
+    assert get(idle) == 200  # (now waiting for its next request)
+    stopper = threading.Thread(target=caps.server.stop, kwargs={"grace": 20.0})
+    stopper.start()
+    assert closed(idle)
+    with pytest.raises(OSError):  # the listener is closed
+        socket.create_connection(("127.0.0.1", caps.server.port), timeout=5).close()
+    busy.sendall(body)
+    answer = b""
+    while chunk := busy.recv(65536):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
+    stopper.join(timeout=WAIT)
+    assert not stopper.is_alive()
+    assert caps.service.get(1).status.value == "running"

@@ -37,6 +37,9 @@ class JobmanGroup(click.Group):
         try:
             code = super().main(args, prog_name or "jobman", complete_var, standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `jobman` / `jobman store`: the help, as gh does
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            code = 0
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"Error: {one_line(exc.format_message())}{hint}", err=True)
@@ -245,6 +248,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
 
     if as_json and quiet:
         raise click.UsageError("--json and -q cannot be used together")
+    _refuse_repeated_env(env)
     request = ScheduleRequest(
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
@@ -270,6 +274,20 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         note = no_daemon_note(state.resolved())
         if note:
             click.echo(note, err=True)
+
+
+def _refuse_repeated_env(assignments: tuple[str, ...]) -> None:
+    """``-e A=1 -e A=2``: refused (exit 2), not "the last wins" silently: two values for one name in
+    one command line is a copy-paste slip far more often than intent. (``--env-file`` then ``-e``
+    still overrides, as documented.)"""
+    from .errors import InvalidInput
+
+    seen: dict[str, str] = {}
+    for item in assignments:
+        name = item.split("=", 1)[0]
+        if name in seen:
+            raise InvalidInput("-e", f"{name} is given twice ({seen[name]} and {item}); give each name once")
+        seen[name] = item
 
 
 @cli.command(name="list")
@@ -393,7 +411,17 @@ def callback(state: State, job_id: str, new_status: str, exit_code: str | None, 
 
     number = _job_id(job_id)
     code = None if exit_code is None else parse_exit_code(exit_code, field="--exit-code")
-    job = state.service(create=False).report(number, new_status, code, reason_code, reason)
+    from .errors import InvalidInput
+
+    try:
+        job = state.service(create=False).report(number, new_status, code, reason_code, reason)
+    except InvalidInput as exc:  # the core names the API's fields; a CLI user typed flags
+        flag = {"exit-code": "--exit-code", "reason-code": "--reason-code", "reason": "--reason",
+                "status": "--status"}.get(exc.field)
+        if flag is None:
+            raise
+        raise InvalidInput(flag, exc.rule.replace("exit-code", "--exit-code").replace("report failed",
+                                                                                      "use --status failed")) from None
     if as_json:
         _print_json(_job_json(job))
     else:

@@ -44,6 +44,8 @@ def _zone(name: str, field: str) -> tzinfo:
     """An IANA zone: the system's tz database, else the copy bundled with dateutil (slim images)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    if name.upper() in ("UTC", "Z"):  # as the UTC suffix of a time is: any case
+        return UTC
     try:
         return ZoneInfo(name)
     except ZoneInfoNotFoundError:
@@ -87,7 +89,11 @@ def _relative_seconds(spec: str) -> int | None:
     is refused rather than read as minutes by someone who meant months.
     """
     if spec.startswith("+"):
-        return duration_seconds(spec[1:])
+        compact = duration_seconds(spec[1:])
+        if compact is not None:
+            return compact
+        spoken = _IN_UNITS.fullmatch(spec[1:].strip())  # "+10 minutes", as "in 10 minutes" (lowercase units)
+        return int(spoken.group(1)) * _UNIT_SECONDS[spoken.group(2)[0]] if spoken else None
     lower = spec.lower()
     if lower.startswith("in ") or lower.startswith("in\t"):
         rest = lower[3:].strip()

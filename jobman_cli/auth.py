@@ -74,6 +74,10 @@ def bearer_token(values: Sequence[str]) -> str:
     if len(values) > 1:
         raise BadCredentials("more than one Authorization header")
     parts = values[0].split()
+    if len(parts) == 1 and parts[0].lower() == "bearer":  # curl -H "Authorization: Bearer $TOKEN" with TOKEN unset
+        raise BadCredentials("the bearer token is empty (is the variable holding it set?)")
+    if not parts:
+        raise BadCredentials("the Authorization header is empty (send 'Authorization: Bearer <token>')")
     if len(parts) != 2 or parts[0].lower() != "bearer":
         raise BadCredentials("the Authorization header must be 'Bearer <token>'")
     if not _TOKEN.fullmatch(parts[1]):

@@ -8,6 +8,8 @@ is tolerated::
     GET  /jobMan/v1.1/jobs[?status=S...]   -> 200 + {"jobs": [...]}
     GET  /jobMan/v1.1/jobs/<id>/status     -> 200 + job
     PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
+    POST /jobMan/v1.1/jobs/<id>/cancel     -> 200 + the cancelled job (its instance terminated)
+    GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
 
 Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`
 and the job model, every job is rendered by :func:`~jobman_cli.model.job_to_api`, and each
@@ -31,6 +33,7 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from . import __version__
+from .api_routes import ExtraRoutes
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
 from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
@@ -46,8 +49,9 @@ SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeo
                    "container-imds", "notify", "notify-on")
 CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
-ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT"}
-_JOB_ROUTE = re.compile(re.escape(PREFIX) + r"/jobs/([^/]*)/(status|callback)/?")
+ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT", "cancel": "POST",
+                 "logs": "GET"}
+_JOB_ROUTE = re.compile(re.escape(PREFIX) + r"/jobs/([^/]*)/(status|callback|cancel|logs)/?")
 _AUTH_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="jobman"')
 _NOT_A_TOKEN = "-" * 64  # a "hash" no token has, checked when a job does not exist, so timing reveals nothing
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -137,6 +141,7 @@ class JobsApi:
     def __init__(self, service: JobService, api_token: str) -> None:
         self.service = service
         self.api_token = api_token
+        self.extra = ExtraRoutes(service)
 
     def __call__(self, request: Request, connection: Connection) -> Answer:
         route = match_route(request.path)
@@ -149,7 +154,7 @@ class JobsApi:
             raise HttpError(405, f"{clip(request.method, 20)} is not allowed here; use {allowed}", (("Allow", allowed),))
         if allowed == "GET" and request.has_body:
             raise HttpError(400, "a GET request must not have a body")
-        if name != "jobs" and request.query:
+        if name not in ("jobs", "logs") and request.query:
             raise HttpError(400, "this resource takes no query parameters")
         service = self.service
         try:
@@ -157,6 +162,12 @@ class JobsApi:
                 return 200, {"jobs": service.list_api(_statuses(request.query))}, ()
             if name == "status":
                 return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
+            if name == "logs":
+                return 200, self.extra.logs(job_id, request.query), ()  # type: ignore[arg-type]
+            if name == "cancel":
+                if request.has_body:  # nothing to say, but an empty object is fine
+                    _unknown_fields(parse_json_object(connection.read_body(request)), ())
+                return 200, self.extra.cancel(job_id), ()  # type: ignore[arg-type]
             body = parse_json_object(connection.read_body(request))
             if name == "schedule":
                 return self._schedule(service, body)

@@ -271,7 +271,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
 
         click.echo(describe_scheduled(job, created))
     if not job.terminal:
-        note = no_daemon_note(state.resolved())
+        note = None if state.remote else no_daemon_note(state.resolved())  # remotely: the daemon answered
         if note:
             click.echo(note, err=True)
 
@@ -334,7 +334,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
     code = 0
     if wait:
         try:
-            ended = _wait(service, job, limit, state.resolved())
+            ended = service.wait(number, limit) if state.remote else _wait(service, job, limit, state.resolved())
         except KeyboardInterrupt:  # Ctrl-C: 130 as shells expect, never 1 (which means "the job failed")
             job = service.get(number)
             click.echo(f"Interrupted: stopped waiting; job {number} is still {job.status.value} "
@@ -501,8 +501,8 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
     request = LogRequest(number, attempt, since_seconds, follow)
     if state.remote:  # the daemon reads CloudWatch with its credentials
         ctx.exit(service.show_log(request, write=write, note=note))  # type: ignore[attr-defined]
-    code = show_job_log(service, request, client=client, group=settings.group,  # type: ignore[union-attr] write=write, note=note,
-                        launcher=launcher)
+    code = show_job_log(service, request, client=client, group=settings.group,  # type: ignore[union-attr]
+                        write=write, note=note, launcher=launcher)
     ctx.exit(code)
 
 

@@ -1,0 +1,147 @@
+"""The API routes remote use needs beyond the original four (DESIGN.md section 15): cancel and logs.
+
+``POST /jobMan/v1.1/jobs/<id>/cancel`` cancels like ``jobman cancel`` on the daemon's machine: the
+cancellation is stored first, then the instance (if any) is terminated with the launcher the
+environment and config file describe. ``GET /jobMan/v1.1/jobs/<id>/logs`` answers one page of the
+attempt's CloudWatch log, read by the daemon (so a remote operator needs no AWS credentials)::
+
+    ?attempt=N     which launch attempt (default: the job's current one)
+    ?since=SECONDS only lines of the last SECONDS (the answer's "start" is the instant used)
+    ?start=MS      only lines from this instant (epoch milliseconds; what a follower sends back)
+    ?after=TOKEN   continue after the page that answered "next": TOKEN
+    ?follow=1      a stream not written yet is "waiting" (200), not 404, while the job is active
+
+and returns ``{"job": {...}, "attempt": N, "events": [{"timestamp", "message", "stream"}...],
+"next": TOKEN, "more": bool, "waiting": bool, "notes": [...], "start": MS|null}``. The job is read
+before the log, so a follower that sees a terminal job knows the page holds every line written
+until the end (the client's settle rule of :func:`jobman_cli.joblogs.show_job_log`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .errors import InvalidInput, JobmanError
+from .httpio import HttpError, clip
+from .model import job_to_api
+from .service import JobService
+
+#: Events in one answer at most; the client asks again with ``after`` when ``more`` is true.
+MAX_EVENTS = 5000
+LOG_QUERY = ("attempt", "since", "start", "after", "follow")
+
+
+class ExtraRoutes:
+    """Cancel and logs for :class:`jobman_cli.api.JobsApi`; AWS clients made once, on first use."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._launcher: Any = None
+        self._logs: Any = None
+
+    def launcher(self) -> Any:
+        with self._lock:
+            if self._launcher is None:
+                from .launchers.factory import launcher_from_environment
+
+                self._launcher = launcher_from_environment()
+            return self._launcher
+
+    def _logs_client(self) -> tuple[Any, str]:
+        from .config import log_settings
+
+        settings = log_settings()
+        with self._lock:
+            if self._logs is None:
+                from .joblogs import logs_client
+                from .launchers.factory import ec2_settings
+
+                ec2 = ec2_settings({})
+                self._logs = logs_client(region=ec2.region, profile=ec2.profile, endpoint_url=settings.endpoint_url)
+            return self._logs, settings.group
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        job = self.service.cancel(job_id, terminate=lambda instance_id: self.launcher().terminate([instance_id]))
+        return job_to_api(job)
+
+    def logs(self, job_id: int, query: str) -> dict[str, Any]:
+        from .joblogs import LogNotFound, StreamReader, _console_fallback, choose_attempt, stream_name
+
+        params = _log_query(query)
+        job = self.service.get(job_id)
+        try:
+            attempt = choose_attempt(job, params.get("attempt"))
+        except InvalidInput:
+            raise
+        except JobmanError as err:  # never launched: no log (a state, not a server fault)
+            raise HttpError(409, str(err)) from None
+        start = params.get("start")
+        if start is None and params.get("since") is not None:
+            start = int((time.time() - params["since"]) * 1000)
+        client, group = self._logs_client()
+        reader = StreamReader(client, group, stream_name(job.id, attempt), start_time=start)
+        reader.token = params.get("after")
+        events: list[Any] = []
+        notes: list[str] = []
+        more = waiting = False
+        try:
+            for page in reader.pages():
+                events.extend(page)
+                if len(events) >= MAX_EVENTS:
+                    more = True
+                    break
+        except LogNotFound as missing:
+            if params.get("follow") and not job.terminal:
+                waiting = True
+                notes.append(f"waiting for log stream {reader.stream} in log group {group} (job {job.id} is "
+                             f"{job.status.value})")
+            else:
+                try:
+                    _console_fallback(job, attempt, missing, reader.stream, group, events.extend, notes.append,
+                                      self.launcher)
+                except LogNotFound as err:
+                    raise HttpError(404, str(err)) from None
+        return {"job": job_to_api(job), "attempt": attempt, "events": [e.to_json() for e in events],
+                "next": reader.token, "more": more, "waiting": waiting, "notes": notes, "start": start}
+
+
+def _log_query(query: str) -> dict[str, Any]:
+    """The logs route's query, strictly: known names once each, numbers where numbers belong."""
+    if not query:
+        return {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
+                          encoding="utf-8", errors="strict")
+    except ValueError:
+        raise HttpError(400, "malformed query string") from None
+    names = [name for name, _ in pairs]
+    unknown = sorted(set(names) - set(LOG_QUERY))
+    if unknown:
+        raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
+                             f"allowed: {', '.join(LOG_QUERY)}")
+    if len(set(names)) != len(names):
+        raise HttpError(400, "a query parameter is repeated")
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name == "after":
+            if not value or len(value) > 1024:
+                raise InvalidInput("after", "must be a token from a previous answer's 'next'")
+            result[name] = value
+        elif name == "follow":
+            if value not in ("0", "1"):
+                raise InvalidInput("follow", "must be 0 or 1")
+            result[name] = value == "1"
+        else:
+            if not value.isascii() or not value.isdigit() or len(value) > 15:
+                raise InvalidInput(f"--{name}" if name == "attempt" else name, "must be a whole number")
+            number = int(value)
+            if name == "since" and number > 3653 * 86400:
+                raise InvalidInput("since", "must be at most ten years")
+            if name == "attempt" and number < 1:
+                raise InvalidInput("--attempt", "must be at least 1")
+            result[name] = number
+    return result

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from moto_server import moto_server, moto_server_process  # noqa: F401  (fixtures)
+from test_e2e_daemon import daemons  # noqa: F401  (fixture: real daemon processes, stopped at the end)
 
 JOBMAN = [sys.executable, "-m", "jobman_cli"]
 
@@ -249,3 +251,130 @@ def test_a_valid_config_file_is_accepted(home: Path) -> None:
         "[ec2]\ninstance_type = \"t3.small\"\nsecurity_group_ids = [\"sg-1\"]\ntags = { team = \"data\" }\n"
         "[logs]\ngroup = \"jobman\"\nretention_days = 30\n[notify]\ntimeout = \"10s\"\nworkers = 4\n")
     assert load_config_file(home)["ec2"]["instance_type"] == "t3.small"
+
+
+# --------------------------------------------------------------------------- next to a real daemon (moto)
+def test_a_real_daemon_names_its_config_file_and_once_beside_it_says_what_to_do(moto_server, tmp_path: Path,
+                                                                                  daemons) -> None:
+    import http.client
+    import re
+
+    from moto_server import aws_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[daemon]\nreconcile_interval = 30\n")
+    env = aws_env(moto_server, JOBMAN_HOME=str(home), JOBMAN_API_TOKEN="t" * 40)
+    daemon = daemons(env)
+    daemon.wait_for(lambda line: "ready" in line)
+    assert re.search(rf"daemon \S+ starting; config file {re.escape(str(home / 'config.toml'))}$", daemon.text(), re.M)
+    port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+)", daemon.text()).group(1))  # type: ignore
+
+    # an empty token (curl -H "Authorization: Bearer $TOKEN" with TOKEN unset) is named as such
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/jobs", headers={"Authorization": "Bearer "})
+    answer = conn.getresponse()
+    body = answer.read().decode()
+    conn.close()
+    assert answer.status == 401 and "the bearer token is empty" in body and "must be" not in body
+
+    # daemon --once beside it: one line that says why and what to do
+    once = subprocess.run([*JOBMAN, "daemon", "--once", "--public-url", "http://10.0.0.5:8321"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    error = one_line_error(once, 1)
+    assert "is already running on" in error and "--once is not needed" in error
+    # schedule and status --wait next to it: no "no daemon" note
+    scheduled = subprocess.run([*JOBMAN, "schedule", "--image", "alpine", "--at", "+1h", "-q"], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert scheduled.returncode == 0 and scheduled.stderr == ""
+    assert daemon.stop() == 0
+
+
+def test_daemon_without_public_url_outside_an_emulator_says_what_to_pass(home: Path) -> None:
+    result = jobman(home, "daemon", AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y")
+    error = one_line_error(result, 2)
+    assert error.startswith("Error: --public-url: instances cannot reach 127.0.0.1; give an address they can reach")
+    assert "no --public-url was given" in error and "--listen 0.0.0.0:8321 --public-url http://ADDRESS:8321" in error
+    explicit = jobman(home, "daemon", "--public-url", "http://127.0.0.1:8321", AWS_REGION="us-east-1")
+    assert "no --public-url was given" not in one_line_error(explicit, 2)  # the user's own URL: the plain message
+
+
+# --------------------------------------------------------------------------- smaller stumbles
+@pytest.mark.parametrize("args, first", [((), "Usage: jobman [OPTIONS] COMMAND [ARGS]..."),
+                                         (("store",), "Usage: jobman store [OPTIONS] COMMAND [ARGS]..."),
+                                         (("setup",), "Usage: jobman setup [OPTIONS] COMMAND [ARGS]...")])
+def test_no_arguments_prints_the_help_laid_out_not_squashed(home: Path, args: tuple[str, ...], first: str) -> None:
+    result = jobman(home, *args)
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == first and "Commands:" in lines and len(lines) > 8
+    assert result.stdout == jobman(home, *args, "--help").stdout
+
+
+@pytest.mark.parametrize("at, shown", [("+10m", "(in 10m)"), ("+1d", "(in 1d)"), ("+2h", "(in 2h)"),
+                                        ("+10 minutes", "(in 10m)"), ("in 10 minutes", "(in 10m)")])
+def test_relative_times_read_back_as_given(home: Path, at: str, shown: str) -> None:
+    result = jobman(home, "schedule", "--image", "alpine", "--at", at)
+    assert result.returncode == 0 and shown in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("tz", ["utc", "UTC", "Utc", "z"])
+def test_tz_utc_in_any_case_is_known(home: Path, tz: str) -> None:
+    result = jobman(home, "schedule", "--image", "alpine", "--at", "2099-01-01 09:00:00", "--tz", tz)
+    assert result.returncode == 0 and "2099-01-01T09:00:00Z" in result.stdout, result.stderr
+
+
+def test_plus_form_still_refuses_uppercase_units(home: Path) -> None:
+    assert "--at" in one_line_error(jobman(home, "schedule", "--image", "alpine", "--at", "+10M"), 2)
+
+
+def test_repeated_env_name_is_refused_naming_it(home: Path) -> None:
+    error = one_line_error(jobman(home, "schedule", "--image", "alpine", "--at", "+1h", "-e", "A=1", "-e", "A=2"), 2)
+    assert error == "Error: -e: A is given twice (A=1 and A=2); give each name once\n"
+    assert not home.exists()  # nothing written
+    fine = jobman(home, "schedule", "--image", "alpine", "--at", "+1h", "-e", "A=1", "-e", "AB=2", "-q")
+    assert fine.returncode == 0
+
+
+def test_callback_errors_name_the_flags_not_the_api_fields(home: Path) -> None:
+    schedule(home)
+    error = one_line_error(jobman(home, "callback", "1", "--status", "finished", "--exit-code", "3"), 2)
+    assert error.startswith("Error: --exit-code: ") and "use --status failed" in error
+    assert "exit-code:" not in error.replace("--exit-code:", "")
+
+
+@pytest.mark.parametrize("lock_file", ["absent", "read-only"])
+def test_a_read_only_store_directory_can_still_be_read(home: Path, lock_file: str) -> None:
+    """Readers take no lock: with the directory and files read-only (and the lock file gone), list and
+    status still work; a write says why it cannot. Root ignores permissions, so the commands run
+    without the capabilities that let root write anywhere (setpriv), as an ordinary user would."""
+    schedule(home)
+    if lock_file == "absent":
+        (home / "jobs.json.lock").unlink()
+    else:
+        (home / "jobs.json.lock").chmod(0o400)
+    (home / "jobs.json").chmod(0o400)
+    home.chmod(0o500)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import shutil
+
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a directory read-only")
+        drop = "-dac_override,-dac_read_search,-fowner"
+        prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]
+    env = clean_env(home)
+    try:
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*prefix, *JOBMAN, *args], env=env, capture_output=True, text=True, timeout=120)
+
+        listed = run("list")
+        assert listed.returncode == 0 and "alpine:3.20" in listed.stdout, listed.stderr
+        shown = run("status", "1", "--json")
+        assert shown.returncode == 0 and '"status": "scheduled"' in shown.stdout, shown.stderr
+        denied = run("cancel", "1")
+        error = one_line_error(denied, 1)
+        assert "Permission denied" in error and str(home) in error
+        assert sorted(os.listdir(home)) == (["jobs.json"] if lock_file == "absent" else ["jobs.json", "jobs.json.lock"])
+    finally:
+        home.chmod(0o700)

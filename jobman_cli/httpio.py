@@ -17,7 +17,7 @@ are explicit:
 * deadlines, never per ``recv``: :data:`DEFAULT_TIMEOUT` for the TLS handshake, for the first
   byte of a request (the keep-alive idle limit), for the whole head once it began (so a slowloris
   client gets 408 after it, however it paces its bytes), for a body once the application asks for
-  it, and for the client to take the answer; 100 requests per connection;
+  it; an answer is dropped when the client takes none of it for as long; 100 requests per connection;
 * the application (synchronous; it may wait on file locks or DynamoDB) runs in at most
   :data:`WORKERS` daemon threads, started as needed (as many as the store's group commit can use
   at once: with 16, callbacks per second fell by a third); it gets the body through
@@ -88,7 +88,7 @@ class Connection:
             self.body_taken = True  # no round trip to the loop: it drops these bytes when the answer is ready
             return self.buffered_body
         if length and request.expects_continue:  # only now: every check has passed
-            self._on_loop(self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
+            self._on_loop(self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n", stall=self.server.timeout))
         return self._on_loop(self._read_body(length)) if length else b""
 
     async def _read_body(self, length: int) -> bytes:
@@ -361,8 +361,7 @@ class HttpServer:
         conn.linger = status >= 400
         data = render(status, payload, extra, keep=keep, head_only=conn.head_only, server=self.server_name)
         try:
-            async with asyncio.timeout(self.timeout):
-                await stream.write(data)
+            await stream.write(data, stall=self.timeout)
         except (TimeoutError, Disconnected, OSError):
             conn.linger = False
             raise Disconnected() from None

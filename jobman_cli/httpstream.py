@@ -27,6 +27,7 @@ class Stream(asyncio.Protocol):
         self.dropped = 0
         self._waiter: asyncio.Future[None] | None = None
         self._read_paused = self._write_paused = False
+        self._resumes = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -55,6 +56,7 @@ class Stream(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._resumes += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -102,12 +104,17 @@ class Stream(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, stall: float) -> None:
+        """Send ``data``; :class:`TimeoutError` when the client takes none of it for ``stall``
+        seconds (a deadline on progress, not on the whole: a long answer on a slow link is fine)."""
         if self.closed:
             raise Disconnected()
         self.transport.write(data)
         while self._write_paused and not self.closed:
-            await self.wait()
+            resumed = self._resumes
+            async with asyncio.timeout(stall):
+                while self._resumes == resumed and not self.closed:
+                    await self.wait()
         if self.closed:
             raise Disconnected()
 

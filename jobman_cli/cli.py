@@ -197,10 +197,16 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 
     \b
     Quick start:
+      jobman setup aws --save  # once: log group, instance role, security group
       jobman schedule --image alpine:3.20 --at "+10m" -e GREETING=hello
-      jobman daemon            # launches due jobs and serves the REST API
+      jobman daemon --listen 0.0.0.0:8321 --public-url http://ADDRESS:8321
       jobman list
       jobman status 1 --wait
+
+    \b
+    Settings: flags, then JOBMAN_* environment variables, then
+    $JOBMAN_HOME/config.toml (tables [daemon], [ec2], [logs], [notify]);
+    JOBMAN_HOME defaults to ~/.local/share/jobman on Linux.
     """
     ctx.obj = State(location, server, token_file, cacert)
 
@@ -209,7 +215,7 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @store_option
 @click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
 @click.option("--at", "when", required=True, metavar="WHEN",
-              help="now, +10m, 'in 2 hours', '2026-12-01 09:00:00' or ISO-8601 (local time unless an offset is given).")
+              help="now, +10m, 'in 2 hours', 'YYYY-MM-DD HH:MM:SS' or ISO-8601 (local time unless an offset is given).")
 @click.option("--title", default="", help="A human title.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
 @click.option("--env-file", type=click.Path(dir_okay=True), metavar="FILE", help="File of KEY=VALUE lines.")
@@ -314,7 +320,8 @@ def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
 @click.argument("job_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--wait", is_flag=True, help="Block until the job has ended; exit 0 only if it finished.")
-@click.option("--wait-timeout", default=None, metavar="DUR", help="With --wait: give up after DUR (exit 124).")
+@click.option("--wait-timeout", default=None, metavar="DUR",
+              help="With --wait: give up after DUR (exit 124). [default: no limit]")
 @click.pass_context
 def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_timeout: str | None) -> None:
     """Show one job. With --wait: exit 0 finished, 1 failed or cancelled, 124 timed out."""
@@ -395,7 +402,8 @@ def _wait(service: "JobService", job: Any, limit: float | None, location: str) -
 @cli.command()
 @store_option
 @click.argument("job_id", metavar="ID")
-@click.option("--status", "new_status", required=True, type=click.Choice(["running", "finished", "failed"]))
+@click.option("--status", "new_status", required=True, type=click.Choice(["running", "finished", "failed"]),
+              help="The job's new state: running (the container started), finished (exit code 0) or failed.")
 @click.option("--exit-code", default=None, metavar="N", help="The container's exit code (0-255).")
 @click.option("--reason-code", default=None, metavar="CODE",
               type=click.Choice(["exited", "timed-out", "image-pull-failed", "docker-unavailable",
@@ -534,7 +542,12 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Extra instance tag (repeatable).")
 @click.pass_obj
 def daemon(state: State, **flags: Any) -> None:
-    """Launch due jobs on EC2, follow them to the end, and serve the REST API."""
+    """Launch due jobs on EC2, follow them to the end, and serve the REST API.
+
+    Every flag can also be set as a JOBMAN_* environment variable or in $JOBMAN_HOME/config.toml
+    ([daemon] for these flags with underscores, e.g. reconcile_interval = 30; [ec2] for the EC2
+    ones); the start-up lines name the config file read.
+    """
     from .daemon import run_daemon
     from .launchers.factory import ec2_settings
     from .settings import daemon_settings
@@ -664,6 +677,11 @@ def setup_aws_command(dry_run: bool, save: bool, region: str | None, vpc_id: str
                    "`jobman daemon` uses them from now on.")
     else:
         click.echo(f"Use them: jobman daemon {result.daemon_flags()}  (or run again with --save)")
+
+
+from .helptext import add_examples  # noqa: E402  (the commands must exist first)
+
+add_examples(cli)
 
 
 def main(prog_name: str = "jobman") -> None:

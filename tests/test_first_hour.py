@@ -378,3 +378,55 @@ def test_a_read_only_store_directory_can_still_be_read(home: Path, lock_file: st
         assert sorted(os.listdir(home)) == (["jobs.json"] if lock_file == "absent" else ["jobs.json", "jobs.json.lock"])
     finally:
         home.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- --help
+def _all_commands() -> list[tuple[str, ...]]:
+    import click
+
+    from jobman_cli.cli import cli
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(group: click.Group, path: tuple[str, ...]) -> None:
+        for name, command in group.commands.items():
+            found.append((*path, name))
+            if isinstance(command, click.Group):
+                walk(command, (*path, name))
+
+    walk(cli, ())
+    return found
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=" ".join)
+def test_every_subcommand_help_ends_with_examples(home: Path, path: tuple[str, ...]) -> None:
+    result = jobman(home, *path, "--help")
+    assert result.returncode == 0
+    tail = result.stdout.rstrip("\n").split("\n\n")[-1].splitlines()
+    assert tail[0].strip() == "Examples:" and 1 <= len(tail) - 1 <= 2, result.stdout
+    assert all(line.startswith(f"    $ jobman {' '.join(path)}") for line in tail[1:]), tail
+
+
+def test_the_schedule_and_reader_examples_run_as_printed(home: Path) -> None:
+    import shlex
+
+    from jobman_cli.helptext import EXAMPLES
+
+    for command in ("schedule", "list", "status"):
+        for line in EXAMPLES[command]:
+            argv = shlex.split(line.split("&&")[0])[1:]
+            if "--wait" in argv:
+                continue  # waits for a daemon
+            result = jobman(home, *argv)
+            assert result.returncode == 0, (line, result.stderr)
+
+
+def test_help_shows_defaults_descriptions_and_the_config_file(home: Path) -> None:
+    top = jobman(home, "--help").stdout
+    assert "$JOBMAN_HOME/config.toml" in top and "--public-url http://ADDRESS:8321" in top
+    assert "config.toml" in jobman(home, "daemon", "--help").stdout
+    assert "[default: no limit]" in " ".join(jobman(home, "status", "--help").stdout.split())
+    callback = " ".join(jobman(home, "callback", "--help").stdout.split())
+    assert "--status [running|finished|failed] The job's new state" in callback
+    at_help = jobman(home, "schedule", "--help").stdout
+    assert "2026-" not in at_help and "YYYY-MM-DD HH:MM:SS" in at_help

@@ -187,10 +187,10 @@ def test_conflicts_have_the_local_exit_codes(daemon: Daemon) -> None:
     # A callback the state does not allow (HTTP 409): exit 1 with the same message.
     local, _ = both(daemon, "callback", str(job_id), "--status", "finished", "--exit-code", "0")
     assert local.returncode == 1 and "Error: " in local.stderr
-    # Cancel of an ended job: exit 1, the same message.
+    # Cancelling a cancelled job again is fine (idempotent) in both modes.
     assert jobman(daemon.env("local"), "cancel", str(job_id)).returncode == 0
-    local, _ = both(daemon, "cancel", str(job_id))
-    assert local.returncode == 1 and "cancelled" in local.stderr, local.stderr
+    local, _ = both(daemon, "cancel", str(job_id), "--json")
+    assert local.returncode == 0 and json.loads(local.stdout)["status"] == "cancelled"
     # status --wait of a cancelled job: exit 1 and the same JSON.
     local, _ = both(daemon, "status", str(job_id), "--wait", "--json")
     assert local.returncode == 1
@@ -213,7 +213,12 @@ def test_a_running_job_fails_and_wait_says_so(daemon: Daemon, mode: str) -> None
     out, err = waiter.communicate(timeout=WAIT)
     assert waiter.returncode == 1, err
     assert json.loads(out) == job_json(daemon, job_id) and json.loads(out)["exit-code"] == 3
-    local, _ = both(daemon, "status", str(job_id), "--wait")
+    local, _ = both(daemon, "status", str(job_id), "--wait", "--json")
+    assert local.returncode == 1
+    # Cancel of a job that has ended otherwise (HTTP 409 remotely): exit 1, the same message.
+    local, _ = both(daemon, "cancel", str(job_id))
+    assert local.returncode == 1 and local.stderr.startswith("Error: ") and local.stderr.count("\n") == 1
+    assert job_json(daemon, job_id)["status"] == "failed"
 
 
 @pytest.mark.parametrize("mode", MODES)

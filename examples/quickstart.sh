@@ -9,7 +9,9 @@
 set -euo pipefail
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# Bold commands on a terminal only: piped into a file or a CI log, no raw escape codes.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD='' PLAIN=''; fi
+step() { printf '\n%s$ %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 
 export JOBMAN_HOME="${JOBMAN_HOME:-$(mktemp -d)}"        # where jobs.json and api-token live
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1

@@ -430,3 +430,18 @@ def test_help_shows_defaults_descriptions_and_the_config_file(home: Path) -> Non
     assert "--status [running|finished|failed] The job's new state" in callback
     at_help = jobman(home, "schedule", "--help").stdout
     assert "2026-" not in at_help and "YYYY-MM-DD HH:MM:SS" in at_help
+
+
+# --------------------------------------------------------------------------- examples/quickstart.sh
+@pytest.mark.slow
+def test_quickstart_script_writes_no_escape_codes_into_a_file(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBMAN_", "AWS_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", JOBMAN_HOME=str(tmp_path / "h"))
+    log = tmp_path / "quickstart.log"
+    with log.open("w") as out:
+        result = subprocess.run(["bash", str(root / "examples" / "quickstart.sh")], cwd=root, env=env, stdout=out,
+                                stderr=subprocess.PIPE, text=True, timeout=180)
+    text = log.read_text()
+    assert result.returncode == 0, text[-2000:] + result.stderr[-2000:]
+    assert "\x1b" not in text and "\n$ jobman status 1\n" in text

@@ -28,7 +28,7 @@ UTC = timezone.utc
 PAST_TOLERANCE = timedelta(seconds=60)
 WHEN_FORMS = (
     "now, +30s, +10m, +2h, +1d, +1h30m, 'in 10 minutes', 'YYYY-MM-DD HH:MM:SS', or ISO-8601 "
-    "such as 2026-12-01T09:00:00Z or 2026-12-01T09:00+02:00 (years up to 9999)"
+    "such as YYYY-MM-DDT09:00:00Z or YYYY-MM-DDT09:00+02:00 (years up to 9999)"
 )
 
 _ABSOLUTE = re.compile(
@@ -92,8 +92,11 @@ def _relative_seconds(spec: str) -> int | None:
         compact = duration_seconds(spec[1:])
         if compact is not None:
             return compact
-        spoken = _IN_UNITS.fullmatch(spec[1:].strip())  # "+10 minutes", as "in 10 minutes" (lowercase units)
-        return int(spoken.group(1)) * _UNIT_SECONDS[spoken.group(2)[0]] if spoken else None
+        # "+10 minutes", "+2 hours", as "in ..." (lowercase words; a one-letter unit is the compact form)
+        spoken = _IN_UNITS.fullmatch(spec[1:].strip())
+        if spoken is None or len(spoken.group(2)) < 3:
+            return None
+        return int(spoken.group(1)) * _UNIT_SECONDS[spoken.group(2)[0]]
     lower = spec.lower()
     if lower.startswith("in ") or lower.startswith("in\t"):
         rest = lower[3:].strip()

@@ -67,6 +67,7 @@ class Notifier:
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="jobman-notify")
         self._thread: threading.Thread | None = None
         self._busy_until = 0.0  # monotonic; see busy()
+        self._sending = 0  # jobs dispatched whose attempts are not all sent yet (the limit counts these)
         self.recorder = Recorder(store, log)
 
     # ------------------------------------------------------------------ finding work
@@ -124,13 +125,15 @@ class Notifier:
                 while not self._stop:
                     now = self.clock.now().timestamp()
                     limit, calm_in = self._limit()
-                    ready = self._ready(now, limit - len(self._running))
+                    ready = self._ready(now, limit - self._sending)
                     if ready:
                         break
                     top = self._heap[0][0] if self._heap else now + MAX_WAIT
-                    pause = min(MAX_WAIT, max(0.0, top - now), next_scan - self.clock.monotonic())
-                    if self._heap and top <= now and calm_in > 0:
-                        pause = min(pause, calm_in)  # held back by the callbacks: look again when they calm
+                    if top <= now:  # due, but no room: a finishing job notifies; or the callbacks calm down
+                        pause = calm_in if calm_in > 0 else MAX_WAIT
+                    else:
+                        pause = top - now
+                    pause = min(pause, MAX_WAIT, next_scan - self.clock.monotonic())
                     if pause <= 0:
                         break
                     self._cond.wait(pause)
@@ -165,6 +168,7 @@ class Notifier:
                 self._again.add(job_id)
             else:
                 self._running.add(job_id)
+                self._sending += 1
                 ready.append(job_id)
         return ready
 
@@ -175,6 +179,9 @@ class Notifier:
         except Exception as exc:  # a store error or a bug: logged; the next scan finds the job again
             self.log(f"notify: job {job_id}: {error_text(exc)}")
         finally:
+            with self._cond:
+                self._sending -= 1  # room for the next send (the job stays ours until recorded)
+                self._cond.notify_all()
             if not deferred:
                 self._finish(job_id)
 
@@ -184,7 +191,6 @@ class Notifier:
             self._running.discard(job_id)
             again = job_id in self._again
             self._again.discard(job_id)
-            self._cond.notify_all()  # room for the next one
         if again:
             self._schedule(job_id, self.clock.now().timestamp())
 

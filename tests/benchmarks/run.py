@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
 import log_figures  # noqa: E402
+import notify_figures  # noqa: E402
 import throttle_figures  # noqa: E402
 from harness import MotoServer  # noqa: E402
 from report import Row, Sizes, render  # noqa: E402
@@ -48,6 +49,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "idle": daemon_figures.idle,
     "logs": log_figures.logs,
     "throttle": throttle_figures.throttle,
+    "notify": notify_figures.notify,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

@@ -657,3 +657,33 @@ def test_the_file_token_opens_the_api(tmp_path: Path, monkeypatch: pytest.Monkey
         conn.close()
     finally:
         server.stop()
+
+
+def _strings(value: Any) -> set[str]:
+    """Every string in a JSON-like value, keys included: all a reader of a stored record could try."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(_strings(k) | _strings(v) for k, v in value.items())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
+
+
+def test_a_reader_of_the_store_file_cannot_forge_a_callback(api: Api) -> None:
+    """Everything in the store file (the hash of the attempt's token included) tried as a Bearer
+    token, as is and as hex of the hash: 401 every time; the instance's own token still works."""
+    job_id = api.schedule(**{"env-variables": {"K": "v"}})["id"]
+    api.launch(job_id)
+    document = json.loads(api.store_path.read_text())
+    candidates = _strings(document) - {""}
+    record = document["jobs"][str(job_id)]
+    assert record["callback-hashes"] and set(record["callback-hashes"]) <= candidates  # the hash is there
+    for candidate in sorted(candidates):
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in candidate):
+            continue  # not sendable in a header
+        status = api.call("PUT", f"/jobs/{job_id}/callback", {"status": "finished"}, token=candidate)[0]
+        assert status == 401, candidate
+    assert api.service.get(job_id).status.value == "launching"
+    assert api.call("PUT", f"/jobs/{job_id}/callback", {"status": "finished"},
+                    token=api.callback_token(job_id))[0] == 200

@@ -544,3 +544,57 @@ def test_concurrent_store_inits_make_one_table_and_one_store_id(aws):
         thread.join()
     assert len(results) == 4 and len({store_id for _, store_id in results}) == 1
     assert sum(created for created, _ in results) >= 1
+
+
+def test_a_reader_of_the_dynamodb_items_cannot_forge_a_callback(make_handle) -> None:
+    """The README's read-only role can Scan the table: every string in every item (the attempt's
+    token hash included) tried as the callback's Bearer token is refused with 401."""
+    import http.client
+    import json
+
+    from boto3.dynamodb.types import TypeDeserializer
+    from conftest import claim_with_token
+    from jobman_cli.api import ApiServer
+    from jobman_cli.service import JobService, ScheduleRequest
+
+    store = make_handle()
+    service = JobService(store)
+    job, _ = service.schedule(ScheduleRequest(image="alpine:3.20", when="+10m", env={"K": "v"}))
+    token = claim_with_token(store, job.id, NOW)
+    items = boto3.client("dynamodb", region_name="eu-west-1").scan(TableName=TABLE)["Items"]
+    plain = [{k: TypeDeserializer().deserialize(v) for k, v in item.items()} for item in items]
+
+    def strings(value: Any) -> set[str]:
+        if isinstance(value, str):
+            try:  # the job's record is one JSON string attribute: what is inside it counts too
+                inner = json.loads(value)
+            except ValueError:
+                return {value}
+            return {value} | (strings(inner) if isinstance(inner, (dict, list)) else set())
+        if isinstance(value, dict):
+            return set().union(set(), *(strings(k) | strings(v) for k, v in value.items()))
+        if isinstance(value, (list, tuple, set)):
+            return set().union(set(), *(strings(v) for v in value))
+        return set()
+
+    candidates = {s for s in strings(plain) if s and all(0x21 <= ord(c) <= 0x7E for c in s)}
+    assert any(len(c) == 64 for c in candidates)  # the token's SHA-256 is in the item, and tried
+    assert token not in candidates
+    api_token = "a" * 40
+    server = ApiServer(service, api_token=api_token, log=lambda _: None).start()
+
+    def put(bearer: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("PUT", f"/jobMan/v1.1/jobs/{job.id}/callback", body=json.dumps({"status": "finished"}),
+                         headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    try:
+        assert {candidate: put(candidate) for candidate in sorted(candidates)} == dict.fromkeys(sorted(candidates), 401)
+        assert store.get(job.id).status is JobStatus.LAUNCHING
+        assert put(token) == 200
+    finally:
+        server.stop()

@@ -176,12 +176,14 @@ def notify(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
     all_delivered = all(r["posts"] == n and r["distinct"] == n and r["stored"] == n for r in with_notify)
     bad = sum(r["bad"] for r in plain + with_notify)
     took = median([r["delivered_after"] for r in with_notify])
+    cpu_with, cpu_without = median([r["cpu_callbacks"] for r in with_notify]), median([r["cpu_callbacks"] for r in plain])
     return [
         Row(f"notifications: {n:,} jobs fail at once, webhook answers in {DELAY * 1000:.0f} ms",
             f"{rate:.0f} callbacks/s with, {base:.0f}/s without (× {ratio:.2f}); "
             f"{'all' if all_delivered else 'NOT all'} {n:,} delivered once",
             "throughput ≥ 90 % of the run without; every one delivered once",
             f"median of {reps} alternating runs each; last delivery {took:.1f} s after the first callback; "
-            f"runs with: {_rates(with_notify)}/s, without: {_rates(plain)}/s; {bad} non-200",
+            f"runs with: {_rates(with_notify)}/s, without: {_rates(plain)}/s; daemon CPU during the callbacks "
+            f"{cpu_with:.2f} s with, {cpu_without:.2f} s without; {bad} non-200",
             ratio >= 0.9 and all_delivered and bad == 0),
     ]

@@ -237,13 +237,16 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
               help="Notify when the job failed, or at every end (finished, failed, cancelled). [default: failure]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@click.option("--dry-run", is_flag=True,
+              help="Write nothing; print the validated job, the RunInstances request the daemon would send "
+                   "and the rendered user-data (with --json: one object).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
 @click.pass_obj
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
              secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], notify_on: str | None,
-             as_json: bool, quiet: bool, command: tuple[str, ...]) -> None:
+             as_json: bool, quiet: bool, dry_run: bool, command: tuple[str, ...]) -> None:
     """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
 
     Words after -- are the container's command, each passed to Docker as one argument, exactly
@@ -262,6 +265,9 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         secrets=parse_secret_assignments(secrets), container_imds=container_imds,
         notify=list(notify) if notify else None, notify_on=notify_on,
     )
+    if dry_run:
+        _dry_run(state, request, as_json, quiet)
+        return
     service = state.service()
     if not notify and not state.remote:  # remotely, the daemon's [notify] defaults apply
         from .notify.settings import default_targets
@@ -280,6 +286,24 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         note = None if state.remote else no_daemon_note(state.resolved())  # remotely: the daemon answered
         if note:
             click.echo(note, err=True)
+
+
+def _dry_run(state: State, request: Any, as_json: bool, quiet: bool) -> None:
+    """``schedule --dry-run``: no store opened for writing, no AWS call (jobman_cli.dryrun)."""
+    from .dryrun import build_plan, render_text
+    from .notify.settings import default_targets
+    from .service import CLI_FIELDS, JobService
+
+    if state.remote or quiet:
+        raise click.UsageError(f"--dry-run cannot be used with {'--server' if state.remote else '-q'}")
+    service = JobService(None)  # type: ignore[arg-type]  # validation only: nothing is stored
+    if request.notify is None:
+        service.notify_defaults = default_targets()
+    plan = build_plan(service, request, CLI_FIELDS, state.resolved())
+    if as_json:
+        _print_json(plan.to_json())
+    else:
+        click.echo(render_text(plan), nl=False)
 
 
 def _refuse_repeated_env(assignments: tuple[str, ...]) -> None:

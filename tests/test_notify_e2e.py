@@ -245,3 +245,33 @@ def test_sns_target_reaches_a_subscribed_sqs_queue(env, receiver, moto_server, t
     assert (body["event"], body["id"], body["exit-code"]) == ("job.failed", job_id, 9)
     assert "sns-env-value" not in messages[0]["Body"]
     assert delivery(db, job_id)["history"][0]["outcome"].startswith("SNS message ")
+
+
+def test_a_cancel_from_another_process_is_notified_with_notify_on_end(env, receiver, tmp_path):
+    hook = receiver()
+    db = tmp_path / "jobs.json"
+    daemon, _ = start_daemon(env)
+    scheduled = jobman(env, "schedule", "--image", "alpine:3.20", "--at", "now", "--notify", hook.url,
+                       "--notify-on", "end", "-q")
+    job_id = int(scheduled.stdout)
+    assert poll(lambda: stored(db, job_id).status is JobStatus.RUNNING, timeout=60), daemon.text()
+    cancelled = jobman(env, "cancel", str(job_id))  # a separate process ends it; the daemon only sees the store
+    assert cancelled.returncode == 0, cancelled.stderr
+    got, = hook.wait_for(1)
+    assert json.loads(got.body)["event"] == "job.cancelled"
+    assert poll(lambda: delivery(db, job_id).get("state") == "delivered")
+    assert daemon.stop() == 0
+    assert hook.count() == 1
+
+
+def test_daemon_once_delivers_what_is_due(env, receiver, tmp_path):
+    hook = receiver()
+    db = tmp_path / "jobs.json"
+    job_id = running_job(db, "tok-once-0123456789", notify=[hook.url])
+    with TinyDBStore(db) as store:  # ended while no daemon ran (as jobman callback would)
+        store.update(job_id, lambda j: j.reported("failed", 5, datetime.now(UTC)))
+    once = subprocess.run([sys.executable, "-m", "jobman_cli", "daemon", "--once", "--public-url",
+                           "http://127.0.0.1:9"], env=env, capture_output=True, text=True, timeout=120)
+    assert once.returncode == 0, once.stderr
+    assert hook.count() == 1 and json.loads(hook.requests[0].body)["exit-code"] == 5
+    assert delivery(db, job_id)["state"] == "delivered"

@@ -138,6 +138,8 @@ def log_settings(group: str | None = None, retention_days: Any = None, endpoint_
         days = int(str(raw).strip()) if not isinstance(raw, bool) else None
     except ValueError:
         days = None
+    if where.startswith("config file") and not isinstance(raw, int):  # TOML has types: "30" is a mistake
+        days = None
     if days not in LOG_RETENTION_DAYS:
         raise _log_problem(where, f"{raw!r} is not a retention CloudWatch Logs accepts "
                                   f"({', '.join(map(str, LOG_RETENTION_DAYS))} days)", flag)

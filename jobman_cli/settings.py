@@ -121,9 +121,13 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
     def value(key: str, env: str, default: Any = None) -> Any:
         return pick(flags.get(key), env, section, key, default)
 
-    def number(key: str, env: str, default: float, minimum: float) -> float:
+    def number(key: str, env: str, default: float, minimum: float, whole: bool = False) -> float:
         name, flag = _origin(flags, key, env, "--" + key.replace("_", "-"))
-        return _number(value(key, env, default), name, minimum=minimum, flag=flag)
+        raw = value(key, env, default)
+        if name.startswith("config file"):  # TOML has types: "30" or 2.5 workers is a mistake, not a number
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (whole and not isinstance(raw, int)):
+                raise ConfigError(f"{name}: must be {'a whole number' if whole else 'a number'} (got {raw!r})")
+        return _number(raw, name, minimum=minimum, flag=flag)
 
     def text(key: str, env: str) -> str | None:
         return _text(value(key, env), _origin(flags, key, env, "--" + key.replace("_", "-"))[0])
@@ -141,14 +145,14 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
         once=bool(flags.get("once")),
         serve_api=not flags.get("no_api"),
         reconcile_interval=number("reconcile_interval", "JOBMAN_RECONCILE_INTERVAL", 30.0, 0.1),
-        launch_workers=int(number("launch_workers", "JOBMAN_LAUNCH_WORKERS", 8, 1)),
-        max_attempts=int(number("max_attempts", "JOBMAN_MAX_ATTEMPTS", 5, 1)),
+        launch_workers=int(number("launch_workers", "JOBMAN_LAUNCH_WORKERS", 8, 1, whole=True)),
+        max_attempts=int(number("max_attempts", "JOBMAN_MAX_ATTEMPTS", 5, 1, whole=True)),
         backoff_base=number("backoff_base", "JOBMAN_BACKOFF_BASE", 15.0, 0.0),
         backoff_max=number("backoff_max", "JOBMAN_BACKOFF_MAX", 600.0, 0.0),
         timeout_grace=number("timeout_grace", "JOBMAN_TIMEOUT_GRACE", 600.0, 0.0),
         watch_interval=number("watch_interval", "JOBMAN_WATCH_INTERVAL", 0.5, 0.05),
         launch_lease=number("launch_lease", "JOBMAN_LAUNCH_LEASE", 60.0, 1.0),
-        launch_burst=int(number("launch_burst", "JOBMAN_LAUNCH_BURST", 1000, 1)),
+        launch_burst=int(number("launch_burst", "JOBMAN_LAUNCH_BURST", 1000, 1, whole=True)),
         launch_rate=_positive(number("launch_rate", "JOBMAN_LAUNCH_RATE", 2.0, 0.0), flags, "launch_rate",
                               "JOBMAN_LAUNCH_RATE"),
     )

@@ -228,18 +228,30 @@ def test_status_wait_on_a_terminal_shows_what_it_waits_for_and_each_change(home:
     ("[ec2]\ninstance_typ = \"t3.small\"\n", "unknown key 'instance_typ' in [ec2]; did you mean 'instance_type'?"),
     ("[daemon]\ninstance_type = \"t3.small\"\n", "unknown key 'instance_type' in [daemon]; did you mean "
                                                  "'instance_type' in [ec2]?"),
-    ("[daemon]\nreconcile_interval = \"30\"\n", "[daemon] reconcile_interval must be a number (got '30')"),
-    ("[daemon]\nlaunch_workers = 2.5\n", "[daemon] launch_workers must be a whole number (got 2.5)"),
-    ("[logs]\nretention_days = \"30\"\n", "[logs] retention_days must be a whole number"),
     ("region = \"us-east-1\"\n", "unknown table [region]"),
 ])
-def test_config_typos_and_wrong_types_are_errors_naming_the_file(home: Path, text: str, expected: str) -> None:
+def test_config_typos_are_errors_naming_the_file_and_the_close_match(home: Path, text: str, expected: str) -> None:
     home.mkdir()
     (home / "config.toml").write_text(text)
     result = jobman(home, "daemon", "--once", "--public-url", "http://10.0.0.5:8321")
     error = one_line_error(result, 1)
     assert error.startswith(f"Error: config file {home / 'config.toml'}: ") and expected in error, error
     assert sorted(os.listdir(home)) == ["config.toml"]  # refused before anything was created
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[daemon]\nreconcile_interval = \"30\"\n", "config file [daemon] reconcile_interval: must be a number (got '30')"),
+    ("[daemon]\nlaunch_workers = 2.5\n", "config file [daemon] launch_workers: must be a whole number (got 2.5)"),
+    ("[daemon]\nmax_attempts = true\n", "config file [daemon] max_attempts: must be a whole number (got True)"),
+    ("[logs]\nretention_days = \"30\"\n", "config file [logs] retention_days: '30' is not a retention"),
+])
+def test_config_values_of_the_wrong_type_are_errors(home: Path, text: str, expected: str) -> None:
+    home.mkdir()
+    (home / "config.toml").write_text(text)
+    command = ("setup", "aws", "--dry-run") if "[logs]" in text else ("daemon", "--once", "--public-url",
+                                                                       "http://10.0.0.5:8321")
+    assert one_line_error(jobman(home, *command), 1).startswith(f"Error: {expected}")
+    assert sorted(os.listdir(home)) == ["config.toml"]
 
 
 def test_a_valid_config_file_is_accepted(home: Path) -> None:

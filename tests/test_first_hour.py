@@ -457,3 +457,29 @@ def test_quickstart_script_writes_no_escape_codes_into_a_file(tmp_path: Path) ->
     text = log.read_text()
     assert result.returncode == 0, text[-2000:] + result.stderr[-2000:]
     assert "\x1b" not in text and "\n$ jobman status 1\n" in text
+
+
+def test_logs_without_credentials_is_one_plain_line(home: Path) -> None:
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    schedule(home)
+    now = datetime.now(timezone.utc)
+    with TinyDBStore(home / "jobs.json") as store:
+        store.update(1, lambda j: j.claimed(now, "tok-1-1"))
+        store.update(1, lambda j: j.launched("i-0123456789abcdef0", now))
+    error = one_line_error(jobman(home, "logs", "1", AWS_REGION="us-east-1"), 1)
+    assert error == ("Error: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                     "or use an instance role)\n")
+
+
+def test_the_readme_config_example_passes_the_config_check() -> None:
+    import re
+    import tomllib
+
+    from jobman_cli.configcheck import check_config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        check_config(Path("README.md"), tomllib.loads(block))

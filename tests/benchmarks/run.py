@@ -33,6 +33,7 @@ import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
 import log_figures  # noqa: E402
 import notify_figures  # noqa: E402
+import remote_figures  # noqa: E402
 import throttle_figures  # noqa: E402
 from harness import MotoServer  # noqa: E402
 from report import Row, Sizes, render  # noqa: E402
@@ -50,6 +51,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "logs": log_figures.logs,
     "throttle": throttle_figures.throttle,
     "notify": notify_figures.notify,
+    "remote": remote_figures.remote,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

@@ -1,0 +1,64 @@
+"""The routes remote use added to the API: ``POST jobs/<id>/cancel`` and ``GET jobs/<id>/logs``.
+
+In process, over real HTTP on 127.0.0.1 (the harness of ``test_api``). What a real daemon does
+with them end to end (terminating in moto, reading moto's CloudWatch Logs, the CLI on top) is
+``test_remote_contract``; here: the answers' shapes, bad input as 400 with the store untouched, and
+the token rule (the API token only: a job's callback token opens neither route).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_api import Api, api, service, store_path  # noqa: F401  (fixtures)
+
+
+def test_cancel_answers_the_cancelled_job_and_is_idempotent(api: Api) -> None:  # noqa: F811
+    job = api.schedule()
+    status, _, body = api.call("POST", f"/jobs/{job['id']}/cancel")
+    assert status == 200 and body["status"] == "cancelled" and body["id"] == job["id"]
+    status, _, again = api.call("POST", f"/jobs/{job['id']}/cancel", {})
+    assert status == 200 and again == body
+    assert api.call("POST", "/jobs/999/cancel")[0] == 404
+    assert api.call("GET", f"/jobs/{job['id']}/cancel")[0] == 405
+
+
+def test_bad_cancel_and_logs_requests_are_400_and_change_nothing(api: Api, store_path: Path) -> None:  # noqa: F811
+    job = api.schedule()
+    before = store_path.read_bytes()
+    for method, path, body in (
+        ("POST", f"/jobs/{job['id']}/cancel", {"force": True}),
+        ("POST", f"/jobs/{job['id']}/cancel?now=1", None),
+        ("GET", f"/jobs/{job['id']}/logs?attempt=x", None),
+        ("GET", f"/jobs/{job['id']}/logs?attempt=0", None),
+        ("GET", f"/jobs/{job['id']}/logs?since=-5", None),
+        ("GET", f"/jobs/{job['id']}/logs?since=999999999999", None),
+        ("GET", f"/jobs/{job['id']}/logs?follow=yes", None),
+        ("GET", f"/jobs/{job['id']}/logs?after=", None),
+        ("GET", f"/jobs/{job['id']}/logs?tail=5", None),
+        ("GET", f"/jobs/{job['id']}/logs?attempt=1&attempt=2", None),
+        ("GET", f"/jobs/{job['id']}/logs?%zz", None),
+    ):
+        status, _, answer = api.call(method, path, body)
+        assert status == 400, (path, status, answer)
+        assert isinstance(answer["error"], str) and "\n" not in answer["error"]
+    assert store_path.read_bytes() == before
+
+
+def test_logs_of_a_job_that_never_launched_is_409_with_the_cli_message(api: Api) -> None:  # noqa: F811
+    job = api.schedule()
+    status, _, body = api.call("GET", f"/jobs/{job['id']}/logs")
+    assert status == 409
+    assert body["error"] == f"job {job['id']} has not launched yet (it is scheduled): no instance, no log yet"
+    assert api.call("GET", "/jobs/999/logs")[0] == 404
+
+
+@pytest.mark.parametrize("method,route", [("POST", "cancel"), ("GET", "logs")])
+def test_a_callback_token_opens_neither_route(api: Api, method: str, route: str) -> None:  # noqa: F811
+    job = api.schedule()
+    api.launch(job["id"])
+    status, headers, _ = api.call(method, f"/jobs/{job['id']}/{route}", token=api.callback_token(job["id"]))
+    assert status == 401 and "www-authenticate" in headers
+    assert api.service.get(job["id"]).status.value == "launching"

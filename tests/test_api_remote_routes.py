@@ -62,3 +62,27 @@ def test_a_callback_token_opens_neither_route(api: Api, method: str, route: str)
     status, headers, _ = api.call(method, f"/jobs/{job['id']}/{route}", token=api.callback_token(job["id"]))
     assert status == 401 and "www-authenticate" in headers
     assert api.service.get(job["id"]).status.value == "launching"
+
+
+# --------------------------------------------------------------------------- the client's error mapping
+def test_remote_client_maps_answers_to_local_exit_codes_and_flag_names(api: Api) -> None:  # noqa: F811
+    from jobman_cli.remote import RemoteError, RemoteService
+    from test_api import TOKEN
+
+    remote = RemoteService(api.server.url, TOKEN)
+    job = api.schedule()
+    with pytest.raises(RemoteError) as bad:  # 400: a usage error, named as the CLI names it
+        remote.report(job["id"], "exploded")
+    assert bad.value.exit_code == 2 and str(bad.value).startswith("--status: ")
+    with pytest.raises(RemoteError) as missing:  # 404: exit 1 with the server's message
+        remote.get(424242)
+    assert (missing.value.exit_code, str(missing.value)) == (1, "job 424242 not found")
+    with pytest.raises(RemoteError) as conflict:  # 409 outside schedule: exit 1
+        remote.report(job["id"], "finished", 0)
+    assert conflict.value.exit_code == 1
+    refused = RemoteService(api.server.url, "not-the-token-" + "y" * 30)
+    with pytest.raises(RemoteError) as denied:
+        refused.list_api()
+    assert denied.value.exit_code == 1 and "refused the API token" in str(denied.value)
+    assert "not-the-token" not in str(denied.value)
+    assert remote.get(job["id"]).extra["_remote-json"] == api.call("GET", f"/jobs/{job['id']}/status")[2]

@@ -310,7 +310,7 @@ def test_tls_without_cacert_hints_at_it(moto_server_process: str, tmp_path: Path
         job_id = schedule(tls, "local", "--at", "+1h")
         done = jobman(tls.env("remote"), "status", str(job_id))
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
-        assert "TLS failure" in done.stderr and "--cacert" in done.stderr and "self-signed certificate" in done.stderr
+        assert "TLS failure" in done.stderr and "--cacert" in done.stderr and "certificate" in done.stderr.split("--cacert")[0]
         for env in (tls.env("remote", JOBMAN_CACERT=str(cert)), tls.env("remote")):
             args = ("status", str(job_id), "--json") if "JOBMAN_CACERT" in env else (
                 "--cacert", str(cert), "status", str(job_id), "--json")

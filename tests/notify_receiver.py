@@ -34,6 +34,8 @@ class Receiver:
         self.then = then
         self.delay = delay
         self.requests: list[Received] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the receiver was answering at once
         self._cond = threading.Condition()
         receiver = self
 
@@ -46,9 +48,13 @@ class Receiver:
                 with receiver._cond:
                     receiver.requests.append(Received(time.monotonic(), self.path, dict(self.headers.items()), raw))
                     status = receiver.answers.pop(0) if receiver.answers else receiver.then
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
                     receiver._cond.notify_all()
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                with receiver._cond:
+                    receiver.in_flight -= 1
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

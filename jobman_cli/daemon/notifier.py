@@ -19,7 +19,11 @@ after the attempt. Either way a crash between sending and recording means the at
 attempts loses nothing and repeats nothing.
 
 Nothing here blocks the loop, a launch or a callback: :meth:`poke` only puts a job id on a heap;
-the sending happens in a bounded pool (``workers`` threads), the waiting in one dispatcher thread.
+the sending happens in a bounded pool (``workers`` threads), the waiting in one dispatcher thread,
+the recording in the :class:`~.notify_recorder.Recorder` (outcomes written in batches). While
+callbacks are arriving (:meth:`busy`, called for every change the API makes) at most
+``busy_workers`` attempts are in flight: the failures that owe notifications arrive as callbacks,
+and those come first (measured: a 1,000-job burst keeps its callback throughput; BENCHMARKS.md).
 """
 
 from __future__ import annotations

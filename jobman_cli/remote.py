@@ -252,7 +252,7 @@ class RemoteService:
                 "env-variables": dict(draft.env_variables), "instance-type": request.instance_type,
                 "timeout": request.timeout, "start-deadline": request.start_deadline,
                 "idempotency-key": request.idempotency_key, "tz": request.tz, "command": request.command,
-                "entrypoint": request.entrypoint, "disk-gb": request.disk_gb, "secrets": request.secrets or None,
+                "entrypoint": request.entrypoint, "disk-gb": draft.disk_gb, "secrets": request.secrets or None,
                 "notify": request.notify, "notify-on": request.notify_on}
         body = {k: v for k, v in body.items() if v is not None}
         if request.container_imds:

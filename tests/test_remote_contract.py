@@ -120,12 +120,15 @@ def _relative_free(text: str) -> str:
 def test_schedule_output_and_json_shape(daemon: Daemon, mode: str) -> None:
     env = daemon.env(mode)
     done = jobman(env, "schedule", "--image", "alpine:3.20", "--at", "+2h", "--title", f"shape {mode}",
-                  "-e", "A=1", "--timeout", "10m", "--json", "--", "echo", "hi there")
+                  "-e", "A=1", "--timeout", "10m", "--disk-gb", "30", "--secret", "DB=ssm:/prod/db",
+                  "--entrypoint", "", "--container-imds", "--json", "--", "echo", "hi there")
     assert done.returncode == 0, done.stderr
     api = json.loads(done.stdout)
     assert api == job_json(daemon, api["id"])  # what was printed is what was stored
     assert (api["title"], api["env-variables"], api["timeout"], api["command"]) == (
         f"shape {mode}", {"A": "1"}, 600, ["echo", "hi there"])
+    assert (api["disk-gb"], api["secrets"], api["entrypoint"], api["container-imds"]) == (
+        30, {"DB": "ssm:/prod/db"}, "", True)
     text = jobman(env, "schedule", "--image", "alpine:3.20", "--at", "+2h")
     assert text.returncode == 0 and re.fullmatch(r"Scheduled job \d+ .*\n", text.stdout), text.stdout
 

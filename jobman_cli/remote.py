@@ -196,7 +196,7 @@ class RemoteService:
                 raise self._transport_error(err) from None
             except (OSError, http.client.HTTPException) as err:
                 conn.close()
-                if attempt == GET_ATTEMPTS - 1:
+                if attempt == GET_ATTEMPTS - 1 or isinstance(err, (socket.timeout, TimeoutError)):  # slow: not again
                     raise self._transport_error(err) from None
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover

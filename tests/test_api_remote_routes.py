@@ -86,3 +86,41 @@ def test_remote_client_maps_answers_to_local_exit_codes_and_flag_names(api: Api)
     assert denied.value.exit_code == 1 and "refused the API token" in str(denied.value)
     assert "not-the-token" not in str(denied.value)
     assert remote.get(job["id"]).extra["_remote-json"] == api.call("GET", f"/jobs/{job['id']}/status")[2]
+
+
+def test_gets_are_retried_after_a_dropped_connection_and_writes_are_not() -> None:
+    """A server that drops the first connection unanswered: a GET is sent again on a new
+    connection and succeeds; a POST is sent once and fails with one line (it may have been done)."""
+    import socket
+    import threading
+
+    from jobman_cli.remote import RemoteError, RemoteService
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        for n in range(3):  # GET dropped, GET answered, POST dropped
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                seen.append(data.split(b" ", 2)[0] + b" " + data.split(b" ", 2)[1])
+                if n == 1:
+                    body = b'{"jobs": []}'
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    remote = RemoteService(f"http://127.0.0.1:{listener.getsockname()[1]}", "t" * 40)
+    assert remote.list_api() == []
+    with pytest.raises(RemoteError) as dropped:
+        remote.cancel(7)
+    assert "closed without an answer" in str(dropped.value) and "\n" not in str(dropped.value)
+    thread.join(timeout=10)
+    listener.close()
+    assert seen == [b"GET /jobMan/v1.1/jobs", b"GET /jobMan/v1.1/jobs", b"POST /jobMan/v1.1/jobs/7/cancel"]

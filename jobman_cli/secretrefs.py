@@ -25,11 +25,18 @@ SECRETS_MANAGER = "secretsmanager"
 #: How many secrets one job may reference (each costs one AWS call on the instance).
 MAX_SECRETS = 50
 
-# SSM: "a-zA-Z0-9_.-" plus "/" for hierarchies, at most 2048 characters (ARN form included).
-_SSM_NAME = re.compile(r"(?:/?[A-Za-z0-9_.\-]+)+|arn:aws[a-z\-]*:ssm:[a-z0-9\-]+:\d{12}:parameter/[A-Za-z0-9_.\-/]+")
+# Every pattern is ASCII-only and unambiguous (no nested repeats: a failed match must cost linear
+# time, or one crafted reference would hold the interpreter lock, and so the whole daemon, for hours).
+_SEGMENT = r"[A-Za-z0-9_.\-]+"
+# SSM: a plain name, or a hierarchy that starts with "/"; "a-zA-Z0-9_.-"; at most 2048 characters.
+_SSM_NAME = re.compile(rf"{_SEGMENT}|(?:/{_SEGMENT})+|arn:aws[a-z\-]{{0,20}}:ssm:[a-z0-9\-]{{1,30}}:[0-9]{{12}}:"
+                       rf"parameter/{_SEGMENT}(?:/{_SEGMENT})*", re.ASCII)
 # Secrets Manager: names use "A-Za-z0-9/_+=.@-"; an ARN adds ":".
-_SM_ID = re.compile(r"[A-Za-z0-9/_+=.@\-]{1,512}|arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[A-Za-z0-9/_+=.@\-]+")
-_JSON_KEY = re.compile(r"[A-Za-z0-9_.\-+@/:= ]{1,256}")
+_SM_ID = re.compile(r"[A-Za-z0-9/_+=.@\-]{1,512}|arn:aws[a-z\-]{0,20}:secretsmanager:[a-z0-9\-]{1,30}:[0-9]{12}:"
+                    r"secret:[A-Za-z0-9/_+=.@\-]{1,512}", re.ASCII)
+_JSON_KEY = re.compile(r"[A-Za-z0-9_.\-+@/:= ]{1,256}", re.ASCII)
+#: The 6 random characters AWS appends to a secret's name in its ARN.
+_SM_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}", re.ASCII)
 _FORMS = "ssm:/path/to/parameter or secretsmanager:SECRET-ID[#json-key]"
 
 
@@ -48,12 +55,17 @@ class SecretRef:
     @property
     def iam_resource(self) -> str:
         """The resource of an IAM statement that allows reading exactly this reference."""
-        if self.name.startswith("arn:"):
-            return self.name if self.kind == SSM else f"{self.name}*"
         if self.kind == SSM:
+            if self.name.startswith("arn:"):
+                return self.name
             path = self.name if self.name.startswith("/") else f"/{self.name}"
             return f"arn:aws:ssm:*:*:parameter{path}"
-        return f"arn:aws:secretsmanager:*:*:secret:{self.name}-*"  # AWS appends a 6-character suffix
+        if self.name.startswith("arn:"):
+            # A complete ARN ends in AWS's 6-character suffix: exactly it. A partial one (the
+            # name only): that name plus exactly one such suffix, never a "*" that would also
+            # match "app/db-old" for "app/db".
+            return self.name if _SM_SUFFIX.search(self.name[-7:]) else f"{self.name}-??????"
+        return f"arn:aws:secretsmanager:*:*:secret:{self.name}-??????"
 
 
 def parse_secret_ref(text: Any, name: str = "", field: str = "secrets") -> SecretRef:
@@ -69,12 +81,21 @@ def parse_secret_ref(text: Any, name: str = "", field: str = "secrets") -> Secre
             raise InvalidInput(field, f"{what} {_clip(text)!r}: '#json-key' applies to secretsmanager: only")
         if len(rest) > 2048 or not _SSM_NAME.fullmatch(rest):
             raise InvalidInput(field, f"{what} {_clip(text)!r}: a parameter name uses letters, digits, "
-                                      "'_', '.', '-' and '/' (at most 2048 characters)")
+                                      "'_', '.', '-' and '/', starts with '/' when it has a '/' (at most "
+                                      "2048 characters)")
+        if not rest.startswith("arn:"):
+            first = rest.lstrip("/").split("/", 1)[0]
+            if first.startswith("-") or any(part in (".", "..") for part in rest.split("/")):
+                raise InvalidInput(field, f"{what} {_clip(text)!r}: a parameter name cannot start with '-' "
+                                          "or hold '.' or '..' as a path part")
+            if first.lower().startswith(("aws", "ssm")):
+                raise InvalidInput(field, f"{what} {_clip(text)!r}: parameter names starting with 'aws' or "
+                                          "'ssm' are reserved by AWS")
         return SecretRef(SSM, rest)
     secret_id, hash_sign, key = rest.partition("#")
-    if not _SM_ID.fullmatch(secret_id):
+    if not _SM_ID.fullmatch(secret_id) or secret_id.startswith("-"):
         raise InvalidInput(field, f"{what} {_clip(text)!r}: a secret id uses letters, digits and "
-                                  "'/_+=.@-' (or is the secret's ARN)")
+                                  "'/_+=.@-', not starting with '-' (or is the secret's ARN)")
     if hash_sign and not _JSON_KEY.fullmatch(key):
         raise InvalidInput(field, f"{what} {_clip(text)!r}: the JSON key after '#' must be 1-256 letters, "
                                   "digits, spaces or '_.-+@/:='")

@@ -77,6 +77,9 @@ def allowed_secret(text: str, field: str = "--allow-secret") -> tuple[str, str]:
     # A prefix is checked as if one more character followed it ("ssm:/prod/" -> "ssm:/prod/x").
     ref = parse_secret_ref(body + "x" if prefix else body, field=field)
     name = ref.name[:-1] + "*" if prefix else ref.name
+    if name in ("*", "/*"):
+        raise InvalidInput(field, f"{text!r} would let every job read every {'parameter' if ref.kind == 'ssm' else 'secret'} "
+                                  "of the account; name a path, e.g. ssm:/prod/* or secretsmanager:prod/etl/*")
     return ref.kind, name
 
 

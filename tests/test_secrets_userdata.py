@@ -276,3 +276,38 @@ def test_secrets_named_like_script_variables_or_bash_specials_change_nothing_in_
     (docker_run,) = instance.tools.docker_runs()
     assert docker_run.image == b"registry.example/app:1" and docker_run.name == b"jobman-41-1"
     assert {n: docker_run.env[n] for n in names} == {n: SSM_VALUES["/prod/flags"].encode() for n in names}
+
+
+def test_secrets_too_big_for_the_docker_process_are_secret_unavailable_and_leave_no_error_file(
+        tmp_path, moto_server, aws_cli):  # noqa: F811
+    """5 secrets of 60,000 characters (Secrets Manager allows 64 KiB each) exceed the 262,144
+    characters the script hands to the docker process: secret-unavailable, naming the secret
+    that crossed the line, instead of a docker CLI that cannot start ("exited 1")."""
+    import boto3
+
+    sm = boto3.client("secretsmanager", endpoint_url=moto_server, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    for n in range(5):
+        sm.create_secret(Name=f"big/{n}", SecretString=chr(ord("a") + n) * 60000)
+    instance = Instance(tmp_path, aws_cli)
+    result, bodies, _, _ = run(instance, make_job({f"BIG{n}": f"secretsmanager:big/{n}" for n in range(5)}), moto_server)
+    assert bodies[-1] == {"status": "failed", "reason-code": "secret-unavailable",
+                          "reason": "secret BIG4: the job's secrets together exceed 262144 characters"}, \
+        result.stdout[-2000:]
+    assert instance.tools.docker_runs() == []
+    _assert_error_file_emptied(tmp_path)
+
+
+def _assert_error_file_emptied(root: Path) -> None:
+    """The reads' error file (AWS error text) is private to root and emptied once the reads end."""
+    (err,) = root.rglob("jobman-secret-*.err")
+    assert err.stat().st_size == 0 and err.stat().st_mode & 0o077 == 0, oct(err.stat().st_mode)
+
+
+def test_the_error_file_of_the_reads_is_private_and_emptied(tmp_path, moto_server, aws_cli):  # noqa: F811
+    seed(moto_server)
+    instance = Instance(tmp_path, aws_cli)
+    secrets = {"A": "ssm:/prod/db/password", "GONE": "ssm:/prod/does-not-exist"}
+    result, bodies, _, _ = run(instance, make_job(secrets), moto_server)
+    assert bodies[-1]["reason-code"] == "secret-unavailable", result.stdout[-2000:]
+    _assert_error_file_emptied(tmp_path)

@@ -354,7 +354,8 @@ def test_allow_secret_dry_run_prints_the_policy_and_changes_nothing(aws) -> None
     assert "would call iam:PutRolePolicy(RoleName=jobman-instance, PolicyName=jobman-secrets" in result.stdout
 
 
-@pytest.mark.parametrize("ref", ["ssm:", "vault:/x", "ssm:/a b", "secretsmanager:app/*#key", "ssm:/x#k", ""])
+@pytest.mark.parametrize("ref", ["ssm:", "vault:/x", "ssm:/a b", "secretsmanager:app/*#key", "ssm:/x#k", "",
+                                 "ssm:*", "ssm:/*", "secretsmanager:*", "ssm:--debug"])
 def test_a_bad_allow_secret_is_a_usage_error_before_any_aws_call(aws, ref) -> None:
     result = setup(f"--allow-secret={ref}")
     assert result.exit_code == 2, result.output

@@ -54,7 +54,7 @@ _BLOCK = r"""
 set +x
 secret_region=@@REGION@@
 secrets=(@@PAIRS@@)
-secret_env=() secret_err=${TMPDIR:-/tmp}/jobman-secret-$$.err
+secret_env=() secret_err=${TMPDIR:-/tmp}/jobman-secret-$$.err  # 0600 (umask 077), emptied after the reads
 secret_py='import json,sys
 def no(m):
     sys.stderr.write("jobman-secret: "+m+"\n");sys.exit(3)
@@ -81,8 +81,9 @@ while 1:
 os.close(3);e=dict(os.environb)
 for r in d.split(b"\0")[:-1]:
     k,_,v=r.partition(b"=");e[k]=v
-p=shutil.which(sys.argv[1]) or sys.exit("docker not found")
-os.execve(p,sys.argv[1:],e)'
+p=shutil.which(sys.argv[1]) or sys.exit("jobman-secret: docker not found")
+try:os.execve(p,sys.argv[1:],e)
+except OSError as x:sys.exit("jobman-secret: cannot start docker with the secrets (errno %d)"%x.errno)'
 # secret_why RC TOOL: why a read failed; AWS's error code or a fixed phrase, never free text.
 secret_why() {
   local e= aws='An error occurred \(([A-Za-z0-9.]{1,64})\)' own='^jobman-secret: ([ -~]{1,60})'
@@ -96,7 +97,7 @@ secret_why() {
   else printf '%s exited with %s' "$2" "$1"; fi
 }
 read_secrets() {
-  local i name ref id key json value rc reg why args
+  local i name ref id key json value rc reg why args total=0
   for ((i = 0; i < ${#secrets[@]}; i += 2)); do
     name=${secrets[i]} ref=${secrets[i+1]} key=
     id=${ref#*:}
@@ -109,11 +110,11 @@ read_secrets() {
     reg=$secret_region
     [[ $id == arn:* ]] && { reg=${id#arn:*:*:}; reg=${reg%%:*}; }
     log "reading secret $name from $ref"
-    json=$(AWS_PAGER= AWS_MAX_ATTEMPTS=3 PYTHONIOENCODING=utf-8 timeout 60s aws "${args[@]}" --output json \
+    json=$(umask 077; AWS_PAGER= AWS_MAX_ATTEMPTS=3 PYTHONIOENCODING=utf-8 timeout 60s aws "${args[@]}" --output json \
       ${reg:+--region "$reg"} --cli-connect-timeout 5 --cli-read-timeout 20 </dev/null 2>"$secret_err")
     rc=$? why=aws
     if (( rc == 0 )); then
-      value=$(printf '%s' "$json" | python3 -I -c "$secret_py" "$key" 2>"$secret_err")
+      value=$(umask 077; printf '%s' "$json" | python3 -I -c "$secret_py" "$key" 2>"$secret_err")
       rc=$? why=python3
     fi
     if (( rc != 0 )) || [[ $value != *. ]]; then
@@ -122,11 +123,18 @@ read_secrets() {
       return 1
     fi
     secret_env+=("$name=${value%.}")
+    (( total += ${#value} ))
+    if (( total > 262144 )); then  # characters; at most 1 MiB: the docker process's environment must hold them
+      problem="secret $name: the job's secrets together exceed 262144 characters"
+      secret_env=() value= json=
+      return 1
+    fi
   done
   value= json=
   log "read ${#secret_env[@]} secret(s)"
 }
-read_secrets || fail 125 secret-unavailable "$problem"
+read_secrets || { : 2>/dev/null >"$secret_err"; fail 125 secret-unavailable "$problem"; }
+: 2>/dev/null >"$secret_err"
 """
 
 

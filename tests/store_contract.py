@@ -34,6 +34,7 @@ from conftest import T0, make_draft
 from jobman_cli.errors import JobNotFound, TransitionNotAllowed
 from jobman_cli.model import Job, JobStatus, ReasonCode
 from jobman_cli.stores.base import JobStore
+from store_contract_prune import PruneContract
 
 NOW = T0 + timedelta(hours=2)  # every draft from make_draft (due T0 + 1h) is due by then
 
@@ -64,7 +65,9 @@ def run_threads(count: int, target, *args) -> None:
         raise errors[0]
 
 
-class StoreContract:
+class StoreContract(PruneContract):
+    """The whole contract (``prune``'s part is in :mod:`store_contract_prune`)."""
+
     @pytest.fixture
     def store(self, make_store) -> JobStore:
         return make_store()

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Collection, Hashable, Mapping, Protocol, runtime_checkable
 
-from ..model import Job, JobStatus
+from ..model import TERMINAL_STATES, Job, JobStatus, parse_time
+from ..notify import deliveries
 
 JobChange = Callable[[Job], Job]
 
@@ -74,4 +75,60 @@ class JobStore(Protocol):
         """A cheap value that changes whenever any process changed the store (file: a stat)."""
         ...
 
+    def prune(self, cutoff: datetime, *, dry_run: bool = False) -> list[int]:
+        """Delete every job :func:`prunable` at ``cutoff``; return their ids, ascending.
+
+        In bounded batches, each a conditional write: a job that changed meanwhile (a late
+        callback, a retry) is re-checked on its current state and kept unless still prunable. Ids
+        are never reused afterwards, not even the pruned newest one. An idempotency key dies with
+        its job. ``dry_run``: what would go now, nothing written.
+        """
+        ...
+
     def close(self) -> None: ...
+
+
+#: Records per conditional write of a prune (a TinyDB commit, a page of DynamoDB deletes).
+PRUNE_BATCH = 10_000
+_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATES)
+
+
+def ended_at(job: Job) -> datetime:
+    """When a terminal job ended: ``finished_at``; for records that lack it (written by hand or
+    by an older jobman), its last change, else its creation."""
+    return job.finished_at or job.updated_at or job.created_at
+
+
+def prunable(job: Job, cutoff: datetime) -> bool:
+    """Whether ``prune`` may delete ``job``: terminal, ended before ``cutoff``, and owing no
+    notification (a delivery still pending or retrying keeps it: the notifier needs the job)."""
+    return job.status in TERMINAL_STATES and ended_at(job) < cutoff and not deliveries.pending(job)
+
+
+class _RecordFacts:
+    """The few fields :func:`prunable` reads, straight from a stored record: deciding over 100k
+    records must not build 100k Jobs (30 µs each)."""
+
+    __slots__ = ("status", "finished_at", "updated_at", "created_at", "notify", "notify_on", "deliveries")
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        from ..notify.targets import DEFAULT_NOTIFY_ON
+
+        self.status = JobStatus(record["status"])
+        self.finished_at = parse_time(record.get("finished-at"))
+        self.updated_at = parse_time(record.get("updated-at"))
+        self.created_at = parse_time(record.get("created-at"))
+        self.notify = tuple(record.get("notify-targets") or ())
+        self.notify_on = record.get("notify-on") or DEFAULT_NOTIFY_ON
+        self.deliveries = tuple(r for r in record.get("notifications") or () if isinstance(r, dict))
+
+
+def record_prunable(record: Mapping[str, Any], cutoff: datetime) -> bool:
+    """:func:`prunable` of a stored record (``model.job_to_record``'s shape), cheap for the common
+    "not terminal" answer. A malformed record is never prunable (``get`` will say what is wrong)."""
+    if record.get("status") not in _TERMINAL_VALUES:
+        return False
+    try:
+        return prunable(_RecordFacts(record), cutoff)  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError):
+        return False

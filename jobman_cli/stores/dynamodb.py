@@ -392,6 +392,12 @@ class DynamoDBStore:
         items = answer.get("Items", [])
         return from_ms(due_ms(items[0])) if items else None
 
+    def prune(self, cutoff: datetime, *, dry_run: bool = False) -> list[int]:
+        """See the port; a paged Scan and conditional deletes (:mod:`.dynamodb_prune`)."""
+        from .dynamodb_prune import prune
+
+        return prune(self, cutoff, dry_run=dry_run)
+
     def change_marker(self) -> Hashable:
         """The write sequence number (an eventually consistent GetItem of a tiny item; module doc)."""
         item = self._call("get_item", TableName=self.table, Key=item_key(COUNTER_PK), ProjectionExpression="seq"

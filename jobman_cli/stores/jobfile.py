@@ -183,6 +183,32 @@ class Lines:
             body.append(view[pos:self.end])
         return _assemble(body, self.rest, meta_changes)
 
+    def without(self, removed: Sequence[int], meta_changes: dict[str, Any]) -> "Lines":
+        """This file with the lines of jobs ``removed`` (existing ids) cut out, and ``meta_changes``
+        made (``prune``). The kept bytes are reused as memoryviews; if the last line goes, the new
+        last line loses its comma."""
+        data = self.data
+        cuts = []
+        for job_id in removed:
+            found = self.span(job_id)
+            if found is None:
+                raise KeyError(job_id)
+            cuts.append((data.rfind(_NL, 0, found[0]) + 1, data.index(_NL, found[1], self.end) + 1))
+        cuts.sort()
+        view, pos, body = memoryview(data), len(HEAD), []
+        for start, stop in cuts:
+            if start > pos:
+                body.append(view[pos:start])
+            pos = stop
+        if pos < self.end:
+            body.append(view[pos:self.end])
+        elif body:  # the last line was cut: the one before it ends ",\n" and must end "\n"
+            last = body.pop()
+            if bytes(last[-2:]) != b",\n":
+                raise ValueError("a job line before the last must end with a comma")
+            body += [last[:-2], _NL]
+        return _assemble(body, self.rest, meta_changes)
+
 
 def _meta_of(tables: Any) -> dict | None:
     meta_table = tables.get(META) if isinstance(tables, dict) else None

@@ -14,7 +14,7 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..errors import StoreError
 from ..model import ACTIVE_STATES, Job, JobStatus, job_from_record, parse_time
@@ -54,8 +54,15 @@ class Views:
                 raise StoreError(f"{snap.path}: job {key} is malformed ({type(err).__name__}: {err})") from None
         return views
 
-    def updated(self, jobs: Iterable[Job]) -> "Views":
+    def updated(self, jobs: Iterable[Job], removed: Mapping[int, str | None] | None = None) -> "Views":
+        """After a commit of ``jobs`` and the removal (prune) of ``removed``: id -> its
+        idempotency key, which is free again."""
         views = Views(dict(self.due), set(self.active), dict(self.idem))
+        for job_id, key in (removed or {}).items():
+            views.due.pop(job_id, None)
+            views.active.discard(job_id)
+            if key and views.idem.get(key) == job_id:
+                del views.idem[key]
         for job in jobs:
             views.due.pop(job.id, None)
             views.active.discard(job.id)
@@ -175,17 +182,23 @@ class Snapshot:
         """The same state under another label (the bytes are unchanged), caches shared."""
         return Snapshot(self.path, label, lines=self._lines, doc=self._doc, jobs=self._jobs, views=self._views)
 
-    def successor(self, lines: Lines, label: Label | None, changed: list[Job], records: dict[int, dict]) -> "Snapshot":
-        """The state after a commit of ``changed`` (whose records are ``records``): caches carried
-        over. (Its label may be set once, before it is published: the new file's stat.)"""
+    def successor(self, lines: Lines, label: Label | None, changed: list[Job], records: dict[int, dict],
+                  removed: Mapping[int, str | None] | None = None) -> "Snapshot":
+        """The state after a commit of ``changed`` (whose records are ``records``) and of the
+        removal of ``removed`` (a prune: id -> idempotency key): caches carried over. (Its label may be set once, before
+        it is published: the new file's stat.)"""
         doc = None
         if self._doc is not None:
             jobs = dict(self._doc[JOBS])
             jobs.update((str(job_id), record) for job_id, record in records.items())
+            for job_id in removed or ():
+                jobs.pop(str(job_id), None)
             doc = {**self._doc, JOBS: jobs, **lines.rest}
         cache = dict(self._jobs)
         cache.update((job.id, job) for job in changed)
-        views = None if self._views is None else self._views.updated(changed)
+        for job_id in removed or ():
+            cache.pop(job_id, None)
+        views = None if self._views is None else self._views.updated(changed, removed)
         return Snapshot(self.path, label, lines=lines, doc=doc, jobs=cache, views=views)
 
 
@@ -284,17 +297,17 @@ class StoreFile:
             self._swept = True
 
     def commit(self, base: Snapshot, lines: Lines, changed: list[Job], records: dict[int, dict],
-               creating: bool) -> None:
+               creating: bool, removed: Mapping[int, str | None] | None = None) -> None:
         """Write ``lines`` (holding the lock) and publish it as the successor of ``base``."""
         nonce = self.lock.new_nonce()
-        new = base.successor(lines, None, changed, records)  # made now: readers wait only for a stat
+        new = base.successor(lines, None, changed, records, removed)  # made now: readers wait only for a stat
         with self._changed:
             self._inflight = (base, nonce)  # before the nonce changes: readers must know it is ours
 
         def publish(st: os.stat_result) -> None:  # as soon as other processes can see it
             nonlocal new
             if not new.carries(base):  # a reader parsed the base during the write: keep that
-                new = base.successor(lines, None, changed, records)
+                new = base.successor(lines, None, changed, records, removed)
             new.label = (nonce, stat_key(st))
             with self._changed:
                 self.store_id = new.meta["store-id"]

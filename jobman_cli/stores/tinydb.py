@@ -59,7 +59,8 @@ import orjson
 from ..errors import JobNotFound, StoreError
 from ..model import Job, JobStatus, as_stored, job_to_record
 from . import jobfile
-from .base import JobChange
+from . import base as port  # the prune rules, looked up at call time (tests wrap them)
+from .base import PRUNE_BATCH, JobChange
 from .filelock import DAEMON_LOCK_SUFFIX, FileLock, GroupCommit, Request, daemon_holding
 from .jobfile import Lines
 from .snapshot import Snapshot, StoreFile
@@ -88,12 +89,13 @@ class _Batch:
         self.changed: dict[int, Job] = {}
         self.new_ids: list[int] = []
         self.idem: dict[str, int] = {}
+        self.removed: dict[int, str | None] = {}  # pruned base jobs -> their idempotency keys
         # Above every stored id even if a hand edit set the counter back: ids stay unique, ascend.
         self.next_id: int = max(base.meta["next-id"], base.last_id() + 1)
 
     def current(self, job_id: int) -> Job:
         job = self.changed[job_id] if job_id in self.changed else self.base.job(job_id)
-        if job is None:
+        if job is None or job_id in self.removed:
             raise JobNotFound(job_id)
         return job
 
@@ -103,7 +105,7 @@ class _Batch:
             existing = self.idem.get(key)
             if existing is None:
                 existing = self.base.find_key(key)
-            if existing is not None:
+            if existing is not None and existing not in self.removed:
                 return self.current(existing), False
         job = as_stored(dataclasses.replace(draft, id=self.next_id))
         self.next_id += 1
@@ -123,8 +125,33 @@ class _Batch:
         self.changed[job_id] = new = as_stored(new)
         return new
 
+    def prune(self, ids: list[int], cutoff: datetime) -> list[int]:
+        """Remove those of ``ids`` that are still prunable now (re-checked under the lock: a job
+        changed by another writer since the caller looked is judged on its current state)."""
+        removed = []
+        for job_id in ids:
+            if job_id in self.removed:
+                continue
+            if job_id in self.changed:
+                job = self.changed[job_id]
+                # (A job added in this batch cannot be asked for: the ids come from an older state.)
+                if job_id in self.new_ids or not port.prunable(job, cutoff):
+                    continue
+                del self.changed[job_id]
+                key = job.idempotency_key
+            else:
+                record = self.base.raw.get(str(job_id))  # one full parse, for a batch of thousands
+                if record is None or not port.record_prunable(record, cutoff):
+                    continue
+                key = record.get("idempotency-key")
+            self.removed[job_id] = key
+            if key and self.idem.get(key) == job_id:
+                del self.idem[key]
+            removed.append(job_id)
+        return removed
+
     def encoded(self) -> tuple[Lines, dict[int, dict]]:
-        """The base file with this batch's jobs spliced in, and their records."""
+        """The base file with this batch's jobs spliced in (and pruned ones cut out), and their records."""
         records = {job_id: job_to_record(job) for job_id, job in self.changed.items()}
         try:
             lines = {job_id: orjson.dumps(record) for job_id, record in records.items()}
@@ -133,8 +160,14 @@ class _Batch:
         fresh = set(self.new_ids)
         replaced = {job_id: line for job_id, line in lines.items() if job_id not in fresh}
         appended = [(job_id, lines[job_id]) for job_id in self.new_ids]
-        meta = {"next-id": self.next_id} if self.new_ids else {}
-        return self.base.lines.splice(replaced, appended, meta), records
+        # A prune writes the counter too: a stale one (a hand edit) must not hand out a pruned id.
+        meta = {"next-id": self.next_id} if self.new_ids or self.removed else {}
+        lines = self.base.lines
+        if replaced or appended or not self.removed:
+            lines = lines.splice(replaced, appended, meta)
+        if self.removed:
+            lines = lines.without(sorted(self.removed), meta)
+        return lines, records
 
 
 class TinyDBStore:
@@ -197,9 +230,9 @@ class TinyDBStore:
                     request.result = request.apply(work)
                 except Exception as err:  # that request's own failure: nothing of it is written
                     request.error = err
-            if work.changed or creating:
+            if work.changed or creating or work.removed:
                 lines, records = work.encoded()
-                self._file.commit(base, lines, list(work.changed.values()), records, creating)
+                self._file.commit(base, lines, list(work.changed.values()), records, creating, work.removed)
 
     def _daemon_lost_it(self, wait: float) -> Snapshot | None:
         """Before creating a missing store file: refuse (StoreError, nothing written) if a running
@@ -272,6 +305,21 @@ class TinyDBStore:
     def next_due_at(self) -> datetime | None:
         snap = self._snapshot()
         return None if snap is None else min(snap.views.due.values(), default=None)
+
+    def prune(self, cutoff: datetime, *, dry_run: bool = False, batch: int = PRUNE_BATCH) -> list[int]:
+        """See the port. Chosen from one parse of the file (no lock), then removed ``batch`` at a
+        time, each batch one commit (one file write) that re-checks its jobs under the lock."""
+        snap = self._snapshot()
+        if snap is None:
+            return []
+        ids = sorted(int(key) for key, record in snap.raw.items() if port.record_prunable(record, cutoff))
+        if dry_run:
+            return ids
+        removed: list[int] = []
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            removed += self._commits.submit(lambda work, chunk=chunk: work.prune(chunk, cutoff))  # type: ignore[misc]
+        return sorted(removed)
 
     def change_marker(self) -> Hashable:
         """``(nonce, inode, mtime_ns, size, ctime_ns)``, or None while the file does not exist: a

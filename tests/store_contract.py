@@ -34,7 +34,7 @@ from conftest import T0, make_draft
 from jobman_cli.errors import JobNotFound, TransitionNotAllowed
 from jobman_cli.model import Job, JobStatus, ReasonCode
 from jobman_cli.stores.base import JobStore
-from store_contract_prune import PruneContract
+from store_contract_prune import ListWindowContract, PruneContract
 
 NOW = T0 + timedelta(hours=2)  # every draft from make_draft (due T0 + 1h) is due by then
 
@@ -65,8 +65,9 @@ def run_threads(count: int, target, *args) -> None:
         raise errors[0]
 
 
-class StoreContract(PruneContract):
-    """The whole contract (``prune``'s part is in :mod:`store_contract_prune`)."""
+class StoreContract(PruneContract, ListWindowContract):
+    """The whole contract (housekeeping's part, ``prune`` and ``list``'s window, is in
+    :mod:`store_contract_prune`)."""
 
     @pytest.fixture
     def store(self, make_store) -> JobStore:

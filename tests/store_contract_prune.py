@@ -167,3 +167,32 @@ class PruneContract:
             else:
                 assert job_id in pruned and job_id not in stored, job_id
         assert sorted(pruned) == pruned
+
+
+class ListWindowContract:
+    """``list``/``list_records`` with ``limit`` (newest first) and ``since`` (created at or after)."""
+
+    def test_limit_and_since_choose_the_newest_jobs(self, store, make_store):
+        from jobman_cli.model import job_to_api, record_to_api
+
+        ids = [store.add(make_draft(created_at=T0 + timedelta(minutes=n)))[0].id for n in range(6)]
+        store.update(ids[4], lambda j: j.cancelled(NOW_))
+        store.update(ids[1], lambda j: j.cancelled(NOW_))
+        fresh, parsed = make_store(), make_store()
+        parsed.list()  # a handle that has parsed the whole file already (another code path)
+        for handle in (fresh, parsed, store):
+            assert [j.id for j in handle.list(limit=2)] == [ids[5], ids[4]]
+            assert [j.id for j in handle.list(limit=100)] == ids[::-1]
+            assert [j.id for j in handle.list([JobStatus.CANCELLED], limit=1)] == [ids[4]]
+            assert [j.id for j in handle.list([JobStatus.SCHEDULED], limit=3)] == [ids[5], ids[3], ids[2]]
+            assert [j.id for j in handle.list(since=T0 + timedelta(minutes=3))] == [ids[5], ids[4], ids[3]]
+            assert [j.id for j in handle.list(since=T0 + timedelta(minutes=3, seconds=1))] == [ids[5], ids[4]]
+            assert [j.id for j in handle.list([JobStatus.SCHEDULED], limit=1, since=T0)] == [ids[5]]
+            assert handle.list(since=T0 + timedelta(days=1)) == []
+            for kwargs in ({"limit": 3}, {"since": T0 + timedelta(minutes=2)}, {"limit": 1, "since": T0}):
+                assert ([record_to_api(r) for r in handle.list_records(**kwargs)]
+                        == [job_to_api(j) for j in handle.list(**kwargs)])
+        assert make_store().list(limit=3) == store.list()[:3]
+
+
+NOW_ = T0 + timedelta(hours=2)

@@ -38,11 +38,15 @@ class JobStore(Protocol):
         """The job, or raise :class:`~jobman_cli.errors.JobNotFound`."""
         ...
 
-    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
-        """All jobs (optionally only those in ``statuses``), newest (highest id) first."""
+    def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+             since: datetime | None = None) -> list[Job]:
+        """All jobs (optionally only those in ``statuses``, created at or after ``since``), newest
+        (highest id) first, at most ``limit`` of them (``list --limit 20`` on a file store reads
+        only the newest lines, not a year of history)."""
         ...
 
-    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[Mapping[str, Any]]:
+    def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+                     since: datetime | None = None) -> list[Mapping[str, Any]]:
         """What :meth:`list` returns, as stored records (``model.job_to_record``'s shape).
 
         For bulk output (``list --json``, ``GET /jobs``) through ``model.record_to_api``: building a
@@ -121,6 +125,18 @@ class _RecordFacts:
         self.notify = tuple(record.get("notify-targets") or ())
         self.notify_on = record.get("notify-on") or DEFAULT_NOTIFY_ON
         self.deliveries = tuple(r for r in record.get("notifications") or () if isinstance(r, dict))
+
+
+def created_since(record: Mapping[str, Any], since: datetime | None) -> bool:
+    """Whether a stored record was created at or after ``since`` (None: every record). A record
+    without a readable ``created-at`` is not (``get`` says what is wrong with it)."""
+    if since is None:
+        return True
+    try:
+        created = parse_time(record["created-at"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    return created is not None and created >= since
 
 
 def record_prunable(record: Mapping[str, Any], cutoff: datetime) -> bool:

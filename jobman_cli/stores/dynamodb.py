@@ -57,7 +57,7 @@ from typing import Any, Collection, Hashable
 from ..errors import JobNotFound, StoreError
 from ..model import Job, JobStatus, as_stored, job_from_record
 from . import WriteOutcomeUnknown
-from .base import JobChange
+from .base import JobChange, created_since
 from .dynamodb_api import SCHEME, LostAnswer, _Api, describe_error, make_client, parse_url
 from .dynamodb_items import (COUNTER_PK, FORMAT, IDEM_PREFIX, INDEX, JOB_PREFIX, META_PK, SCHEMA, decoded, due_ms,
                              encode_job, from_ms, item_key, ms, new_nonce, nonce_list, nonces)
@@ -324,12 +324,12 @@ class DynamoDBStore:
             raise JobNotFound(job_id)
         return self._decode_job(item)
 
-    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
+    def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+             since: datetime | None = None) -> list[Job]:
         """Newest first. A consistent Scan of the whole table (an operator command: it reads every
-        item once, ≈ 1 read unit per 4 KB); ``statuses`` filter server-side, which saves transfer,
-        not read units."""
-        jobs = (self._decode_job(item) for item in self._scan_jobs(statuses))
-        return sorted(jobs, key=lambda job: job.id, reverse=True)
+        item once, ≈ 1 read unit per 4 KB; a Scan has no order, so ``limit`` saves no reads);
+        ``statuses`` filter server-side, which saves transfer, not read units."""
+        return [self._decode_job(item) for item, _ in self._chosen(statuses, limit, since)]
 
     def _scan_jobs(self, statuses: Collection[JobStatus] | None) -> list[dict[str, Any]]:
         values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
@@ -343,10 +343,17 @@ class DynamoDBStore:
         return self._pages("scan", TableName=self.table, ConsistentRead=True, FilterExpression=condition,
                            ExpressionAttributeValues=values, **kwargs)
 
-    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
+    def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+                     since: datetime | None = None) -> list[dict[str, Any]]:
         """:meth:`list` as stored records (the same Scan, without building Jobs)."""
-        return sorted((self._decode_record(item) for item in self._scan_jobs(statuses)), key=lambda r: int(r["id"]),
-                      reverse=True)
+        return [record for _, record in self._chosen(statuses, limit, since)]
+
+    def _chosen(self, statuses: Collection[JobStatus] | None, limit: int | None,
+                since: datetime | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """``(item, record)`` of the scanned jobs that :meth:`list` returns, in its order."""
+        pairs = ((item, self._decode_record(item)) for item in self._scan_jobs(statuses))
+        chosen = sorted((p for p in pairs if created_since(p[1], since)), key=lambda p: int(p[1]["id"]), reverse=True)
+        return chosen if limit is None else chosen[:limit]
 
     def _pages(self, operation: str, *, stop: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
         """Every item of a paginated Scan/Query (until ``stop(items)`` says enough)."""

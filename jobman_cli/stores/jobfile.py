@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import orjson
 
@@ -136,6 +136,17 @@ class Lines:
             return 0
         data = self.data
         return self._line(data, data.rfind(_NL, 0, self.end - 1) + 1)[0]
+
+    def newest(self) -> Iterator[tuple[int, Any]]:
+        """``(id, parsed record)`` from the last line back: ``list --limit 20`` parses 20 lines,
+        not the whole file (the ids ascend, so the last lines are the newest jobs)."""
+        data, floor = self.data, len(HEAD) - 1  # the head's newline
+        view, stop = memoryview(data), self.end - 1
+        while stop > floor:
+            start = data.rfind(_NL, 0, stop) + 1
+            job_id, first, last = self._line(data, start)
+            yield job_id, orjson.loads(view[first:last])
+            stop = start - 1
 
     def key_holder(self, key: str) -> int | None:
         """The job whose idempotency key is ``key``. A byte search for the encoded field: outside a

@@ -141,6 +141,11 @@ class Snapshot:
         """The line layout if the file has not been parsed anyway (then a dict lookup is cheaper)."""
         return self._lines if self._doc is None else None
 
+    def fast_lines(self) -> Lines | None:
+        """The line layout if the file has not been parsed (a reader that needs only a few lines
+        then reads only those); None once the full parse exists (a dict lookup is cheaper)."""
+        return self._fast()
+
     def job(self, job_id: int) -> Job | None:
         job = self._jobs.get(job_id)
         if job is not None:

@@ -269,26 +269,45 @@ class TinyDBStore:
             raise JobNotFound(job_id)
         return job
 
-    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
+    def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+             since: datetime | None = None) -> list[Job]:
         """Newest first. ``None`` or an empty collection means every status."""
         snap = self._snapshot()
         if snap is None:
             return []
-        wanted = {JobStatus(s).value for s in statuses} if statuses else None
         with _collector_paused():
-            ids = sorted((int(k) for k, r in snap.raw.items() if wanted is None or r.get("status") in wanted),
-                         reverse=True)
-            return [snap.job(job_id) for job_id in ids]  # type: ignore[misc]
+            return [snap.job(job_id) for job_id, _ in self._select(snap, statuses, limit, since)]  # type: ignore[misc]
 
-    def list_records(self, statuses: Collection[JobStatus] | None = None) -> list[dict]:
+    def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
+                     since: datetime | None = None) -> list[dict]:
         """Newest first, the parsed records themselves (read-only for the caller)."""
         snap = self._snapshot()
-        if snap is None:
-            return []
+        return [] if snap is None else [record for _, record in self._select(snap, statuses, limit, since)]
+
+    @staticmethod
+    def _select(snap: Snapshot, statuses: Collection[JobStatus] | None, limit: int | None,
+                since: datetime | None) -> list[tuple[int, dict]]:
+        """``(id, record)`` of the chosen jobs, newest first. With a ``limit`` and a file nobody
+        parsed yet, the lines are read from the end until ``limit`` match (``list --limit 20``
+        at 100k jobs: 20 small parses instead of a 0.5 s one); otherwise the full parse, filtered."""
         wanted = {JobStatus(s).value for s in statuses} if statuses else None
+
+        def keep(record: dict) -> bool:
+            return (wanted is None or record.get("status") in wanted) and port.created_since(record, since)
+
+        lines = snap.fast_lines()
+        if limit is not None and lines is not None:
+            chosen: list[tuple[int, dict]] = []
+            for job_id, record in lines.newest():
+                if keep(record):
+                    chosen.append((job_id, record))
+                    if len(chosen) >= limit:
+                        break
+            return chosen
         raw = snap.raw
-        ids = sorted((int(k) for k, r in raw.items() if wanted is None or r.get("status") in wanted), reverse=True)
-        return [raw[str(job_id)] for job_id in ids]
+        ids = (int(k) for k, r in raw.items() if keep(r))
+        top = sorted(ids, reverse=True) if limit is None else heapq.nlargest(limit, ids)
+        return [(job_id, raw[str(job_id)]) for job_id in top]
 
     def due(self, now: datetime, limit: int | None = None) -> list[Job]:
         snap = self._snapshot()

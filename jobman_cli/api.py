@@ -5,10 +5,11 @@ resolution (anything else is a 404), ids are plain decimals from 1 to 2**53, and
 is tolerated::
 
     POST /jobMan/v1.1/jobs/schedule        -> 201 + job (200 + the existing job for a repeated idempotency key)
-    GET  /jobMan/v1.1/jobs[?status=S...]   -> 200 + {"jobs": [...]}
+    GET  /jobMan/v1.1/jobs[?status=S...&limit=N&since=DUR] -> 200 + {"jobs": [...]}, newest first
     GET  /jobMan/v1.1/jobs/<id>/status     -> 200 + job
     PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
     POST /jobMan/v1.1/jobs/<id>/cancel     -> 200 + the cancelled job (its instance terminated)
+    GET  / and every path outside /jobMan/ -> the dashboard's static pages (jobman_cli.dashboard)
     GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
 
 Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`
@@ -32,13 +33,13 @@ import sys
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
-from . import __version__
+from . import __version__, dashboard
 from .api_routes import ExtraRoutes
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
 from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
 from .model import callback_token_matches, job_to_api, parse_status
-from .service import API_FIELDS, JobService, ScheduleRequest
+from .service import API_FIELDS, JobService, ScheduleRequest, parse_list_limit, parse_list_since
 from .validation import parse_exit_code, parse_job_id
 
 __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
@@ -144,6 +145,8 @@ class JobsApi:
         self.extra = ExtraRoutes(service)
 
     def __call__(self, request: Request, connection: Connection) -> Answer:
+        if dashboard.is_dashboard_path(request.path, PREFIX):  # static pages only: no job data, no auth
+            return dashboard.answer(request)
         route = match_route(request.path)
         self._authenticate(request, route)
         if route is None:
@@ -159,7 +162,8 @@ class JobsApi:
         service = self.service
         try:
             if name == "jobs":
-                return 200, {"jobs": service.list_api(_statuses(request.query))}, ()
+                statuses, window = _list_query(request.query)
+                return 200, {"jobs": service.list_api(statuses, **window)}, ()
             if name == "status":
                 return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
             if name == "logs":
@@ -222,19 +226,28 @@ class JobsApi:
         return service.report(job_id, status, exit_code, body.get("reason-code"), body.get("reason"))
 
 
-def _statuses(query: str) -> list[Any]:
+def _list_query(query: str) -> tuple[list[Any], dict[str, int]]:
+    """``?status=S`` (repeatable), ``limit=N`` (N >= 1, newest first), ``since=DUR`` (created in the
+    last DUR: ``30m``, ``7d`` or seconds): the statuses and the window; anything else is a 400."""
     if not query:
-        return []
+        return [], {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=50,
                           encoding="utf-8", errors="strict")
     except ValueError:
-        raise HttpError(400, "malformed query string (expected ?status=S, repeatable)") from None
-    unknown = sorted({name for name, _ in pairs if name != "status"})
+        raise HttpError(400, "malformed query string (expected ?status=S, repeatable, limit=N, since=DUR)") from None
+    unknown = sorted({name for name, _ in pairs if name not in ("status", "limit", "since")})
     if unknown:
         raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
-                             "only 'status' is accepted")
-    return [parse_status(value, "status") for _, value in pairs]
+                             "only 'status', 'limit' and 'since' are accepted")
+    window: dict[str, int] = {}
+    for name, value in pairs:
+        if name == "status":
+            continue
+        if name in window:
+            raise HttpError(400, f"{name}: given more than once")
+        window[name] = parse_list_limit(value, name) if name == "limit" else parse_list_since(value, name)
+    return [parse_status(value, "status") for name, value in pairs if name == "status"], window
 
 
 def _stderr_log(message: str) -> None:

@@ -323,20 +323,26 @@ def _refuse_repeated_env(assignments: tuple[str, ...]) -> None:
 @cli.command(name="list")
 @store_option
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES), help="Only jobs in this state (repeatable).")
+@click.option("--limit", default=None, metavar="N", help="Only the N newest jobs (reads only those on a file store).")
+@click.option("--since", default=None, metavar="DUR", help="Only jobs created in the last DUR (30m, 2h, 7d).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def list_jobs(state: State, statuses: tuple[str, ...], as_json: bool) -> None:
+def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since: str | None, as_json: bool) -> None:
     """All jobs, newest first."""
     from .model import JobStatus
+    from .service import parse_list_limit, parse_list_since
 
+    window = {"limit": None if limit is None else parse_list_limit(limit),
+              "since": None if since is None else parse_list_since(since)}
+    window = {name: value for name, value in window.items() if value is not None}  # remote: only what was given
     service = state.service(create=False)
     wanted = [JobStatus(s) for s in statuses]
     if as_json:
-        _print_json(service.list_api(wanted))
+        _print_json(service.list_api(wanted, **window))
     else:
         from .render import print_job_table
 
-        print_job_table(service.list(wanted))
+        print_job_table(service.list(wanted, **window))
 
 
 @cli.command()
@@ -555,6 +561,7 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 @click.option("--watch-interval", default=None, type=float, metavar="SECONDS", help="How often the store is checked for jobs added by other processes. [default: 0.5]")
 @click.option("--launch-lease", default=None, type=float, metavar="SECONDS", help="Shared stores: take over another daemon's unfinished launch after this long. [default: 60]")
 @click.option("--launch-burst", default=None, type=int, metavar="N", help="RunInstances calls allowed at once before pacing (EC2's token bucket size). [default: 1000]")
+@click.option("--retention", default=None, metavar="DUR", help="Once a day, remove jobs that ended more than DUR ago (90d; 'off'). [env: JOBMAN_RETENTION; default: off]")
 @click.option("--launch-rate", default=None, type=float, metavar="PER_SECOND", help="RunInstances calls per second once the burst is spent (EC2's refill rate). [default: 2]")
 @click.option("--region", default=None, help="AWS region. [env: AWS_REGION]")
 @click.option("--instance-type", default=None, help="Default EC2 instance type. [default: t3.micro]")
@@ -611,6 +618,37 @@ def _refuse_once_beside_a_daemon(location: str) -> None:
         who = f"a jobman daemon (pid {pid})" if pid else "a jobman daemon"
         raise ConfigError(f"{who} is already running on {location}; it launches due jobs and reconciles by itself, "
                           "so --once is not needed (use --once only where no daemon runs, e.g. from cron)")
+
+
+@cli.command()
+@store_option
+@click.option("--ended-before", "ended_before", required=True, metavar="DUR",
+              help="Remove jobs that ended more than DUR ago (12h, 30d, 1d12h).")
+@click.option("--dry-run", is_flag=True, help="Only say which jobs would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def prune(state: State, ended_before: str, dry_run: bool, as_json: bool) -> None:
+    """Remove finished, failed and cancelled jobs that ended before a cutoff.
+
+    Scheduled and active jobs are never removed, nor a job whose notification is still being
+    delivered. Ids are never reused: the next job still gets a new, higher id.
+    """
+    from .housekeeping import id_ranges
+    from .service import MAX_WINDOW
+    from .validation import parse_duration
+
+    seconds = parse_duration(ended_before, field="--ended-before", maximum=MAX_WINDOW)
+    if state.remote:
+        raise click.UsageError("prune works on the store itself: run it where the store is, without --server")
+    cutoff, ids = state.service(create=False).prune(seconds, dry_run=dry_run)
+    if as_json:
+        from .model import format_time
+
+        _print_json({"dry-run": dry_run, "ended-before": format_time(cutoff), "count": len(ids), "ids": ids})
+        return
+    verb = "Would remove" if dry_run else "Removed"
+    what = f"{len(ids)} job{'' if len(ids) == 1 else 's'} that ended before {cutoff:%Y-%m-%d %H:%M:%S} UTC"
+    click.echo(f"{verb} {what}" + (f": {id_ranges(ids)}" if ids else "") + (" (nothing written)" if dry_run else ""))
 
 
 @cli.group()

@@ -29,6 +29,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "jobman callback 1 --status failed --exit-code 3 --reason 'out of memory'",
     ),
     "cancel": ("jobman cancel 1",),
+    "prune": (
+        "jobman prune --ended-before 30d --dry-run",
+        "jobman prune --ended-before 90d --json",
+    ),
     "logs": (
         "jobman logs 1",
         "jobman logs 1 --follow --since 10m",

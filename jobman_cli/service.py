@@ -9,6 +9,7 @@ caller (``--image`` on the command line, ``docker-image`` over HTTP) through :cl
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
@@ -174,21 +175,35 @@ class JobService:
     def get(self, job_id: int) -> Job:
         return self.store.get(job_id)
 
-    def list(self, statuses: Collection[JobStatus] | None = None) -> list[Job]:
-        return self.store.list(statuses or None)
+    def list(self, statuses: Collection[JobStatus] | None = None, limit: int | None = None,
+             since: int | None = None) -> list[Job]:
+        """Newest first; at most ``limit``; only jobs created in the last ``since`` seconds (the
+        names are the API's query parameters: the remote client forwards them as they are)."""
+        return self.store.list(statuses or None, limit=limit, since=self._since(since))
 
-    def list_api(self, statuses: Collection[JobStatus] | None = None) -> list[dict[str, Any]]:
+    def _since(self, seconds: int | None) -> datetime | None:
+        return None if seconds is None else self.clock.now() - timedelta(seconds=seconds)
+
+    def list_api(self, statuses: Collection[JobStatus] | None = None, limit: int | None = None,
+                 since: int | None = None) -> list[dict[str, Any]]:
         """The public JSON of many jobs, newest first, straight from the stored records."""
         from .errors import StoreError
         from .model import record_to_api
 
-        records = self.store.list_records(statuses or None)
+        records = self.store.list_records(statuses or None, limit=limit, since=self._since(since))
         try:
             return [record_to_api(record) for record in records]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             bad = next((r for r in records if not _projects(r)), {})
             raise StoreError(f"{self.store.location}: job record {bad.get('id', '?')!r} is malformed "
                              f"({type(exc).__name__}: {exc})") from None
+
+    # ------------------------------------------------------------------ housekeeping
+    def prune(self, ended_before_seconds: int, dry_run: bool = False) -> tuple[datetime, list[int]]:
+        """Delete jobs that ended more than ``ended_before_seconds`` ago (never active ones, never
+        one still owing a notification; ids are not reused): the cutoff used and the ids, ascending."""
+        cutoff = self.clock.now() - timedelta(seconds=ended_before_seconds)
+        return cutoff, self.store.prune(cutoff, dry_run=dry_run)
 
     # ------------------------------------------------------------------ changes
     def report(self, job_id: int, status: str, exit_code: int | None = None, reason_code: Any = None,
@@ -237,6 +252,29 @@ class JobService:
 
 #: A generous stand-in for the daemon's public URL when checking the user-data size at schedule time.
 _WORST_CASE_URL = "https://" + "x" * 200 + ".example:65535"
+
+
+#: ``list --since`` / ``prune --ended-before``: up to ten years (a bound, so a typo is an error).
+MAX_WINDOW = 3653 * 86400
+MAX_LIST_LIMIT = 10**9
+
+
+def parse_list_limit(text: Any, field: str = "--limit") -> int:
+    """``list --limit N`` / ``?limit=N``: a whole number of jobs, at least 1."""
+    value = text.strip() if isinstance(text, str) else text
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if type(value) is not int or not 1 <= value <= MAX_LIST_LIMIT:
+        shown = repr(text) if isinstance(text, str) else type(text).__name__
+        raise InvalidInput(field, f"must be a whole number from 1 to {MAX_LIST_LIMIT} (got {shown[:40]})")
+    return value
+
+
+def parse_list_since(text: Any, field: str = "--since") -> int:
+    """``list --since DUR`` / ``?since=DUR``: seconds in (0, ten years] (``30m``, ``7d``, seconds)."""
+    from .validation import parse_duration
+
+    return parse_duration(text, field=field, maximum=MAX_WINDOW)
 
 
 def _check_user_data_size(draft: Job, names: FieldNames) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import config_section, jobman_home, pick
 from .errors import ConfigError, InvalidInput
+from .housekeeping import parse_retention
 
 DEFAULT_LISTEN = "127.0.0.1:8321"
 
@@ -47,6 +48,9 @@ class DaemonSettings:
     #: ``launch_rate`` per second.
     launch_burst: int = 1000
     launch_rate: float = 2.0
+    #: Seconds after its end that a finished/failed/cancelled job is pruned, checked once a day
+    #: (:mod:`jobman_cli.daemon.retention`); None: never (the default, see jobman_cli.housekeeping).
+    retention: int | None = None
 
     @property
     def effective_public_url(self) -> str:
@@ -133,6 +137,7 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
         return _text(value(key, env), _origin(flags, key, env, "--" + key.replace("_", "-"))[0])
 
     listen_name, listen_flag = _origin(flags, "listen", "JOBMAN_LISTEN", "--listen")
+    retention_name, retention_flag = _origin(flags, "retention", "JOBMAN_RETENTION", "--retention")
     host, port = parse_listen(str(value("listen", "JOBMAN_LISTEN", DEFAULT_LISTEN)), listen_name, flag=listen_flag)
     return DaemonSettings(
         store_location=store_location,
@@ -155,4 +160,5 @@ def daemon_settings(store_location: str, flags: dict[str, Any]) -> DaemonSetting
         launch_burst=int(number("launch_burst", "JOBMAN_LAUNCH_BURST", 1000, 1, whole=True)),
         launch_rate=_positive(number("launch_rate", "JOBMAN_LAUNCH_RATE", 2.0, 0.0), flags, "launch_rate",
                               "JOBMAN_LAUNCH_RATE"),
+        retention=parse_retention(value("retention", "JOBMAN_RETENTION"), retention_name, flag=retention_flag),
     )

@@ -10,6 +10,7 @@ The parts, each readable on its own (each has a ``step``):
 :mod:`.observer`        log other processes' changes (and the API's) once
 :mod:`.reconcile`       every ``reconcile_interval``: timeouts, vanished instances, orphans
 :mod:`.notifier`        notifications jobs owe once ended: own threads, claimed, retried, recorded
+:mod:`.retention`       once a day (``[daemon] retention``): prune jobs that ended long ago
 :mod:`.pool`            the bounded launch pool: in flight, cool-downs after crashes
 :mod:`.throttle`        the token bucket that paces ``RunInstances``
 :mod:`.loop`            the only driver: sleeps until a pass is worth it
@@ -17,7 +18,8 @@ The parts, each readable on its own (each has a ``step``):
 ======================  ===========================================================================
 
 One pass, :meth:`Daemon.tick`: abandoned launches first (so their tag lookups precede any new
-``RunInstances``), then due jobs, then — when its interval is due — the reconciliation.
+``RunInstances``), then due jobs, then — when its interval is due — the reconciliation, then —
+once a day, if configured — the retention prune.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .notifier import Notifier
 from .observer import Observer, RecordingStore
 from .pool import LaunchPool
 from .reconcile import Reconciler
+from .retention import Retention
 from .starter import Starter
 from .throttle import TokenBucket
 from .waker import Waker
@@ -100,6 +103,7 @@ class Daemon:
         self.reconciler = Reconciler(self.store, launcher, timeout_grace=settings.timeout_grace, log=self.log,
                                      in_flight=self.pool.in_flight)
         self._next_reconcile: datetime | None = None
+        self.retention = Retention(self.store, getattr(settings, "retention", None), log=self.log)
         self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
         #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`).
@@ -173,7 +177,18 @@ class Daemon:
                 self.reconciler.step(now, out)
             elif self._reconciling is None or self._reconciling.done():
                 self._reconciling = self._reconcile_thread.submit(self._reconcile_in_background, now, out)
+        if not self.stopping and self.retention.due(now):  # a prune of a big store must not delay launches
+            if wait_launches:
+                self.retention.run(now)
+            else:
+                self._reconcile_thread.submit(self._retain_in_background, now)
         return out.report(do_reconcile)
+
+    def _retain_in_background(self, now: datetime) -> None:
+        try:
+            self.retention.run(now)
+        except Exception as exc:  # same as the reconciliation: log, keep the thread
+            self.log(f"retention: unexpected error: {error_text(exc)}")
 
     def _reconcile_in_background(self, now: datetime, out: Collector) -> None:
         try:

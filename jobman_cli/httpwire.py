@@ -40,6 +40,14 @@ Headers = tuple[tuple[str, str], ...]
 Answer = tuple[int, Any, Headers]
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """A payload sent as is with its own ``Content-Type`` (the dashboard's pages), not as JSON."""
+
+    content_type: str
+    data: bytes
+
+
 class HttpError(Exception):
     """An answer other than success: status, one-line message, extra headers."""
 
@@ -188,12 +196,13 @@ def encode_json(payload: Any) -> bytes:
 
 def render(status: int, payload: Any, extra: Headers, *, keep: bool, head_only: bool, server: str) -> bytes:
     """An answer's bytes: JSON with its length; ``Connection: close`` unless ``keep``."""
-    body = encode_json(payload)
+    raw = isinstance(payload, RawBody)
+    body = payload.data if raw else encode_json(payload)
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         f"Server: {server}",
         f"Date: {formatdate(usegmt=True)}",
-        "Content-Type: application/json",
+        f"Content-Type: {payload.content_type if raw else 'application/json'}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
         *(f"{name}: {value}" for name, value in extra),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from ..errors import JobmanError
+from ..errors import JobmanError, one_line
 from ..housekeeping import id_ranges
 from ..model import format_time
 from ..stores.base import JobStore
@@ -53,7 +53,8 @@ class Retention:
         except (JobmanError, OSError) as exc:
             with self._lock:
                 self._next = now + RETRY
-            self.log(f"retention: prune failed, trying again in an hour: {error_text(exc)}")
+            text = one_line(str(exc)) if isinstance(exc, JobmanError) else error_text(exc)
+            self.log(f"retention: prune failed, trying again in an hour: {text}")
             return None
         if ids:
             self.log(f"retention: removed {len(ids)} job(s) that ended before {format_time(cutoff)}: "

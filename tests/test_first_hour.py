@@ -166,7 +166,8 @@ def test_status_wait_says_no_daemon_runs_and_ctrl_c_exits_130(home: Path) -> Non
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        assert proc.stderr.readline().startswith(NO_DAEMON)  # said while waiting, before any Ctrl-C
+        seen = _read_until(proc.stderr.fileno(), "\n")  # raw reads with a deadline: never hangs the suite
+        assert seen.startswith(NO_DAEMON), seen  # said while waiting, before any Ctrl-C
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -483,3 +484,13 @@ def test_the_readme_config_example_passes_the_config_check() -> None:
     assert blocks
     for block in blocks:
         check_config(Path("README.md"), tomllib.loads(block))
+
+
+@pytest.mark.parametrize("ahead, shown", [(9 * 60 + 40, "(in 10m)"), (86400 - 20, "(in 1d)"),
+                                           (2 * 3600 - 15, "(in 2h)")])
+def test_relative_times_round_to_the_nearest_minute(home: Path, ahead: int, shown: str) -> None:
+    from datetime import timedelta
+
+    at = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = jobman(home, "schedule", "--image", "alpine", "--at", at)
+    assert result.returncode == 0 and shown in result.stdout, result.stdout + result.stderr

@@ -285,7 +285,7 @@ def test_a_real_daemon_names_its_config_file_and_once_beside_it_says_what_to_do(
 
     # an empty token (curl -H "Authorization: Bearer $TOKEN" with TOKEN unset) is named as such
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/jobs", headers={"Authorization": "Bearer "})
+    conn.request("GET", "/jobMan/v1.1/jobs", headers={"Authorization": "Bearer "})
     answer = conn.getresponse()
     body = answer.read().decode()
     conn.close()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .clihints import no_daemon_note, refuse_once_beside_a_daemon, refuse_repeated_env, wait_with_progress
 
 if TYPE_CHECKING:
     from .service import JobService
@@ -163,21 +164,6 @@ def _job_id(value: str) -> int:
     return parse_job_id(value, field="ID")
 
 
-def no_daemon_note(location: str) -> str | None:
-    """A one-line note when no daemon runs on this TinyDB store, so a scheduled job would wait
-    forever without a word (None: one runs, or it cannot be told: DynamoDB daemons run anywhere).
-    The daemon holds ``flock`` on ``<store>.daemon.lock`` while it runs; probing it never blocks."""
-    if location.startswith("dynamodb://"):
-        return None
-    from pathlib import Path
-
-    from .stores.filelock import daemon_holding
-
-    if daemon_holding(Path(os.path.realpath(Path(location).expanduser()))) is not None:
-        return None
-    return f"Note: no jobman daemon is running on {location}; jobs start only while one runs ('jobman daemon')"
-
-
 @click.group(cls=JobmanGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="jobman", message="%(prog)s %(version)s")
 @click.option("--db", "--store", "location", metavar="PATH|URL", envvar=["JOBMAN_STORE", "JOBMAN_DB"],
@@ -257,7 +243,7 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
 
     if as_json and quiet:
         raise click.UsageError("--json and -q cannot be used together")
-    _refuse_repeated_env(env)
+    refuse_repeated_env(env)
     request = ScheduleRequest(
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
@@ -304,20 +290,6 @@ def _dry_run(state: State, request: Any, as_json: bool, quiet: bool) -> None:
         _print_json(plan.to_json())
     else:
         click.echo(render_text(plan), nl=False)
-
-
-def _refuse_repeated_env(assignments: tuple[str, ...]) -> None:
-    """``-e A=1 -e A=2``: refused (exit 2), not "the last wins" silently: two values for one name in
-    one command line is a copy-paste slip far more often than intent. (``--env-file`` then ``-e``
-    still overrides, as documented.)"""
-    from .errors import InvalidInput
-
-    seen: dict[str, str] = {}
-    for item in assignments:
-        name = item.split("=", 1)[0]
-        if name in seen:
-            raise InvalidInput("-e", f"{name} is given twice ({seen[name]} and {item}); give each name once")
-        seen[name] = item
 
 
 @cli.command(name="list")
@@ -371,7 +343,8 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
     code = 0
     if wait:
         try:
-            ended = service.wait(number, limit) if state.remote else _wait(service, job, limit, state.resolved())
+            ended = service.wait(number, limit) if state.remote else wait_with_progress(
+                service, job, limit, state.resolved())
         except KeyboardInterrupt:  # Ctrl-C: 130 as shells expect, never 1 (which means "the job failed")
             job = service.get(number)
             click.echo(f"Interrupted: stopped waiting; job {number} is still {job.status.value} "
@@ -390,43 +363,6 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
     if code == EXIT_WAIT_TIMEOUT:
         click.echo(f"Error: job {job.id} is still {job.status.value} after {wait_timeout}", err=True)
     ctx.exit(code)
-
-
-#: Seconds between checks, while ``status --wait`` waits, whether a daemon runs on the store.
-DAEMON_CHECK_INTERVAL = 10.0
-
-
-def _wait(service: "JobService", job: Any, limit: float | None, location: str) -> Any:
-    """``service.wait`` in slices, saying on stderr what it waits for: each status change when stderr
-    is a terminal, and (always) a note whenever no daemon runs on the store, for then nothing moves."""
-    import time
-
-    from .render import relative
-
-    tty = sys.stderr.isatty()
-    deadline = None if limit is None else time.monotonic() + limit
-    if tty:
-        due = f", due {relative(job.date_time)}" if job.status.value == "scheduled" else ""
-        click.echo(f"Waiting for job {job.id} ({job.status.value}{due}); Ctrl-C stops waiting", err=True)
-    shown, warned, checked = job.status, False, float("-inf")
-    while True:
-        if time.monotonic() - checked >= DAEMON_CHECK_INTERVAL:
-            checked = time.monotonic()
-            note = no_daemon_note(location)
-            if note and not warned:  # once, and again if a daemon came and went
-                click.echo(note, err=True)
-            warned = bool(note)
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        step = 1.0 if left is None else min(1.0, left)
-        ended = service.wait(job.id, step)
-        if ended is not None:
-            return ended
-        current = service.get(job.id)
-        if tty and current.status is not shown:
-            click.echo(f"job {job.id}: {current.status.value}", err=True)
-        shown = current.status
-        if left is not None and left <= step:
-            return None
 
 
 @cli.command()
@@ -588,7 +524,7 @@ def daemon(state: State, **flags: Any) -> None:
     settings = daemon_settings(state.resolved(), flags)
     ec2 = ec2_settings(flags)
     if settings.once:
-        _refuse_once_beside_a_daemon(settings.store_location)
+        refuse_once_beside_a_daemon(settings.store_location)
     try:
         code = run_daemon(settings, ec2)
     except InvalidInput as exc:
@@ -601,23 +537,6 @@ def daemon(state: State, **flags: Any) -> None:
                                            "--public-url http://ADDRESS:8321 (ADDRESS: this host as instances "
                                            "see it)") from None
     raise SystemExit(code)
-
-
-def _refuse_once_beside_a_daemon(location: str) -> None:
-    """``daemon --once`` beside a running daemon on a TinyDB store: the running daemon already does
-    what one pass would (and only one daemon may hold the store's lock), so say that, not just "busy"."""
-    if location.startswith("dynamodb://"):
-        return  # shared stores allow several daemons
-    from pathlib import Path
-
-    from .errors import ConfigError
-    from .stores.filelock import daemon_holding
-
-    pid = daemon_holding(Path(os.path.realpath(Path(location).expanduser())))
-    if pid is not None:
-        who = f"a jobman daemon (pid {pid})" if pid else "a jobman daemon"
-        raise ConfigError(f"{who} is already running on {location}; it launches due jobs and reconciles by itself, "
-                          "so --once is not needed (use --once only where no daemon runs, e.g. from cron)")
 
 
 @cli.command()

@@ -24,8 +24,8 @@ STATIC_KEYS: dict[str, frozenset[str]] = {
     "ec2": frozenset({"region", "instance_type", "ami", "subnet_id", "security_group_ids", "iam_instance_profile",
                       "key_name", "tags", "store_tag_key", "endpoint_url", "profile"}),
     "logs": frozenset({"group", "retention_days", "endpoint_url"}),
-    "notify": frozenset({"targets", "on", "timeout", "backoff_base", "backoff_max", "max_age", "workers", "busy_workers", "busy_workers",
-                         "scan_interval", "secret_file"}),
+    "notify": frozenset({"targets", "on", "timeout", "backoff_base", "backoff_max", "max_age", "workers",
+                         "busy_workers", "scan_interval", "secret_file"}),
 }
 
 #: DaemonSettings fields that are not ``[daemon]`` keys (set by flags or derived).

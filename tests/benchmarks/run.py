@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
+import dashboard_figures  # noqa: E402
 import log_figures  # noqa: E402
 import notify_figures  # noqa: E402
 import remote_figures  # noqa: E402
@@ -52,6 +53,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "throttle": throttle_figures.throttle,
     "notify": notify_figures.notify,
     "remote": remote_figures.remote,
+    "dashboard": dashboard_figures.dashboard,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

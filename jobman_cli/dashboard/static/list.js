@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   var PAGE = 50, POLL_MS = 2000;
-  var jobs = [], page = 0, lastCharted = 0;
+  var jobs = [], page = 0, marked = false;
   var $ = function (id) { return document.getElementById(id); };
 
   function visible() {
@@ -52,8 +52,12 @@
       if (state !== $("state").value) { return; }  // the filter changed while this was in flight
       jobs = answer.jobs.slice().sort(function (a, b) { return b.id - a.id; });
       render();
+      if (!marked && $("rows").rows.length && window.performance && performance.mark) {
+        marked = true;
+        performance.mark("jobman-rows-shown");  // read by the benchmark: time until the table shows rows
+      }
       var now = Date.now();
-      if (!state && now - lastCharted > 10000) { lastCharted = now; JobmanChart.draw(jobs, now); }
+      if (!state) { JobmanChart.draw(jobs, now); }
       $("error").textContent = "";
       Jobman.setLive("live · updated " + new Date(now).toLocaleTimeString());
     }, function (err) {

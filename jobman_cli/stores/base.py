@@ -144,7 +144,10 @@ def record_prunable(record: Mapping[str, Any], cutoff: datetime) -> bool:
     "not terminal" answer. A malformed record is never prunable (``get`` will say what is wrong)."""
     if record.get("status") not in _TERMINAL_VALUES:
         return False
-    try:
-        return prunable(_RecordFacts(record), cutoff)  # type: ignore[arg-type]
-    except (KeyError, ValueError, TypeError):
+    try:  # the same rule as ``prunable``, in the order that answers a year of records fastest
+        end = parse_time(record.get("finished-at") or record.get("updated-at") or record.get("created-at"))
+        if end is None or end >= cutoff:
+            return False
+        return not record.get("notify-targets") or prunable(_RecordFacts(record), cutoff)  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError, AttributeError):
         return False

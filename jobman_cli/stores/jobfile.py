@@ -137,6 +137,16 @@ class Lines:
         data = self.data
         return self._line(data, data.rfind(_NL, 0, self.end - 1) + 1)[0]
 
+    def lines(self) -> Iterator[tuple[int, memoryview]]:
+        """``(id, encoded record)`` of every job, ascending: a scan that keeps one record at a time
+        (``prune`` over a year of jobs: a few MB, where the full parse holds 600 MB)."""
+        data, pos, end = self.data, len(HEAD), self.end
+        view = memoryview(data)
+        while pos < end:
+            job_id, first, last = self._line(data, pos)
+            yield job_id, view[first:last]
+            pos = data.index(_NL, last, end) + 1
+
     def newest(self) -> Iterator[tuple[int, Any]]:
         """``(id, parsed record)`` from the last line back: ``list --limit 20`` parses 20 lines,
         not the whole file (the ids ascend, so the last lines are the newest jobs)."""

@@ -146,6 +146,16 @@ class Snapshot:
         then reads only those); None once the full parse exists (a dict lookup is cheaper)."""
         return self._fast()
 
+    def record(self, job_id: int) -> dict | None:
+        """The stored record of one job (None if there is none), without a full parse if possible."""
+        lines = self._fast()
+        if lines is not None:
+            try:
+                return lines.record(job_id)
+            except ValueError:
+                pass
+        return self.raw.get(str(job_id))
+
     def job(self, job_id: int) -> Job | None:
         job = self._jobs.get(job_id)
         if job is not None:

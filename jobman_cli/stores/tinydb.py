@@ -125,9 +125,11 @@ class _Batch:
         self.changed[job_id] = new = as_stored(new)
         return new
 
-    def prune(self, ids: list[int], cutoff: datetime) -> list[int]:
-        """Remove those of ``ids`` that are still prunable now (re-checked under the lock: a job
-        changed by another writer since the caller looked is judged on its current state)."""
+    def prune(self, ids: list[int], cutoff: datetime, seen: Snapshot) -> list[int]:
+        """Remove those of ``ids`` that are still prunable now. The caller chose them from ``seen``;
+        if the file is still that state (no writer since), the choice stands, else each job is
+        judged again on its current record (a job changed since is kept unless still prunable)."""
+        unchanged = self.base is seen and not self.changed
         removed = []
         for job_id in ids:
             if job_id in self.removed:
@@ -140,8 +142,8 @@ class _Batch:
                 del self.changed[job_id]
                 key = job.idempotency_key
             else:
-                record = self.base.raw.get(str(job_id))  # one full parse, for a batch of thousands
-                if record is None or not port.record_prunable(record, cutoff):
+                record = self.base.record(job_id)
+                if record is None or not (unchanged or port.record_prunable(record, cutoff)):
                     continue
                 key = record.get("idempotency-key")
             self.removed[job_id] = key
@@ -331,13 +333,18 @@ class TinyDBStore:
         snap = self._snapshot()
         if snap is None:
             return []
-        ids = sorted(int(key) for key, record in snap.raw.items() if port.record_prunable(record, cutoff))
+        lines = snap.fast_lines()
+        if lines is not None:  # one record at a time: a year of jobs is never all in memory
+            ids = [job_id for job_id, encoded in lines.lines()
+                   if port.record_prunable(orjson.loads(encoded), cutoff)]
+        else:
+            ids = sorted(int(key) for key, record in snap.raw.items() if port.record_prunable(record, cutoff))
         if dry_run:
             return ids
         removed: list[int] = []
         for start in range(0, len(ids), batch):
             chunk = ids[start:start + batch]
-            removed += self._commits.submit(lambda work, chunk=chunk: work.prune(chunk, cutoff))  # type: ignore[misc]
+            removed += self._commits.submit(lambda work, chunk=chunk: work.prune(chunk, cutoff, snap))  # type: ignore[misc]
         return sorted(removed)
 
     def change_marker(self) -> Hashable:

@@ -14,6 +14,8 @@ import http.client
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,10 +42,11 @@ class Dashboard:
         self.daemon = daemon
         daemon.wait_for(lambda line: " ready;" in line, timeout=WAIT)
         text = daemon.text()
-        self.port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+        scheme, port = re.search(r"listening on (https?)://127\.0\.0\.1:(\d+)", text).groups()  # type: ignore[union-attr]
+        self.port = int(port)
         token_file = re.search(r"API token file (\S+)", text).group(1)  # type: ignore[union-attr]
         self.token = Path(token_file).read_text().strip()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def schedule(self, *args: str) -> int:
         result = jobman(self.env, "schedule", "--image", "alpine:3.20", *args, "-q")
@@ -234,3 +237,37 @@ def test_xss_in_title_and_env_is_text_and_nothing_runs(dashboard, browser, tmp_p
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
     assert browser.execute_script("return typeof window.__x") == "undefined"
     screenshot(browser, tmp_path, "dashboard-xss-job")
+
+
+def test_the_dashboard_works_behind_the_listeners_tls(moto_server, tmp_path):  # noqa: F811
+    """``--tls-cert``: the same pages over HTTPS (a self-signed certificate the browser is told to accept)."""
+    from selenium.webdriver.common.by import By
+
+    require_browser()
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=120)
+    env = aws_env(moto_server, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"))
+    daemon = DaemonProcess(env, "--tls-cert", str(cert), "--tls-key", str(key), "--callback-ca", str(cert),
+                           "--public-url", "https://127.0.0.1:9")
+    driver = None
+    try:
+        site = Dashboard(env, daemon)
+        assert site.url.startswith("https://")
+        job_id = site.schedule("--title", "over tls", "--at", "+1h")
+        driver = start_browser(tmp_path / "browser-home", accept_insecure_certs=True)
+        log_in(driver, site.url, site.token)
+        row = f'#rows tr[data-job-id="{job_id}"]'
+        wait(driver, lambda d: "over tls" in text_of(d, row), "the job over HTTPS")
+        assert driver.execute_script("return window.isSecureContext") is True
+        driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+        wait(driver, lambda d: "over tls" in text_of(d, "#job-title"), "the job page over HTTPS")
+        screenshot(driver, tmp_path, "dashboard-tls-job")
+    finally:
+        if driver is not None:
+            driver.quit()
+        if daemon.proc.poll() is None:
+            daemon.stop()

@@ -12,45 +12,77 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
-from typing import Any
-from urllib.parse import urlsplit
+import time
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
 from .. import __version__
 from .deliveries import Outcome
 from .message import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, encode, sign, slack_text
-from .targets import sns_region, target_kind, url_of
+from .targets import ascii_host, blocked, numeric_host, sns_region, target_kind, url_of
 
 RETRYABLE_STATUS = frozenset({408, 429})
 _SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
                             "InternalFailure", "ServiceUnavailable", "KMSThrottling", "RequestTimeout"})
+#: Characters a request target keeps as they are (everything else, e.g. non-ASCII, is %-encoded).
+_URL_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
+class Refused(Exception):
+    """The target resolves to an address jobman never sends to (final)."""
 
 
 class Sender:
-    """Sends one attempt to one target. Thread-safe (one per daemon, used by its workers)."""
+    """Sends one attempt to one target. Thread-safe (one per daemon, used by its workers).
 
-    def __init__(self, secret: bytes, timeout: float = 10.0) -> None:
+    An attempt has one deadline, ``timeout`` seconds from its start, covering the name lookup, the
+    connection, TLS, the request and the whole answer: a receiver that trickles a byte at a time
+    cannot hold a worker (or the daemon's shutdown) longer than that. :meth:`abort` ends every
+    attempt in flight at once (the daemon's shutdown)."""
+
+    def __init__(self, secret: bytes, timeout: float = 10.0,
+                 resolve: Callable[[str, int], list[str]] | None = None) -> None:
         self.secret = secret
         self.timeout = timeout
+        self._resolve = resolve or _resolve
         self._sns: dict[str, Any] = {}
         self._sns_lock = threading.Lock()
         self._tls = ssl.create_default_context()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
 
     def send(self, target: str, data: dict[str, Any]) -> Outcome:
-        kind = target_kind(target)
-        if kind == "sns":
-            return self._publish(target, data)
-        raw = encode({"text": slack_text(data)} if kind == "slack" else data)
-        headers = {"Content-Type": "application/json", "User-Agent": f"jobman/{__version__}",
-                   EVENT_ID_HEADER: data["event-id"], EVENT_HEADER: data["event"],
-                   SIGNATURE_HEADER: sign(raw, self.secret)}
-        return self._post(url_of(target), raw, headers)
+        """One attempt; never raises: whatever goes wrong is an outcome (a target that cannot be
+        sent at all — ValueError, UnicodeError — is a final one)."""
+        try:
+            kind = target_kind(target)
+            if kind == "sns":
+                return self._publish(target, data)
+            raw = encode({"text": slack_text(data)} if kind == "slack" else data)
+            headers = {"Content-Type": "application/json", "User-Agent": f"jobman/{__version__}",
+                       EVENT_ID_HEADER: data["event-id"], EVENT_HEADER: data["event"],
+                       SIGNATURE_HEADER: sign(raw, self.secret)}
+            return self._post(url_of(target), raw, headers)
+        except (ValueError, UnicodeError, Refused) as exc:
+            return Outcome(False, f"cannot send: {type(exc).__name__}: {_short(exc)} (not retried)", final=True)
+        except Exception as exc:  # a bug or a surprise: tried again later, never fatal to the others
+            return Outcome(False, f"no answer: {type(exc).__name__}: {_short(exc)}")
+
+    def abort(self) -> None:
+        """Shut every connection in flight (their attempts end now, as failed)."""
+        with self._open_lock:
+            for sock in list(self._open):
+                _shutdown(sock)
 
     # ------------------------------------------------------------------ HTTP
     def _post(self, url: str, raw: bytes, headers: dict[str, str]) -> Outcome:
+        deadline = time.monotonic() + self.timeout
         parts = urlsplit(url)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path = quote(parts.path or "/", safe=_URL_SAFE) + (f"?{quote(parts.query, safe=_URL_SAFE)}"
+                                                           if parts.query else "")
         if parts.username is not None:
             import base64
 
@@ -58,20 +90,24 @@ class Sender:
 
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             headers = dict(headers, Authorization="Basic " + base64.b64encode(pair).decode())
-        if parts.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=self.timeout, context=self._tls)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+        host = ascii_host(parts.hostname or "")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        expired = threading.Event()
+        conn = _Connection(host, parts.port, https=parts.scheme == "https")
+        conn.timeout = self.timeout
+        conn.opener = lambda: self._connect(host, port, parts.scheme == "https", deadline, expired)
         try:
             conn.request("POST", path, body=raw, headers=headers)
             answer = conn.getresponse()
             answer.read(65536)
             status, retry_after = answer.status, answer.getheader("Retry-After")
         except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set() or time.monotonic() >= deadline:
+                return Outcome(False, f"no answer: no complete answer within {self.timeout:g} s")
             return Outcome(False, f"no answer: {type(exc).__name__}: {_short(exc)}")
         finally:
             conn.close()
+            conn.forget()
         text = f"HTTP {status}"
         if 200 <= status < 300:
             return Outcome(True, text)
@@ -80,6 +116,75 @@ class Sender:
         if 300 <= status < 400:
             return Outcome(False, f"{text} (redirects are not followed; give the final URL)", final=True)
         return Outcome(False, f"{text} (refused: not retried)", final=True)
+
+    def _connect(self, host: str, port: int, tls: bool, deadline: float,
+                 expired: threading.Event) -> tuple[socket.socket, Callable[[], None]]:
+        """A connected (TLS: handshaken) socket to a checked address of ``host``, and the function
+        that releases it. A watchdog shuts it at ``deadline`` (reads block no longer)."""
+        addresses = self._lookup(host, port, deadline)
+        for address in addresses:  # every one, not only the first: a name may mix safe and unsafe
+            if blocked(address):
+                raise Refused(f"{host} resolves to {address}: link-local addresses (the instance "
+                              "metadata service) are not notification targets")
+        error: OSError = OSError(f"{host} has no address")
+        for address in addresses:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("deadline")
+            try:
+                sock = socket.create_connection((str(address), port), timeout=left)
+            except OSError as exc:
+                error = exc
+                continue
+            break
+        else:
+            raise error
+        with self._open_lock:
+            self._open.add(sock)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), lambda: (expired.set(), _shutdown(sock)))
+        watchdog.daemon = True
+        watchdog.start()
+
+        def release() -> None:
+            watchdog.cancel()
+            with self._open_lock:
+                self._open.discard(sock)
+
+        try:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if tls:  # SNI and the certificate check use the name, the connection the checked address
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            release()
+            sock.close()
+            raise
+        return sock, release
+
+    def _lookup(self, host: str, port: int, deadline: float) -> list[Any]:
+        """The host's addresses, looked up within the attempt's deadline (a numeric host: itself)."""
+        address = numeric_host(host)
+        if address is not None:
+            return [address]
+        found: list[Any] = []
+        failed: list[BaseException] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                found.extend(self._resolve(host, port))
+            except BaseException as exc:  # noqa: BLE001 - handed to the attempt
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="jobman-notify-dns", daemon=True).start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise socket.timeout(f"looking up {host} took longer than the attempt's deadline")
+        if failed:
+            raise failed[0]
+        import ipaddress
+
+        return [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
 
     # ------------------------------------------------------------------ SNS
     def _client(self, region: str) -> Any:
@@ -124,3 +229,34 @@ def _seconds(value: str | None) -> float | None:
 
 def _short(exc: Any) -> str:
     return " ".join(str(exc).split())[:200]
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Connection(http.client.HTTPConnection):
+    """:class:`http.client.HTTPConnection` whose socket comes from :meth:`Sender._connect` (a
+    checked address, the attempt's deadline); the Host header still names the URL's host."""
+
+    opener: Callable[[], tuple[socket.socket, Callable[[], None]]]
+
+    def __init__(self, host: str, port: int | None, *, https: bool) -> None:
+        self.default_port = 443 if https else 80  # before __init__: it decides the Host header's port
+        super().__init__(host, port)
+        self._release: Callable[[], None] | None = None
+
+    def connect(self) -> None:
+        self.sock, self._release = self.opener()
+
+    def forget(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ def target_kind(target: str) -> str:
         return "sns"
     if target.startswith("slack+"):
         return "slack"
-    host = (urlsplit(target).hostname or "").lower()
+    host = (urlsplit(target).hostname or "").lower().rstrip(".")
     return "slack" if host in SLACK_HOSTS else "webhook"
 
 
@@ -79,8 +80,15 @@ def validate_target(value: Any, field: str = "notify") -> str:
         raise InvalidInput(field, f"{shown!r}: a Slack webhook must be https://")
     if parts.fragment:
         raise InvalidInput(field, f"{shown!r}: a webhook URL has no #fragment")
-    if _link_local(parts.hostname):
-        # 169.254.169.254 is the instance metadata service: never a receiver, always a mistake or an attack
+    try:
+        ascii_host(parts.hostname)
+    except UnicodeError:
+        raise InvalidInput(field, f"{shown!r}: the host name is not valid (each dot-separated label "
+                                  "1 to 63 characters)") from None
+    address = numeric_host(parts.hostname)
+    if address is not None and blocked(address):
+        # 169.254.169.254 is the instance metadata service: never a receiver, always a mistake or an
+        # attack — in any spelling (2852039166, 0xa9fea9fe, [::ffff:169.254.169.254], fd00:ec2::254)
         raise InvalidInput(field, f"{shown!r}: link-local addresses (the instance metadata service) "
                                   "are not notification targets")
     del port
@@ -96,10 +104,23 @@ def validate_targets(value: Any, field: str = "notify") -> tuple[str, ...]:
     if len(value) > MAX_TARGETS:
         raise InvalidInput(field, f"at most {MAX_TARGETS} targets (got {len(value)})")
     targets = tuple(validate_target(item, field) for item in value)
-    if len(set(targets)) != len(targets):
-        dup = next(t for i, t in enumerate(targets) if t in targets[:i])
+    keys = [_same_key(t) for t in targets]
+    if len(set(keys)) != len(keys):
+        dup = next(t for i, t in enumerate(targets) if keys[i] in keys[:i])
         raise InvalidInput(field, f"{redact(dup)!r} is given twice")
     return targets
+
+
+def _same_key(target: str) -> str:
+    """What makes two targets the same receiver: scheme and host in any case, a trailing dot on the
+    host and the default port (80/443) do not make a different one."""
+    if target.startswith("sns:"):
+        return target
+    parts = urlsplit(url_of(target))
+    host = (parts.hostname or "").rstrip(".")
+    port = parts.port if parts.port not in (None, {"http": 80, "https": 443}[parts.scheme]) else None
+    netloc = (parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    return f"{parts.scheme}://{netloc}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
 
 
 def validate_notify_on(value: Any, field: str = "notify-on") -> str:
@@ -111,8 +132,10 @@ def validate_notify_on(value: Any, field: str = "notify-on") -> str:
 
 
 def redact(target: str) -> str:
-    """The target as it may be shown: no ``user:password@``, no query, and a Slack hook's secret
-    path (``/services/T.../B.../<secret>``) without its last part."""
+    """The target as it may be shown: no ``user:password@``, no query, and of the path at most the
+    first segment (Discord, Teams, Zapier, Mattermost hooks carry their secret in the path:
+    ``https://discord.com/api/…``); a Slack hook (``/services/T.../B.../<secret>``) keeps its two
+    public ids, which say which workspace and channel, and loses the rest."""
     if target.startswith("sns:"):
         return target
     try:
@@ -123,9 +146,13 @@ def redact(target: str) -> str:
         return "(invalid URL)"
     if ":" in host:
         host = f"[{host}]"
-    path = parts.path
-    if target_kind(target) == "slack" and path.count("/") >= 2:
-        path = path.rsplit("/", 1)[0] + "/…"
+    segments = [s for s in parts.path.split(";", 1)[0].split("/") if s]
+    hidden = ";" in parts.path
+    keep = 1
+    if target_kind(target) == "slack":
+        keep = min(3, len(segments) - 1)  # services/T.../B...: never the last one (the secret)
+    shown, hidden = segments[:max(keep, 0)], hidden or len(segments) > max(keep, 0)
+    path = "/" + "/".join(shown) + ("/…" if hidden and shown else "…" if hidden else "")
     prefix = "slack+" if target.startswith("slack+") else ""
     userinfo = "…@" if "@" in parts.netloc else ""
     query = "?…" if parts.query else ""
@@ -139,9 +166,50 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _link_local(host: str) -> bool:
+def ascii_host(host: str) -> str:
+    """The host as sent (IDNA for a non-ASCII name); UnicodeError when it cannot be (an empty or
+    over-63-character label): refused at validation, never discovered by the sender."""
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        return host.encode("idna").decode("ascii")
+    if not _address(host) and any(not label or len(label) > 63 for label in host.rstrip(".").split(".")):
+        raise UnicodeError(f"label empty or too long in {host!r}")
+    return host
+
+
+def numeric_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a numeric host means to the resolver, in every spelling ``inet_aton`` accepts
+    (``2852039166``, ``0xa9fea9fe``, ``0251.0376.0251.0376``, ``169.254.43518``); None for a name."""
     address = _address(host)
-    return address is not None and address.is_link_local
+    if address is not None:
+        return address
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
+
+
+#: The AWS instance metadata service's IPv6 address (Nitro instances).
+_METADATA_V6 = ipaddress.IPv6Address("fd00:ec2::254")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether jobman refuses to send to ``address``: link-local (169.254.0.0/16, fe80::/10 — the
+    instance metadata service lives there), also inside IPv6 (mapped, compatible, NAT64), and
+    the metadata service's IPv6 address."""
+    if address.is_link_local:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        address = ipaddress.IPv6Address(int(address))  # without a %zone
+        if address == _METADATA_V6:
+            return True
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and (int(address) >> 32 == 0 or address in _NAT64):  # ::a.b.c.d, 64:ff9b::a.b.c.d
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return inner is not None and inner.is_link_local
+    return False
 
 
 def _loopback(host: str) -> bool:

@@ -26,7 +26,7 @@
     Jobman.clear(list);
     var previous = null;
     steps.forEach(function (step) {
-      var item = Jobman.el("li", step[2] ? "reached" : "pending");
+      var item = Jobman.el("li", (step[2] ? "reached" : "pending") + (step[0] === "failed" ? " bad" : ""));
       item.appendChild(Jobman.el("span", "step", step[0]));
       var at = Jobman.parseTime(step[1]);
       item.appendChild(Jobman.el("span", "at", step[1] ? Jobman.shortTime(step[1]) : (step[2] ? "(no timestamp kept)" : "not yet")));

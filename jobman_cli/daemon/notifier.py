@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import heapq
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import JobmanError
 from ..model import TERMINAL_STATES, Job, job_from_record
@@ -49,6 +49,8 @@ UTC = timezone.utc
 MAX_WAIT = 1.0
 #: Seconds after an API change during which deliveries yield to callbacks (see Notifier.busy).
 BUSY_WINDOW = 0.5
+#: Seconds close() waits for attempts in flight before abandoning them.
+CLOSE_GRACE = 3.0
 
 
 class Notifier:
@@ -72,6 +74,8 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._busy_until = 0.0  # monotonic; see busy()
         self._sending = 0  # jobs dispatched whose attempts are not all sent yet (the limit counts these)
+        self._futures: set[Future] = set()
+        self._abandoned = False  # close() gave up waiting: outcomes still arriving are not recorded
         self.recorder = Recorder(store, log)
 
     # ------------------------------------------------------------------ finding work
@@ -144,7 +148,10 @@ class Notifier:
                 if self._stop:
                     return
             for job_id in ready:
-                self._pool.submit(self._work, job_id)
+                try:
+                    self._submit(job_id)
+                except RuntimeError:  # the pool is shut down (close() raced the dispatcher)
+                    return
 
     def busy(self) -> None:
         """The API just changed a job (a callback): for :data:`BUSY_WINDOW` seconds, at most
@@ -189,6 +196,12 @@ class Notifier:
             if not deferred:
                 self._finish(job_id)
 
+    def _released(self, job_id: int, written: Job | None) -> None:
+        """The last outcome of a pass is written: release the job, queue its next attempt."""
+        self._finish(job_id)
+        if written is not None and not self._stop:
+            self.poke(written)
+
     def _finish(self, job_id: int) -> None:
         """The job's attempts are sent and recorded: it may be dispatched again."""
         with self._cond:
@@ -200,99 +213,190 @@ class Notifier:
 
     # ------------------------------------------------------------------ one job's deliveries
     def deliver(self, job_id: int) -> bool:
-        """Make every attempt of ``job_id`` that is due now. Their outcomes go to the recorder in
-        one write; returns True when it has them (it then releases the job and queues the next
-        attempt), False when nothing was sent."""
+        """Make every attempt of ``job_id`` that is due now, one target after the other. Each
+        target's outcome goes to the recorder as soon as it is known (not once per job: a job with
+        slow targets must not hold a fast target's outcome until its claim has expired, nor lose it
+        in a crash). Returns True when writes were submitted (the last one releases the job)."""
         try:
             job = self.store.get(job_id)  # as stored now: a poke's copy may be older than our last write
         except JobmanError as exc:
             self.log(f"notify: job {job_id}: {exc}")
             return False
-        sent: list[tuple[int, str, int, Outcome, datetime]] = []
+        pass_ = _Pass(lambda written: self._released(job_id, written))
         for index, event in plan.wanted(job):
+            if self._stop:
+                break  # closing: the rest is found again by the next daemon's scan
             now = self.clock.now()
             when = plan.due_at(job, index, event, now, self.policy)
             if when is None or when > now:
                 continue
-            attempt = self._attempt(job, index, event, now)
-            if attempt is not None:
-                sent.append(attempt)
-        if not sent:
+            try:
+                self._attempt(job, index, event, now, pass_)
+            except Exception as exc:  # a store error or a bug: this target only; the others go on
+                self.log(f"notify: job {job.id}: {redact(job.notify[index])}: {error_text(exc)}")
+        if not pass_.close():
             later = plan.next_due(job, self.clock.now(), self.policy)
-            if later is not None:
+            if later is not None and not self._stop:
                 self._schedule(job.id, later.timestamp())
             return False
-        self._record(job, sent)
         return True
 
-    def _attempt(self, job: Job, index: int, event: str, now: datetime) -> tuple | None:
-        """Claim and send one delivery; None if another daemon has it (or it was just done)."""
+    def _attempt(self, job: Job, index: int, event: str, now: datetime, pass_: "_Pass") -> None:
+        """Claim and send one delivery and hand its outcome to the recorder. Nothing is sent when
+        another daemon has it or it was just done, or (past ``max_age``) it is given up."""
         eid = plan.event_id(self.store.store_id, job.id, event)
+        owner, policy = self.owner, self.policy
+
+        def take(current: Job) -> Job:
+            return plan.claim(current, index, event, now, owner, policy, eid)
+
         try:
-            claimed = (plan.claim(job, index, event, now, self.owner, self.policy, eid) if self.exclusive else
-                       self.store.update(job.id, lambda current: plan.claim(current, index, event, now, self.owner,
-                                                                            self.policy, eid)))
+            claimed = take(job) if self.exclusive else self.store.update(job.id, take)
         except plan.NotDue:
-            return None
+            return
         record = plan.record_of(claimed, index, event) or {}
+        if not plan.claimed(claimed, index, event, owner):  # given up (max_age): nothing to send
+            text = (record.get("history") or [{}])[-1].get("outcome", "gave up")
+            if self.exclusive:
+                def give_up(current: Job) -> Job:
+                    try:
+                        return take(current)
+                    except plan.NotDue:
+                        return current
+
+                pass_.add()
+                self.recorder.submit(Write(job.id, give_up, lambda written, error: self._given_up(
+                    job, index, event, text, written, error, pass_)))
+            else:
+                self._given_up(job, index, event, text, claimed, None, None)
+            return
         attempt = int(record.get("attempts") or 1)
         outcome = self.sender.send(job.notify[index], body(claimed, str(record.get("event-id") or eid)))
-        return index, event, attempt, outcome, now
+        if self._abandoned:
+            return  # shut down mid-attempt: not recorded (made again: exclusive now, shared after the lease)
+        pass_.add()
+        self._record(job, index, event, attempt, outcome, now, pass_)
 
-    def _record(self, job: Job, sent: list[tuple[int, str, int, Outcome, datetime]]) -> None:
-        """One write with every outcome of this pass (exclusive store: with its claim)."""
-        done = self.clock.now()
-        owner, policy, eid_of = self.owner, self.policy, plan.event_id
-        store_id = self.store.store_id
-        lost: list[str] = []
+    def _given_up(self, job: Job, index: int, event: str, text: str, written: Job | None,
+                  error: BaseException | None, pass_: "_Pass | None") -> None:
+        try:
+            if written is not None:
+                self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: {text} -> failed")
+            else:
+                self.log(f"notify: job {job.id}: giving up not recorded ({error_text(error)})")
+        finally:
+            if pass_ is not None:
+                pass_.done()
+
+    def _record(self, job: Job, index: int, event: str, attempt: int, outcome: Outcome, claimed_at: datetime,
+                pass_: "_Pass") -> None:
+        """One target's outcome (exclusive store: with its claim) to the recorder, which writes
+        the outcomes that arrive together in one write per job."""
+        done_at = self.clock.now()
+        owner, policy = self.owner, self.policy
+        eid = plan.event_id(self.store.store_id, job.id, event)
+        lost: list[bool] = []
 
         def change(current: Job) -> Job:
             lost.clear()
-            for index, event, attempt, outcome, claimed_at in sent:
-                try:
-                    if self.exclusive:
-                        current = plan.claim(current, index, event, claimed_at, owner, policy,
-                                             eid_of(store_id, current.id, event))
-                    current = plan.settle(current, index, event, attempt, owner, outcome, done, policy)
-                except plan.NotDue:
-                    lost.append(f"{redact(current.notify[index])} attempt {attempt}")
-            return current
+            try:
+                if self.exclusive:
+                    current = plan.claim(current, index, event, claimed_at, owner, policy, eid)
+                return plan.settle(current, index, event, attempt, owner, outcome, done_at, policy)
+            except plan.NotDue:
+                lost.append(True)
+                return current
 
         def recorded(written: Job | None, error: BaseException | None) -> None:
             try:
+                shown = redact(job.notify[index])
                 if written is None:
-                    self.log(f"notify: job {job.id}: outcomes not recorded ({error_text(error)}); "
-                             "the attempts will be made again")
-                    return
-                for index, event, attempt, outcome, _ in sent:
+                    self.log(f"notify: job {job.id}: outcome to {shown} not recorded ({error_text(error)}); "
+                             "the attempt will be made again")
+                elif lost:
+                    self.log(f"notify: job {job.id}: {shown} attempt {attempt} not recorded: its claim was taken over")
+                else:
                     state = (plan.record_of(written, index, event) or {}).get("state")
-                    self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: "
+                    self.log(f"job {job.id} notification ({event}) to {shown}: "
                              f"attempt {attempt}: {outcome.text} -> {state}")
-                for what in lost:
-                    self.log(f"notify: job {job.id}: {what} not recorded: its claim was taken over")
             finally:
-                self._finish(job.id)
-                if written is not None:
-                    self.poke(written)
+                pass_.done(written)
 
         self.recorder.submit(Write(job.id, change, recorded))
 
     # ------------------------------------------------------------------ once / stop
+    def _submit(self, job_id: int) -> Future:
+        future = self._pool.submit(self._work, job_id)
+        with self._cond:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._cond:
+            self._futures.discard(future)
+
     def run_once(self) -> None:
         """``jobman daemon --once``: one attempt of every delivery due now, recorded, then return."""
         self.scan()
         with self._cond:
             ready = self._ready(self.clock.now().timestamp(), len(self._heap))
-        wait([self._pool.submit(self._work, job_id) for job_id in ready])
+        wait([self._submit(job_id) for job_id in ready])
         self.recorder.flush()
 
-    def close(self) -> None:
-        """Stop dispatching; attempts already sending finish (each bounded by its timeout)."""
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop dispatching; attempts in flight get ``grace`` seconds to finish, then are abandoned
+        (their connections shut, nothing recorded: they are made again later), so a slow receiver
+        never holds the daemon's shutdown. Outcomes already known are written first."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+            futures = set(self._futures)
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        _, left = wait(futures, timeout=grace)
+        if left:
+            self._abandoned = True
+            abort = getattr(self.sender, "abort", None)
+            if abort is not None:
+                abort()
+            self.log(f"notify: {len(left)} notification attempt(s) still in flight at shutdown abandoned; "
+                     "they are made again later")
         self.recorder.flush()
         self.recorder.close()
+
+
+class _Pass:
+    """One job's pass: counts its outcomes not yet written; the last one releases the job."""
+
+    def __init__(self, finish: Callable[[Job | None], None]) -> None:
+        self._finish = finish
+        self._lock = threading.Lock()
+        self._count = 1  # the sending loop itself, until close()
+        self._latest: Job | None = None  # the newest version of the job the writes produced
+        self.submitted = False
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+            self.submitted = True
+
+    def done(self, written: Job | None = None) -> None:
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+            if written is not None and (self._latest is None or written.version > self._latest.version):
+                self._latest = written
+        if last:
+            self._finish(self._latest)
+
+    def close(self) -> bool:
+        """The loop has sent all it will: True if writes were submitted (they release the job)."""
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+            submitted = self.submitted
+        if last and submitted:
+            self._finish(self._latest)
+        return submitted

@@ -64,7 +64,7 @@ class Recorder:
                 deadline = time.monotonic() + self.window  # let others join this batch
                 while not self._stop and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
-                batch, self._items = self._items, []
+                batch, self._items = _merged(self._items), []
                 self._busy = True
             try:
                 wait([self._pool.submit(self._write, item) for item in batch])
@@ -95,3 +95,41 @@ class Recorder:
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
 
+
+
+def _merged(items: list[Write]) -> list[Write]:
+    """One write per job: outcomes of several targets of one job that arrive together are applied
+    in one compare-and-set (in order), so they neither cost a commit each nor race each other."""
+    by_job: dict[int, list[Write]] = {}
+    for item in items:
+        by_job.setdefault(item.job_id, []).append(item)
+    merged: list[Write] = []
+    for job_id, group in by_job.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+
+        failed: dict[int, BaseException] = {}
+
+        def change(job: Any, group: list[Write] = group, failed: dict[int, BaseException] = failed) -> Any:
+            failed.clear()
+            for number, item in enumerate(group):
+                try:
+                    job = item.change(job)
+                except Exception as exc:  # noqa: BLE001 - that item is not written, the others are
+                    failed[number] = exc
+            return job
+
+        def done(written: Any, error: BaseException | None, group: list[Write] = group,
+                 failed: dict[int, BaseException] = failed) -> None:
+            for number, item in enumerate(group):
+                try:
+                    if number in failed and error is None:
+                        item.done(None, failed[number])
+                    else:
+                        item.done(written, error)
+                except Exception:  # noqa: BLE001 - one callback's bug must not skip the others
+                    pass
+
+        merged.append(Write(job_id, change, done))
+    return merged

@@ -21,7 +21,9 @@ that makes the store's compare-and-set write nothing), like the model's transiti
   408/429, or no success within ``max_age`` of the event), or ``pending`` again with the next
   attempt after an exponential backoff. Only the claim's owner may settle it;
 * a claim whose owner died (``claimed-until`` passed) is due again; its attempt is recorded as
-  unknown (it may have reached the receiver, whose event id header lets it drop the duplicate).
+  unknown (it may have reached the receiver, whose event id header lets it drop the duplicate);
+* past ``max_age`` after the job ended (a daemon that was down for days), a delivery is due at once
+  and :func:`claim` marks it ``failed`` ("gave up: ...") instead of claiming it: nothing is sent.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Policy:
     backoff_max: float = 3600.0
     #: No attempt is started later than this after the event (the job's ``finished-at``).
     max_age: float = 86400.0
-    #: How long a claim is honoured by other daemons (longer than one attempt's timeout).
+    #: How long a claim is honoured by other daemons. A claim covers one attempt to one target, so
+    #: this must be well over one attempt's deadline (the sender's timeout) plus its recording.
     lease: float = 120.0
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
@@ -105,9 +108,17 @@ def due_at(job: Any, index: int, event: str, now: datetime, policy: Policy) -> d
     state = record.get("state")
     if state in FINAL_STATES:
         return None
+    if expired(job, now, policy):
+        return now  # due at once: claim() records that it gave up
     if state == "sending":
         return _time(record.get("claimed-until")) or now
     return _time(record.get("next-attempt-at")) or job.finished_at or now
+
+
+def expired(job: Any, now: datetime, policy: Policy) -> bool:
+    """Whether no attempt may start any more: more than ``max_age`` after the job ended."""
+    end = job.finished_at
+    return end is not None and now > end + timedelta(seconds=policy.max_age)
 
 
 def next_due(job: Any, now: datetime, policy: Policy) -> datetime | None:
@@ -129,7 +140,9 @@ def _replace(job: Any, index: int, event: str, record: dict[str, Any], now: date
 
 def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: Policy, eid: str) -> Any:
     """The job with delivery ``index`` claimed by ``owner`` (attempt count + 1). Raises
-    :class:`NotDue` when it is done, not due yet, or claimed by another and not expired."""
+    :class:`NotDue` when it is done, not due yet, or claimed by another and not expired. Past
+    ``max_age`` after the job ended, the delivery comes back ``failed`` instead (see
+    :func:`claimed`): the caller sends nothing and writes it."""
     from ..model import format_time
 
     if (index, event) not in wanted(job):
@@ -142,6 +155,16 @@ def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: P
     if old.get("state") == "sending":  # its owner stopped before recording the outcome
         history.append({"at": old.get("claimed-at") or format_time(now),
                         "outcome": f"unknown: {old.get('claimed-by')} stopped before recording it"})
+    if expired(job, now, policy):  # too late to start an attempt: the delivery ends here, unsent
+        history.append({"at": format_time(now),
+                        "outcome": f"gave up: more than {_age(policy.max_age)} after the job ended"})
+        record = {
+            "target": redact(job.notify[index]), "target-index": index, "event": event,
+            "event-id": old.get("event-id") or eid, "state": "failed",
+            "attempts": int(old.get("attempts") or 0), "history": history[-HISTORY_KEPT:],
+            "next-attempt-at": None, "claimed-by": None, "claimed-at": None, "claimed-until": None,
+        }
+        return _replace(job, index, event, record, now)
     record = {
         "target": redact(job.notify[index]), "target-index": index, "event": event,
         "event-id": old.get("event-id") or eid, "state": "sending",
@@ -150,6 +173,12 @@ def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: P
         "claimed-until": format_time(now + timedelta(seconds=policy.lease)),
     }
     return _replace(job, index, event, record, now)
+
+
+def claimed(job: Any, index: int, event: str, owner: str) -> bool:
+    """Whether :func:`claim` left delivery ``index`` to ``owner`` to send (not given up)."""
+    record = record_of(job, index, event) or {}
+    return record.get("state") == "sending" and record.get("claimed-by") == owner
 
 
 def settle(job: Any, index: int, event: str, attempt: int, owner: str, outcome: Outcome, now: datetime,

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import cli_figures  # noqa: E402
 import daemon_figures  # noqa: E402
 import dashboard_figures  # noqa: E402
+import housekeeping_figures  # noqa: E402
 import log_figures  # noqa: E402
 import notify_figures  # noqa: E402
 import remote_figures  # noqa: E402
@@ -43,6 +44,7 @@ CLI_FIGURES: dict[str, Callable[[Path, Sizes], list[Row]]] = {
     "startup": cli_figures.startup,
     "store": cli_figures.store_commands,
     "scaling": cli_figures.scaling,
+    "housekeeping": housekeeping_figures.housekeeping,
 }
 DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "latency": daemon_figures.due_latency,

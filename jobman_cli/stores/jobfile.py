@@ -49,6 +49,7 @@ CRC = "jobs-crc32"
 KEY_FIELD = "idempotency-key"
 HEAD = b'{"' + JOBS.encode() + b'":{\n'
 _COMMA, _NL, _QUOTE = ord(","), b"\n", ord('"')
+_CREATED, _SECOND_ENDS, _Z = b'"created-at":"', b"Z.", ord("Z")
 
 
 class Lines:
@@ -147,16 +148,31 @@ class Lines:
             yield job_id, view[first:last]
             pos = data.index(_NL, last, end) + 1
 
-    def newest(self) -> Iterator[tuple[int, Any]]:
-        """``(id, parsed record)`` from the last line back: ``list --limit 20`` parses 20 lines,
-        not the whole file (the ids ascend, so the last lines are the newest jobs)."""
-        data, floor = self.data, len(HEAD) - 1  # the head's newline
-        view, stop = memoryview(data), self.end - 1
+    def newest(self) -> Iterator[tuple[int, int, int]]:
+        """``(id, record start, record end)`` from the last line back: ``list --limit 20`` parses
+        20 lines, not the whole file (the ids ascend, so the last lines are the newest jobs)."""
+        data, floor, stop = self.data, len(HEAD) - 1, self.end - 1  # floor: the head's newline
         while stop > floor:
             start = data.rfind(_NL, 0, stop) + 1
-            job_id, first, last = self._line(data, start)
-            yield job_id, orjson.loads(view[first:last])
+            yield self._line(data, start)
             stop = start - 1
+
+    def created_before(self, first: int, last: int, second: bytes) -> bool:
+        """Whether the record at ``first:last`` was surely created before the UTC second
+        ``second`` (``b"YYYY-MM-DDTHH:MM:SS"``), judged from its bytes without parsing it: every
+        ``"created-at":"`` in it (as for :meth:`key_holder`, each is a real member) holds a time
+        in jobman's own UTC format whose second is earlier. False when unsure: then parse it."""
+        data, pos = self.data, self.data.find(_CREATED, first, last)
+        if pos < 0:
+            return False
+        while pos >= 0:
+            start = pos + len(_CREATED)
+            value = data[start:start + 25]
+            end = value.find(b'"')
+            if end not in (20, 24) or value[19] not in _SECOND_ENDS or value[end - 1] != _Z or value[:19] >= second:
+                return False
+            pos = data.find(_CREATED, start, last)
+        return True
 
     def key_holder(self, key: str) -> int | None:
         """The job whose idempotency key is ``key``. A byte search for the encoded field: outside a

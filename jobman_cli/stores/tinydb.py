@@ -57,7 +57,7 @@ from typing import Collection, Hashable
 import orjson
 
 from ..errors import JobNotFound, StoreError
-from ..model import Job, JobStatus, as_stored, job_to_record
+from ..model import Job, JobStatus, as_stored, format_time, job_to_record
 from . import jobfile
 from . import base as port  # the prune rules, looked up at call time (tests wrap them)
 from .base import PRUNE_BATCH, JobChange
@@ -289,21 +289,27 @@ class TinyDBStore:
     @staticmethod
     def _select(snap: Snapshot, statuses: Collection[JobStatus] | None, limit: int | None,
                 since: datetime | None) -> list[tuple[int, dict]]:
-        """``(id, record)`` of the chosen jobs, newest first. With a ``limit`` and a file nobody
-        parsed yet, the lines are read from the end until ``limit`` match (``list --limit 20``
-        at 100k jobs: 20 small parses instead of a 0.5 s one); otherwise the full parse, filtered."""
+        """``(id, record)`` of the chosen jobs, newest first. With a ``limit`` or ``since`` and a
+        file nobody parsed yet, the lines are read from the end, one at a time, until ``limit``
+        match (``list --limit 20`` at 100k jobs: 20 small parses instead of a 1 s one), and a line
+        whose bytes show it was created before ``since`` is not parsed at all (``list --since 1d``
+        parses a day of jobs, not a year); otherwise the full parse, filtered."""
         wanted = {JobStatus(s).value for s in statuses} if statuses else None
 
         def keep(record: dict) -> bool:
             return (wanted is None or record.get("status") in wanted) and port.created_since(record, since)
 
         lines = snap.fast_lines()
-        if limit is not None and lines is not None:
-            chosen: list[tuple[int, dict]] = []
-            for job_id, record in lines.newest():
+        if (limit is not None or since is not None) and lines is not None:
+            second = None if since is None else format_time(since)[:19].encode()  # type: ignore[index]
+            view, chosen = memoryview(lines.data), []
+            for job_id, first, last in lines.newest():
+                if second is not None and lines.created_before(first, last, second):
+                    continue
+                record = orjson.loads(view[first:last])
                 if keep(record):
                     chosen.append((job_id, record))
-                    if len(chosen) >= limit:
+                    if limit is not None and len(chosen) >= limit:
                         break
             return chosen
         raw = snap.raw

@@ -237,14 +237,14 @@ def test_xss_in_title_and_env_is_text_and_nothing_runs(dashboard, browser, tmp_p
     row = f'#rows tr[data-job-id="{job_id}"]'
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the job's row")
     assert XSS in text_of(browser, f"{row} td.title")  # shown literally
-    assert browser.find_elements(By.CSS_SELECTOR, "#rows img, #rows script") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "body img, body script") == []
     assert browser.execute_script("return typeof window.__x") == "undefined"
     screenshot(browser, tmp_path, "dashboard-xss-list")
 
     browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
     wait(browser, lambda d: XSS in text_of(d, "#job-title"), "the title on the job page")
     assert f"EVIL={XSS}" in text_of(browser, ".detail-environment")
-    assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "body img, body script") == []
     assert browser.execute_script("return typeof window.__x") == "undefined"
     screenshot(browser, tmp_path, "dashboard-xss-job")
 

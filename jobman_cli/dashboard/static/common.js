@@ -86,12 +86,15 @@ var Jobman = (function () {
 
   function shortTime(text) { return text ? String(text).replace("T", " ").replace(/(\.\d+)?(Z|\+00:00)$/, "Z") : "–"; }
 
-  /* Repeats task (which returns a promise) every `every` ms after each run ends; pauses in hidden tabs. */
+  /* Repeats task (a promise; true = done) `ms` after each run ends, or 4x the run's own time when
+   * that is longer (a 10,000-job list costs the daemon ~0.3 s: one tab must not keep a core busy);
+   * pauses in hidden tabs. */
   function every(ms, task) {
     function run() {
       if (document.hidden) { setTimeout(run, ms); return; }
+      var began = Date.now();
       Promise.resolve().then(task).catch(function () { /* shown by the task */ })
-        .then(function (stop) { if (stop !== true) { setTimeout(run, ms); } });
+        .then(function (stop) { if (stop !== true) { setTimeout(run, Math.max(ms, 4 * (Date.now() - began))); } });
     }
     run();
   }

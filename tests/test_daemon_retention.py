@@ -71,12 +71,23 @@ def test_prunes_at_the_first_pass_then_once_a_day(make_world):
     assert any(line.endswith(f"retention: removed 1 job(s) that ended before 2029-12-02T12:00:00Z: {old}")
                for line in world.lines), world.lines
     world.tick(T0 + timedelta(hours=23))  # "soon" is prunable by now, but a day has not passed
+    world.tick(T0 + timedelta(hours=23, minutes=30))
     assert world.ids() == [soon, young, waiting]
     world.tick(T0 + DAY)
     assert world.ids() == [young, waiting]
     world.tick(T0 + 25 * DAY)  # the scheduled job is due by then; "young" ended 35 days before
     assert young not in world.ids() and waiting in world.ids()
     assert world.store.add(make_draft())[0].id > waiting  # ids are not reused
+
+
+def test_the_first_run_says_so_even_when_nothing_goes(make_world):
+    world = make_world(30 * 86400)
+    world.store.add(ended(T0 - DAY))
+    world.tick(T0)
+    world.tick(T0 + DAY)
+    lines = [line for line in world.lines if "retention:" in line]
+    assert len(lines) == 1 and lines[0].endswith("retention: removed 0 job(s) that ended before "
+                                                 "2029-12-02T12:00:00Z; next run in a day"), world.lines
 
 
 def test_off_by_default_never_prunes(make_world):

@@ -32,6 +32,7 @@ class Retention:
         self.interval = interval
         self._next: datetime | None = None  # None: the next pass prunes
         self._lock = threading.Lock()
+        self._ran = False
 
     def due(self, now: datetime) -> bool:
         """Whether this pass prunes; if so, the next one is booked now (a background prune still
@@ -56,9 +57,10 @@ class Retention:
             text = one_line(str(exc)) if isinstance(exc, JobmanError) else error_text(exc)
             self.log(f"retention: prune failed, trying again in an hour: {text}")
             return None
-        if ids:
-            self.log(f"retention: removed {len(ids)} job(s) that ended before {format_time(cutoff)}: "
-                     f"{id_ranges(ids)}")
+        if ids or not self._ran:  # the first run always says so: the operator sees it is on
+            listed = f": {id_ranges(ids)}" if ids else "; next run in a day"
+            self.log(f"retention: removed {len(ids)} job(s) that ended before {format_time(cutoff)}{listed}")
+        self._ran = True
         return ids
 
     def step(self, now: datetime) -> list[int] | None:

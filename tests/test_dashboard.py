@@ -65,6 +65,19 @@ def test_every_page_answers_without_credentials_with_no_job_data_and_the_securit
         assert secret.encode() not in body
 
 
+def test_without_javascript_each_page_says_why_and_what_to_use_instead(server):
+    """The choice (README): the token lives in session storage, so reading needs JavaScript; without
+    it the page explains that and names the CLI commands, and shows no form that could send the
+    token anywhere (the login form is hidden until the script shows it, and it posts, never GETs)."""
+    for path, command in (("/", "jobman list"), ("/jobs/1", "jobman logs ID")):
+        _, _, body = fetch(server, "GET", path)
+        text = body.decode()
+        notice = text[text.index("<noscript>"):text.index("</noscript>")]
+        assert "needs JavaScript" in notice and command in notice
+        form = text[text.index('<form id="login"'):]
+        assert form.split(">", 1)[0].endswith("hidden") and 'method="post"' in form.split(">", 1)[0]
+
+
 def test_pages_have_no_inline_script_or_handler(server):
     for path in ("/", "/jobs/1"):
         _, _, body = fetch(server, "GET", path)

@@ -6,7 +6,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var match = /^\/jobs\/([0-9]+)\/?$/.exec(window.location.pathname);
   var jobId = match ? match[1] : null;
-  var job = null, logNext = null, logDone = false, lines = [];
+  var job = null, logNext = null, logDone = false, lines = [], missing = false;
 
   function ran(j) {  // the container started (no timestamp is kept for that moment)
     return j.status === "running" || j.status === "finished" || (j.status === "failed" && j["exit-code"] !== null);
@@ -19,7 +19,7 @@
       ["due", j["date-time"], true],
       ["claimed", null, claimed],
       ["instance launched", j["launched-at"], !!j["launched-at"]],
-      ["running", null, ran(j)],
+      ["running", null, ran(j)],  // the instance's "running" report: its time is not stored
       [TERMINAL[j.status] ? j.status : "ended", j["finished-at"], !!TERMINAL[j.status]]
     ];
     var list = $("timeline");
@@ -29,7 +29,7 @@
       var item = Jobman.el("li", (step[2] ? "reached" : "pending") + (step[0] === "failed" ? " bad" : ""));
       item.appendChild(Jobman.el("span", "step", step[0]));
       var at = Jobman.parseTime(step[1]);
-      item.appendChild(Jobman.el("span", "at", step[1] ? Jobman.shortTime(step[1]) : (step[2] ? "(no timestamp kept)" : "not yet")));
+      item.appendChild(Jobman.el("span", "at", step[1] ? Jobman.shortTime(step[1]) : (step[2] ? "(time not recorded)" : "not yet")));
       if (at !== null && previous !== null) {
         item.appendChild(Jobman.el("span", "gap", "+" + Jobman.duration(at - previous[1]) + " after " + previous[0]));
       }
@@ -92,7 +92,10 @@
       $("error").textContent = "";
       Jobman.setLive(TERMINAL[j.status] ? "ended" : "live · updated " + new Date().toLocaleTimeString());
       return !!TERMINAL[j.status] && logDone;
-    }, function (err) { $("error").textContent = err.message || "The daemon did not answer."; });
+    }, function (err) {
+      $("error").textContent = err.message || "The daemon did not answer.";
+      if (err.status === 404) { missing = true; return true; }  // no such job: stop asking
+    });
   }
 
   function appendLines(events) {
@@ -106,6 +109,7 @@
   }
 
   function refreshLog() {
+    if (missing) { return Promise.resolve(true); }
     var query = "follow=1" + (logNext ? "&after=" + encodeURIComponent(logNext) : "");
     return Jobman.get("/jobs/" + jobId + "/logs?" + query).then(function (page) {
       appendLines(page.events || []);

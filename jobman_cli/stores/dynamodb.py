@@ -329,7 +329,7 @@ class DynamoDBStore:
         """Newest first. A consistent Scan of the whole table (an operator command: it reads every
         item once, ≈ 1 read unit per 4 KB; a Scan has no order, so ``limit`` saves no reads);
         ``statuses`` filter server-side, which saves transfer, not read units."""
-        return [self._decode_job(item) for item, _ in self._chosen(statuses, limit, since)]
+        return [self._decode_job(item) for item in self._chosen(statuses, limit, since)]
 
     def _scan_jobs(self, statuses: Collection[JobStatus] | None) -> list[dict[str, Any]]:
         values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
@@ -346,14 +346,24 @@ class DynamoDBStore:
     def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
                      since: datetime | None = None) -> list[dict[str, Any]]:
         """:meth:`list` as stored records (the same Scan, without building Jobs)."""
-        return [record for _, record in self._chosen(statuses, limit, since)]
+        return [self._decode_record(item) for item in self._chosen(statuses, limit, since)]
 
     def _chosen(self, statuses: Collection[JobStatus] | None, limit: int | None,
-                since: datetime | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """``(item, record)`` of the scanned jobs that :meth:`list` returns, in its order."""
-        pairs = ((item, self._decode_record(item)) for item in self._scan_jobs(statuses))
-        chosen = sorted((p for p in pairs if created_since(p[1], since)), key=lambda p: int(p[1]["id"]), reverse=True)
-        return chosen if limit is None else chosen[:limit]
+                since: datetime | None) -> list[dict[str, Any]]:
+        """The scanned job items :meth:`list` returns, in its order (only those are decoded, and
+        the others only if ``since`` needs their creation time)."""
+        items = self._scan_jobs(statuses)
+        if since is not None:
+            items = [item for item in items if created_since(self._decode_record(item), since)]
+
+        def job_id(item: dict[str, Any]) -> int:
+            try:
+                return int(item["pk"]["S"][len(JOB_PREFIX):])
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(f"{self.location}: item {item.get('pk', {}).get('S', '?')!r} is malformed") from None
+
+        items.sort(key=job_id, reverse=True)
+        return items if limit is None else items[:limit]
 
     def _pages(self, operation: str, *, stop: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
         """Every item of a paginated Scan/Query (until ``stop(items)`` says enough)."""

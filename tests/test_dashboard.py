@@ -87,12 +87,13 @@ def test_pages_have_no_inline_script_or_handler(server):
 
 
 @pytest.mark.parametrize("path", ["/nope", "/static/", "/static/../api.py", "/static/index.html.bak",
-                                  "/static/%2e%2e/api.py", "/jobs/0", "/jobs/abc", "/jobs/1/status", "/favicon.ico"])
-def test_unknown_pages_are_404_with_the_security_headers(server, path):
+                                  "/static/%2e%2e/api.py", "/jobs/0", "/jobs/abc", "/jobs/1/status", "/favicon.ico",
+                                  "/jobMan/v1.1x", "*"])
+def test_other_paths_stay_the_apis_401_without_the_token_then_404(server, path):
     status, headers, body = fetch(server, "GET", path)
-    assert status == 404
-    assert headers["content-security-policy"] == CSP and headers["x-content-type-options"] == "nosniff"
-    assert SECRET_TITLE.encode() not in body
+    assert status == 401 and SECRET_TITLE.encode() not in body
+    status, headers, body = fetch(server, "GET", path, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 404 and SECRET_TITLE.encode() not in body
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

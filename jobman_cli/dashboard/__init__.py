@@ -11,7 +11,7 @@ Every answer carries a Content-Security-Policy that allows scripts from this ori
 inline script, no ``eval``, no other origin), forbids framing, plugins and ``<base>``, and
 ``nosniff``; the scripts render job data with ``textContent`` only.
 
-Routes (GET and HEAD; anything else 405)::
+Routes (GET and HEAD; anything else 405). Any other path is the API's (401 without the token)::
 
     /                 the jobs list, filters, chart of recent runs
     /jobs/<id>        one job: timeline, reason, instance, attempts, notifications, log tail
@@ -42,8 +42,22 @@ _JOB_PAGE = re.compile(r"/jobs/[1-9][0-9]{0,15}/?")
 
 
 def is_dashboard_path(path: str, api_prefix: str) -> bool:
-    """True for every path outside the API (the API keeps its own auth and 404s)."""
-    return path != api_prefix and not path.startswith(api_prefix + "/")
+    """True for the dashboard's own URLs only. Every other path stays the API's: credentials
+    first (401), then 404, so an unknown path tells a visitor without the token nothing new."""
+    if path.startswith(api_prefix):
+        return False
+    return _page_file(path) is not None
+
+
+def _page_file(path: str) -> str | None:
+    """The packaged file a dashboard URL names, or None (no path is ever joined from the URL)."""
+    if path in ("/", "/index.html"):
+        return "index.html"
+    if _JOB_PAGE.fullmatch(path):
+        return "job.html"
+    if path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES:
+        return path[len("/static/"):]
+    return None
 
 
 @lru_cache(maxsize=None)
@@ -54,17 +68,14 @@ def _file(name: str) -> RawBody:
 
 
 def answer(request: Request) -> Answer:
-    """The dashboard's answer for ``request`` (a path :func:`is_dashboard_path` accepted)."""
+    """The dashboard's answer for ``request`` (a path :func:`is_dashboard_path` accepted): the path is
+    known, so the method decides (405 for anything but GET and HEAD: the dashboard changes nothing)."""
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, f"{request.method[:20]} is not allowed here; use GET",
                         (("Allow", "GET, HEAD"), *SECURITY_HEADERS))
     if request.has_body:
         raise HttpError(400, "a GET request must not have a body", SECURITY_HEADERS)
-    path = request.path
-    if path in ("/", "/index.html"):
-        return 200, _file("index.html"), SECURITY_HEADERS
-    if _JOB_PAGE.fullmatch(path):
-        return 200, _file("job.html"), SECURITY_HEADERS
-    if path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES:
-        return 200, _file(path[len("/static/"):]), SECURITY_HEADERS
-    raise HttpError(404, "no such page", SECURITY_HEADERS)
+    name = _page_file(request.path)
+    if name is None:
+        raise HttpError(404, "no such page", SECURITY_HEADERS)
+    return 200, _file(name), SECURITY_HEADERS

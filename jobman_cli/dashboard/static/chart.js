@@ -70,6 +70,8 @@ var JobmanChart = (function () {
       var run = launched === null ? 0 : (ended === null ? now : ended) - launched;
       recent.push({job: job, due: due, run: Math.max(0, run), delay: launched === null ? null : Math.max(0, launched - due)});
     });
+    var rank = {scheduled: 0, launching: 1, running: 2, finished: 3, cancelled: 4, failed: 5};
+    recent.sort(function (x, y) { return (rank[x.job.status] || 0) - (rank[y.job.status] || 0); });  // failures on top
     var a = document.getElementById("runs-chart"), b = document.getElementById("delay-chart");
     Jobman.clear(a); a.appendChild(runs(recent, now));
     Jobman.clear(b); b.appendChild(delays(recent));

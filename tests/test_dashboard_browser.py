@@ -84,13 +84,14 @@ def put_log_lines(moto_url: str, job_id: int, lines: list[str]) -> None:
 
     logs = boto3.client("logs", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
                         aws_secret_access_key="testing")
-    for create, kwargs in ((logs.create_log_group, {}), (logs.create_log_stream, {"logStreamName": f"jobs/{job_id}/attempt-1"})):
+    stream = f"jobs/{job_id}/attempt-1"
+    for create, kwargs in ((logs.create_log_group, {}), (logs.create_log_stream, {"logStreamName": stream})):
         try:
             create(logGroupName="jobman", **kwargs)
         except logs.exceptions.ResourceAlreadyExistsException:
             pass
     base = int(time.time() * 1000)
-    logs.put_log_events(logGroupName="jobman", logStreamName=f"jobs/{job_id}/attempt-1",
+    logs.put_log_events(logGroupName="jobman", logStreamName=stream,
                         logEvents=[{"timestamp": base + i, "message": line} for i, line in enumerate(lines)])
 
 
@@ -144,7 +145,8 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_log_in_watch_a_job_appear_open_it_see_timeline_log_and_failure(dashboard, browser, moto_server, tmp_path):  # noqa: F811
+def test_log_in_watch_a_job_appear_open_it_see_timeline_log_and_failure(  # noqa: F811
+        dashboard, browser, moto_server, tmp_path):
     from selenium.webdriver.common.by import By
 
     for title, when in (("warm-up backup", "now"), ("hourly report", "+1h")):

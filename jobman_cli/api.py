@@ -9,7 +9,7 @@ is tolerated::
     GET  /jobMan/v1.1/jobs/<id>/status     -> 200 + job
     PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
     POST /jobMan/v1.1/jobs/<id>/cancel     -> 200 + the cancelled job (its instance terminated)
-    GET  / and every path outside /jobMan/ -> the dashboard's static pages (jobman_cli.dashboard)
+    GET  /, /jobs/<id>, /static/<file>     -> the dashboard (jobman_cli.dashboard; no token: no job data)
     GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
 
 Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`

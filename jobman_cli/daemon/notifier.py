@@ -10,13 +10,18 @@ delivery per target until each is ``delivered`` or ``failed``. So the notifier f
 * by a scan of the store's terminal jobs at start (deliveries left by a daemon that stopped or
   crashed, retries whose time has come) and every ``scan_interval`` (anything no hook announced).
 
-Each delivery is owned before it is sent. On a shared store (several daemons on one DynamoDB
-table) the claim is a conditional write of the job (:func:`~jobman_cli.notify.deliveries.claim`):
-of two daemons only one wins it, so one event is sent once. On an exclusive store (the TinyDB file,
-one daemon by its lock) the claim is in memory and the outcome is written with it in one write
-after the attempt. Either way a crash between sending and recording means the attempt is made again
-(at least once; the event id header lets the receiver drop the repeat); a crash between two
-attempts loses nothing and repeats nothing.
+Each delivery — one target of one job — is owned before it is sent, and its outcome is handed to
+the recorder as soon as it is known (not when the job's other targets are done: a slow target must
+neither let a fast one's claim expire nor keep its outcome unwritten through a crash). On a shared
+store (several daemons on one DynamoDB table) the claim is a conditional write of the job
+(:func:`~jobman_cli.notify.deliveries.claim`) just before that one attempt: of two daemons only one
+wins it, so one event is sent once; the claim's lease (``max(60 s, 4 x timeout)``) outlasts the
+attempt's deadline (``timeout``). On an exclusive store (the TinyDB file, one daemon by its lock) the
+claim is in memory and written with the outcome. Either way a crash between sending and recording
+(about :data:`~.notify_recorder.WINDOW`) means that attempt is made again (at least once; the event
+id header lets the receiver drop the repeat); a crash between two attempts loses nothing and
+repeats nothing. At shutdown, attempts still in flight after ``CLOSE_GRACE`` are abandoned
+unrecorded: made again later, like a crash's.
 
 Nothing here blocks the loop, a launch or a callback: :meth:`poke` only puts a job id on a heap;
 the sending happens in a bounded pool (``workers`` threads), the waiting in one dispatcher thread,
@@ -42,7 +47,7 @@ from ..notify.message import body
 from ..notify.settings import NotifySettings
 from ..notify.targets import EVENTS, redact
 from .common import Log, error_text
-from .notify_recorder import Recorder, Write
+from .notify_recorder import Pass, Recorder, Write
 
 UTC = timezone.utc
 #: The dispatcher looks at the wall clock at least this often (a clock step is noticed within it).
@@ -222,7 +227,7 @@ class Notifier:
         except JobmanError as exc:
             self.log(f"notify: job {job_id}: {exc}")
             return False
-        pass_ = _Pass(lambda written: self._released(job_id, written))
+        pass_ = Pass(lambda written: self._released(job_id, written))
         for index, event in plan.wanted(job):
             if self._stop:
                 break  # closing: the rest is found again by the next daemon's scan
@@ -241,7 +246,7 @@ class Notifier:
             return False
         return True
 
-    def _attempt(self, job: Job, index: int, event: str, now: datetime, pass_: "_Pass") -> None:
+    def _attempt(self, job: Job, index: int, event: str, now: datetime, pass_: "Pass") -> None:
         """Claim and send one delivery and hand its outcome to the recorder. Nothing is sent when
         another daemon has it or it was just done, or (past ``max_age``) it is given up."""
         eid = plan.event_id(self.store.store_id, job.id, event)
@@ -289,7 +294,7 @@ class Notifier:
                 pass_.done()
 
     def _record(self, job: Job, index: int, event: str, attempt: int, outcome: Outcome, claimed_at: datetime,
-                pass_: "_Pass") -> None:
+                pass_: "Pass") -> None:
         """One target's outcome (exclusive store: with its claim) to the recorder, which writes
         the outcomes that arrive together in one write per job."""
         done_at = self.clock.now()
@@ -366,37 +371,3 @@ class Notifier:
         self.recorder.flush()
         self.recorder.close()
 
-
-class _Pass:
-    """One job's pass: counts its outcomes not yet written; the last one releases the job."""
-
-    def __init__(self, finish: Callable[[Job | None], None]) -> None:
-        self._finish = finish
-        self._lock = threading.Lock()
-        self._count = 1  # the sending loop itself, until close()
-        self._latest: Job | None = None  # the newest version of the job the writes produced
-        self.submitted = False
-
-    def add(self) -> None:
-        with self._lock:
-            self._count += 1
-            self.submitted = True
-
-    def done(self, written: Job | None = None) -> None:
-        with self._lock:
-            self._count -= 1
-            last = self._count == 0
-            if written is not None and (self._latest is None or written.version > self._latest.version):
-                self._latest = written
-        if last:
-            self._finish(self._latest)
-
-    def close(self) -> bool:
-        """The loop has sent all it will: True if writes were submitted (they release the job)."""
-        with self._lock:
-            self._count -= 1
-            last = self._count == 0
-            submitted = self.submitted
-        if last and submitted:
-            self._finish(self._latest)
-        return submitted

@@ -133,3 +133,38 @@ def _merged(items: list[Write]) -> list[Write]:
 
         merged.append(Write(job_id, change, done))
     return merged
+
+
+class Pass:
+    """One job's pass: counts its outcomes not yet written; the last one releases the job."""
+
+    def __init__(self, finish: Callable[[Any], None]) -> None:
+        self._finish = finish
+        self._lock = threading.Lock()
+        self._count = 1  # the sending loop itself, until close()
+        self._latest: Any = None  # the newest version of the job the writes produced
+        self.submitted = False
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+            self.submitted = True
+
+    def done(self, written: Any = None) -> None:
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+            if written is not None and (self._latest is None or written.version > self._latest.version):
+                self._latest = written
+        if last:
+            self._finish(self._latest)
+
+    def close(self) -> bool:
+        """The loop has sent all it will: True if writes were submitted (they release the job)."""
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+            submitted = self.submitted
+        if last and submitted:
+            self._finish(self._latest)
+        return submitted

@@ -1,8 +1,11 @@
 """One delivery attempt, and what its outcome means.
 
 * webhook: POST of the signed JSON body; Slack: POST of ``{"text": paragraph}``. Plain
-  :mod:`http.client` with a timeout: redirects are not followed (a POST re-sent elsewhere is not a
-  delivery to the configured receiver) and no proxy is used. 2xx delivered; 408, 429 and 5xx, a
+  :mod:`http.client` under one deadline per attempt (``timeout``: name lookup, connect, TLS and the
+  whole answer): redirects are not followed (a POST re-sent elsewhere is not a delivery to the
+  configured receiver) and no proxy is used. The name is resolved here and *every* address it has
+  is checked (link-local — the instance metadata service — is refused, a final outcome); the
+  connection goes to a checked address, the Host header and TLS name stay the URL's host. 2xx delivered; 408, 429 and 5xx, a
   timeout or a connection error: try again (honouring ``Retry-After``); any other answer
   (3xx, 4xx): final — the receiver refused this request and will refuse it again.
 * SNS: ``Publish`` of the same JSON body (boto3, imported here only). Throttling, a 5xx or a
@@ -192,8 +195,12 @@ class Sender:
             client = self._sns.get(region)
             if client is None:
                 import boto3  # lazily: only a daemon that publishes to SNS pays for it
+                from botocore.config import Config
 
-                client = self._sns[region] = boto3.session.Session().client("sns", region_name=region)
+                # bounded like a webhook attempt (botocore's default is 60 s per connect and read)
+                config = Config(connect_timeout=self.timeout, read_timeout=self.timeout)
+                client = self._sns[region] = boto3.session.Session().client("sns", region_name=region,
+                                                                               config=config)
             return client
 
     def _publish(self, target: str, data: dict[str, Any]) -> Outcome:

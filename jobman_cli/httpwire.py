@@ -9,7 +9,8 @@ every limit explicit and checked before the bytes it guards are read:
 * 8 KiB URL of visible ASCII, 32 KiB and 100 lines of headers, no folded or control-character
   headers, HTTP/1.0 and 1.1 only; bodies need ``Content-Length`` (no chunked), at most 64 KiB,
   ``Content-Type: application/json`` (UTF-8);
-* every answer is ``application/json`` with ``Content-Length``; an error is ``{"error": "..."}``.
+* every answer is ``application/json`` with ``Content-Length`` (but the dashboard's fixed pages, a
+  :class:`RawBody` with its own type); an error is ``{"error": "..."}``.
 
 The connection handling (deadlines, caps, TLS, threads) is :mod:`jobman_cli.httpio`; it feeds
 this module lines and asks it for answers' bytes, so each can be read (and tested) alone.

@@ -37,7 +37,7 @@ import heapq
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import JobmanError
 from ..model import TERMINAL_STATES, Job, job_from_record
@@ -283,7 +283,7 @@ class Notifier:
         self._record(job, index, event, attempt, outcome, now, pass_)
 
     def _given_up(self, job: Job, index: int, event: str, text: str, written: Job | None,
-                  error: BaseException | None, pass_: "_Pass | None") -> None:
+                  error: BaseException | None, pass_: "Pass | None") -> None:
         try:
             if written is not None:
                 self.log(f"job {job.id} notification ({event}) to {redact(job.notify[index])}: {text} -> failed")

@@ -5,7 +5,8 @@
   whole answer): redirects are not followed (a POST re-sent elsewhere is not a delivery to the
   configured receiver) and no proxy is used. The name is resolved here and *every* address it has
   is checked (link-local — the instance metadata service — is refused, a final outcome); the
-  connection goes to a checked address, the Host header and TLS name stay the URL's host. 2xx delivered; 408, 429 and 5xx, a
+  connection goes to a checked address, the Host header and TLS name stay the URL's host.
+  2xx delivered; 408, 429 and 5xx, a
   timeout or a connection error: try again (honouring ``Retry-After``); any other answer
   (3xx, 4xx): final — the receiver refused this request and will refuse it again.
 * SNS: ``Publish`` of the same JSON body (boto3, imported here only). Throttling, a 5xx or a

@@ -4,9 +4,14 @@ attempt's deadline, the address check at send time, redaction of path secrets, t
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from notify_receiver import Receiver
@@ -195,3 +200,43 @@ def test_past_max_age_a_delivery_is_given_up_without_an_attempt() -> None:
     dead = plan.claim(job, 0, "failed", T0, "dead", POLICY, "eid")
     taken = plan.record_of(plan.claim(dead, 0, "failed", late, "b", POLICY, "eid"), 0, "failed")
     assert taken["state"] == "failed" and taken["history"][0]["outcome"].startswith("unknown: dead")
+
+
+# --------------------------------------------------------------------------- https to a checked address
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is not installed")
+def test_https_connects_to_the_checked_address_with_the_names_sni_and_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=hook.test",
+                    "-addext", "subjectAltName=DNS:hook.test", "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    seen: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen["host"] = self.headers["Host"]
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def sni(sock: object, name: str, ctx: object) -> None:
+        seen["sni"] = name
+
+    context.sni_callback = sni
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        sender = Sender(b"s" * 16, timeout=10, resolve=lambda h, p: ["127.0.0.1"])
+        sender._tls = ssl.create_default_context(cafile=str(cert))  # trust the test's certificate
+        outcome = sender.send(f"https://hook.test:{server.server_address[1]}/x", DATA)
+        assert outcome.ok, outcome
+        assert seen == {"sni": "hook.test", "host": f"hook.test:{server.server_address[1]}"}
+    finally:
+        server.server_close()

@@ -6,9 +6,9 @@
   configured receiver) and no proxy is used. The name is resolved here and *every* address it has
   is checked (link-local — the instance metadata service — is refused, a final outcome); the
   connection goes to a checked address, the Host header and TLS name stay the URL's host.
-  2xx delivered; 408, 429 and 5xx, a
-  timeout or a connection error: try again (honouring ``Retry-After``); any other answer
-  (3xx, 4xx): final — the receiver refused this request and will refuse it again.
+  2xx delivered; 408, 429 and 5xx, a timeout or a connection error: try again (honouring
+  ``Retry-After``); any other answer (3xx, 4xx): final — the receiver refused this request and will
+  refuse it again. A target that cannot be sent at all (a host that does not IDNA-encode) is final.
 * SNS: ``Publish`` of the same JSON body (boto3, imported here only). Throttling, a 5xx or a
   connection error: try again; any other refusal (no such topic, not authorized): final.
 """

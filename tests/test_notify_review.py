@@ -240,3 +240,12 @@ def test_https_connects_to_the_checked_address_with_the_names_sni_and_certificat
         assert seen == {"sni": "hook.test", "host": f"hook.test:{server.server_address[1]}"}
     finally:
         server.server_close()
+
+
+def test_a_live_claim_is_honoured_past_max_age() -> None:
+    sending = plan.claim(ended(), 0, "failed", T0 + timedelta(seconds=990), "a", POLICY, "eid")
+    with pytest.raises(plan.NotDue):  # "a" is still within its lease: not given up under its feet
+        plan.claim(sending, 0, "failed", T0 + timedelta(seconds=1010), "b", POLICY, "eid")
+    done = plan.settle(sending, 0, "failed", 1, "a", plan.Outcome(True, "HTTP 200"), T0 + timedelta(seconds=1010),
+                       POLICY)
+    assert plan.record_of(done, 0, "failed")["state"] == "delivered"

@@ -108,10 +108,10 @@ def due_at(job: Any, index: int, event: str, now: datetime, policy: Policy) -> d
     state = record.get("state")
     if state in FINAL_STATES:
         return None
+    if state == "sending":  # a live claim is honoured even past max_age (its owner is sending)
+        return _time(record.get("claimed-until")) or now
     if expired(job, now, policy):
         return now  # due at once: claim() records that it gave up
-    if state == "sending":
-        return _time(record.get("claimed-until")) or now
     return _time(record.get("next-attempt-at")) or job.finished_at or now
 
 

@@ -10,6 +10,7 @@ is tolerated::
     PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
     POST /jobMan/v1.1/jobs/<id>/cancel     -> 200 + the cancelled job (its instance terminated)
     GET  /, /jobs/<id>, /static/<file>     -> the dashboard (jobman_cli.dashboard; no token: no job data)
+    POST /login, /logout                   -> the dashboard's no-JavaScript login cookie (its pages only)
     GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
 
 Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`
@@ -145,8 +146,8 @@ class JobsApi:
         self.extra = ExtraRoutes(service)
 
     def __call__(self, request: Request, connection: Connection) -> Answer:
-        if dashboard.is_dashboard_path(request.path, PREFIX):  # static pages only: no job data, no auth
-            return dashboard.answer(request)
+        if dashboard.is_dashboard_path(request.path, PREFIX):  # its own auth: a login cookie for its pages only
+            return dashboard.answer(request, connection, self)
         route = match_route(request.path)
         self._authenticate(request, route)
         if route is None:

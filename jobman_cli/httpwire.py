@@ -8,7 +8,8 @@ every limit explicit and checked before the bytes it guards are read:
 
 * 8 KiB URL of visible ASCII, 32 KiB and 100 lines of headers, no folded or control-character
   headers, HTTP/1.0 and 1.1 only; bodies need ``Content-Length`` (no chunked), at most 64 KiB,
-  ``Content-Type: application/json`` (UTF-8);
+  ``Content-Type: application/json`` (UTF-8), or the one type the route sets in
+  :attr:`Request.body_type` (the dashboard's login form: ``application/x-www-form-urlencoded``);
 * every answer is ``application/json`` with ``Content-Length`` (but the dashboard's fixed pages, a
   :class:`RawBody` with its own type); an error is ``{"error": "..."}``.
 
@@ -75,6 +76,8 @@ class Request:
     query: str
     version: str
     headers: dict[str, list[str]] = field(default_factory=dict)  #: lowercased name -> values
+    #: the one media type the route accepts for its body (set by the application before reading it)
+    body_type: str = "application/json"
 
     def header(self, name: str) -> list[str]:
         return self.headers.get(name, [])
@@ -174,12 +177,13 @@ def body_length(request: Request) -> int:
 
 
 def _check_content_type(request: Request) -> None:
+    expected = request.body_type
     values = request.header("content-type")
     if len(values) != 1:
-        raise HttpError(415, "Content-Type must be application/json")
+        raise HttpError(415, f"Content-Type must be {expected}")
     media, *params = values[0].split(";")
-    if media.strip().lower() != "application/json":
-        raise HttpError(415, f"Content-Type must be application/json (got {clip(media.strip(), 60)!r})")
+    if media.strip().lower() != expected:
+        raise HttpError(415, f"Content-Type must be {expected} (got {clip(media.strip(), 60)!r})")
     for param in params:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):

@@ -65,15 +65,19 @@ def test_every_page_answers_without_credentials_with_no_job_data_and_the_securit
         assert secret.encode() not in body
 
 
-def test_without_javascript_each_page_says_why_and_what_to_use_instead(server):
-    """The choice (README): the token lives in session storage, so reading needs JavaScript; without
-    it the page explains that and names the CLI commands, and shows no form that could send the
-    token anywhere (the login form is hidden until the script shows it, and it posts, never GETs)."""
-    for path, command in (("/", "jobman list"), ("/jobs/1", "jobman logs ID")):
+def test_without_javascript_each_page_offers_the_cookie_login_form(server):
+    """The choice (README): with JavaScript the token lives in session storage; without it the
+    <noscript> part holds a second form that POSTs the token to /login (never a GET: the token must
+    not land in a URL) and names the CLI commands. The scripted form stays hidden until the script
+    shows it."""
+    for path in ("/", "/jobs/1"):
         _, _, body = fetch(server, "GET", path)
         text = body.decode()
         notice = text[text.index("<noscript>"):text.index("</noscript>")]
-        assert "needs JavaScript" in notice and command in notice
+        assert "Without JavaScript" in notice and "jobman list" in notice and "jobman logs ID" in notice
+        nojs_form = notice[notice.index("<form"):].split(">", 1)[0]
+        assert 'method="post"' in nojs_form and 'action="/login"' in nojs_form
+        assert 'name="token" type="password"' in notice
         form = text[text.index('<form id="login"'):]
         assert form.split(">", 1)[0].endswith("hidden") and 'method="post"' in form.split(">", 1)[0]
 

@@ -1,21 +1,30 @@
-"""The dashboard (DESIGN.md section 15): static pages the daemon serves at ``/`` next to the API.
+"""The dashboard (DESIGN.md section 15): the pages the daemon serves at ``/`` next to the API.
 
-Every page and script is a fixed file shipped in this package; none holds job data. The pages'
-scripts read everything from the JSON API with the API token the operator typed into the login
-form, kept in the tab's ``sessionStorage`` and sent only as ``Authorization: Bearer`` (never in a
-URL, never in a cookie, so no other site can make the browser use it). Hence no route here needs
-authentication, and an unauthenticated visitor learns nothing but the page templates. The dashboard
-only reads: it has no route that changes state.
+With JavaScript: every page and script is a fixed file shipped in this package; none holds job
+data. The pages' scripts read everything from the JSON API with the API token the operator typed
+into the login form, kept in the tab's ``sessionStorage`` and sent only as ``Authorization:
+Bearer`` (never in a URL, never in a cookie, so no other site can make the browser use it).
+
+Without JavaScript: the pages' ``<noscript>`` part holds a second login form that POSTs the token
+to ``/login``, which sets an HttpOnly, SameSite=Strict cookie that is not the token
+(:mod:`.session`). A GET of ``/`` or ``/jobs/<id>`` with a valid cookie is answered with the
+server-rendered, script-free page (:mod:`.plain`) instead of the fixed one; without it (or with a
+forged or expired one) with the fixed page, which holds no job data. The cookie opens nothing else:
+the JSON API still wants the Bearer token. The dashboard only reads: ``/login`` and ``/logout``
+change only the browser's cookie, no route changes a job.
 
 Every answer carries a Content-Security-Policy that allows scripts from this origin only (no
 inline script, no ``eval``, no other origin), forbids framing, plugins and ``<base>``, and
 ``nosniff``; the scripts render job data with ``textContent`` only.
 
-Routes (GET and HEAD; anything else 405). Any other path is the API's (401 without the token)::
+Routes (GET and HEAD but for the two POSTs; anything else 405). Any other path is the API's
+(401 without the token)::
 
-    /                 the jobs list, filters, chart of recent runs
+    /                 the jobs list, filters, chart of recent runs (cookie: ?page=N&status=S&title=T)
     /jobs/<id>        one job: timeline, reason, instance, attempts, notifications, log tail
     /static/<file>    the CSS and scripts
+    POST /login       form ``token=...``: 303 to / with the cookie, or 403 and the form again
+    POST /logout      303 to / clearing the cookie
 """
 
 from __future__ import annotations
@@ -23,8 +32,16 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
-from ..httpwire import Answer, HttpError, Request, RawBody
+from ..auth import tokens_match
+from ..errors import JobmanError
+from ..model import job_to_api, parse_status
+from ..httpwire import Answer, HttpError, RawBody, Request, clip
+from . import plain, session
+
+FORM = "application/x-www-form-urlencoded"
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -46,7 +63,7 @@ def is_dashboard_path(path: str, api_prefix: str) -> bool:
     first (401), then 404, so an unknown path tells a visitor without the token nothing new."""
     if path.startswith(api_prefix):
         return False
-    return _page_file(path) is not None
+    return path in ("/login", "/logout") or _page_file(path) is not None
 
 
 def _page_file(path: str) -> str | None:
@@ -67,9 +84,31 @@ def _file(name: str) -> RawBody:
     return RawBody(_TYPES[name[name.rindex("."):]], data)
 
 
-def answer(request: Request) -> Answer:
-    """The dashboard's answer for ``request`` (a path :func:`is_dashboard_path` accepted): the path is
-    known, so the method decides (405 for anything but GET and HEAD: the dashboard changes nothing)."""
+class Backend(Protocol):
+    """What the server-rendered pages read: :class:`jobman_cli.api.JobsApi` (no import cycle)."""
+
+    service: Any
+    api_token: str
+    extra: Any
+
+
+class Connection(Protocol):
+    server: Any
+
+    def read_body(self, request: Request) -> bytes: ...
+
+
+def answer(request: Request, connection: Connection, backend: Backend) -> Answer:
+    """The dashboard's answer for ``request`` (a path :func:`is_dashboard_path` accepted)."""
+    secure = getattr(connection.server, "ssl_context", None) is not None
+    if request.path in ("/login", "/logout"):
+        if request.method != "POST":
+            raise HttpError(405, f"{request.method[:20]} is not allowed here; use POST",
+                            (("Allow", "POST"), *SECURITY_HEADERS))
+        if request.path == "/logout":
+            return 303, RawBody("text/plain; charset=utf-8", b"logged out\n"), (
+                ("Location", "/"), session.clear_cookie(secure), *SECURITY_HEADERS)
+        return _login(request, connection, backend, secure)
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, f"{request.method[:20]} is not allowed here; use GET",
                         (("Allow", "GET, HEAD"), *SECURITY_HEADERS))
@@ -78,4 +117,55 @@ def answer(request: Request) -> Answer:
     name = _page_file(request.path)
     if name is None:
         raise HttpError(404, "no such page", SECURITY_HEADERS)
+    if name in ("index.html", "job.html"):
+        headers = (("Vary", "Cookie"), *SECURITY_HEADERS)
+        if session.logged_in(request, backend.api_token):
+            return 200, _plain(request, name, backend), headers
+        if session.presented(request):  # forged, expired or from an older token: drop it
+            headers = (session.clear_cookie(secure), *headers)
+        return 200, _file(name), headers
     return 200, _file(name), SECURITY_HEADERS
+
+
+def _plain(request: Request, name: str, backend: Backend) -> RawBody:
+    """The server-rendered page for a browser holding a valid cookie."""
+    try:
+        if name == "index.html":
+            number, status, title = plain.parse_list_query(request.query)
+            jobs = backend.service.list_api([parse_status(status, "status")] if status else [])
+            return RawBody(_TYPES[".html"], plain.list_page(jobs, number, status, title))
+        if request.query:
+            raise HttpError(400, "this page takes no query parameters")
+        job = job_to_api(backend.service.get(int(request.path.strip("/").split("/")[1])))
+        return RawBody(_TYPES[".html"], plain.job_page(job, backend.extra.logs))
+    except HttpError as err:
+        raise HttpError(err.status, err.message, SECURITY_HEADERS) from None
+    except JobmanError as err:
+        raise HttpError(err.http_status, str(err), SECURITY_HEADERS) from None
+
+
+def _login(request: Request, connection: Connection, backend: Backend, secure: bool) -> Answer:
+    """``token=...`` checked in constant time: 303 to ``/`` with the cookie, or 403 and the form."""
+    request.body_type = FORM
+    data = connection.read_body(request)
+    try:
+        pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(data),
+                          max_num_fields=5, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "malformed form body (expected token=...)", SECURITY_HEADERS) from None
+    names = [name for name, _ in pairs]
+    if names != ["token"]:
+        raise HttpError(400, f"the form must hold exactly one field, token (got {clip(', '.join(names), 80) or 'none'})",
+                        SECURITY_HEADERS)
+    if not tokens_match(pairs[0][1].strip(), backend.api_token):
+        return 403, RawBody(_TYPES[".html"], _REFUSED), SECURITY_HEADERS
+    return 303, RawBody("text/plain; charset=utf-8", b"logged in\n"), (
+        ("Location", "/"), session.set_cookie(session.issue(backend.api_token), secure), *SECURITY_HEADERS)
+
+
+_REFUSED = plain.page("jobman: log in", """<form id="plain-login" class="login" method="post" action="/login">
+  <h1>Log in</h1>
+  <p id="login-error" class="error" role="alert">The token was refused.</p>
+  <label>API token <input id="plain-token" name="token" type="password" autocomplete="off" required></label>
+  <button type="submit">Log in</button>
+</form>""", logout=False)

@@ -67,7 +67,13 @@ class Recorder:
                 batch, self._items = _merged(self._items), []
                 self._busy = True
             try:
-                wait([self._pool.submit(self._write, item) for item in batch])
+                futures = []
+                for item in batch:
+                    try:
+                        futures.append(self._pool.submit(self._write, item))
+                    except RuntimeError as exc:  # the interpreter is exiting: made again after a restart
+                        item.done(None, exc)
+                wait(futures)
             finally:
                 with self._cond:
                     self._busy = False

@@ -42,8 +42,9 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-def start_browser(home: Path, *, accept_insecure_certs: bool = False) -> Any:
-    """A headless Chromium with its own empty profile under ``home``."""
+def start_browser(home: Path, *, accept_insecure_certs: bool = False, javascript: bool = True) -> Any:
+    """A headless Chromium with its own empty profile under ``home``; ``javascript=False`` turns
+    JavaScript off for every page (both the content-setting preference and Blink's own switch)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -58,6 +59,9 @@ def start_browser(home: Path, *, accept_insecure_certs: bool = False) -> Any:
         options.add_argument(flag)
     if accept_insecure_certs:
         options.set_capability("acceptInsecureCerts", True)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.add_argument("--blink-settings=scriptEnabled=false")
     driver_path = CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else shutil.which("chromedriver") or CHROMEDRIVER
     env = {**os.environ, "HOME": str(home)}
     service = Service(driver_path, env=env)

@@ -10,6 +10,8 @@ and an env value shows as text and runs nothing. Screenshots of each page go to 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -77,6 +79,12 @@ class Dashboard:
         status, _, data = self.raw("PUT", f"/jobMan/v1.1/jobs/{job_id}/callback", body,
                                    {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         assert status == 200, data
+
+
+def signed_cookie(token: str, expiry: int) -> str:
+    """A dashboard cookie by the documented recipe (README): expiry.hex(HMAC-SHA256(token, ...))."""
+    mac = hmac.new(token.encode(), f"jobman-dashboard-v1|{expiry}".encode(), hashlib.sha256).hexdigest()
+    return f"{expiry}.{mac}"
 
 
 def put_log_lines(moto_url: str, job_id: int, lines: list[str]) -> None:
@@ -204,15 +212,29 @@ def test_without_the_token_no_answer_holds_job_data(dashboard, browser, tmp_path
                                 "--at", "+1h")
     paths = ["/", "/index.html", f"/jobs/{job_id}", *(f"/static/{name}" for name in STATIC_FILES),
              "/jobMan/v1.1/jobs", f"/jobMan/v1.1/jobs/{job_id}/status", f"/jobMan/v1.1/jobs/{job_id}/logs"]
+    paths += ["/?page=1", "/?status=scheduled", f"/?title={secrets[0]}", f"/jobs/{job_id}/"]  # the no-JS pages'
+    now = int(time.time())
+    good = signed_cookie(dashboard.token, now + 3600)
+    cookies = [None, "forged." + "0" * 64, good[:-1] + ("0" if good[-1] != "0" else "1"),  # a forged MAC
+               signed_cookie(dashboard.token, now - 1), signed_cookie("another-daemons-token", now + 3600)]
     for path in paths:
-        status, headers, body = dashboard.raw("GET", path)
+        for cookie in cookies:  # no cookie, or one that must open nothing: forged, expired, another token's
+            status, headers, body = dashboard.raw("GET", path, headers={"Cookie": f"jobman_dash={cookie}"}
+                                                  if cookie else {})
+            for secret in secrets:
+                assert secret.encode() not in body, (path, cookie)
+            if not path.startswith("/jobMan/"):
+                assert status == 200 and headers["content-security-policy"] == CSP, path
+                assert headers["x-content-type-options"] == "nosniff"
+            else:
+                assert status == 401, path
+    _, _, opened = dashboard.raw("GET", "/", headers={"Cookie": f"jobman_dash={good}"})
+    assert secrets[0].encode() in opened  # the real cookie does open the page: the ones above were near misses
+    for path, body in (("/login", b"token=not-the-token"), ("/logout", b"")):
+        status, headers, answer = dashboard.raw("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert status in (303, 403) and "jobman_dash=;" in headers.get("set-cookie", "jobman_dash=;"), path
         for secret in secrets:
-            assert secret.encode() not in body, path
-        if not path.startswith("/jobMan/"):
-            assert status == 200 and headers["content-security-policy"] == CSP, path
-            assert headers["x-content-type-options"] == "nosniff"
-        else:
-            assert status == 401, path
+            assert secret.encode() not in answer, path
 
     for path in ("/", f"/jobs/{job_id}"):  # the browser, too, shows the login form and nothing else
         browser.get(dashboard.url + path)

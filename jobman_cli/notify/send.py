@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import heapq
 import http.client
 import socket
 import ssl
@@ -57,6 +58,7 @@ class Sender:
         self._tls = ssl.create_default_context()
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def send(self, target: str, data: dict[str, Any]) -> Outcome:
         """One attempt; never raises: whatever goes wrong is an outcome (a target that cannot be
@@ -145,12 +147,10 @@ class Sender:
             raise error
         with self._open_lock:
             self._open.add(sock)
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), lambda: (expired.set(), _shutdown(sock)))
-        watchdog.daemon = True
-        watchdog.start()
+        token = self._watchdog.watch(deadline, sock, expired)
 
         def release() -> None:
-            watchdog.cancel()
+            self._watchdog.cancel(token)
             with self._open_lock:
                 self._open.discard(sock)
 
@@ -268,3 +268,49 @@ class _Connection(http.client.HTTPConnection):
         if self._release is not None:
             self._release()
             self._release = None
+
+
+class _Watchdog:
+    """Shuts each watched socket at its deadline (a blocked read then returns at once). One thread
+    for all attempts, started at the first: a timer thread per attempt would cost a thread start
+    per notification in a burst of 1,000."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, tuple[socket.socket, threading.Event]] = {}
+        self._cond = threading.Condition()
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, sock: socket.socket, expired: threading.Event) -> int:
+        with self._cond:
+            self._count += 1
+            token = self._count
+            self._watched[token] = (sock, expired)
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="jobman-notify-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def cancel(self, token: int) -> None:
+        with self._cond:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._watched:
+                    heapq.heappop(self._heap)  # cancelled
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                left = self._heap[0][0] - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                _, token = heapq.heappop(self._heap)
+                sock, expired = self._watched.pop(token)
+            expired.set()
+            _shutdown(sock)

@@ -231,7 +231,8 @@ def test_without_the_token_no_answer_holds_job_data(dashboard, browser, tmp_path
     _, _, opened = dashboard.raw("GET", "/", headers={"Cookie": f"jobman_dash={good}"})
     assert secrets[0].encode() in opened  # the real cookie does open the page: the ones above were near misses
     for path, body in (("/login", b"token=not-the-token"), ("/logout", b"")):
-        status, headers, answer = dashboard.raw("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, headers, answer = dashboard.raw("POST", path, body, form)
         assert status in (303, 403) and "jobman_dash=;" in headers.get("set-cookie", "jobman_dash=;"), path
         for secret in secrets:
             assert secret.encode() not in answer, path

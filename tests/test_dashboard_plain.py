@@ -249,7 +249,8 @@ def test_paging_and_filters(world):
     assert rows(both) == [1]
     _, _, nothing = page(api.port, "/?status=cancelled", cookie)
     assert rows(nothing) == [] and "page 1 of 1" in nothing
-    link = re.search(r'<a id="next" href="([^"]+)"', page(api.port, "/?title=bulk", cookie)[2]).group(1)  # type: ignore[union-attr]
+    next_page = re.search(r'<a id="next" href="([^"]+)"', page(api.port, "/?title=bulk", cookie)[2])
+    link = next_page.group(1)  # type: ignore[union-attr]
     assert link == "/?title=bulk&amp;page=2"  # filters kept, & escaped in the attribute
 
 

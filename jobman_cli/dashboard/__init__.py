@@ -155,8 +155,8 @@ def _login(request: Request, connection: Connection, backend: Backend, secure: b
         raise HttpError(400, "malformed form body (expected token=...)", SECURITY_HEADERS) from None
     names = [name for name, _ in pairs]
     if names != ["token"]:
-        raise HttpError(400, f"the form must hold exactly one field, token (got {clip(', '.join(names), 80) or 'none'})",
-                        SECURITY_HEADERS)
+        got = clip(", ".join(names), 80) or "none"
+        raise HttpError(400, f"the form must hold exactly one field, token (got {got})", SECURITY_HEADERS)
     if not tokens_match(pairs[0][1].strip(), backend.api_token):
         return 403, RawBody(_TYPES[".html"], _REFUSED), SECURITY_HEADERS
     return 303, RawBody("text/plain; charset=utf-8", b"logged in\n"), (

@@ -200,11 +200,13 @@ def _timeline(job: dict[str, Any]) -> str:
         when = _short(at_text) if at_text else ("(time not recorded)" if reached else "not yet")
         gap = ""
         if at is not None and previous is not None:
-            gap = f'<span class="gap">+{_e(duration((at - previous[1]).total_seconds()))} after {_e(previous[0])}</span>'
+            took = duration((at - previous[1]).total_seconds())
+            gap = f'<span class="gap">+{_e(took)} after {_e(previous[0])}</span>'
         if at is not None:
             previous = (name, at)
         cls = ("reached" if reached else "pending") + (" bad" if name == "failed" else "")
-        items.append(f'<li class="{cls}"><span class="step">{_e(name)}</span><span class="at">{_e(when)}</span>{gap}</li>')
+        items.append(f'<li class="{cls}"><span class="step">{_e(name)}</span>'
+                     f'<span class="at">{_e(when)}</span>{gap}</li>')
     return "\n".join(items)
 
 

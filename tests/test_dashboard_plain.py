@@ -161,6 +161,24 @@ def test_logout_clears_the_cookie(world):
     assert "HttpOnly" in headers["set-cookie"]
 
 
+def test_a_logout_body_is_read_not_taken_for_the_next_request(world):
+    """A browser's logout form may send a body; on a kept-alive connection its bytes must not be
+    parsed as the next request."""
+    api, _ = world
+    smuggled = b"GET /jobMan/v1.1/jobs HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+    try:
+        conn.request("POST", "/logout", body=smuggled, headers=FORM)
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 303
+        conn.request("GET", "/static/common.js")
+        second = conn.getresponse()
+        assert second.status == 200 and second.read().startswith(b"/*")
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------- no cookie, no data
 def bad_cookies() -> list[str]:
     now = int(time.time())

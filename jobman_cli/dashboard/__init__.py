@@ -106,6 +106,9 @@ def answer(request: Request, connection: Connection, backend: Backend) -> Answer
             raise HttpError(405, f"{request.method[:20]} is not allowed here; use POST",
                             (("Allow", "POST"), *SECURITY_HEADERS))
         if request.path == "/logout":
+            if request.has_body:  # a form's (ignored), read so that it cannot pass for the next request
+                request.body_type = FORM
+                connection.read_body(request)
             return 303, RawBody("text/plain; charset=utf-8", b"logged out\n"), (
                 ("Location", "/"), session.clear_cookie(secure), *SECURITY_HEADERS)
         return _login(request, connection, backend, secure)

@@ -93,6 +93,9 @@ class Backend(Protocol):
 
 
 class Connection(Protocol):
+    """The listener's connection (:class:`jobman_cli.httpio.Connection`): its server says whether
+    it serves TLS (the cookie's ``Secure``), and it reads the login form's body."""
+
     server: Any
 
     def read_body(self, request: Request) -> bytes: ...

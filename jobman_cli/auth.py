@@ -22,12 +22,12 @@ import hmac
 import os
 import re
 import secrets
-import stat
 from pathlib import Path
 from typing import Sequence
 
 from .config import TOKEN_FILE_NAME
 from .errors import ConfigError
+from .privatefile import read_private_file
 
 TOKEN_ENV = "JOBMAN_API_TOKEN"
 #: Visible ASCII, no spaces: what fits in ``Authorization: Bearer <token>`` without quoting. (A
@@ -166,23 +166,8 @@ def _publish_directly(path: Path, token: str) -> bool:
 
 
 def _read_token_file(path: Path) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as err:
-        raise ConfigError(f"cannot read the API token file {path}: {err.strerror or err}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"the API token file {path} is not a regular file")
-        if os.name == "posix" and info.st_mode & 0o077:
-            raise ConfigError(
-                f"the API token file {path} is accessible by group or others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' if it has not leaked, "
-                "or delete it to have a new token made"
-            )
-        data = os.read(fd, _MAX_TOKEN_FILE + 1)
-    finally:
-        os.close(fd)
+    data = read_private_file(path, label=f"the API token file {path}", limit=_MAX_TOKEN_FILE,
+                             leaked_hint=", or delete it to have a new token made")
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:

@@ -23,7 +23,6 @@ import json
 import os
 import socket
 import ssl
-import stat
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Callable, Collection, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import ConfigError, JobmanError, one_line
+from .privatefile import read_private_file
 
 PREFIX = "/jobMan/v1.1"  # the same as jobman_cli.api.PREFIX (not imported: that module loads the server)
 TOKEN_ENV = "JOBMAN_API_TOKEN"
@@ -62,20 +62,7 @@ def read_token(token_file: str | None) -> str:
     or others can read is refused (as the daemon refuses its own): the token must be treated as leaked."""
     if token_file is not None:
         path = Path(token_file)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as err:
-            raise ConfigError(f"--token-file: cannot read {path}: {err.strerror or err}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"--token-file: {path} is not a regular file")
-            if os.name == "posix" and info.st_mode & 0o077:
-                raise ConfigError(f"--token-file: {path} is accessible by group or others (mode "
-                                  f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' if it has not leaked")
-            data = os.read(fd, 4097)
-        finally:
-            os.close(fd)
+        data = read_private_file(path, label=str(path), limit=4096, prefix="--token-file: ")
         token, where = data.decode("ascii", "replace").strip(), f"--token-file: {path}"
     else:
         value = os.environ.get(TOKEN_ENV)

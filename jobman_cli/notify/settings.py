@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import config_section, jobman_home
 from ..errors import ConfigError, InvalidInput
+from ..privatefile import read_private_file
 from .deliveries import Policy
 from .targets import DEFAULT_NOTIFY_ON, validate_notify_on, validate_targets
 
@@ -144,21 +144,8 @@ def _create(path: Path) -> None:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as err:
-        raise ConfigError(f"cannot read the notification secret file {path}: {err.strerror or err}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"the notification secret file {path} is not a regular file")
-        if os.name == "posix" and info.st_mode & 0o077:
-            raise ConfigError(f"the notification secret file {path} is accessible by group or others (mode "
-                              f"{stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {path}' if it has not leaked, "
-                              "or replace it (and tell your receivers the new secret)")
-        data = os.read(fd, _MAX_SECRET_FILE + 1)
-    finally:
-        os.close(fd)
+    data = read_private_file(path, label=f"the notification secret file {path}", limit=_MAX_SECRET_FILE,
+                             leaked_hint=", or replace it (and tell your receivers the new secret)")
     secret = data.strip()
     if len(data) > _MAX_SECRET_FILE or len(secret) < MIN_SECRET:
         raise ConfigError(f"the notification secret file {path} must hold {MIN_SECRET} to {_MAX_SECRET_FILE} "

@@ -189,6 +189,10 @@ class Job:
     attempts: int = 0
     launch_token: str | None = None
     launched_at: datetime | None = None
+    #: When the current attempt was claimed (scheduled -> launching), and when its instance first
+    #: reported ``running`` (the container is starting): the dashboard's timeline.
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
     finished_at: datetime | None = None
     not_before: datetime | None = None
     updated_at: datetime | None = None
@@ -241,7 +245,8 @@ class Job:
         earlier attempt's, so only this attempt's instance can report (None: no instance can;
         the operator's ``jobman callback`` still can)."""
         return self._to(JobStatus.LAUNCHING, now, attempts=self.attempts + 1, launch_token=launch_token,
-                        not_before=None, callback_hashes=(callback_hash,) if callback_hash else ())
+                        not_before=None, callback_hashes=(callback_hash,) if callback_hash else (),
+                        claimed_at=now, started_at=None)
 
     def with_callback_hash(self, callback_hash: str) -> "Job":
         """Accept one more token for the current attempt (a take-over re-rendered its user-data;
@@ -310,9 +315,12 @@ class Job:
 
         if status == "running":
             if self.status is JobStatus.RUNNING:
-                return self
+                if self.started_at is not None:
+                    return self  # the instance repeated its report
+                # The first report of this attempt: no change of state, only when it came.
+                return dataclasses.replace(self, started_at=now, updated_at=now, version=self.version + 1)
             if self.status is JobStatus.LAUNCHING:
-                return self._to(JobStatus.RUNNING, now, launched_at=self.launched_at or now)
+                return self._to(JobStatus.RUNNING, now, launched_at=self.launched_at or now, started_at=now)
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot become running")
 
         if status == "finished":
@@ -393,6 +401,8 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "created-at": format_time(job.created_at),
         "launched-at": format_time(job.launched_at),
+        "claimed-at": format_time(job.claimed_at),
+        "started-at": format_time(job.started_at),
         "finished-at": format_time(job.finished_at),
         "timeout": job.timeout,
         "start-deadline": job.start_deadline,
@@ -411,7 +421,8 @@ def job_to_api(job: Job) -> dict[str, Any]:
 #: The public keys, in the order :func:`job_to_api` emits them.
 API_KEYS = (
     "id", "title", "date-time", "docker-image", "env-variables", "status", "exit-code", "reason",
-    "reason-code", "instance-id", "attempts", "created-at", "launched-at", "finished-at", "timeout",
+    "reason-code", "instance-id", "attempts", "created-at", "launched-at", "claimed-at", "started-at", "finished-at",
+    "timeout",
     "start-deadline", "instance-type", "command", "entrypoint", "disk-gb", "secrets", "container-imds",
     "notify", "notify-on", "notifications",
 )
@@ -506,6 +517,8 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         attempts=int(record.get("attempts") or 0),
         launch_token=record.get("launch-token"),
         launched_at=parse_time(record.get("launched-at")),
+        claimed_at=parse_time(record.get("claimed-at")),
+        started_at=parse_time(record.get("started-at")),
         finished_at=parse_time(record.get("finished-at")),
         not_before=parse_time(record.get("not-before")),
         updated_at=parse_time(record.get("updated-at")),

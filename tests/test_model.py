@@ -168,8 +168,14 @@ def test_only_forward_transitions() -> None:
     with pytest.raises(TransitionNotAllowed):
         s["running"].claimed(NOW, "again")
     assert s["finished"].reported("finished", 0, NOW) is s["finished"]  # repeated report: no-op
-    assert s["running"].reported("running", None, NOW) is s["running"]
-    assert s["launching"].reported("running", None, NOW).status is JobStatus.RUNNING
+    # The instance's first "running" on a running job records when the container started, and
+    # changes nothing else; its repeats are no-ops.
+    first = s["running"].reported("running", None, NOW + timedelta(seconds=5))
+    assert first.status is JobStatus.RUNNING and first.started_at == NOW + timedelta(seconds=5)
+    assert first.reported("running", None, NOW + timedelta(seconds=9)) is first
+    via_callback = s["launching"].reported("running", None, NOW)
+    assert via_callback.status is JobStatus.RUNNING and via_callback.started_at == NOW
+    assert s["launching"].claimed_at is not None and via_callback.claimed_at == s["launching"].claimed_at
     assert s["retry"].status is JobStatus.SCHEDULED and s["retry"].due_at == NOW + timedelta(seconds=30)
 
 

@@ -516,7 +516,9 @@ def test_calls_over_one_jobs_life_match_docs_dynamodb_md(make_handle):
         shared.change_marker()
         shared.next_due_at()
         assert phase(calls) == {"GetItem": 1, "Query": 1}  # one idle poll (+ a Query when it moved)
-        daemon.service.report(job.id, "running", None)  # the instance's first callback: a no-op
+        daemon.service.report(job.id, "running", None)  # the instance's first callback: records started-at
+        assert phase(calls) == {"GetItem": 2, "PutItem": 1, "UpdateItem": 1}
+        daemon.service.report(job.id, "running", None)  # its repeat: a no-op
         assert phase(calls) == {"GetItem": 2}
         daemon.tick(due + timedelta(seconds=30), reconcile=True)
         # A reconciliation pass: the tick's 3 Queries, active() again (2), and the reaper's

@@ -190,9 +190,9 @@ def _timeline(job: dict[str, Any]) -> str:
     status = job.get("status")
     ran = status in ("running", "finished") or (status == "failed" and job.get("exit-code") is not None)
     steps = [("scheduled", job.get("created-at"), True), ("due", job.get("date-time"), True),
-             ("claimed", None, status != "scheduled" or int(job.get("attempts") or 0) > 0),
+             ("claimed", job.get("claimed-at"), status != "scheduled" or int(job.get("attempts") or 0) > 0),
              ("instance launched", job.get("launched-at"), bool(job.get("launched-at"))),
-             ("running", None, ran),
+             ("running", job.get("started-at"), ran or bool(job.get("started-at"))),
              (status if status in TERMINAL else "ended", job.get("finished-at"), status in TERMINAL)]
     items, previous = [], None
     for name, at_text, reached in steps:

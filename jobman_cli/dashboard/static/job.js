@@ -8,7 +8,7 @@
   var jobId = match ? match[1] : null;
   var job = null, logNext = null, logDone = false, lines = [], missing = false;
 
-  function ran(j) {  // the container started (no timestamp is kept for that moment)
+  function ran(j) {  // the container started (jobs stored before started-at existed have no time for it)
     return j.status === "running" || j.status === "finished" || (j.status === "failed" && j["exit-code"] !== null);
   }
 
@@ -17,9 +17,9 @@
     var steps = [
       ["scheduled", j["created-at"], true],
       ["due", j["date-time"], true],
-      ["claimed", null, claimed],
+      ["claimed", j["claimed-at"] || null, claimed],  // older records have no claimed-at
       ["instance launched", j["launched-at"], !!j["launched-at"]],
-      ["running", null, ran(j)],  // the instance's "running" report: its time is not stored
+      ["running", j["started-at"] || null, ran(j) || !!j["started-at"]],  // the instance's first "running" report
       [TERMINAL[j.status] ? j.status : "ended", j["finished-at"], !!TERMINAL[j.status]]
     ];
     var list = $("timeline");

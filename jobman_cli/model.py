@@ -181,6 +181,22 @@ class Job:
     notify_on: str = DEFAULT_NOTIFY_ON
     #: One record per notification owed once terminal (see :mod:`jobman_cli.notify.deliveries`).
     deliveries: tuple[Mapping[str, Any], ...] = ()
+    # Capacity and cost (DESIGN.md section 13). ``instance_type`` may be a preference list
+    # ("m7i.large,m6i.large"); ``placement`` is the rung that launched the current attempt:
+    # {"instance-type", "availability-zone", "subnet-id", "market"}.
+    subnet_ids: tuple[str, ...] = ()
+    capacity: str = "on-demand"
+    max_interruptions: int = 3
+    interruptions: int = 0
+    max_cost: float | None = None
+    placement: Mapping[str, Any] | None = None
+    #: USD, set once when the job has ended; None with ``cost_basis`` "unknown: why" when no price was found.
+    cost: float | None = None
+    cost_basis: str | None = None
+    # Recurring schedules (DESIGN.md section 14): the schedule that created this job, and the
+    # occurrence (nominal instant, UTC) it is the run of.
+    schedule_id: int | None = None
+    occurrence: datetime | None = None
     #: SHA-256 hashes of the callback tokens valid for the current attempt (see
     #: :func:`hash_callback_token`). Reset by every new attempt, so an instance of an abandoned
     #: attempt cannot report; more than one only when a take-over relaunched the same attempt.
@@ -228,6 +244,12 @@ class Job:
             self.container_imds,
             self.notify,
             self.notify_on,
+            self.subnet_ids,
+            self.capacity,
+            self.max_interruptions,
+            self.max_cost,
+            self.schedule_id,
+            self.occurrence,
         )
 
     # ----------------------------------------------------------------- transitions
@@ -274,6 +296,11 @@ class Job:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot retry")
         return self._to(JobStatus.SCHEDULED, now, reason=reason, not_before=not_before, launch_token=None,
                         callback_hashes=())
+
+    def with_cost(self, cost: float | None, basis: str, now: datetime) -> "Job":
+        """The cost receipt of an ended job: ``cost`` in USD (None when no price could be found, with
+        ``basis`` saying why). No change of state."""
+        return dataclasses.replace(self, cost=cost, cost_basis=basis, updated_at=now, version=self.version + 1)
 
     def failed(self, reason: str, now: datetime, code: ReasonCode, exit_code: int | None = None) -> "Job":
         """-> failed, with a human ``reason`` and the machine ``code`` (section 9)."""
@@ -415,6 +442,16 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "notify": [redact(target) for target in job.notify],
         "notify-on": job.notify_on,
         "notifications": [dict(record) for record in job.deliveries],
+        "subnet-ids": list(job.subnet_ids),
+        "capacity": job.capacity,
+        "max-interruptions": job.max_interruptions,
+        "interruptions": job.interruptions,
+        "max-cost": job.max_cost,
+        "placement": dict(job.placement) if job.placement is not None else None,
+        "cost": job.cost,
+        "cost-basis": job.cost_basis,
+        "schedule-id": job.schedule_id,
+        "occurrence": format_time(job.occurrence),
     }
 
 
@@ -425,6 +462,8 @@ API_KEYS = (
     "timeout",
     "start-deadline", "instance-type", "command", "entrypoint", "disk-gb", "secrets", "container-imds",
     "notify", "notify-on", "notifications",
+    "subnet-ids", "capacity", "max-interruptions", "interruptions", "max-cost", "placement", "cost", "cost-basis",
+    "schedule-id", "occurrence",
 )
 
 
@@ -449,6 +488,10 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     api["notify"] = list(api["notify"] or [])
     api["notify-on"] = api["notify-on"] or DEFAULT_NOTIFY_ON
     api["notifications"] = list(api["notifications"] or [])
+    api["subnet-ids"] = list(api["subnet-ids"] or [])
+    api["capacity"] = api["capacity"] or "on-demand"
+    api["max-interruptions"] = int(api["max-interruptions"] if api["max-interruptions"] is not None else 3)
+    api["interruptions"] = int(api["interruptions"] or 0)
     if api["reason-code"] is None:  # stored before reason codes existed
         code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
         api["reason-code"] = code.value if code is not None else None
@@ -512,6 +555,16 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         notify=tuple(record.get("notify-targets") or ()),
         notify_on=record.get("notify-on") or DEFAULT_NOTIFY_ON,
         deliveries=tuple(dict(r) for r in record.get("notifications") or () if isinstance(r, dict)),
+        subnet_ids=tuple(record.get("subnet-ids") or ()),
+        capacity=record.get("capacity") or "on-demand",
+        max_interruptions=int(record["max-interruptions"]) if record.get("max-interruptions") is not None else 3,
+        interruptions=int(record.get("interruptions") or 0),
+        max_cost=float(record["max-cost"]) if record.get("max-cost") is not None else None,
+        placement=dict(record["placement"]) if isinstance(record.get("placement"), dict) else None,
+        cost=float(record["cost"]) if record.get("cost") is not None else None,
+        cost_basis=record.get("cost-basis"),
+        schedule_id=int(record["schedule-id"]) if record.get("schedule-id") is not None else None,
+        occurrence=parse_time(record.get("occurrence")),
         callback_hashes=hashes,
         instance_id=record.get("instance-id"),
         attempts=int(record.get("attempts") or 0),

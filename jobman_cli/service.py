@@ -76,6 +76,10 @@ class ScheduleRequest:
     #: None: the service's :attr:`JobService.notify_defaults` (``[notify]`` in config.toml).
     notify: Any = None
     notify_on: Any = None
+    #: Set by the schedules materializer only (never by a front end): the schedule and the
+    #: occurrence (UTC datetime) this job runs for. Copied onto the draft unvalidated.
+    schedule_id: Any = None
+    occurrence: Any = None
 
 
 def launch_token_for(store_id: str, job_id: int, attempt: int) -> str:
@@ -154,6 +158,7 @@ class JobService:
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
             command=command, entrypoint=entrypoint, disk_gb=disk_gb, secrets=secrets,
             container_imds=request.container_imds, notify=notify, notify_on=notify_on,
+            schedule_id=request.schedule_id, occurrence=request.occurrence,
         )
         _check_user_data_size(draft, names)
         return draft

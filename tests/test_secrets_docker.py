@@ -32,32 +32,18 @@ import urllib.request
 
 import pytest
 
-from dockerengine import DockerEngine, EngineUnavailable
 from moto_server import aws_env, ec2_client, free_port, moto_server, moto_server_process  # noqa: F401  (fixtures)
 from notify_receiver import Receiver
 from registry import Registry
 from stubtools import REAL, StubTools
 from test_e2e_daemon import DaemonProcess
-from test_logs_docker import FAKE_KEYS, FAST, _unavailable
+from test_logs_docker import FAKE_KEYS, FAST, engine  # noqa: F401  (engine: the private dockerd fixture)
 from test_secrets_userdata import EXPECTED, SECRETS, aws_cli, leaks, seed  # noqa: F401  (aws_cli: fixture)
 
 pytestmark = pytest.mark.slow
 
 API_TOKEN = "s" * 40
 WAIT = 60.0
-
-
-@pytest.fixture(scope="module")
-def engine():
-    engine = DockerEngine(extra_env=FAKE_KEYS)  # awslogs reads dockerd's credentials (on EC2: the role)
-    try:
-        engine.start()
-    except EngineUnavailable as exc:
-        _unavailable(f"no private Docker engine here: {exc}")
-    try:
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ The parts, each readable on its own (each has a ``step``):
 :mod:`.reconcile`       every ``reconcile_interval``: timeouts, vanished instances, orphans
 :mod:`.notifier`        notifications jobs owe once ended: own threads, claimed, retried, recorded
 :mod:`.retention`       once a day (``[daemon] retention``): prune jobs that ended long ago
+:mod:`.schedules`       recurring schedules: each due occurrence becomes one job (or missed/skipped)
 :mod:`.pool`            the bounded launch pool: in flight, cool-downs after crashes
 :mod:`.throttle`        the token bucket that paces ``RunInstances``
 :mod:`.loop`            the only driver: sleeps until a pass is worth it
@@ -18,7 +19,7 @@ The parts, each readable on its own (each has a ``step``):
 ======================  ===========================================================================
 
 One pass, :meth:`Daemon.tick`: abandoned launches first (so their tag lookups precede any new
-``RunInstances``), then due jobs, then — when its interval is due — the reconciliation, then —
+``RunInstances``), then the schedules' due occurrences (their jobs), then due jobs, then — when its interval is due — the reconciliation, then —
 once a day, if configured — the retention prune.
 """
 
@@ -40,6 +41,7 @@ from ..settings import DaemonSettings
 from ..stores.base import JobStore
 from .adopter import Adopter
 from .common import DEFAULT_LAUNCH_LEASE, Collector, Log, TickReport, error_text, new_daemon_id, stderr_log
+from .costing import costing_for
 from .launch import Launch
 from .lease import ONCE_SKEW_MARGIN, LeaseKeeper
 from .loop import run_loop
@@ -48,6 +50,7 @@ from .observer import Observer, RecordingStore
 from .pool import LaunchPool
 from .reconcile import Reconciler
 from .retention import Retention
+from .schedules import Materializer
 from .starter import Starter
 from .throttle import TokenBucket
 from .waker import Waker
@@ -104,6 +107,11 @@ class Daemon:
                                      in_flight=self.pool.in_flight)
         self._next_reconcile: datetime | None = None
         self.retention = Retention(self.store, getattr(settings, "retention", None), log=self.log)
+        #: None for a store without schedules (a test's minimal fake store).
+        self.schedules = (Materializer(self.store, self.service, terminate=lambda iid: launcher.terminate([iid]),
+                                       log=self.log, stopping=lambda: self.stopping)
+                          if hasattr(self.store, "list_schedules") else None)
+        self._schedules_trouble: str | None = None
         self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
         #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`).
@@ -112,6 +120,10 @@ class Daemon:
                          if notify_sender is not None else None)
         if self.notifier is not None:
             self.observer.listeners.append(self.notifier.poke)
+        #: Cost receipts of ended jobs (None: not EC2, or receipts off); its thread starts with :meth:`run`.
+        self.costing = costing_for(self.store, launcher, self.clock, log=self.log)
+        if self.costing is not None:
+            self.observer.listeners.append(self.costing.poke)
 
         self.service.subscribe(self._on_service_change)
         self.leases.start()  # shared stores only
@@ -128,6 +140,8 @@ class Daemon:
         """Log the changes other processes made to active jobs (see :class:`~.observer.Observer`),
         and show the lease keeper the other daemons' claims as they are now (their renewals)."""
         self.leases.watch(self.observer.step())
+        if self.schedules is not None:
+            self.schedules.invalidate()
 
     def renew_claims(self) -> int:
         """Renew this daemon's launch claims now (see :class:`~.lease.LeaseKeeper`)."""
@@ -166,6 +180,7 @@ class Daemon:
         futures: list[Future] = []
         if not self.stopping:
             futures += self.adopter.step(now, out)
+            self._materialize(now, out)
             futures += self.starter.step(now, out)
         if wait_launches and futures:
             wait(futures)
@@ -182,7 +197,23 @@ class Daemon:
                 self.retention.run(now)
             else:
                 self._reconcile_thread.submit(self._retain_in_background, now)
+        if wait_launches and self.costing is not None:  # --once and tests; the loop has the cost thread
+            self.costing.run_once()
         return out.report(do_reconcile)
+
+    def _materialize(self, now: datetime, out: Collector) -> None:
+        """The schedules' due occurrences become jobs; a store that cannot list its schedules is
+        logged (once while it lasts) and never keeps the due jobs of this pass from starting."""
+        if self.schedules is None:
+            return
+        try:
+            self.schedules.step(now, out)
+            self._schedules_trouble = None
+        except Exception as exc:
+            text = error_text(exc)
+            if text != self._schedules_trouble:
+                self.log(f"schedules: cannot read them, looking again at the next pass: {text}")
+            self._schedules_trouble = text
 
     def _retain_in_background(self, now: datetime) -> None:
         try:
@@ -197,8 +228,10 @@ class Daemon:
             self.log(f"reconcile: unexpected error: {error_text(exc)}")
 
     def next_wake(self, after: datetime | None = None) -> datetime | None:
-        """The earliest time (later than ``after``) a job whose handling crashed may be looked at again."""
-        return self.pool.next_wake(after)
+        """The earliest time (later than ``after``) a job whose handling crashed may be looked at again,
+        or a schedule's next occurrence is due to become a job."""
+        wakes = [self.pool.next_wake(after), self.schedules.next_wake(after) if self.schedules else None]
+        return min((w for w in wakes if w is not None), default=None)
 
     @property
     def next_reconcile(self) -> datetime | None:
@@ -215,6 +248,8 @@ class Daemon:
         try:
             if self.notifier is not None:
                 self.notifier.start()
+            if self.costing is not None:
+                self.costing.start()
             run_loop(self)
         finally:
             self.close()
@@ -228,4 +263,6 @@ class Daemon:
         self._reconcile_thread.shutdown(wait=True, cancel_futures=True)
         if self.notifier is not None:
             self.notifier.close()
+        if self.costing is not None:
+            self.costing.close()
         self._wake.close()

@@ -1,0 +1,312 @@
+"""Schedules become jobs: each occurrence, just in time, one ordinary job (DESIGN.md section 14).
+
+Driven by :meth:`~jobman_cli.daemon.wiring.Daemon.tick` with the pass's ``now`` (a test drives it
+with a fixed clock), before the due jobs are started, so an occurrence created late in a pass is
+launched by the same pass. For each unpaused schedule whose ``next_at`` is at or before
+``now + LEAD`` (created a few seconds early, so that its launch is on time; the job's date-time is
+the occurrence itself), occurrence after occurrence until ``next_at`` is in the future:
+
+* older than the template's start deadline: recorded as ``missed``, one record per occurrence,
+  never launched (a daemon that was down does not launch a burst of stale runs);
+* ``overlap`` ``forbid`` (the default) while the previous run (``last_job_id``) is still
+  scheduled, launching or running: recorded as ``skipped``; ``replace``: the previous run is
+  cancelled as ``jobman cancel`` does (the cancellation stored, then its instance terminated) and
+  recorded as ``replaced-previous``; ``allow``: nothing to check;
+* otherwise the job is created through :meth:`JobService.schedule` from the template with
+  ``date-time`` = the occurrence, ``schedule_id``/``occurrence`` and the idempotency key
+  ``schedule-{id}-{occurrence}``.
+
+Then ``next_at`` moves to the next occurrence and the records are appended, in one
+compare-and-set (:meth:`update_schedule`) that first checks ``next_at`` is still the occurrence
+handled. **Exactly once with several daemons** comes from the key, not from the schedule write:
+the store's ``add`` is atomic on it, so two daemons handling one occurrence at the same time
+create one job (the second gets the first's), and only one of them advances ``next_at`` (the other
+finds it moved and stops). **Paused or deleted** meanwhile: each occurrence is decided on the copy
+the last compare-and-set returned, so a schedule paused before that write creates nothing more.
+
+**Cheap when idle**: the earliest ``next_at`` of the unpaused schedules is cached (a sorted list of
+``(next_at, id)``); the schedules are listed again only when the store's change marker moved (the
+loop calls :meth:`Materializer.invalidate` whenever it sees that) — a tick or a wake-up with
+nothing due reads no schedule at all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import threading
+from datetime import datetime, timedelta
+from typing import Any, Callable, Hashable
+
+from ..errors import JobmanError, one_line
+from ..model import JobStatus, format_time
+from ..service import JobService
+from .common import Log, error_text
+
+#: How early an occurrence's job is created (its date-time stays the occurrence): the loop wakes for
+#: it this much before, so the job is stored and the launch starts on time.
+LEAD = timedelta(seconds=5)
+#: A schedule whose handling failed (the store unreachable) is looked at again after this.
+RETRY = timedelta(seconds=10)
+#: At most this many missed occurrences are recorded one by one per pass (the schedule keeps 500
+#: records anyway); beyond, the earlier ones are summed up in the first record's detail.
+MAX_MISSED_LISTED = 500
+#: A schedule that missed more occurrences than this (a minutely one, a year without a daemon) is
+#: not walked occurrence by occurrence: the walk jumps to the start deadline's window.
+MAX_MISSED_WALK = 100_000
+#: How many records a schedule keeps (the model caps them too; newest last).
+MAX_RECORDS = 500
+#: States in which the previous run counts as still active for ``overlap``.
+RUNNING_STATES = frozenset({JobStatus.SCHEDULED, JobStatus.LAUNCHING, JobStatus.RUNNING})
+_NEVER: Hashable = object()
+#: The :class:`~.common.TickReport` outcome kind of a job created for an occurrence.
+OCCURRENCE_CREATED = "occurrence-created"
+
+
+class _Moved(Exception):
+    """Raised inside a schedule change: it no longer has the expected ``next_at`` (another daemon
+    handled the occurrence, or it was resumed, paused or edited): write nothing, stop."""
+
+
+class Materializer:
+    """Turns due occurrences into jobs (see the module docstring). Thread-safe: one pass at a time."""
+
+    def __init__(self, store: Any, service: JobService, *, terminate: Callable[[str], None], log: Log,
+                 lead: timedelta = LEAD, stopping: Callable[[], bool] = lambda: False) -> None:
+        self.store = store
+        self.service = service
+        self.terminate = terminate
+        self.log = log
+        self.lead = lead
+        self.stopping = stopping
+        self._lock = threading.Lock()
+        self._marker: Hashable = _NEVER  # the change marker read before the cached listing
+        self._stale = True
+        self._queue: list[tuple[datetime, int]] = []  # (next_at, id) of unpaused schedules, ascending
+        self._retry: dict[int, datetime] = {}  # schedule id -> not before (after a failure)
+        self._out: Any = None
+        #: How many times the schedules were listed (the idle-cost tests and benchmark read it).
+        self.listings = 0
+
+    # ------------------------------------------------------------------ the cache
+    def invalidate(self) -> None:
+        """The store changed (the loop saw its change marker move): list again before next use."""
+        self._stale = True
+
+    def _refresh(self, force: bool = False) -> None:
+        """List the schedules again if the store changed since the last listing."""
+        if not force and not self._stale:
+            return
+        marker = self.store.change_marker()  # read before the listing: a later write moves it again
+        if not force and marker == self._marker and self._marker is not _NEVER:
+            self._stale = False
+            return
+        queue = sorted((s.next_at, s.id) for s in self.store.list_schedules()
+                       if not s.paused and s.next_at is not None)
+        self.listings += 1
+        self._queue, self._marker, self._stale = queue, marker, False
+        known = {schedule_id for _, schedule_id in queue}
+        self._retry = {k: v for k, v in self._retry.items() if k in known}
+
+    def _requeue(self, schedule_id: int, next_at: datetime | None) -> None:
+        self._queue = [item for item in self._queue if item[1] != schedule_id]
+        if next_at is not None:
+            bisect.insort(self._queue, (next_at, schedule_id))
+
+    def next_wake(self, after: datetime | None = None) -> datetime | None:
+        """When the loop should run a pass for the next occurrence (``LEAD`` before it), later than
+        ``after``; None if no schedule is waiting. No store read unless the store changed."""
+        with self._lock:
+            try:
+                self._refresh()
+            except (JobmanError, OSError):
+                return None  # the loop's own store calls report the trouble; the next pass retries
+            best: datetime | None = None
+            for next_at, schedule_id in self._queue:
+                wake = max(next_at - self.lead, self._retry.get(schedule_id, next_at - self.lead))
+                if (after is None or wake > after) and (best is None or wake < best):
+                    best = wake
+                if best is not None and next_at - self.lead > best:
+                    break  # sorted by next_at: nothing later can wake earlier
+            return best
+
+    # ------------------------------------------------------------------ one pass
+    def step(self, now: datetime, out: Any = None) -> int:
+        """Handle every due occurrence; returns how many jobs were created (each also reported to
+        ``out``, a :class:`~.common.Collector`, as :data:`OCCURRENCE_CREATED`)."""
+        self._out = out
+        with self._lock:
+            self._stale = True  # a pass compares the marker (one stat / GetItem), never trusts the cache
+            self._refresh()
+            horizon = now + self.lead
+            due = [schedule_id for next_at, schedule_id in self._queue
+                   if next_at <= horizon and self._retry.get(schedule_id, now) <= now]
+            created = 0
+            for schedule_id in due:
+                if self.stopping():
+                    break
+                try:
+                    created += self._one(schedule_id, now)
+                    self._retry.pop(schedule_id, None)
+                except Exception as exc:  # one broken schedule or a store hiccup must not stop the others
+                    self._retry[schedule_id] = now + RETRY
+                    text = one_line(str(exc)) if isinstance(exc, JobmanError) else error_text(exc)
+                    self.log(f"schedule {schedule_id}: not handled, looking again in "
+                             f"{int(RETRY.total_seconds())}s: {text}")
+            return created
+
+    def _one(self, schedule_id: int, now: datetime) -> int:
+        from ..errors import ScheduleNotFound
+        from ..schedules.model import Overlap
+
+        try:
+            current = self.store.get_schedule(schedule_id)
+        except ScheduleNotFound:
+            self._requeue(schedule_id, None)
+            return 0
+        created = 0
+        horizon = now + self.lead
+        try:
+            while (not current.paused and current.next_at is not None and current.next_at <= horizon
+                   and not self.stopping()):
+                occurrence = current.next_at
+                deadline = now - timedelta(seconds=current.start_deadline())
+                if occurrence < deadline:
+                    current = self._missed(current, now, deadline)
+                    continue
+                records: list[dict[str, Any]] = []
+                previous = self._active_previous(current)
+                if previous is not None and current.overlap is Overlap.FORBID:
+                    records.append(_record(occurrence, "skipped", None, now,
+                                           f"job {previous.id} is still {previous.status.value} (overlap forbid)"))
+                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} skipped: job "
+                             f"{previous.id} is still {previous.status.value} (overlap forbid)")
+                    current = self._advance(current, occurrence, records, now)
+                    continue
+                if previous is not None and current.overlap is Overlap.REPLACE:
+                    records.append(_record(occurrence, "replaced-previous", previous.id, now,
+                                           self._cancel(current, previous)))
+                job, new = self.service.schedule(self._request(current, occurrence))
+                created += int(new)
+                if new and self._out is not None:
+                    self._out.add(OCCURRENCE_CREATED, job.id, f"schedule {current.id} {format_time(occurrence)}")
+                records.append(_record(occurrence, "created", job.id, now,
+                                       None if new else "created by another daemon"))
+                if new:
+                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} -> job {job.id}")
+                current = self._advance(current, occurrence, records, now, last_job_id=job.id)
+        except (_Moved, ScheduleNotFound):
+            try:  # another daemon (or a pause, resume or delete) changed it: take it as it is now
+                current = self.store.get_schedule(schedule_id)
+            except ScheduleNotFound:
+                self._requeue(schedule_id, None)
+                return created
+        self._requeue(schedule_id, None if current.paused else current.next_at)
+        return created
+
+    # ------------------------------------------------------------------ the rules
+    def _missed(self, schedule: Any, now: datetime, deadline: datetime) -> Any:
+        """Record every occurrence older than the start deadline as missed (one CAS for all)."""
+        from ..schedules.occurrences import next_occurrence
+
+        occurrence = schedule.next_at
+        listed: collections.deque[datetime] = collections.deque(maxlen=MAX_MISSED_LISTED)
+        walked = 0
+        nxt: datetime | None = occurrence
+        while nxt is not None and nxt < deadline and walked < MAX_MISSED_WALK:
+            listed.append(nxt)
+            walked += 1
+            nxt = self._next(schedule, nxt, next_occurrence)
+        if nxt is not None and nxt < deadline:  # too many to walk: jump to the deadline's window
+            nxt = self._next(schedule, deadline - timedelta(microseconds=1), next_occurrence)
+            walked = -1
+        earlier = (walked - len(listed)) if walked >= 0 else None
+        records = []
+        for index, when in enumerate(listed):
+            detail = f"older than the start deadline ({_duration(schedule.start_deadline())}) when handled"
+            if index == 0 and earlier != 0:
+                detail += (f"; {earlier} earlier occurrence(s) missed too, not listed" if earlier is not None
+                           else "; more earlier occurrences missed too (too many to count), not listed")
+            records.append(_record(when, "missed", None, now, detail))
+        first, last = format_time(listed[0]), format_time(listed[-1])
+        span = first if len(listed) == 1 else f"{first} .. {last}"
+        self.log(f"schedule {schedule.id}: {len(listed) if earlier is not None else 'many'} occurrence(s) missed "
+                 f"(older than the start deadline {_duration(schedule.start_deadline())}): {span}")
+        return self._advance(schedule, occurrence, records, now, next_at=nxt)
+
+    @staticmethod
+    def _next(schedule: Any, after: datetime, next_occurrence: Callable[..., Any]) -> datetime | None:
+        return next_occurrence(schedule.cron, schedule.every, schedule.tz, after, anchor=schedule.created_at)
+
+    def _active_previous(self, schedule: Any) -> Any:
+        """The schedule's latest run if it is still scheduled, launching or running, else None."""
+        from ..errors import JobNotFound
+
+        if schedule.last_job_id is None:
+            return None
+        try:
+            job = self.store.get(schedule.last_job_id)
+        except JobNotFound:  # pruned
+            return None
+        return job if job.status in RUNNING_STATES else None
+
+    def _cancel(self, schedule: Any, previous: Any) -> str:
+        """``overlap replace``: cancel the previous run as ``jobman cancel`` does; what happened."""
+        try:
+            self.service.cancel(previous.id, terminate=self.terminate)
+        except JobmanError as exc:
+            try:
+                job = self.store.get(previous.id)
+            except JobmanError:
+                job = None
+            if job is None or job.status in RUNNING_STATES:
+                text = one_line(str(exc))
+                self.log(f"schedule {schedule.id}: previous run job {previous.id} not cancelled: {text}")
+                return f"job {previous.id} could not be cancelled: {text}"
+            return f"job {previous.id} had already ended ({job.status.value})"
+        self.log(f"schedule {schedule.id}: cancelled job {previous.id}, still {previous.status.value} "
+                 "at the next occurrence (overlap replace)")
+        return f"job {previous.id} was {previous.status.value}; cancelled (overlap replace)"
+
+    def _request(self, schedule: Any, occurrence: datetime) -> Any:
+        from ..schedules.service import request_from_template
+
+        return request_from_template(
+            schedule.template, when=format_time(occurrence), schedule_id=schedule.id, occurrence=occurrence,
+            idempotency_key=occurrence_key(schedule.id, occurrence))
+
+    def _advance(self, schedule: Any, occurrence: datetime, records: list[dict[str, Any]], now: datetime, *,
+                 last_job_id: int | None = None, next_at: Any = _NEVER) -> Any:
+        """Compare-and-set: ``next_at`` from ``occurrence`` to the next one, records appended."""
+        from ..schedules.occurrences import next_occurrence
+
+        following = self._next(schedule, occurrence, next_occurrence) if next_at is _NEVER else next_at
+
+        def change(current: Any) -> Any:
+            if current.next_at != occurrence:
+                raise _Moved
+            changes: dict[str, Any] = {"next_at": following, "updated_at": now, "version": current.version + 1,
+                                       "records": (tuple(current.records) + tuple(records))[-MAX_RECORDS:]}
+            if last_job_id is not None:
+                changes["last_job_id"] = last_job_id
+            return dataclasses.replace(current, **changes)
+
+        return self.store.update_schedule(schedule.id, change)
+
+
+def occurrence_key(schedule_id: int, occurrence: datetime) -> str:
+    """The idempotency key of an occurrence's job: the same in every daemon, so one job each."""
+    return f"schedule-{schedule_id}-{format_time(occurrence)}"
+
+
+def _record(occurrence: datetime, outcome: str, job_id: int | None, now: datetime,
+            detail: str | None) -> dict[str, Any]:
+    return {"occurrence": format_time(occurrence), "outcome": outcome, "job-id": job_id,
+            "at": format_time(now), "detail": detail}
+
+
+def _duration(seconds: float) -> str:
+    from .common import format_duration
+
+    return format_duration(seconds)

@@ -48,7 +48,8 @@ __all__ = ["ApiServer", "load_or_create_api_token", "PREFIX", "MAX_BODY"]
 PREFIX = "/jobMan/v1.1"
 SCHEDULE_FIELDS = ("title", "date-time", "docker-image", "env-variables", "timeout", "start-deadline",
                    "instance-type", "idempotency-key", "tz", "command", "entrypoint", "disk-gb", "secrets",
-                   "container-imds", "notify", "notify-on")
+                   "container-imds", "notify", "notify-on", "subnet-ids", "capacity", "max-interruptions",
+                   "max-cost")
 CALLBACK_FIELDS = ("status", "exit-code", "reason-code", "reason")
 #: route name -> the one method it answers
 ROUTE_METHODS = {"jobs": "GET", "schedule": "POST", "status": "GET", "callback": "PUT", "cancel": "POST",
@@ -208,7 +209,8 @@ class JobsApi:
             tz=body.get("tz"), command=body.get("command"), entrypoint=body.get("entrypoint"),
             disk_gb=body.get("disk-gb"), secrets=body.get("secrets"),
             container_imds=body.get("container-imds", False), notify=body.get("notify"),
-            notify_on=body.get("notify-on"),
+            notify_on=body.get("notify-on"), subnet_ids=body.get("subnet-ids"), capacity=body.get("capacity"),
+            max_interruptions=body.get("max-interruptions"), max_cost=body.get("max-cost"),
         )
         job, created = service.schedule(request, API_FIELDS)
         location = (("Location", f"{PREFIX}/jobs/{job.id}/status"),)

@@ -60,7 +60,15 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.option("--title", default="", help="A human title.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
 @click.option("--env-file", type=click.Path(dir_okay=True), metavar="FILE", help="File of KEY=VALUE lines.")
-@click.option("--instance-type", default=None, help="EC2 instance type for this job (default from config).")
+@click.option("--instance-type", default=None, metavar="TYPE[,TYPE]...",
+              help="EC2 instance type, or a preference list tried in order (m7i.large,m6i.large). [default: from config]")
+@click.option("--subnet-id", "subnet_ids", multiple=True, metavar="SUBNET",
+              help="Subnet to launch in, one per availability zone, tried in order (repeatable). [default: from config]")
+@click.option("--capacity", default=None, metavar="on-demand|spot|spot-then-on-demand",
+              help="Market: on-demand, spot, or spot on every type and subnet before on-demand. [default: on-demand]")
+@click.option("--max-interruptions", default=None, metavar="N",
+              help="Relaunch a spot job after up to N interruptions, then fail it as interrupted. [default: 3]")
+@click.option("--max-cost", default=None, metavar="USD", help="Refuse a launch whose worst-case cost exceeds USD.")
 @click.option("--timeout", default=None, metavar="DUR", help="Kill the container after DUR (30s, 10m, 2h, 1h30m). [default: 1h]")
 @click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
 @click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
@@ -84,7 +92,8 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
 @click.pass_obj
 def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
-             instance_type: str | None, timeout: str | None, start_deadline: str | None,
+             instance_type: str | None, subnet_ids: tuple[str, ...], capacity: str | None,
+             max_interruptions: str | None, max_cost: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
              secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], notify_on: str | None,
              as_json: bool, quiet: bool, dry_run: bool, command: tuple[str, ...]) -> None:
@@ -105,6 +114,8 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
         secrets=parse_secret_assignments(secrets), container_imds=container_imds,
         notify=list(notify) if notify else None, notify_on=notify_on,
+        subnet_ids=list(subnet_ids) or None, capacity=capacity, max_interruptions=max_interruptions,
+        max_cost=max_cost,
     )
     if dry_run:
         _dry_run(state, request, as_json, quiet)

@@ -37,12 +37,14 @@ class Plan:
     params: dict[str, Any]  #: the RunInstances parameters (UserData in plain text)
     user_data: str
     notes: list[str] = field(default_factory=list)
+    ladder: list[str] = field(default_factory=list)  #: every rung, in order (rung 1 is ``params``)
 
     def to_json(self) -> dict[str, Any]:
         from .model import job_to_api
 
         return {"dry-run": True, "job": job_to_api(self.job), "run-instances": self.params,
-                "user-data": self.user_data, "notes": list(self.notes)}
+                "user-data": self.user_data, "notes": list(self.notes),
+                "ladder": list(self.ladder)}
 
 
 def _store_facts(location: str) -> tuple[str, int, str | None]:
@@ -99,8 +101,14 @@ def build_plan(service: Any, request: Any, names: Any, location: str) -> Plan:
         notes.append("BlockDeviceMappings: the daemon reads the AMI's root device name at launch")
     params = run_instances_params(claimed, ec2, user_data, image_id=image_id, store_id=store_id,
                                   root_device=root_device)
+    from .capacity import ladder
+
+    rungs = [r.describe() for r in ladder(claimed, ec2.instance_type, ec2.subnet_ids)]
+    if len(rungs) > 1:
+        notes.append(f"launch ladder ({len(rungs)} rungs, tried in this order until one launches; the request "
+                     f"above is rung 1): " + "; ".join(f"{i}. {r}" for i, r in enumerate(rungs, 1)))
     notes.append("settings from config.toml and the environment; flags of a running daemon are not known here")
-    return Plan(job=job, claimed=claimed, params=params, user_data=user_data, notes=notes)
+    return Plan(job=job, claimed=claimed, params=params, user_data=user_data, notes=notes, ladder=rungs)
 
 
 def log_target(ec2: Any, settings: Any) -> Any:

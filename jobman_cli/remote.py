@@ -240,7 +240,10 @@ class RemoteService:
                 "timeout": request.timeout, "start-deadline": request.start_deadline,
                 "idempotency-key": request.idempotency_key, "tz": request.tz, "command": request.command,
                 "entrypoint": request.entrypoint, "disk-gb": draft.disk_gb, "secrets": request.secrets or None,
-                "notify": request.notify, "notify-on": request.notify_on}
+                "notify": request.notify, "notify-on": request.notify_on,
+                "subnet-ids": list(draft.subnet_ids) or None, "capacity": request.capacity,
+                "max-interruptions": None if request.max_interruptions is None else draft.max_interruptions,
+                "max-cost": draft.max_cost}
         body = {k: v for k, v in body.items() if v is not None}
         if request.container_imds:
             body["container-imds"] = True

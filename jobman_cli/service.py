@@ -41,6 +41,10 @@ class FieldNames:
     container_imds: str = "container-imds"
     notify: str = "notify"
     notify_on: str = "notify-on"
+    subnet_ids: str = "subnet-ids"
+    capacity: str = "capacity"
+    max_interruptions: str = "max-interruptions"
+    max_cost: str = "max-cost"
 
 
 API_FIELDS = FieldNames()
@@ -49,7 +53,8 @@ CLI_FIELDS = FieldNames(
     timeout="--timeout", start_deadline="--start-deadline", idempotency_key="--idempotency-key",
     tz="--tz", status="--status", exit_code="--exit-code", command="CMD", entrypoint="--entrypoint",
     disk_gb="--disk-gb", secrets="--secret", container_imds="--container-imds", notify="--notify",
-    notify_on="--notify-on",
+    notify_on="--notify-on", subnet_ids="--subnet-id", capacity="--capacity",
+    max_interruptions="--max-interruptions", max_cost="--max-cost",
 )
 
 RELATIVE_PREFIXES = ("now", "+", "in ")
@@ -76,6 +81,11 @@ class ScheduleRequest:
     #: None: the service's :attr:`JobService.notify_defaults` (``[notify]`` in config.toml).
     notify: Any = None
     notify_on: Any = None
+    #: The launch ladder (DESIGN.md section 13; :mod:`jobman_cli.capacity`).
+    subnet_ids: Any = None
+    capacity: Any = None
+    max_interruptions: Any = None
+    max_cost: Any = None
     #: Set by the schedules materializer only (never by a front end): the schedule and the
     #: occurrence (UTC datetime) this job runs for. Copied onto the draft unvalidated.
     schedule_id: Any = None
@@ -127,8 +137,14 @@ class JobService:
                    else validation.parse_duration(request.timeout, field=names.timeout))
         start_deadline = (DEFAULT_START_DEADLINE if request.start_deadline is None
                           else validation.parse_duration(request.start_deadline, field=names.start_deadline))
+        from . import capacity as cap
+
         instance_type = (None if request.instance_type is None
-                         else validation.validate_instance_type(request.instance_type, field=names.instance_type))
+                         else cap.validate_instance_types(request.instance_type, field=names.instance_type))
+        subnet_ids = cap.validate_subnet_ids(request.subnet_ids, field=names.subnet_ids)
+        capacity = cap.validate_capacity(request.capacity, field=names.capacity)
+        max_interruptions = cap.parse_max_interruptions(request.max_interruptions, field=names.max_interruptions)
+        max_cost = cap.parse_max_cost(request.max_cost, field=names.max_cost)
         key = (None if request.idempotency_key is None
                else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))
         command = validation.validate_command(request.command, field=names.command)
@@ -158,6 +174,7 @@ class JobService:
             idempotency_key=key, updated_at=now, extra={"when-spec": when_spec},
             command=command, entrypoint=entrypoint, disk_gb=disk_gb, secrets=secrets,
             container_imds=request.container_imds, notify=notify, notify_on=notify_on,
+            subnet_ids=subnet_ids, capacity=capacity, max_interruptions=max_interruptions, max_cost=max_cost,
             schedule_id=request.schedule_id, occurrence=request.occurrence,
         )
         _check_user_data_size(draft, names)

@@ -138,6 +138,12 @@ class EC2Settings:
             seen.add(key)
 
     @property
+    def subnet_ids(self) -> tuple[str, ...]:
+        """The default subnets of the launch ladder: ``subnet_id`` may name several, comma-separated
+        (one per availability zone, tried in order)."""
+        return tuple(s.strip() for s in (self.subnet_id or "").split(",") if s.strip())
+
+    @property
     def ami_parameter(self) -> str | None:
         """The SSM parameter to resolve, or ``None`` when ``ami`` is a literal image id."""
         if self.ami is None or not self.ami.strip():

@@ -41,10 +41,15 @@ def run_instances_params(job: Job, settings: EC2Settings, user_data: str, *, ima
     """The ``RunInstances`` parameters for one attempt of ``job``: pure (no AWS call), so
     ``schedule --dry-run`` prints exactly what :meth:`EC2Launcher.launch` sends. ``image_id`` is
     the resolved AMI and ``root_device`` its root device name (needed only with ``disk_gb``)."""
+    from ..capacity import SPOT, ladder, spot_options
+
+    # A job narrowed to one rung (:func:`jobman_cli.capacity.narrowed`) has one rung; otherwise this
+    # is the ladder's first rung (``schedule --dry-run``).
+    rung = ladder(job, settings.instance_type, settings.subnet_ids)[0]
     tags = instance_tags(job, settings, store_id)
     params: dict[str, Any] = {
         "ImageId": image_id,
-        "InstanceType": job.instance_type or settings.instance_type,
+        "InstanceType": rung.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
         "ClientToken": job.launch_token,
@@ -54,8 +59,10 @@ def run_instances_params(job: Job, settings: EC2Settings, user_data: str, *, ima
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                               {"ResourceType": "volume", "Tags": tags}],
     }
-    if settings.subnet_id:
-        params["SubnetId"] = settings.subnet_id
+    if rung.subnet_id:
+        params["SubnetId"] = rung.subnet_id
+    if rung.market == SPOT:
+        params["InstanceMarketOptions"] = spot_options()
     if settings.security_group_ids:
         params["SecurityGroupIds"] = list(settings.security_group_ids)
     if settings.iam_instance_profile:

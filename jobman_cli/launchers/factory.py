@@ -9,7 +9,8 @@ standard ``AWS_REGION``/``AWS_DEFAULT_REGION``), then the ``[ec2]`` table of
 Extra tags merge per key (config, then ``JOBMAN_TAGS``, then ``--tag``; the later wins), because a
 team-wide cost tag in the config file should survive a one-off ``--tag owner=me``.
 
-``[ec2]`` keys: ``region``, ``instance_type``, ``ami``, ``subnet_id``, ``security_group_ids`` (list
+``[ec2]`` keys: ``region``, ``instance_type`` (one type or a comma-separated preference list),
+``ami``, ``subnet_id`` (one subnet or a comma-separated list, one per availability zone), ``security_group_ids`` (list
 or comma-separated string), ``iam_instance_profile``, ``key_name``, ``tags`` (a table, or a list of
 ``"K=V"``), ``store_tag_key``, ``profile``, ``endpoint_url``.
 
@@ -113,6 +114,22 @@ def _config_tags(value: Any) -> dict[str, str]:
     raise ConfigError("config file [ec2] tags: must be a table of KEY = \"VALUE\" or a list of \"KEY=VALUE\"")
 
 
+def _ladder_default(value: str | None, key: str) -> str | None:
+    """The daemon's default instance types / subnets: one, or a comma-separated preference list
+    (the launch ladder, :mod:`jobman_cli.capacity`), checked like a job's own."""
+    if value is None:
+        return None
+    from ..capacity import validate_instance_types
+
+    try:
+        if key == "instance_type":
+            return validate_instance_types(value, field=key)
+        # Subnets: only split (a config that worked before stays valid); EC2 judges the ids.
+        return ",".join(s.strip() for s in value.split(",") if s.strip()) or None
+    except InvalidInput as exc:
+        raise ConfigError(f"{key} (flag, JOBMAN_{key.upper()} or [ec2] {key}): {exc.rule}") from None
+
+
 def ec2_settings(flags: dict[str, Any]) -> EC2Settings:
     """Resolve :class:`EC2Settings`. ``flags`` uses the ``daemon`` command's keys (missing = not given)."""
     section = config_section("ec2")
@@ -133,9 +150,10 @@ def ec2_settings(flags: dict[str, Any]) -> EC2Settings:
     tags.update(_parse_assignments(flags.get("tags") or (), "--tag", InvalidInput))
     return EC2Settings(
         region=region,
-        instance_type=setting("instance_type", "JOBMAN_INSTANCE_TYPE", "instance_type") or DEFAULT_INSTANCE_TYPE,
+        instance_type=_ladder_default(setting("instance_type", "JOBMAN_INSTANCE_TYPE", "instance_type"),
+                                      "instance_type") or DEFAULT_INSTANCE_TYPE,
         ami=setting("ami", "JOBMAN_AMI", "ami"),
-        subnet_id=setting("subnet_id", "JOBMAN_SUBNET_ID", "subnet_id"),
+        subnet_id=_ladder_default(setting("subnet_id", "JOBMAN_SUBNET_ID", "subnet_id"), "subnet_id"),
         security_group_ids=_split_ids(security_groups, "security_group_ids"),
         iam_instance_profile=setting("iam_instance_profile", "JOBMAN_IAM_INSTANCE_PROFILE", "iam_instance_profile"),
         key_name=setting("key_name", "JOBMAN_KEY_NAME", "key_name"),

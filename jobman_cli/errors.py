@@ -48,6 +48,15 @@ class JobNotFound(JobmanError):
         self.job_id = job_id
 
 
+class ScheduleNotFound(JobmanError):
+    exit_code = 1
+    http_status = 404
+
+    def __init__(self, schedule_id: int | str) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
+
+
 class TransitionNotAllowed(JobmanError):
     """A state change that the job's current state does not allow (HTTP 409)."""
 

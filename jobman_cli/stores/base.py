@@ -10,10 +10,13 @@ claim a job or overwrite each other's transition.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Collection, Hashable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Collection, Hashable, Mapping, Protocol, runtime_checkable
 
 from ..model import TERMINAL_STATES, Job, JobStatus, parse_time
 from ..notify import deliveries
+
+if TYPE_CHECKING:
+    from ..schedules.model import Schedule
 
 JobChange = Callable[[Job], Job]
 
@@ -87,6 +90,28 @@ class JobStore(Protocol):
         are never reused afterwards, not even the pruned newest one. An idempotency key dies with
         its job. ``dry_run``: what would go now, nothing written.
         """
+        ...
+
+    # ------------------------------------------------------------------ schedules (DESIGN 14)
+    def add_schedule(self, draft: "Schedule") -> "Schedule":
+        """Store a new schedule with a fresh id from its own counter (never reused); ``draft.id`` is ignored."""
+        ...
+
+    def get_schedule(self, schedule_id: int) -> "Schedule":
+        """The schedule, or raise :class:`~jobman_cli.errors.ScheduleNotFound`."""
+        ...
+
+    def list_schedules(self) -> list["Schedule"]:
+        """Every schedule, by id ascending."""
+        ...
+
+    def update_schedule(self, schedule_id: int, change: Callable[["Schedule"], "Schedule"]) -> "Schedule":
+        """Compare-and-set, exactly like :meth:`update` (``change`` returning the same object writes
+        nothing; it may raise; it may run more than once). ``ScheduleNotFound`` for an unknown id."""
+        ...
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        """Delete a schedule (``ScheduleNotFound`` when absent). Its jobs stay."""
         ...
 
     def close(self) -> None: ...

@@ -59,6 +59,7 @@ from ..model import Job, JobStatus, as_stored, job_from_record
 from . import WriteOutcomeUnknown
 from .base import JobChange, created_since
 from .dynamodb_api import SCHEME, LostAnswer, _Api, describe_error, make_client, parse_url
+from .dynamodb_schedules import DynamoDBSchedules
 from .dynamodb_items import (COUNTER_PK, FORMAT, IDEM_PREFIX, INDEX, JOB_PREFIX, META_PK, SCHEMA, decoded, due_ms,
                              encode_job, from_ms, item_key, ms, new_nonce, nonce_list, nonces)
 
@@ -78,7 +79,7 @@ _CHECK_FAILED = ("ConditionalCheckFailedException",)
 _THROTTLED_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 
 
-class DynamoDBStore:
+class DynamoDBStore(DynamoDBSchedules):
     """The :class:`~jobman_cli.stores.base.JobStore` over one DynamoDB table (see the module doc).
 
     Thread-safe (one boto3 client, which is). ``client`` is for tests that watch or inject calls.
@@ -119,8 +120,8 @@ class DynamoDBStore:
         return decoded(item, None, self.location)
 
     # ------------------------------------------------------------------ writes
-    def _next_id(self) -> int:
-        """The counter's next value. A resend of an increment whose answer was lost fails its
+    def _next_id(self, counter: str = COUNTER_PK) -> int:
+        """The counter's next value (``counter``: the job ids' item, or the schedules'). A resend of an increment whose answer was lost fails its
         condition (the counter already carries its nonce) and returns the value it set, so a lost
         answer does not skip an id; if another increment landed in between, the resend takes a
         new id and the first is simply never used."""
@@ -129,7 +130,7 @@ class DynamoDBStore:
         nonce = new_nonce()
         try:
             answer = self._call("update_item", expect=_CHECK_FAILED, TableName=self.table,
-                                Key=item_key(COUNTER_PK),
+                                Key=item_key(counter),
                                 UpdateExpression="SET n = if_not_exists(n, :zero) + :one, nn = :nonce",
                                 ConditionExpression="attribute_not_exists(nn) OR nn <> :nonce",
                                 ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"},

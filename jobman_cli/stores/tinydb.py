@@ -64,6 +64,7 @@ from .base import PRUNE_BATCH, JobChange
 from .filelock import DAEMON_LOCK_SUFFIX, FileLock, GroupCommit, Request, daemon_holding
 from .jobfile import Lines
 from .snapshot import Snapshot, StoreFile
+from .tinydb_schedules import ScheduleBatch, TinyDBSchedules
 
 
 #: Seconds a new handle waits for a daemon that holds the lock but has no store file yet (one
@@ -92,6 +93,16 @@ class _Batch:
         self.removed: dict[int, str | None] = {}  # pruned base jobs -> their idempotency keys
         # Above every stored id even if a hand edit set the counter back: ids stay unique, ascend.
         self.next_id: int = max(base.meta["next-id"], base.last_id() + 1)
+        self.schedules: ScheduleBatch | None = None  # made by the first schedule change
+
+    def schedule_batch(self) -> ScheduleBatch:
+        if self.schedules is None:
+            self.schedules = ScheduleBatch(self.base)
+        return self.schedules
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed or self.removed or (self.schedules is not None and self.schedules.dirty))
 
     def current(self, job_id: int) -> Job:
         job = self.changed[job_id] if job_id in self.changed else self.base.job(job_id)
@@ -164,15 +175,19 @@ class _Batch:
         appended = [(job_id, lines[job_id]) for job_id in self.new_ids]
         # A prune writes the counter too: a stale one (a hand edit) must not hand out a pruned id.
         meta = {"next-id": self.next_id} if self.new_ids or self.removed else {}
+        tables = None
+        if self.schedules is not None and self.schedules.dirty:
+            tables, schedule_meta = self.schedules.encoded()
+            meta.update(schedule_meta)
         lines = self.base.lines
         if replaced or appended or not self.removed:
-            lines = lines.splice(replaced, appended, meta)
+            lines = lines.splice(replaced, appended, meta, tables)
         if self.removed:
-            lines = lines.without(sorted(self.removed), meta)
+            lines = lines.without(sorted(self.removed), meta, tables)
         return lines, records
 
 
-class TinyDBStore:
+class TinyDBStore(TinyDBSchedules):
     """The :class:`~jobman_cli.stores.base.JobStore` over one TinyDB file (see the module doc).
 
     ``create=False`` is for read-only commands: a missing file reads as an empty store and nothing
@@ -232,7 +247,7 @@ class TinyDBStore:
                     request.result = request.apply(work)
                 except Exception as err:  # that request's own failure: nothing of it is written
                     request.error = err
-            if work.changed or creating or work.removed:
+            if work.dirty or creating:
                 lines, records = work.encoded()
                 self._file.commit(base, lines, list(work.changed.values()), records, creating, work.removed)
 

@@ -1,0 +1,214 @@
+"""When a schedule's runs happen: cron in the schedule's own zone, with DESIGN.md section 14's DST rules.
+
+Why not let the cron library handle zones: every library follows *some* cron's DST quirks (cronsim
+mimics Debian cron, croniter its own), and neither says exactly what jobman promises. So the
+expression is evaluated by ``cronsim`` over *naive local wall-clock times* (no zone, no DST: each
+wall time exists exactly once there), and each wall time is mapped to UTC here:
+
+* a wall time that exists once: its instant;
+* a repeated wall time (the clocks go back): its **first** occurrence (``fold=0``). The second pass
+  through the repeated hour yields no new wall times, so nothing runs twice;
+* a wall time skipped by a gap (the clocks go forward): the **first instant after the gap** (the
+  transition itself, e.g. 03:00 CEST for 02:30 in Europe/Berlin on 2027-03-28). Several skipped
+  wall times (``*/15 2 * * *``), or a skipped one and the gap's end itself, all land on that
+  instant and run **once**.
+
+This mapping is monotonic (a later wall time never maps to an earlier instant), which is what lets
+:func:`next_occurrence` start a little before ``after`` in wall time and take the first result
+strictly after it. ``--every`` schedules are pure elapsed time (``anchor + k * every``): no zone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+UTC = timezone.utc
+MIN_EVERY = 60
+#: ``--every`` at most a year (a bound, so that a typo is an error rather than a schedule that never runs).
+MAX_EVERY = 366 * 86400
+#: The ``@`` names jobman accepts, as the five-field expressions they stand for (cronsim has none).
+MACROS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+#: How far before ``after`` (in wall time) the search starts: more than any DST shift (at most 2 h).
+_BACK = timedelta(hours=3)
+_FIELD_CHARS = re.compile(r"[0-9A-Za-z*/,#?-]+")
+_MAX_CRON_LENGTH = 200
+
+
+def normalize_cron(text: object, field: str = "--cron") -> str:
+    """The expression as stored: five fields separated by single spaces (names upper-cased, as
+    cron reads them), or a lower-case ``@`` name. Raises InvalidInput naming ``field`` otherwise."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(field, "must be a five-field cron expression such as '0 6 * * 1-5', or @hourly, "
+                                  "@daily, @weekly, @monthly, @yearly")
+    if len(text) > _MAX_CRON_LENGTH:
+        raise InvalidInput(field, f"is longer than {_MAX_CRON_LENGTH} characters")
+    stripped = text.strip()
+    if stripped.startswith("@"):
+        name = stripped.lower()
+        if name not in MACROS:
+            raise InvalidInput(field, f"unknown name {stripped!r} (use one of {', '.join(MACROS)})")
+        return name
+    parts = stripped.split()
+    if len(parts) != 5:
+        more = " (seconds are not supported)" if len(parts) == 6 else ""
+        raise InvalidInput(field, f"{stripped!r} has {len(parts)} fields; cron needs exactly five: "
+                                  f"minute hour day-of-month month day-of-week{more}")
+    if not all(_FIELD_CHARS.fullmatch(part) for part in parts):
+        raise InvalidInput(field, f"{stripped!r} contains characters that cron does not use")
+    expr = " ".join(part.upper() for part in parts)
+    _compile(expr, field)
+    return expr
+
+
+def _compile(expr: str, field: str) -> None:
+    """Let cronsim parse it (and find one occurrence: an expression that never fires, such as
+    ``0 0 30 2 *``, is refused now rather than stored)."""
+    from cronsim import CronSim, CronSimError
+
+    try:
+        next(CronSim(expr, datetime(2000, 1, 1)))
+    except CronSimError as err:
+        raise InvalidInput(field, f"{expr!r} is not a valid cron expression ({err})") from None
+    except StopIteration:
+        raise InvalidInput(field, f"{expr!r} never matches a date") from None
+
+
+def expand(cron: str) -> str:
+    """The five-field form of a stored expression (``@daily`` -> ``0 0 * * *``)."""
+    return MACROS.get(cron, cron)
+
+
+def validate_every(seconds: object, field: str = "--every") -> int:
+    """``--every``: whole seconds from one minute to a year (the text form is parsed by the caller)."""
+    if type(seconds) is not int or not MIN_EVERY <= seconds <= MAX_EVERY:
+        raise InvalidInput(field, f"must be from 1m to 366d (got {seconds!r}); shorter intervals are not "
+                                  "supported: each run is a fresh EC2 instance")
+    return seconds
+
+
+def zone(name: object, field: str = "--tz") -> tzinfo:
+    """The tzinfo of an IANA zone name (InvalidInput naming ``field`` when unknown)."""
+    from ..timeparse import resolve_tz
+
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(field, "must be a time zone name such as 'Europe/Berlin'")
+    return resolve_tz(name.strip(), field)
+
+
+def normalize_tz(name: object, field: str = "--tz") -> str:
+    """The zone name as stored (validated; ``utc`` -> ``UTC``)."""
+    zone(name, field)
+    text = str(name).strip()
+    return "UTC" if text.upper() in ("UTC", "Z") else text
+
+
+def system_zone_name() -> str:
+    """The IANA name of this machine's zone, stored explicitly on a schedule created without
+    ``--tz`` (so moving the daemon to another host does not move the schedule): ``JOBMAN_TZ``,
+    ``TZ``, the ``/etc/localtime`` link, ``/etc/timezone``, else UTC."""
+    for variable in ("JOBMAN_TZ", "TZ"):
+        value = os.environ.get(variable, "").strip().lstrip(":")
+        if value and not value.startswith("/"):
+            return value
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    try:
+        text = Path("/etc/timezone").read_text().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    return "UTC"
+
+
+def to_utc(wall: datetime, tz: tzinfo) -> datetime:
+    """A naive local wall time as a UTC instant under the DST rules (module doc)."""
+    first = wall.replace(tzinfo=tz, fold=0)
+    instant = first.astimezone(UTC)
+    if instant.astimezone(tz).replace(tzinfo=None) == wall:
+        return instant  # it exists (once, or first of two: fold=0)
+    return _gap_end(wall, tz)
+
+
+def _gap_end(wall: datetime, tz: tzinfo) -> datetime:
+    """The transition instant that skips ``wall``: the first instant after the gap. The gap lies
+    between the wall time read with the offset after the change and with the one before it, so a
+    bisection on whole seconds between those two instants finds it (transitions fall on seconds)."""
+    offsets = [wall.replace(tzinfo=tz, fold=f).utcoffset() or timedelta() for f in (0, 1)]
+    lo = (wall - max(offsets)).replace(tzinfo=UTC)  # surely before the transition
+    hi = (wall - min(offsets)).replace(tzinfo=UTC)  # surely at or after it
+    before = lo.astimezone(tz).utcoffset()
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if mid.astimezone(tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def next_occurrence(cron: str | None, every: int | None, tz: str, after: datetime, *,
+                    anchor: datetime | None = None) -> datetime:
+    """The first occurrence strictly after ``after`` (UTC in, UTC out).
+
+    ``every``: ``anchor + k * every`` (``anchor``: the schedule's creation; default ``after``).
+    ``cron``: see the module doc. Raises ValueError if the expression has no further occurrence.
+    """
+    after = after.astimezone(UTC)
+    if every is not None:
+        base = (anchor or after).astimezone(UTC)
+        if base > after:
+            return base
+        steps = (after - base) // timedelta(seconds=every) + 1
+        return base + timedelta(seconds=every * steps)
+    if cron is None:
+        raise ValueError("a schedule needs cron or every")
+    from cronsim import CronSim
+
+    zone_info = zone(tz)
+    start = after.astimezone(zone_info).replace(tzinfo=None, fold=0) - _BACK
+    for wall in CronSim(expand(cron), start.replace(microsecond=0)):
+        instant = to_utc(wall, zone_info)
+        if instant > after:
+            return instant
+    raise ValueError(f"{cron!r} has no occurrence after {after.isoformat()}")
+
+
+def upcoming(cron: str | None, every: int | None, tz: str, start: datetime, n: int, *,
+             anchor: datetime | None = None) -> list[datetime]:
+    """The next ``n`` occurrences after ``start`` (``preview``), each distinct and ascending."""
+    found: list[datetime] = []
+    after = start
+    for _ in range(n):
+        try:
+            after = next_occurrence(cron, every, tz, after, anchor=anchor if anchor is not None else start)
+        except (ValueError, StopIteration):
+            break
+        found.append(after)
+    return found
+
+
+def local_label(instant: datetime, tz: str) -> str:
+    """``2027-03-28 03:00:00 CEST (+02:00)``: an instant as the schedule's zone shows it."""
+    local = instant.astimezone(zone(tz))
+    offset = local.strftime("%z")
+    offset = f"{offset[:3]}:{offset[3:]}" if offset else "+00:00"
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {local.tzname() or ''} ({offset})".replace("  ", " ")

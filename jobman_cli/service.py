@@ -126,12 +126,15 @@ class JobService:
         now = self.clock.now()
         image = validation.validate_image(_require_str(request.image, names.image), field=names.image)
         title = validation.validate_title(request.title if request.title is not None else "", field=names.title)
-        if not isinstance(request.when, str):
+        if request.occurrence is None and not isinstance(request.when, str):
             raise InvalidInput(names.when, "must be a string such as 'now', '+10m' or '2026-12-01 09:00:00'")
         tz = request.tz
         if tz is not None and not isinstance(tz, str):
             raise InvalidInput(names.tz, "must be a time zone name such as 'Europe/Berlin'")
-        date_time = timeparse.parse_when(request.when, now=now, tz=tz, field=names.when, tz_field=names.tz)
+        if request.occurrence is not None:  # a schedule's run (internal): its occurrence, even if past
+            date_time = request.occurrence
+        else:
+            date_time = timeparse.parse_when(request.when, now=now, tz=tz, field=names.when, tz_field=names.tz)
         env = validation.validate_env_mapping(request.env if request.env is not None else {}, field=names.env)
         timeout = (DEFAULT_TIMEOUT if request.timeout is None
                    else validation.parse_duration(request.timeout, field=names.timeout))
@@ -163,7 +166,7 @@ class JobService:
                   else validate_targets(request.notify, field=names.notify))
         notify_on = validate_notify_on(request.notify_on if request.notify_on is not None
                                        else self.notify_defaults[1], field=names.notify_on)
-        when_text = request.when.strip().lower()
+        when_text = "" if request.occurrence is not None else request.when.strip().lower()
         # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
         # same instant, so the idempotency check compares the text; for an absolute time, the instant.
         when_spec = when_text if when_text.startswith(RELATIVE_PREFIXES) else date_time.isoformat()

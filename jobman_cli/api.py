@@ -12,6 +12,8 @@ is tolerated::
     GET  /, /jobs/<id>, /static/<file>     -> the dashboard (jobman_cli.dashboard; no token: no job data)
     POST /login, /logout                   -> the dashboard's no-JavaScript login cookie (its pages only)
     GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
+    GET|POST /jobMan/v1.1/schedules[/...]  -> recurring schedules: list, create, show, pause, resume,
+                                              delete, preview (see api_schedules)
 
 Like the CLI, this is a thin front end: every rule lives in :class:`~jobman_cli.service.JobService`
 and the job model, every job is rendered by :func:`~jobman_cli.model.job_to_api`, and each
@@ -36,6 +38,7 @@ from urllib.parse import parse_qsl
 
 from . import __version__, dashboard
 from .api_routes import ExtraRoutes
+from .api_schedules import SchedulesApi
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
 from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
@@ -145,10 +148,14 @@ class JobsApi:
         self.service = service
         self.api_token = api_token
         self.extra = ExtraRoutes(service)
+        self.schedules = SchedulesApi(service, PREFIX, parse_json_object)
 
     def __call__(self, request: Request, connection: Connection) -> Answer:
         if dashboard.is_dashboard_path(request.path, PREFIX):  # its own auth: a login cookie for its pages only
             return dashboard.answer(request, connection, self)
+        if self.schedules.handles(request.path):  # the API token only; then its own 404/405/400
+            self._authenticate(request, None)
+            return self.schedules(request, connection)
         route = match_route(request.path)
         self._authenticate(request, route)
         if route is None:

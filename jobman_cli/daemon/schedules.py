@@ -237,7 +237,11 @@ class Materializer:
 
     @staticmethod
     def _next(schedule: Any, after: datetime, next_occurrence: Callable[..., Any]) -> datetime | None:
-        return next_occurrence(schedule.cron, schedule.every, schedule.tz, after, anchor=schedule.created_at)
+        """The occurrence after ``after``; None when the expression has no further one."""
+        try:
+            return next_occurrence(schedule.cron, schedule.every, schedule.tz, after, anchor=schedule.created_at)
+        except ValueError:
+            return None
 
     def _active_previous(self, schedule: Any) -> Any:
         """The schedule's latest run if it is still scheduled, launching or running, else None."""
@@ -270,9 +274,9 @@ class Materializer:
         return f"job {previous.id} was {previous.status.value}; cancelled (overlap replace)"
 
     def _request(self, schedule: Any, occurrence: datetime) -> Any:
-        from ..schedules.service import request_from_template
+        from ..schedules.service import template_to_request
 
-        return request_from_template(
+        return template_to_request(
             schedule.template, when=format_time(occurrence), schedule_id=schedule.id, occurrence=occurrence,
             idempotency_key=occurrence_key(schedule.id, occurrence))
 

@@ -13,9 +13,9 @@ wall time exists exactly once there), and each wall time is mapped to UTC here:
   wall times (``*/15 2 * * *``), or a skipped one and the gap's end itself, all land on that
   instant and run **once**.
 
-This mapping is monotonic (a later wall time never maps to an earlier instant), which is what lets
-:func:`next_occurrence` start a little before ``after`` in wall time and take the first result
-strictly after it. ``--every`` schedules are pure elapsed time (``anchor + k * every``): no zone.
+This mapping is monotonic (a later wall time never maps to an earlier instant), and ``after``'s own
+wall time maps (``fold=0``) to ``after`` or earlier, which is what lets :func:`next_occurrence` walk
+the wall times from ``after``'s and take the first one whose instant is strictly after it. ``--every`` schedules are pure elapsed time (``anchor + k * every``): no zone.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
-#: How far before ``after`` (in wall time) the search starts: more than any DST shift (at most 2 h).
-_BACK = timedelta(hours=3)
 _FIELD_CHARS = re.compile(r"[0-9A-Za-z*/,#?-]+")
 _MAX_CRON_LENGTH = 200
 
@@ -94,8 +92,9 @@ def expand(cron: str) -> str:
 def validate_every(seconds: object, field: str = "--every") -> int:
     """``--every``: whole seconds from one minute to a year (the text form is parsed by the caller)."""
     if type(seconds) is not int or not MIN_EVERY <= seconds <= MAX_EVERY:
-        raise InvalidInput(field, f"must be from 1m to 366d (got {seconds!r}); shorter intervals are not "
-                                  "supported: each run is a fresh EC2 instance")
+        shown = f"{seconds}s" if type(seconds) is int else repr(seconds)
+        raise InvalidInput(field, f"must be at least 1m and at most 366d (got {shown}); each run is a fresh "
+                                  "EC2 instance")
     return seconds
 
 
@@ -184,7 +183,7 @@ def next_occurrence(cron: str | None, every: int | None, tz: str, after: datetim
     from cronsim import CronSim
 
     zone_info = zone(tz)
-    start = after.astimezone(zone_info).replace(tzinfo=None, fold=0) - _BACK
+    start = after.astimezone(zone_info).replace(tzinfo=None, fold=0)
     for wall in CronSim(expand(cron), start.replace(microsecond=0)):
         instant = to_utc(wall, zone_info)
         if instant > after:

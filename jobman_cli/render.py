@@ -82,12 +82,26 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         ("launched-at", format_time(job.launched_at) or "-"),
         ("finished-at", format_time(job.finished_at) or "-"),
     ]
+    if job.cost_basis is not None or (job.terminal and job.instance_id):
+        rows.append(("cost", cost_line(job)))
     if job.notify:
         rows.append(("notify", f"{', '.join(redact(t) for t in job.notify)} (on {job.notify_on})"))
         rows.append(("notification", _last_delivery(job)))
     if job.secrets:  # references only: jobman never holds a secret's value
         rows.insert(6, ("secrets", ", ".join(f"{name}={ref}" for name, ref in sorted(job.secrets.items()))))
     return rows
+
+
+def cost_line(job: Job) -> str:
+    """``$0.15 (on-demand m7i.large ...)``, ``unknown: why``, or pending (the daemon makes the receipt
+    shortly after the end; see :mod:`jobman_cli.daemon.costing`)."""
+    from .cost.receipt import format_usd
+
+    if job.cost_basis is None:
+        return "pending (the daemon works it out after the end)"
+    if job.cost is None:
+        return one_line(job.cost_basis)
+    return one_line(f"{format_usd(job.cost)} ({job.cost_basis})")
 
 
 def _last_delivery(job: Job) -> str:

@@ -1,0 +1,212 @@
+"""Cost receipts of ended jobs, made off the callback path on one background thread.
+
+A job that ended with an instance (finished, failed or cancelled) gets ``cost`` and
+``cost-basis`` once (see :mod:`jobman_cli.cost`). The work is found like the notifier finds its:
+
+* :meth:`Costing.poke`, an observer listener: every job this process wrote and every active job
+  another process ended. It only puts an id on a queue (never blocks a callback);
+* :meth:`Costing.scan` at start: jobs that ended in the last :data:`RECENT` without a receipt
+  (a daemon stopped before making it). Older ones are left without (their instances are long gone
+  from EC2's listing, and the spot history keeps 90 days); ``jobman cost`` lists them as unpriced.
+
+A transient failure (throttling, a network error, a 5xx) is tried again with a doubling backoff,
+:data:`MAX_TRIES` times at most; then, or at once for a final failure, the receipt is stored as
+``unknown: <why>``. The write is a compare-and-set that keeps an existing receipt, so a job gets
+one receipt even when two daemons on one shared store both compute it.
+
+Off when the daemon's launcher is not EC2 (tests with a fake cloud), or with
+``JOBMAN_COST_RECEIPTS=off`` / ``[cost] receipts = false``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from ..errors import JobmanError
+from ..model import TERMINAL_STATES, Job, parse_time
+from .common import Log, error_text
+
+RECENT = timedelta(days=7)
+MAX_TRIES = 8
+FIRST_BACKOFF = 30.0
+MAX_BACKOFF = 900.0
+
+
+def wants_receipt(job: Job) -> bool:
+    return job.status in TERMINAL_STATES and job.instance_id is not None and job.cost_basis is None
+
+
+class Costing:
+    """``pricer()`` returns an object with ``receipt(job) -> Receipt`` (built on first use: boto3
+    is imported only when a job needs a receipt)."""
+
+    def __init__(self, store: Any, pricer: Callable[[], Any], clock: Any, *, log: Log) -> None:
+        self.store = store
+        self._make_pricer = pricer
+        self._pricer: Any = None
+        self.clock = clock
+        self.log = log
+        self._heap: list[tuple[float, int]] = []
+        self._tries: dict[int, int] = {}
+        self._done: set[int] = set()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ finding work
+    def poke(self, job: Job) -> None:
+        """An observer listener: cheap, never raises, never touches the store or the network."""
+        if wants_receipt(job) and job.id not in self._done:
+            self._push(job.id, self.clock.now().timestamp())
+
+    def scan(self, now: datetime | None = None) -> int:
+        now = now or self.clock.now()
+        found = 0
+        for record in self.store.list_records(TERMINAL_STATES):
+            if not record.get("instance-id") or record.get("cost-basis") is not None:
+                continue
+            ended = parse_time(record.get("finished-at") or record.get("updated-at"))
+            if ended is None or now - ended > RECENT:
+                continue
+            self._push(int(record["id"]), now.timestamp())
+            found += 1
+        return found
+
+    def _push(self, job_id: int, at: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (at, job_id))
+            self._cond.notify()
+
+    # ------------------------------------------------------------------ doing it
+    def step(self, now: datetime | None = None) -> int:
+        """Make every receipt due by ``now`` (synchronously). Returns how many jobs were looked at."""
+        now = now or self.clock.now()
+        count = 0
+        while True:
+            with self._cond:
+                if not self._heap or self._heap[0][0] > now.timestamp() or self._stop:
+                    return count
+                _, job_id = heapq.heappop(self._heap)
+            count += 1
+            self._one(job_id, now)
+
+    def _one(self, job_id: int, now: datetime) -> None:
+        from ..cost.quote import PriceUnavailable
+        from ..cost.receipt import unknown
+
+        if job_id in self._done:
+            return
+        try:
+            job = self.store.get(job_id)
+        except JobmanError:
+            return  # pruned or unreadable: nothing to receipt
+        if not wants_receipt(job):
+            self._done.add(job_id)
+            return
+        try:
+            if self._pricer is None:
+                self._pricer = self._make_pricer()
+            receipt = self._pricer.receipt(job)
+        except PriceUnavailable as exc:
+            tries = self._tries.get(job_id, 0) + 1
+            if exc.transient and tries < MAX_TRIES:
+                self._tries[job_id] = tries
+                delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (tries - 1))
+                self.log(f"cost: job {job_id}: {exc}; trying again in {delay:g}s")
+                self._push(job_id, now.timestamp() + delay)
+                return
+            receipt = unknown(f"{exc}" + (f" (after {tries} tries)" if exc.transient else ""))
+        except Exception as exc:  # a bug or an unexpected answer: said once, never a made-up number
+            receipt = unknown(f"unexpected error: {error_text(exc)}")
+        self._store(job_id, receipt)
+
+    def _store(self, job_id: int, receipt: Any) -> None:
+        stamp = self.clock.now()
+
+        def change(current: Job) -> Job:
+            if current.cost_basis is not None:
+                return current  # another daemon made it first: one receipt per job
+            return current.with_cost(receipt.cost, receipt.basis, stamp)
+
+        try:
+            self.store.update(job_id, change)
+        except JobmanError as exc:
+            self.log(f"cost: job {job_id}: cannot store the receipt: {exc}")
+            self._push(job_id, stamp.timestamp() + FIRST_BACKOFF)
+            return
+        self._done.add(job_id)
+        self._tries.pop(job_id, None)
+        from ..cost.receipt import format_usd
+
+        self.log(f"job {job_id} cost {format_usd(receipt.cost)} ({receipt.basis})")
+
+    # ------------------------------------------------------------------ the thread
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="jobman-cost", daemon=True)
+        self._thread.start()
+
+    def run_once(self) -> int:
+        """``--once`` and tests: scan, then make every receipt due now."""
+        self.scan()
+        return self.step()
+
+    def _run(self) -> None:
+        try:
+            self.scan()
+        except Exception as exc:
+            self.log(f"cost: cannot look for jobs without a receipt: {error_text(exc)}")
+        while True:
+            with self._cond:
+                while not self._stop:
+                    now = self.clock.now().timestamp()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._cond.wait(min(1.0, self._heap[0][0] - now) if self._heap else 1.0)
+                if self._stop:
+                    return
+            try:
+                self.step()
+            except Exception as exc:  # a broken store: logged, the thread lives on
+                self.log(f"cost: unexpected error: {error_text(exc)}")
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def receipts_enabled() -> bool:
+    from ..config import config_section
+
+    env = os.environ.get("JOBMAN_COST_RECEIPTS")
+    if env is not None:
+        return env.strip().lower() not in ("off", "false", "0", "no")
+    value = config_section("cost").get("receipts", True)
+    return value is not False
+
+
+def costing_for(store: Any, launcher: Any, clock: Any, *, log: Log) -> Costing | None:
+    """The daemon's receipt maker, or None when its launcher is not EC2 or receipts are off."""
+    from ..launchers.base import EC2Settings
+
+    settings = getattr(launcher, "settings", None)
+    if type(launcher).__name__ != "EC2Launcher" or not isinstance(settings, EC2Settings) or not receipts_enabled():
+        return None
+
+    def make() -> Any:
+        from ..cost.cache import PriceCache
+        from ..cost.pricer import AwsPricer
+        from ..cost.prices_ondemand import OnDemandPrices
+
+        ondemand = OnDemandPrices(PriceCache.default(), clock=clock.now)
+        return AwsPricer(ondemand, lambda: launcher._client("ec2"), default_type=settings.instance_type,
+                         default_region=settings.region or os.environ.get("AWS_REGION"), clock=clock.now)
+
+    return Costing(store, make, clock, log=log)
+

@@ -24,10 +24,11 @@ create one job (the second gets the first's), and only one of them advances ``ne
 finds it moved and stops). **Paused or deleted** meanwhile: each occurrence is decided on the copy
 the last compare-and-set returned, so a schedule paused before that write creates nothing more.
 
-**Cheap when idle**: the earliest ``next_at`` of the unpaused schedules is cached (a sorted list of
-``(next_at, id)``); the schedules are listed again only when the store's change marker moved (the
-loop calls :meth:`Materializer.invalidate` whenever it sees that) — a tick or a wake-up with
-nothing due reads no schedule at all.
+**Cheap when idle**: the ``next_at`` of the unpaused schedules are cached (a sorted list of
+``(next_at, id)``), kept up to date by this daemon's own writes; the schedules are listed again only
+after the loop saw the store's change marker move (it calls :meth:`Materializer.invalidate`) *and*
+the schedules' own marker moved — a tick or a wake-up with nothing due reads no schedule at all,
+and a pass reads only the schedules that are due.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ RETRY = timedelta(seconds=10)
 MAX_MISSED_LISTED = 500
 #: A schedule that missed more occurrences than this (a minutely one, a year without a daemon) is
 #: not walked occurrence by occurrence: the walk jumps to the start deadline's window.
-MAX_MISSED_WALK = 100_000
+MAX_MISSED_WALK = 10_000
 #: How many records a schedule keeps (the model caps them too; newest last).
 MAX_RECORDS = 500
 #: States in which the previous run counts as still active for ``overlap``.
@@ -94,12 +95,15 @@ class Materializer:
         """The store changed (the loop saw its change marker move): list again before next use."""
         self._stale = True
 
-    def _refresh(self, force: bool = False) -> None:
-        """List the schedules again if the store changed since the last listing."""
-        if not force and not self._stale:
+    def _refresh(self) -> None:
+        """List the schedules again if they changed since the last listing (the store's
+        ``schedule_marker()`` if it has one — on DynamoDB a job write does not move it, so a busy
+        job stream costs no Scan — else its ``change_marker()``)."""
+        if not self._stale:
             return
-        marker = self.store.change_marker()  # read before the listing: a later write moves it again
-        if not force and marker == self._marker and self._marker is not _NEVER:
+        read_marker = getattr(self.store, "schedule_marker", None) or self.store.change_marker
+        marker = read_marker()  # read before the listing: a later write moves it again
+        if marker == self._marker and self._marker is not _NEVER:
             self._stale = False
             return
         queue = sorted((s.next_at, s.id) for s in self.store.list_schedules()
@@ -137,8 +141,7 @@ class Materializer:
         ``out``, a :class:`~.common.Collector`, as :data:`OCCURRENCE_CREATED`)."""
         self._out = out
         with self._lock:
-            self._stale = True  # a pass compares the marker (one stat / GetItem), never trusts the cache
-            self._refresh()
+            self._refresh()  # reads nothing unless invalidated (the loop saw the store change)
             horizon = now + self.lead
             due = [schedule_id for next_at, schedule_id in self._queue
                    if next_at <= horizon and self._retry.get(schedule_id, now) <= now]

@@ -81,7 +81,11 @@ class Notifier:
         self._sending = 0  # jobs dispatched whose attempts are not all sent yet (the limit counts these)
         self._futures: set[Future] = set()
         self._abandoned = False  # close() gave up waiting: outcomes still arriving are not recorded
-        self.recorder = Recorder(store, log)
+        #: (Under the condition.) A job due before this wall time wakes the dispatcher; -inf while
+        #: it is awake (it looks at the heap again anyway) or waits for room (a new job cannot be
+        #: sent before room is made): a burst of 1,000 failures costs no wakeup per callback.
+        self._wake_at = float("-inf")
+        self.recorder = Recorder(store, log, hold=self._calm_in)
 
     # ------------------------------------------------------------------ finding work
     def poke(self, job: Job) -> None:
@@ -118,7 +122,8 @@ class Notifier:
                 return
             self._next[job_id] = at
             heapq.heappush(self._heap, (at, job_id))
-            self._cond.notify()
+            if at < self._wake_at:
+                self._cond.notify()
 
     # ------------------------------------------------------------------ the dispatcher
     def start(self) -> None:
@@ -149,7 +154,9 @@ class Notifier:
                     pause = min(pause, MAX_WAIT, next_scan - self.clock.monotonic())
                     if pause <= 0:
                         break
+                    self._wake_at = now + pause if limit > self._sending else float("-inf")
                     self._cond.wait(pause)
+                    self._wake_at = float("-inf")
                 if self._stop:
                     return
             for job_id in ready:
@@ -163,6 +170,10 @@ class Notifier:
         ``busy_workers`` deliveries are in flight, so a burst of failures does not slow the
         callbacks that report them (they share the CPU, and on a TinyDB file the commits)."""
         self._busy_until = self.clock.monotonic() + BUSY_WINDOW
+
+    def _calm_in(self) -> float:
+        """Seconds until the callbacks are calm (0: they are): the recorder holds outcomes meanwhile."""
+        return max(0.0, self._busy_until - self.clock.monotonic())
 
     def _limit(self) -> tuple[int, float]:
         """(Holding the condition.) How many jobs may be in work now, and seconds until calm."""

@@ -8,8 +8,19 @@ the next attempt; the recorder waits :data:`WINDOW` for more, then issues the ba
 from a few threads, which the store groups into about two commits (TinyDB's group commit; on
 DynamoDB they are independent conditional writes, sent in parallel).
 
-The price: an outcome reaches the store up to about :data:`WINDOW` after the attempt; a daemon
-killed in between makes that attempt again after it restarts (the receiver sees the same event id).
+Two things stretch the wait, both bounded by :data:`MAX_WINDOW` (one second):
+
+* while callbacks are arriving (``hold``, the notifier's "busy"), outcomes are held until they calm
+  down: the failures that owe the notifications arrive as callbacks, and each commit the recorder
+  starts is one the callbacks queue behind (measured in BENCHMARKS.md, ``notify``);
+* a batch waits at least :data:`DUTY` times as long as the previous batch took to write, so the
+  recorder spends at most about a quarter of its time committing however big the store (each
+  commit of a TinyDB file rewrites all of it) and however many outcomes arrive: more of them share
+  each commit instead.
+
+The price: an outcome reaches the store up to about :data:`MAX_WINDOW` after the attempt (usually
+:data:`WINDOW`); a daemon killed in between makes that attempt again after it restarts (the
+receiver sees the same event id and can drop it).
 """
 
 from __future__ import annotations
@@ -24,6 +35,10 @@ from .common import Log
 
 #: Seconds an outcome waits for others to share its commit.
 WINDOW = 0.1
+#: The longest an outcome waits (held while callbacks arrive, or behind slow commits).
+MAX_WINDOW = 1.0
+#: A batch waits at least this many times as long as the previous one took to write.
+DUTY = 3.0
 #: Writes in flight at once.
 WRITERS = 16
 
@@ -37,10 +52,17 @@ class Write:
 
 
 class Recorder:
-    def __init__(self, store: Any, log: Log, *, window: float = WINDOW, writers: int = WRITERS) -> None:
+    def __init__(self, store: Any, log: Log, *, window: float = WINDOW, writers: int = WRITERS,
+                 hold: Callable[[], float] | None = None, max_window: float = MAX_WINDOW) -> None:
         self.store = store
         self.log = log
         self.window = window
+        self.max_window = max(window, max_window)
+        #: Seconds to hold outcomes back now (the callbacks' busy window), 0: none.
+        self.hold = hold or (lambda: 0.0)
+        self._last_write = 0.0  # seconds the previous batch took to write
+        self.batches = 0  # batches written (tests, figures)
+        self._flushing = 0  # flush() calls waiting
         self._items: list[Write] = []
         self._cond = threading.Condition()
         self._stop = False
@@ -61,11 +83,20 @@ class Recorder:
                     self._cond.wait()
                 if not self._items and self._stop:
                     return
-                deadline = time.monotonic() + self.window  # let others join this batch
-                while not self._stop and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
+                first = time.monotonic()
+                latest = first + self.max_window
+                deadline = min(latest, first + max(self.window, DUTY * self._last_write))
+                while not self._stop and not self._flushing:  # let others join this batch
+                    now = time.monotonic()
+                    if now >= deadline:
+                        held = self.hold()  # callbacks arriving: later, in one go (never past latest)
+                        if held <= 0 or now >= latest:
+                            break
+                        deadline = min(latest, now + held)
+                    self._cond.wait(deadline - now)
                 batch, self._items = _merged(self._items), []
                 self._busy = True
+            started = time.monotonic()
             try:
                 futures = []
                 for item in batch:
@@ -75,7 +106,9 @@ class Recorder:
                         item.done(None, exc)
                 wait(futures)
             finally:
+                self._last_write = time.monotonic() - started
                 with self._cond:
+                    self.batches += 1
                     self._busy = False
                     self._cond.notify_all()
 
@@ -90,9 +123,13 @@ class Recorder:
     def flush(self) -> None:
         """Block until every outcome submitted so far is written (``--once``, shutdown)."""
         with self._cond:
-            while self._items or self._busy:
-                self._cond.notify_all()
-                self._cond.wait(0.05)
+            self._flushing += 1  # the batch being gathered goes now, not at the end of its window
+            try:
+                while self._items or self._busy:
+                    self._cond.notify_all()
+                    self._cond.wait(0.05)
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         with self._cond:

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from .. import __version__
 from .deliveries import Outcome
+from .keepalive import Idle
 from .message import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, encode, sign, slack_text
 from .targets import ascii_host, blocked, numeric_host, sns_region, target_kind, url_of
 
@@ -59,6 +60,7 @@ class Sender:
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._watchdog = _Watchdog()
+        self._idle = Idle()  # connections kept between attempts (see keepalive)
 
     def send(self, target: str, data: dict[str, Any]) -> Outcome:
         """One attempt; never raises: whatever goes wrong is an outcome (a target that cannot be
@@ -82,6 +84,7 @@ class Sender:
         with self._open_lock:
             for sock in list(self._open):
                 _shutdown(sock)
+        self._idle.close()
 
     # ------------------------------------------------------------------ HTTP
     def _post(self, url: str, raw: bytes, headers: dict[str, str]) -> Outcome:
@@ -97,23 +100,43 @@ class Sender:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             headers = dict(headers, Authorization="Basic " + base64.b64encode(pair).decode())
         host = ascii_host(parts.hostname or "")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        expired = threading.Event()
-        conn = _Connection(host, parts.port, https=parts.scheme == "https")
-        conn.timeout = self.timeout
-        conn.opener = lambda: self._connect(host, port, parts.scheme == "https", deadline, expired)
-        try:
-            conn.request("POST", path, body=raw, headers=headers)
-            answer = conn.getresponse()
-            answer.read(65536)
-            status, retry_after = answer.status, answer.getheader("Retry-After")
-        except (OSError, http.client.HTTPException) as exc:
-            if expired.is_set() or time.monotonic() >= deadline:
-                return Outcome(False, f"no answer: no complete answer within {self.timeout:g} s")
-            return Outcome(False, f"no answer: {type(exc).__name__}: {_short(exc)}")
-        finally:
-            conn.close()
-            conn.forget()
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        key = (parts.scheme, host, port)
+        kept = self._idle.take(key)
+        while True:
+            expired = threading.Event()
+            conn = _Connection(host, parts.port, https=https)
+            conn.timeout = self.timeout
+            if kept is not None:
+                conn.opener = lambda sock=kept: (sock, self._track(sock, deadline, expired))
+            else:
+                conn.opener = lambda: self._connect(host, port, https, deadline, expired)
+            keep = False
+            try:
+                conn.request("POST", path, body=raw, headers=headers)
+                answer = conn.getresponse()
+                answer.read(65536)
+                status, retry_after = answer.status, answer.getheader("Retry-After")
+                keep = answer.isclosed() and not answer.will_close  # read in full, nobody asked to close
+            except (OSError, http.client.HTTPException) as exc:
+                timed_out = expired.is_set() or time.monotonic() >= deadline
+                if kept is not None and isinstance(exc, ConnectionError) and not timed_out:
+                    kept = None  # the receiver closed the kept connection: once more on a new one
+                    continue
+                if timed_out:
+                    return Outcome(False, f"no answer: no complete answer within {self.timeout:g} s")
+                return Outcome(False, f"no answer: {type(exc).__name__}: {_short(exc)}")
+            finally:
+                sock, conn.sock = conn.sock, None
+                conn.close()
+                conn.forget()  # the watchdog lets go of it (it may have fired just before)
+                if sock is not None:
+                    if keep and not expired.is_set():
+                        self._idle.give(key, sock)
+                    else:
+                        sock.close()
+            break
         text = f"HTTP {status}"
         if 200 <= status < 300:
             return Outcome(True, text)
@@ -145,6 +168,22 @@ class Sender:
             break
         else:
             raise error
+        release = self._track(sock, deadline, expired)
+        try:
+            # the request goes out in two writes (head, body): without this, a kept connection
+            # waits for the receiver's delayed ACK between them (40 ms on Linux) on every attempt
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls:  # SNI and the certificate check use the name, the connection the checked address
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            release()
+            sock.close()
+            raise
+        return sock, release
+
+    def _track(self, sock: socket.socket, deadline: float, expired: threading.Event) -> Callable[[], None]:
+        """Put ``sock`` under this attempt's deadline (the watchdog shuts it then; :meth:`abort`
+        may shut it before); returns the function that lets it go again."""
         with self._open_lock:
             self._open.add(sock)
         token = self._watchdog.watch(deadline, sock, expired)
@@ -154,15 +193,8 @@ class Sender:
             with self._open_lock:
                 self._open.discard(sock)
 
-        try:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if tls:  # SNI and the certificate check use the name, the connection the checked address
-                sock = self._tls.wrap_socket(sock, server_hostname=host)
-        except BaseException:
-            release()
-            sock.close()
-            raise
-        return sock, release
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        return release
 
     def _lookup(self, host: str, port: int, deadline: float) -> list[Any]:
         """The host's addresses, looked up within the attempt's deadline (a numeric host: itself)."""

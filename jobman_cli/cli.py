@@ -347,10 +347,12 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 
 
 from .cli_admin import ADMIN_COMMANDS  # noqa: E402  (registered after the job verbs, in help order)
+from .cli_cost import cost as _cost_command  # noqa: E402  (jobman cost: totals of the cost receipts)
 from .helptext import add_examples  # noqa: E402  (the commands must exist first)
 
 for _command in ADMIN_COMMANDS:
     cli.add_command(_command)
+cli.add_command(_cost_command)
 add_examples(cli)
 
 

@@ -37,6 +37,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "jobman logs 1",
         "jobman logs 1 --follow --since 10m",
     ),
+    "cost": (
+        "jobman cost --since 30d --by title",
+        "jobman cost --since 7d --by image --json",
+    ),
     "daemon": (
         "jobman daemon --listen 0.0.0.0:8321 --public-url http://10.0.0.5:8321",
         "jobman daemon --once --public-url http://10.0.0.5:8321   # one pass, e.g. from cron, when no daemon runs",

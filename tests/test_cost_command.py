@@ -1,0 +1,158 @@
+"""``jobman cost`` through the program (a subprocess, as an operator runs it) over a store of
+1,000 ended jobs: the totals, the groups, ``--since`` and the JSON shape, each checked against a
+computation made here independently (Decimal sums of the stored figures)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import pytest
+
+from conftest import make_draft
+from jobman_cli.model import JobStatus
+from jobman_cli.stores.tinydb import TinyDBStore
+from test_housekeeping_cli import jobman, one_line_error
+
+NOW = datetime.now(timezone.utc)
+TITLES = ("nightly", "report", "etl", "backup", "")
+IMAGES = ("alpine:3.20", "python:3.12", "ghcr.io/acme/etl:7")
+SCHEDULES = (None, 1, 2)
+
+
+def fixture_jobs() -> list[dict]:
+    """1,000 ended jobs (deterministic): 80 % priced, 10 % with an instance but no price (half
+    pending, half unknown), 10 % never launched; ended over the last 60 days."""
+    rng = random.Random(15)
+    jobs = []
+    for i in range(1000):
+        kind = rng.random()
+        jobs.append({
+            "title": rng.choice(TITLES), "image": rng.choice(IMAGES), "schedule": rng.choice(SCHEDULES),
+            "status": rng.choice((JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)),
+            "ended": NOW - timedelta(seconds=rng.randrange(60 * 86400)),
+            "cost": round(rng.uniform(0, 7.5), 6) if kind < 0.8 else None,
+            "basis": "on-demand ..." if kind < 0.8 else ("unknown: no price" if kind < 0.85 else None),
+            "instance": f"i-{i:017x}" if kind < 0.9 else None,
+        })
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, list[dict]]:
+    home = tmp_path_factory.mktemp("cost") / "home"
+    home.mkdir()
+    jobs = fixture_jobs()
+    with TinyDBStore(home / "jobs.json") as store:
+        for spec in jobs:
+            draft = make_draft(title=spec["title"], docker_image=spec["image"], status=spec["status"],
+                               schedule_id=spec["schedule"], finished_at=spec["ended"], updated_at=spec["ended"],
+                               created_at=spec["ended"] - timedelta(hours=1), date_time=spec["ended"] - timedelta(hours=1),
+                               instance_id=spec["instance"], cost=spec["cost"], cost_basis=spec["basis"])
+            spec["id"] = store.add(draft)[0].id
+    return home, jobs
+
+
+def expected(jobs: list[dict], key=lambda spec: "all", since: datetime | None = None) -> dict:
+    """Independently: Decimal sums of the figures as stored (their repr), counts, unpriced ids."""
+    out: dict = defaultdict(lambda: {"jobs": 0, "priced": 0, "cost": Decimal(0), "unpriced": [], "not-launched": 0})
+    for spec in jobs:
+        if since is not None and spec["ended"] < since:
+            continue
+        group = out[key(spec)]
+        group["jobs"] += 1
+        if spec["cost"] is not None:
+            group["priced"] += 1
+            group["cost"] += Decimal(repr(spec["cost"]))
+        elif spec["instance"]:
+            group["unpriced"].append(spec["id"])
+        else:
+            group["not-launched"] += 1
+    return dict(out)
+
+
+def cents(value) -> str:
+    return f"${Decimal(value).quantize(Decimal('0.01'), ROUND_HALF_EVEN):,}"
+
+
+def check_group(got: dict, want: dict) -> None:
+    assert (got["jobs"], got["priced"], got["not-launched"]) == (want["jobs"], want["priced"], want["not-launched"])
+    assert got["cost"] == pytest.approx(float(want["cost"]), abs=1e-9)
+    assert got["unpriced"] == {"count": len(want["unpriced"]), "ids": sorted(want["unpriced"])}
+
+
+def test_the_total_of_1000_jobs(world):
+    home, jobs = world
+    result = jobman(home, "cost", "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    want = expected(jobs)["all"]
+    assert want["jobs"] == 1000 and 700 < want["priced"] < 900 and want["unpriced"] and want["not-launched"]
+    check_group(got, want)
+    assert (got["since"], got["by"], got["groups"]) == (None, None, None)
+    text = jobman(home, "cost").stdout
+    assert text.startswith(f"Total {cents(want['cost'])} for {want['priced']} priced jobs of 1000 ended.\n")
+    assert f"Without a price ({len(want['unpriced'])}: pending, or unknown" in text
+    assert f"Never launched (nothing billed): {want['not-launched']}" in text
+
+
+@pytest.mark.parametrize("by, key", [
+    ("title", lambda s: s["title"] or "(untitled)"),
+    ("image", lambda s: s["image"]),
+    ("tag", lambda s: "one-off" if s["schedule"] is None else f"schedule {s['schedule']}"),
+])
+def test_groups(world, by, key):
+    home, jobs = world
+    got = json.loads(jobman(home, "cost", "--by", by, "--json").stdout)
+    want = expected(jobs, key)
+    assert got["by"] == by
+    assert [g["key"] for g in got["groups"]] == sorted(want, key=lambda k: (-want[k]["cost"], k))
+    for group in got["groups"]:
+        check_group(group, want[group["key"]])
+    assert sum(g["jobs"] for g in got["groups"]) == 1000
+    table = jobman(home, "cost", "--by", by).stdout.splitlines()
+    assert table[0].split() == [by.upper(), "JOBS", "PRICED", "COST"]
+    first = got["groups"][0]
+    assert table[1].split()[-3:] == [str(first["jobs"]), str(first["priced"]), cents(want[first["key"]]["cost"])]
+
+
+def test_since_counts_only_jobs_that_ended_in_the_window(world):
+    home, jobs = world
+    got = json.loads(jobman(home, "cost", "--since", "30d", "--by", "tag", "--json").stdout)
+    since = datetime.fromisoformat(got["since"].replace("Z", "+00:00"))
+    assert NOW - timedelta(days=30) <= since <= datetime.now(timezone.utc) - timedelta(days=30)
+    # the fixture's end times are spread over 60 days: roughly half are in; none within a second of the cut
+    want = expected(jobs, since=since)["all"]
+    assert 300 < want["jobs"] < 700
+    check_group(got, want)
+    in_window = expected(jobs, lambda s: "one-off" if s["schedule"] is None else f"schedule {s['schedule']}", since)
+    for group in got["groups"]:
+        check_group(group, in_window[group["key"]])
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--since", "soon"), "--since"), (("--since", "0s"), "--since"), (("--by", "owner"), "--by"),
+])
+def test_bad_input_is_one_line_and_exit_2(world, args, words):
+    home, _ = world
+    assert words in one_line_error(jobman(home, "cost", *args), 2)
+
+
+def test_with_server_it_says_it_reads_the_store(world):
+    home, _ = world
+    error = one_line_error(jobman(home, "--server", "http://127.0.0.1:1", "cost"), 2)
+    assert "run it where the store is, without --server" in error
+
+
+def test_an_empty_store(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with TinyDBStore(home / "jobs.json"):
+        pass
+    result = jobman(home, "cost", "--by", "image")
+    assert result.returncode == 0, result.stderr
+    assert "Total $0.00 for 0 priced jobs of 0 ended." in result.stdout

@@ -12,7 +12,7 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from .errors import InvalidInput, TransitionNotAllowed
@@ -40,14 +40,17 @@ class JobStatus(str, enum.Enum):
 TERMINAL_STATES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATES = frozenset({JobStatus.LAUNCHING, JobStatus.RUNNING})
 
-#: Every transition that exists. ``launching -> scheduled`` is the one step back: a retryable
-#: launch error returns the claim (with a backoff) so another attempt can be made.
+#: Every transition that exists. Two steps go back to ``scheduled``: ``launching -> scheduled``, a
+#: retryable launch error (or every rung of the launch ladder refused) returns the claim with a
+#: backoff so another attempt can be made; and ``running``/``launching -> scheduled`` for one case
+#: only, a spot interruption reported while the job's interruption budget lasts
+#: (:meth:`Job.reported` with ``interrupted``), so the job is relaunched at once.
 ALLOWED_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SCHEDULED: frozenset({JobStatus.LAUNCHING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.LAUNCHING: frozenset(
         {JobStatus.RUNNING, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SCHEDULED}
     ),
-    JobStatus.RUNNING: frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SCHEDULED}),
     JobStatus.FINISHED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -190,6 +193,9 @@ class Job:
     interruptions: int = 0
     max_cost: float | None = None
     placement: Mapping[str, Any] | None = None
+    #: When the last spot interruption sent the job back to ``scheduled``: its relaunch has a
+    #: start deadline counted from then, not from ``date_time`` (see :attr:`start_by`).
+    interrupted_at: datetime | None = None
     #: USD, set once when the job has ended; None with ``cost_basis`` "unknown: why" when no price was found.
     cost: float | None = None
     cost_basis: str | None = None
@@ -226,6 +232,15 @@ class Job:
         if self.not_before is not None and self.not_before > self.date_time:
             return self.not_before
         return self.date_time
+
+    @property
+    def start_by(self) -> datetime:
+        """The latest time a launch may start: ``start_deadline`` after ``date_time``, or after the
+        last spot interruption (a relaunch of a job that ran for hours is not late)."""
+        base = self.date_time
+        if self.interrupted_at is not None and self.interrupted_at > base:
+            base = self.interrupted_at
+        return base + timedelta(seconds=self.start_deadline)
 
     def fingerprint(self) -> tuple:
         """The fields a client chose; two schedule requests with one idempotency key must agree."""
@@ -277,14 +292,16 @@ class Job:
             return self
         return dataclasses.replace(self, callback_hashes=self.callback_hashes + (callback_hash,))
 
-    def launched(self, instance_id: str, now: datetime) -> "Job":
-        """Record the instance. Also valid on a job the instance already reported ``running``."""
+    def launched(self, instance_id: str, now: datetime, placement: Mapping[str, Any] | None = None) -> "Job":
+        """Record the instance (and ``placement``, the rung of the launch ladder it runs on). Also
+        valid on a job the instance already reported ``running``."""
+        where = dict(placement) if placement is not None else self.placement
         if self.status is JobStatus.RUNNING and self.instance_id in (None, instance_id):
             return dataclasses.replace(self, instance_id=instance_id, launched_at=self.launched_at or now,
-                                       updated_at=now, version=self.version + 1)
+                                       placement=where, updated_at=now, version=self.version + 1)
         if self.status is not JobStatus.LAUNCHING:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot record a launch")
-        return self._to(JobStatus.RUNNING, now, instance_id=instance_id, launched_at=now)
+        return self._to(JobStatus.RUNNING, now, instance_id=instance_id, launched_at=now, placement=where)
 
     def attach_instance(self, instance_id: str, now: datetime) -> "Job":
         """Remember the instance of a job that ended before its launch was recorded."""
@@ -364,7 +381,25 @@ class Job:
             raise TransitionNotAllowed(f"job {self.id} is already {self.status.value}; cannot become {status}")
         if self.status is JobStatus.SCHEDULED:
             raise TransitionNotAllowed(f"job {self.id} is scheduled and has not been launched; cannot become {status}")
+        if code is ReasonCode.INTERRUPTED:
+            return self._interrupted(words, now)
         return self._to(target, now, exit_code=stored_code, reason=words, reason_code=code)
+
+    def _interrupted(self, words: str, now: datetime) -> "Job":
+        """A spot interruption (the instance stopped the container on EC2's notice). Within the
+        budget (``interruptions < max_interruptions``): back to ``scheduled``, due now, with a new
+        attempt to come (no callback token, no instance: the old one is being reclaimed and the
+        reaper ends it), and a start deadline counted from now. Budget spent: ``failed``,
+        ``interrupted``. Only this path moves a ``running`` job back to ``scheduled``."""
+        count = self.interruptions + 1
+        if self.interruptions < self.max_interruptions:
+            reason = f"{words} (interruption {count} of at most {self.max_interruptions}; relaunching)"
+            return self._to(JobStatus.SCHEDULED, now, reason=reason, reason_code=None, exit_code=None,
+                            interruptions=count, interrupted_at=now, not_before=now, launch_token=None,
+                            callback_hashes=(), instance_id=None)
+        reason = f"{words} (interruption {count}; the budget of {self.max_interruptions} is spent)"
+        return self._to(JobStatus.FAILED, now, reason=reason, reason_code=ReasonCode.INTERRUPTED, exit_code=None,
+                        interruptions=count)
 
 
 def _printable(text: str) -> str:
@@ -508,6 +543,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
             "not-before": format_time(job.not_before),
+            "interrupted-at": format_time(job.interrupted_at),
             "updated-at": format_time(job.updated_at),
             "version": job.version,
         }
@@ -519,6 +555,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
 
 _KNOWN_KEYS = frozenset(API_KEYS) | {
     "callback-hashes", "callback-token", "idempotency-key", "notify-targets", "launch-token", "not-before", "updated-at", "version",
+    "interrupted-at",
 }
 
 
@@ -574,6 +611,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         started_at=parse_time(record.get("started-at")),
         finished_at=parse_time(record.get("finished-at")),
         not_before=parse_time(record.get("not-before")),
+        interrupted_at=parse_time(record.get("interrupted-at")),
         updated_at=parse_time(record.get("updated-at")),
         version=int(record.get("version") or 0),
         extra=extra,

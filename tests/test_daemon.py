@@ -255,7 +255,9 @@ def test_burst_is_launched_in_parallel_once_each(world):
 
 # ---------------------------------------------------------------------- launch errors
 @pytest.mark.parametrize("code,message,status", [
-    ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested.", 500),
+    # (Capacity refusals of the launch ladder keep trying until the start deadline instead:
+    # tests/test_capacity_ladder.py.)
+    ("InstanceLimitExceeded", "Your quota allows for 0 more running instance(s). You requested at least 1", 400),
     ("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 32 allows.", 400),
 ])
 def test_errors_where_nothing_started_back_off_then_fail_with_the_aws_message(world, code, message, status):

@@ -107,14 +107,15 @@ class Adopter:
             chosen = best_instance(instances)
             self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
                      f"{job.attempts} launched before a restart; adopting it")
-            self.launch.record(job, chosen.instance_id, out, ADOPTED)
+            self.launch.record(job, chosen.instance_id, out, ADOPTED,
+                               chosen.placement if chosen.instance_type else None)
             return
         if job.status is not JobStatus.LAUNCHING:
             # It reported running, so its instance exists somewhere (tag lookups can lag). Look
             # again after a while; its timeout still ends it if the instance never turns up.
             self.pool.defer(job.id, t + timedelta(seconds=self.look_again_after))
             return
-        if t > job.date_time + timedelta(seconds=job.start_deadline):  # never launch days late
+        if t > job.start_by:  # never launch days late
             reason = missed_reason(job, t) + "; its launch was interrupted"
             after = guarded_update(self.store, job.id,
                                    lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.MISSED_START_DEADLINE))

@@ -29,6 +29,14 @@ once (the launcher never resends it by itself). Then, by what the answer means
 * **token in use** (``IdempotentParameterMismatch``, after a take-over rendered a new callback
   token): the attempt's instance exists; it is looked up (tags, then the ``client-token`` filter, a
   few times) and adopted. Not found yet: the job stays ``launching`` and is looked at again later.
+* **this rung refused** (``InsufficientInstanceCapacity``, ``InsufficientCapacity``,
+  ``SpotMaxPriceTooLow``, ``MaxSpotInstanceCountExceeded``, ``Unsupported``: nothing started): the
+  next rung of the launch ladder (:mod:`jobman_cli.capacity`) is sent at once, each rung once per
+  attempt, each with a ``ClientToken`` of its own. Every rung refused: back to ``scheduled`` with
+  the backoff below (bounded by the start deadline, not by ``max_attempts``), then
+  ``missed-start-deadline`` with the last AWS error. An unknown outcome pins the attempt to its
+  rung (resent with that rung's token, after a tag lookup, as above): the ladder never moves on
+  from a rung that may have started an instance.
 * **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
   up to ``max_attempts``; anything else fails the job as ``launch-failed`` with AWS's code and
   message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
@@ -41,11 +49,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ..clock import Clock
 from ..errors import InvalidInput, JobmanError, LaunchError
-from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
+from ..capacity import LADDER_CODES, ladder, narrowed, placement_of
+from ..launchers.base import (DEFAULT_INSTANCE_TYPE, EC2Settings, InstanceInfo, Launcher, LaunchOutcomeUnknown,
+                              LaunchThrottled, LaunchTokenInUse)
 from ..joblogs import LogTarget
 from ..launchers.userdata import callback_url_for, render_user_data
 from ..model import Job, JobStatus, ReasonCode
@@ -114,7 +124,10 @@ class Launch:
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
             self._failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return
-        deadline = job.date_time + timedelta(seconds=job.start_deadline)
+        deadline = job.start_by
+        rungs = ladder(job, *self._ladder_defaults())
+        rung = 0  # the rung being sent; it moves on only after a refusal that started nothing
+        refusals: list[LaunchError] = []  # this pass's capacity refusals, one per rung
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
         last: LaunchError | None = None  # why the previous send did not launch
         backoff = UNKNOWN_BACKOFF_FIRST
@@ -133,7 +146,7 @@ class Launch:
                         chosen = best_instance(found)
                         self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
                                  f"{job.attempts} by tag after an unknown outcome ({unknown.code})")
-                        self.record(job, chosen.instance_id, out, LAUNCHED)
+                        self.record(job, chosen.instance_id, out, LAUNCHED, _placement(chosen))
                         return
                 if not self._still_wanted(job):
                     return
@@ -148,8 +161,9 @@ class Launch:
                 else:
                     self._left(job)
                 return
+            request = narrowed(job, rungs[rung])  # one type, subnet and market; the rung's ClientToken
             try:
-                instance_id = self.launcher.launch(job, user_data=user_data, store_id=self.store.store_id)
+                instance_id = self.launcher.launch(request, user_data=user_data, store_id=self.store.store_id)
             except LaunchThrottled as exc:
                 if getattr(exc, "clock_skew", False):  # nothing started: wait for the clock, not a token
                     self.clock_skewed(exc)
@@ -172,7 +186,7 @@ class Launch:
                 continue
             except LaunchTokenInUse as exc:
                 self.clock_accepted()
-                self._token_in_use(job, exc, out)
+                self._token_in_use(job, exc, out, token=request.launch_token)
                 return
             except LaunchOutcomeUnknown as exc:
                 unknown = last = exc
@@ -193,12 +207,24 @@ class Launch:
                     backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
                     continue
                 if unknown is not None:  # an earlier send may have started it: look once more first
-                    self._settle(job, unknown, exc, out)
+                    self._settle(job, unknown, exc, out, token=request.launch_token)
+                    return
+                if exc.code in LADDER_CODES:  # nothing started on this rung: the next one, at once
+                    self.clock_accepted()
+                    refusals.append(exc)
+                    if rung + 1 < len(rungs):
+                        self.log(f"job {job.id}: rung {rung + 1} of {len(rungs)}, {rungs[rung].describe()}, refused "
+                                 f"({exc.code}); trying rung {rung + 2}, {rungs[rung + 1].describe()}")
+                        rung += 1
+                        last = exc
+                        continue
+                    self._refused_everywhere(job, refusals, out)
                     return
                 self._failed(job, exc, out)
                 return
             self.clock_accepted()
-            self.record(job, instance_id, out, LAUNCHED)
+            self.record(job, instance_id, out, LAUNCHED,
+                        placement_of(rungs[rung], getattr(instance_id, "availability_zone", None)))
             return
 
     def clock_skewed(self, exc: LaunchError) -> None:
@@ -221,15 +247,16 @@ class Launch:
             self._skewed = False
         self.log("AWS accepts this host's clock again")
 
-    def _settle(self, job: Job, unknown: LaunchError, exc: LaunchError, out: Collector) -> None:
+    def _settle(self, job: Job, unknown: LaunchError, exc: LaunchError, out: Collector, *, token: str | None) -> None:
         """A send that started nothing (``exc``, not retryable) after an unknown outcome of this
-        attempt: the earlier send may have started an instance. One last lookup decides."""
-        found = self._look_up(job, client_token=job.launch_token)
+        attempt: the earlier send may have started an instance. One last lookup decides (by tag,
+        then by ``token``, the ``ClientToken`` of the rung that was sent)."""
+        found = self._look_up(job, client_token=token)
         if found:
             chosen = best_instance(found)
             self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt {job.attempts} "
                      f"by tag after an unknown outcome ({unknown.code}), though a resend failed ({exc.code})")
-            self.record(job, chosen.instance_id, out, LAUNCHED)
+            self.record(job, chosen.instance_id, out, LAUNCHED, _placement(chosen))
         elif found is None:  # cannot tell whether it launched: never fail it blind
             later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
             self.log(f"job {job.id}: RunInstances failed ({exc}) after an unknown outcome ({unknown.code}) and "
@@ -295,29 +322,32 @@ class Launch:
             self.log(describe_change(job, after, reason))
             out.add(MISSED, job.id, reason)
 
-    def _token_in_use(self, job: Job, exc: LaunchError, out: Collector) -> None:
-        """``IdempotentParameterMismatch``: this attempt's instance exists. Find it and adopt it."""
+    def _token_in_use(self, job: Job, exc: LaunchError, out: Collector, *, token: str | None) -> None:
+        """``IdempotentParameterMismatch``: this attempt's instance exists (under ``token``, the
+        ``ClientToken`` of the rung that was sent). Find it and adopt it."""
         for pause in TOKEN_IN_USE_LOOKUPS:
             if pause and not self._wait(job, pause):
                 return
             try:
                 found = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
-                                                     include_terminated=True, client_token=job.launch_token)
+                                                     include_terminated=True, client_token=token)
             except LaunchError:
                 continue
             if found:
                 chosen = best_instance(found)
                 self.log(f"job {job.id}: attempt {job.attempts} already has instance {chosen.instance_id} "
                          f"({chosen.state}; EC2 answered {exc.code}); adopting it")
-                self.record(job, chosen.instance_id, out, ADOPTED)
+                self.record(job, chosen.instance_id, out, ADOPTED, _placement(chosen))
                 return
         later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
         self.log(f"job {job.id}: EC2 says attempt {job.attempts} already has an instance ({exc.code}) but it was "
                  f"not found yet; looking again in {format_duration(self.settings.reconcile_interval)}")
         self._defer(job.id, later)
 
-    def record(self, job: Job, instance_id: str, out: Collector, kind: str) -> None:
-        """Record ``instance_id`` as the instance of ``job``'s attempt (``kind``: launched or adopted)."""
+    def record(self, job: Job, instance_id: str, out: Collector, kind: str,
+               placement: Mapping[str, Any] | None = None) -> None:
+        """Record ``instance_id`` as the instance of ``job``'s attempt (``kind``: launched or adopted)
+        and ``placement``, the rung it runs on (None: not known, the job keeps what it had)."""
         t = self.clock.now()
 
         def record(current: Job) -> Job:
@@ -326,7 +356,7 @@ class Launch:
             if current.terminal:  # cancelled (or reported) while we launched
                 return current if current.instance_id else current.attach_instance(instance_id, t)
             if current.status in (JobStatus.LAUNCHING, JobStatus.RUNNING) and current.instance_id in (None, instance_id):
-                return current.launched(instance_id, t)
+                return current.launched(instance_id, t, placement)
             raise Skip
 
         after = guarded_update(self.store, job.id, record)
@@ -346,6 +376,51 @@ class Launch:
         # already logged that change, and this line records the instance.
         self.log(describe_change(job, after, f"instance {instance_id}, attempt {after.attempts}"))
         out.add(kind, job.id, "", instance_id)
+
+    def _ladder_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """The daemon's default instance types and subnets (``[ec2]``), from the EC2 launcher's
+        settings (a launcher without them: the built-in type, EC2's default subnet)."""
+        settings = getattr(self.launcher, "settings", None)
+        if isinstance(settings, EC2Settings):
+            return settings.instance_type, settings.subnet_ids
+        return DEFAULT_INSTANCE_TYPE, ()
+
+    def _refused_everywhere(self, job: Job, refusals: list[LaunchError], out: Collector) -> None:
+        """Every rung refused this attempt for capacity. Nothing started: back to ``scheduled`` with
+        the usual backoff (not past the start deadline, and not limited by ``max_attempts``: capacity
+        comes back), until the start deadline; then ``missed-start-deadline`` with the last AWS
+        error. Only refusals that no later try can change (``Unsupported`` everywhere) fail it now."""
+        t = self.clock.now()
+        last = refusals[-1]
+        words = (f"{'the only rung' if len(refusals) == 1 else f'all {len(refusals)} rungs'} of the launch ladder "
+                 f"refused; last: {last}")
+        summary = LaunchError(words, retryable=any(e.retryable for e in refusals), code=last.code)
+        if not summary.retryable:
+            reason = f"launch error: {words}"
+            after = guarded_update(self.store, job.id,
+                                   lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.LAUNCH_FAILED))
+            if after is not None:
+                self.log(describe_change(job, after, reason))
+                out.add(LAUNCH_FAILED, job.id, reason)
+            return
+        deadline = job.start_by
+        if t >= deadline:
+            self._missed(job, t, summary, out)
+            return
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (job.attempts - 1))
+        when = min(t + timedelta(seconds=delay), deadline)
+        retry_reason = f"launch attempt {job.attempts} failed: {words}"
+
+        def retry(current: Job) -> Job:
+            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
+                raise Skip
+            return current.retry_later(retry_reason, when, t)
+
+        after = guarded_update(self.store, job.id, retry)
+        if after is not None:
+            self.log(describe_change(job, after, f"retry in {format_duration((when - t).total_seconds())}: {words}"))
+            out.add(RETRYING, job.id, words)
+            self._wake()
 
     def _failed(self, job: Job, exc: LaunchError, out: Collector) -> None:
         t = self.clock.now()
@@ -378,3 +453,8 @@ class Launch:
         if after is not None:
             self.log(describe_change(job, after, reason))
             out.add(LAUNCH_FAILED, job.id, reason)
+
+
+def _placement(info: InstanceInfo) -> dict[str, Any] | None:
+    """The rung an instance found by lookup runs on, when the launcher says (None: unknown)."""
+    return info.placement if info.instance_type else None

@@ -14,7 +14,7 @@ import dataclasses
 import secrets
 import zlib
 from concurrent.futures import Future
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable
 
 from ..clock import Clock
@@ -64,7 +64,7 @@ class Starter:
         def claim(current: Job) -> Job:
             if current.status is not JobStatus.SCHEDULED or current.due_at > t:
                 raise Skip
-            if t > current.date_time + timedelta(seconds=current.start_deadline):
+            if t > current.start_by:
                 return current.failed(missed_reason(current, t), t, ReasonCode.MISSED_START_DEADLINE)
             claimed = current.claimed(t, launch_token_for(self.store.store_id, current.id, current.attempts + 1),
                                       hash_callback_token(callback_token))

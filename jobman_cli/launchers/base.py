@@ -88,11 +88,36 @@ class InstanceInfo:
     attempt: int | None
     store_id: str | None
     launch_time: datetime | None
+    #: Where it runs (the launch ladder's rung): type, zone, subnet, market (``spot``/``on-demand``).
+    instance_type: str | None = None
+    availability_zone: str | None = None
+    subnet_id: str | None = None
+    market: str | None = None
+
+    @property
+    def placement(self) -> dict[str, str | None]:
+        """What ``Job.placement`` records of the instance."""
+        return {"instance-type": self.instance_type, "availability-zone": self.availability_zone,
+                "subnet-id": self.subnet_id, "market": self.market}
 
     @property
     def gone(self) -> bool:
         """True once the instance can no longer run anything (terminated or on its way there)."""
         return self.state in ("shutting-down", "terminated")
+
+
+class Launched(str):
+    """What :meth:`Launcher.launch` returns: the instance id (a plain ``str`` to every caller) that may
+    also carry the availability zone EC2 placed it in (``RunInstances`` answers with it), so the
+    daemon records the rung without another call. A launcher may return a plain ``str``."""
+
+    availability_zone: str | None = None
+
+    @classmethod
+    def of(cls, instance_id: str, availability_zone: str | None) -> "Launched":
+        launched = cls(instance_id)
+        launched.availability_zone = availability_zone
+        return launched
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from .base import (
     LIVE_STATES,
     EC2Settings,
     InstanceInfo,
+    Launched,
     LaunchOutcomeUnknown,
 )
 from .ec2_params import instance_tags, metadata_options, run_instances_params  # noqa: F401  (boto3-free)
@@ -172,6 +173,10 @@ class EC2Launcher:
             attempt=_int_tag(tags.get(ATTEMPT_TAG)),
             store_id=tags.get(self.settings.store_tag_key),
             launch_time=launch_time,
+            instance_type=instance.get("InstanceType"),
+            availability_zone=(instance.get("Placement") or {}).get("AvailabilityZone"),
+            subnet_id=instance.get("SubnetId"),
+            market="spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand",
         )
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[InstanceInfo]:
@@ -246,7 +251,8 @@ class EC2Launcher:
         instances = response.get("Instances") or []
         if not instances:  # an answer that says nothing: as if it had been lost
             raise LaunchOutcomeUnknown("NoInstance: RunInstances answered without an instance", code="NoInstance")
-        return str(instances[0]["InstanceId"])
+        zone = (instances[0].get("Placement") or {}).get("AvailabilityZone")
+        return Launched.of(str(instances[0]["InstanceId"]), zone)
 
     def find_instances(self, store_id: str, *, job_id: int | None = None, attempt: int | None = None,
                        include_terminated: bool = False, client_token: str | None = None) -> list[InstanceInfo]:

@@ -32,7 +32,7 @@ from .base import LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
 RETRYABLE_CODES = frozenset({
     "InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity",
     "InsufficientCapacity", "InsufficientAddressCapacity", "InsufficientFreeAddressesInSubnet",
-    "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded",
+    "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow",
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException",
     "EC2ThrottledException", "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
     "SlowDown", "PriorRequestNotComplete", "ServiceUnavailable", "Unavailable", "InternalError",

@@ -55,7 +55,14 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @cli.command(context_settings={"allow_interspersed_args": False})
 @store_option
 @click.option("--image", required=True, help="Docker image reference, e.g. alpine:3.20.")
-@click.option("--at", "when", required=True, metavar="WHEN",
+@click.option("--cron", default=None, metavar="EXPR",
+              help="Instead of --at: a recurring schedule, five-field cron or @hourly/@daily/@weekly/@monthly, "
+                   "in --tz (one job per occurrence; see 'jobman schedules').")
+@click.option("--every", default=None, metavar="DUR", help="Instead of --at: a recurring schedule every DUR (at least 1m).")
+@click.option("--overlap", default=None, metavar="MODE",
+              help="With --cron/--every, when the previous run is still active: allow (run anyway), forbid (skip "
+                   "this one) or replace (cancel it). [default: forbid]")
+@click.option("--at", "when", required=False, metavar="WHEN",
               help="now, +10m, 'in 2 hours', 'YYYY-MM-DD HH:MM:SS' or ISO-8601 (local time unless an offset is given).")
 @click.option("--title", default="", help="A human title.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
@@ -72,7 +79,7 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.option("--timeout", default=None, metavar="DUR", help="Kill the container after DUR (30s, 10m, 2h, 1h30m). [default: 1h]")
 @click.option("--start-deadline", default=None, metavar="DUR", help="Fail instead of launching later than DUR after WHEN. [default: 1h]")
 @click.option("--idempotency-key", default=None, metavar="K", help="Retrying with the same key returns the same job.")
-@click.option("--tz", default=None, help="Time zone for WHEN without offset. [env: JOBMAN_TZ; default: the system's]")
+@click.option("--tz", default=None, help="Time zone for WHEN without offset, and of --cron. [env: JOBMAN_TZ; default: the system's]")
 @click.option("--entrypoint", default=None, metavar="EXE",
               help="The container's entrypoint (one executable; '' clears the image's). [default: the image's]")
 @click.option("--disk-gb", default=None, metavar="N", help="Root volume size in GiB. [default: the AMI's]")
@@ -91,7 +98,8 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
                    "and the rendered user-data (with --json: one object).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARG]...]")
 @click.pass_obj
-def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ...], env_file: str | None,
+def schedule(state: State, image: str, when: str | None, cron: str | None, every: str | None, overlap: str | None,
+             title: str, env: tuple[str, ...], env_file: str | None,
              instance_type: str | None, subnet_ids: tuple[str, ...], capacity: str | None,
              max_interruptions: str | None, max_cost: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
@@ -108,6 +116,9 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
     if as_json and quiet:
         raise click.UsageError("--json and -q cannot be used together")
     refuse_repeated_env(env)
+    from .cli_schedules import check_schedule_flags
+
+    recurring = check_schedule_flags(when, idempotency_key, dry_run, cron, every, overlap)
     request = ScheduleRequest(
         image=image, when=when, title=title, env=env_from_cli(env, env_file), instance_type=instance_type,
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
@@ -117,6 +128,11 @@ def schedule(state: State, image: str, when: str, title: str, env: tuple[str, ..
         subnet_ids=list(subnet_ids) or None, capacity=capacity, max_interruptions=max_interruptions,
         max_cost=max_cost,
     )
+    if recurring:
+        from .cli_schedules import create_schedule
+
+        create_schedule(state, request, cron, every, tz, overlap, as_json, quiet)
+        return
     if dry_run:
         _dry_run(state, request, as_json, quiet)
         return
@@ -163,24 +179,31 @@ def _dry_run(state: State, request: Any, as_json: bool, quiet: bool) -> None:
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES), help="Only jobs in this state (repeatable).")
 @click.option("--limit", default=None, metavar="N", help="Only the N newest jobs (reads only those on a file store).")
 @click.option("--since", default=None, metavar="DUR", help="Only jobs created in the last DUR (30m, 2h, 7d).")
+@click.option("--schedule", "schedule_id", default=None, metavar="ID", help="Only the runs of schedule ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since: str | None, as_json: bool) -> None:
+def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since: str | None, as_json: bool,
+              schedule_id: str | None) -> None:
     """All jobs, newest first."""
     from .model import JobStatus
     from .service import parse_list_limit, parse_list_since
+    from .validation import parse_job_id
 
     window = {"limit": None if limit is None else parse_list_limit(limit),
               "since": None if since is None else parse_list_since(since)}
     window = {name: value for name, value in window.items() if value is not None}  # remote: only what was given
+    only = None if schedule_id is None else parse_job_id(schedule_id, field="--schedule")
+    keep = window.pop("limit", None) if only is not None else None  # the limit applies to the schedule's runs
     service = state.service(create=False)
     wanted = [JobStatus(s) for s in statuses]
     if as_json:
-        print_json(service.list_api(wanted, **window))
+        found = service.list_api(wanted, **window)
+        print_json(found if only is None else [j for j in found if j.get("schedule-id") == only][:keep])
     else:
         from .render import print_job_table
 
-        print_job_table(service.list(wanted, **window))
+        jobs = service.list(wanted, **window)
+        print_job_table(jobs if only is None else [j for j in jobs if j.schedule_id == only][:keep])
 
 
 @cli.command()
@@ -347,10 +370,11 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, sin
 
 
 from .cli_admin import ADMIN_COMMANDS  # noqa: E402  (registered after the job verbs, in help order)
+from .cli_schedules import COMMANDS as SCHEDULE_COMMANDS  # noqa: E402
 from .cli_cost import cost as _cost_command  # noqa: E402  (jobman cost: totals of the cost receipts)
 from .helptext import add_examples  # noqa: E402  (the commands must exist first)
 
-for _command in ADMIN_COMMANDS:
+for _command in (*SCHEDULE_COMMANDS, *ADMIN_COMMANDS):
     cli.add_command(_command)
 cli.add_command(_cost_command)
 add_examples(cli)

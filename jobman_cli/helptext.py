@@ -14,7 +14,26 @@ from typing import Any
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "schedule": (
         "jobman schedule --image alpine:3.20 --at +10m -e GREETING=hello -- sh -c 'echo $GREETING'",
-        "jobman schedule --image python:3.12 --at 'in 2 hours' --timeout 30m --title nightly -q",
+        "jobman schedule --image python:3.12 --cron '30 2 * * *' --tz Europe/Berlin --timeout 30m --title nightly",
+    ),
+    "schedules": (
+        "jobman schedules list",
+        "jobman schedules preview --cron '30 2 * * *' --tz Europe/Berlin -n 5",
+    ),
+    "schedules list": (
+        "jobman schedules list",
+        "jobman schedules list --json",
+    ),
+    "schedules show": (
+        "jobman schedules show 1",
+        "jobman schedules show 1 --json",
+    ),
+    "schedules pause": ("jobman schedules pause 1",),
+    "schedules resume": ("jobman schedules resume 1",),
+    "schedules delete": ("jobman schedules delete 1   # its jobs stay: jobman list --schedule 1",),
+    "schedules preview": (
+        "jobman schedules preview --cron '0 6 * * mon-fri' --tz America/New_York",
+        "jobman schedules preview --cron '30 2 * * *' --tz Europe/Berlin --from 2027-03-27 -n 3 --json",
     ),
     "list": (
         "jobman list",

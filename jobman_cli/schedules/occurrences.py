@@ -168,12 +168,13 @@ def next_occurrence(cron: str | None, every: int | None, tz: str, after: datetim
                     anchor: datetime | None = None) -> datetime:
     """The first occurrence strictly after ``after`` (UTC in, UTC out).
 
-    ``every``: ``anchor + k * every`` (``anchor``: the schedule's creation; default ``after``).
+    ``every``: ``anchor + k * every`` (``anchor``: the schedule's creation, default ``after``, taken
+    at its whole minute, so that ``--every 15m`` made at 09:02:41 runs at 09:17:00, 09:32:00, ...).
     ``cron``: see the module doc. Raises ValueError if the expression has no further occurrence.
     """
     after = after.astimezone(UTC)
     if every is not None:
-        base = (anchor or after).astimezone(UTC)
+        base = (anchor or after).astimezone(UTC).replace(second=0, microsecond=0)
         if base > after:
             return base
         steps = (after - base) // timedelta(seconds=every) + 1
@@ -211,3 +212,29 @@ def local_label(instant: datetime, tz: str) -> str:
     offset = local.strftime("%z")
     offset = f"{offset[:3]}:{offset[3:]}" if offset else "+00:00"
     return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {local.tzname() or ''} ({offset})".replace("  ", " ")
+
+
+def format_every(seconds: int) -> str:
+    """``15m``, ``1h30m``, ``1d``: an interval in the grammar ``--every`` accepts."""
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
+
+
+def transition_note(instant: datetime, tz: str) -> str | None:
+    """Why an occurrence sits where it does at a DST change (``preview`` shows it): at a gap's end
+    (the clocks jumped over the wall time the expression names), or in a repeated hour (this is the
+    first pass; the second pass does not run it again). None on ordinary days."""
+    zone_info = zone(tz)
+    local = instant.astimezone(zone_info)
+    before = (instant - timedelta(seconds=1)).astimezone(zone_info)
+    if (local.utcoffset() or timedelta()) > (before.utcoffset() or timedelta()):
+        return "DST gap: the skipped time(s) run here, once"
+    wall = local.replace(tzinfo=None)
+    other = wall.replace(tzinfo=zone_info, fold=1 - local.fold)
+    if other.utcoffset() != local.utcoffset() and other.astimezone(UTC).astimezone(zone_info).replace(tzinfo=None) == wall:
+        return "repeated hour: runs at the first pass only"
+    return None

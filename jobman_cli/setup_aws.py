@@ -124,7 +124,7 @@ def secrets_policy(allowed: list[str], partition: str, region: str, account: str
 
 def daemon_policy(partition: str, region: str, account: str, group: str, role_name: str = DEFAULT_NAME) -> dict[str, Any]:
     """The operator's side (daemon and CLI): launch, watch and end instances, pass the instance
-    role, keep the log group, and read job logs."""
+    role, keep the log group, read job logs, and price ended jobs (cost receipts)."""
     group_arn = log_group_arn(partition, region, account, group)
     return {
         "Version": "2012-10-17",
@@ -132,6 +132,11 @@ def daemon_policy(partition: str, region: str, account: str, group: str, role_na
             {"Sid": "Instances", "Effect": "Allow", "Resource": "*",
              "Action": ["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances", "ec2:TerminateInstances",
                         "ec2:GetConsoleOutput", "ec2:DescribeImages"]},
+            # Cost receipts (jobman_cli/cost): the spot price over a run, on-demand prices from the Price
+            # List. Neither action supports resource-level permissions; DescribeImages (above) also
+            # reads the AMI's root volume for the receipt.
+            {"Sid": "CostReceipts", "Effect": "Allow", "Resource": "*",
+             "Action": ["ec2:DescribeSpotPriceHistory", "pricing:GetProducts"]},
             {"Sid": "LatestAmazonLinux", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
              "Resource": f"arn:{partition}:ssm:{region}::parameter/aws/service/ami-amazon-linux-latest/*"},
             {"Sid": "PassInstanceRole", "Effect": "Allow", "Action": "iam:PassRole",

@@ -74,9 +74,13 @@ def schedule_service(state: State, *, create: bool = False) -> Any:
 
 
 def _schedule_id(value: str) -> int:
+    from .errors import InvalidInput
     from .validation import parse_job_id
 
-    return parse_job_id(value, field="ID")
+    try:
+        return parse_job_id(value, field="ID")
+    except InvalidInput as err:
+        raise InvalidInput("ID", err.rule.replace("job id", "schedule id")) from None
 
 
 # ----------------------------------------------------------------------------- jobman schedule --cron

@@ -55,7 +55,7 @@ RETRY = timedelta(seconds=10)
 MAX_MISSED_LISTED = 500
 #: A schedule that missed more occurrences than this (a minutely one, a year without a daemon) is
 #: not walked occurrence by occurrence: the walk jumps to the start deadline's window.
-MAX_MISSED_WALK = 10_000
+MAX_MISSED_WALK = 1_000
 #: How many records a schedule keeps (the model caps them too; newest last).
 MAX_RECORDS = 500
 #: States in which the previous run counts as still active for ``overlap``.

@@ -319,11 +319,13 @@ class _Watchdog:
             self._count += 1
             token = self._count
             self._watched[token] = (sock, expired)
+            earliest = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, token))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="jobman-notify-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if earliest:  # a later deadline than the one it waits for changes nothing (no wakeup per attempt)
+                self._cond.notify()
         return token
 
     def cancel(self, token: int) -> None:

@@ -13,7 +13,6 @@ from datetime import timedelta
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
-from jobman_cli.capacity import rung_token
 from jobman_cli.daemon.common import LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING
 from jobman_cli.launchers.ec2 import run_instances_error
 from jobman_cli.model import JobStatus, ReasonCode
@@ -34,6 +33,12 @@ def zones(ec2) -> dict[str, str]:  # noqa: F811
     """Zone -> subnet id of moto's default VPC (a, b, ...)."""
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+
+
+def rung_token(token: str, index: int) -> str:
+    """The ClientToken the contract gives rung ``index`` (written out here, not imported, so a
+    change in the code cannot change the expectation with it)."""
+    return token if index == 0 else f"{token}-r{index}"
 
 
 def sent(world) -> list[tuple[int, str]]:

@@ -253,6 +253,12 @@ class RemoteService:
     def get(self, job_id: int) -> Any:
         return _job(self._call("GET", f"/jobs/{int(job_id)}/status"))
 
+    def schedules(self) -> Any:
+        """The daemon's recurring schedules (``jobman --server URL schedules ...``)."""
+        from .remote_schedules import RemoteSchedules
+
+        return RemoteSchedules(self)
+
     def list_api(self, statuses: Collection[Any] | None = None, **filters: Any) -> list[dict[str, Any]]:
         query = [("status", getattr(s, "value", s)) for s in statuses or ()]
         query += [(name, str(value)) for name, value in filters.items() if value is not None]

@@ -51,7 +51,7 @@ def test_schedule_time_counts_the_disk(tmp_path):
     prices = cache_only(cache_with(tmp_path, on_demand__t3_micro=0.0104, ebs__gp3=0.08))
     # 730 h: 730 x 0.0104 = 7.592; 1000 GiB x 0.08 x 730 h / 730 = 80 -> $87.592
     job = make_draft(instance_type="t3.micro", timeout=730 * 3600, disk_gb=1000, max_cost=87.59)
-    with pytest.raises(InvalidInput, match=r"the worst case is \$87.59 \(t3.micro at \$0.0104/h for the 2628000 s "
+    with pytest.raises(InvalidInput, match=r"the worst case is \$87.5920 \(t3.micro at \$0.0104/h for the 2628000 s "
                                            r"timeout \+ 1000 GiB gp3"):
         check_at_schedule(job, "max-cost", prices=prices, region="us-east-1")
     check_at_schedule(make_draft(instance_type="t3.micro", timeout=730 * 3600, disk_gb=1000, max_cost=87.6),

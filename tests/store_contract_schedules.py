@@ -98,6 +98,20 @@ class ScheduleContract:
         make_store().update_schedule(1, append("a"))
         assert sstore.change_marker() != marker
 
+    def test_the_schedule_marker_moves_with_every_schedule_write(self, sstore, make_store):
+        other = make_store()
+        seen = [sstore.schedule_marker()]
+        for write in (lambda: other.add_schedule(make_schedule()),
+                      lambda: other.update_schedule(1, append("a")),
+                      lambda: other.update_schedule(1, lambda cur: dataclasses.replace(cur, paused=True)),
+                      lambda: other.delete_schedule(1)):
+            write()
+            seen.append(sstore.schedule_marker())
+            assert seen[-1] != seen[-2]
+        with pytest.raises(ScheduleNotFound):
+            other.delete_schedule(1)
+        assert sstore.schedule_marker() == seen[-1]  # a refused write moves nothing
+
     def test_records_round_trip_and_are_capped(self, sstore):
         s = sstore.add_schedule(make_schedule())
         many = s

@@ -48,8 +48,17 @@ class TestDynamoDBSchedules(ScheduleContract):
         store.add(make_draft())
         store.add_schedule(make_schedule())
         keys = {item["pk"]["S"] for item in store.client.scan(TableName=store.table)["Items"]}
-        assert {"sched#1", "schedcounter", "job#1", "counter"} <= keys
+        assert {"sched#1", "schedcounter", "schedseq", "job#1", "counter"} <= keys
         assert [j.id for j in store.list()] == [1]
+
+
+def test_dynamodb_schedule_marker_ignores_job_writes(make_handle):  # noqa: F811
+    store: DynamoDBStore = make_handle()
+    store.add_schedule(make_schedule())
+    marker = store.schedule_marker()
+    store.add(make_draft())
+    store.update(1, lambda job: job.cancelled(job.created_at))
+    assert store.schedule_marker() == marker  # a busy job stream costs the daemon no schedule Scan
 
 
 # ---------------------------------------------------------------------------- file store only

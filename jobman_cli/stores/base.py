@@ -114,6 +114,11 @@ class JobStore(Protocol):
         """Delete a schedule (``ScheduleNotFound`` when absent). Its jobs stay."""
         ...
 
+    def schedule_marker(self) -> Hashable:
+        """A cheap value that moves whenever any process added, changed or deleted a schedule (it may
+        move for other writes too): the daemon lists the schedules again only when it moved."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -6,15 +6,20 @@ Items (same table, so ``jobman store init`` and IAM policies need nothing new)::
                        never reused); nn (S): the nonce of the last increment
     "sched#<id>"       schedule_id (N), version (N), record (S: schedule_to_record as JSON),
                        wn (L of S): the nonces of the last writes
+    "schedseq"         seq (N): bumped in the same transaction as every schedule write, so
+                       ``schedule_marker`` (one GetItem) tells the daemon when to list again
 
-No index: the daemon reads every schedule per wake (one consistent paginated Scan filtered on the
-``sched#`` prefix; the job items are filtered out server-side, so it costs read units for the
-whole table — acceptable for the daemon's schedule pass, which runs at most once per occurrence
-or change, not per tick). Writes are conditional exactly like the jobs': ``add_schedule`` under
+No index: ``list_schedules`` is one consistent paginated Scan filtered on the ``sched#`` prefix (the
+job items are filtered out server-side, so it costs read units for the whole table). That is why
+the daemon lists only when :meth:`~DynamoDBSchedules.schedule_marker` moved (a schedule was written),
+not on every wake. Writes are conditional like the jobs' and each is one transaction with the bump
+of ``schedseq`` (a transaction bills twice: about 4 write units per schedule write under 1 KB,
+where a plain PutItem is 1; schedule writes are rare, one per occurrence): ``add_schedule`` under
 ``attribute_not_exists(pk)``, ``update_schedule`` compare-and-set on ``version`` with the change
 applied again to the current item on a conflict, and a write nonce so that a resend after a lost
-answer recognises its own committed write (see :mod:`.dynamodb`). Every write moves the store's
-change marker, so a daemon notices a new or paused schedule.
+answer recognises its own committed write (see :mod:`.dynamodb`); each attempt has its own
+``ClientRequestToken``, so botocore's resend of a transaction is idempotent. Every write also moves
+the store's change marker.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ..schedules.model import Schedule, as_stored, schedule_from_record, schedul
 from .dynamodb_api import LostAnswer
 from .dynamodb_items import NONCES_KEPT, item_key, new_nonce, nonce_list, nonces
 
-SCHEDULE_PREFIX, SCHEDULE_COUNTER_PK = "sched#", "schedcounter"
+SCHEDULE_PREFIX, SCHEDULE_COUNTER_PK, SCHEDULE_MARKER_PK = "sched#", "schedcounter", "schedseq"
 _CHECK_FAILED = ("ConditionalCheckFailedException",)
 MAX_ATTEMPTS = 40
 MIN_CAS_SECONDS = 15.0
@@ -66,22 +71,50 @@ class DynamoDBSchedules:
                              f"({type(exc).__name__}: {one_line(exc)})") from None
         return schedule
 
+    def _transact(self, write: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """``write`` (one Put or Delete) and the schedule marker's bump in one transaction, so the
+        marker moves exactly when a schedule changed. ``("done", None)``; ``("failed", item)`` when
+        the write's condition failed (``item``: the item as it is, if DynamoDB returned it);
+        ``("again", None)`` when cancelled for another reason (a conflicting transaction, throttling:
+        nothing was written). A lost answer raises LostAnswer (the caller reads the item back)."""
+        from botocore.exceptions import ClientError
+
+        bump = {"Update": {"TableName": self.table, "Key": item_key(SCHEDULE_MARKER_PK),
+                           "UpdateExpression": "ADD seq :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+        try:
+            self._api.write("transact_write_items", expect=("TransactionCanceledException",),
+                            TransactItems=[write, bump], ClientRequestToken=new_nonce())
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            codes = [r.get("Code") for r in reasons]
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                return "failed", reasons[0].get("Item")
+            if "ValidationError" in codes:
+                raise StoreError(f"{self.location}: DynamoDB refused a schedule write ({one_line(exc)})") from None
+            return "again", None
+        return "done", None
+
+    def schedule_marker(self) -> int:
+        """A value that moves whenever a schedule is added, changed or deleted (and only then):
+        one consistent GetItem of a tiny item, bumped in the same transaction as each schedule write.
+        The daemon re-lists schedules (a Scan) only when it moved."""
+        item = self._call("get_item", TableName=self.table, Key=item_key(SCHEDULE_MARKER_PK),
+                          ProjectionExpression="seq", ConsistentRead=True).get("Item", {})
+        return int(item.get("seq", {}).get("N", "0"))
+
     def add_schedule(self, draft: Schedule) -> Schedule:
         """A fresh id from the schedule counter, then the item under ``attribute_not_exists``
         (an id someone else holds — a counter set back by hand — takes the next id)."""
-        from botocore.exceptions import ClientError
-
-        for _ in range(MAX_ATTEMPTS):
+        schedule_id = 0
+        for attempt in range(MAX_ATTEMPTS):
             nonce = new_nonce()
-            schedule = as_stored(dataclasses.replace(draft, id=self._next_id(SCHEDULE_COUNTER_PK)))
+            schedule = as_stored(dataclasses.replace(draft, id=schedule_id or self._next_id(SCHEDULE_COUNTER_PK)))
             pk = f"{SCHEDULE_PREFIX}{schedule.id}"
+            put = {"Put": {"TableName": self.table, "Item": encode_schedule(schedule, [nonce]),
+                           "ConditionExpression": "attribute_not_exists(pk)",
+                           "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
             try:
-                self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table,
-                                Item=encode_schedule(schedule, [nonce]), ConditionExpression="attribute_not_exists(pk)",
-                                ReturnValuesOnConditionCheckFailure="ALL_OLD")
-            except ClientError as exc:
-                if nonce not in nonces(exc.response.get("Item", {})):
-                    continue
+                outcome, item = self._transact(put)
             except LostAnswer as lost:
                 item = self._read(pk)
                 if item is None:
@@ -90,11 +123,17 @@ class DynamoDBSchedules:
                     raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}); schedule "
                                               f"{schedule.id} may or may not have been added; see 'jobman schedules "
                                               "list' before adding it again") from None
-                if nonce not in nonces(item):
-                    continue
+                outcome = "done" if nonce in nonces(item) else "failed"
+            if outcome == "again":
+                schedule_id = schedule.id  # nothing written: the same id once more
+                _pause(attempt)
+                continue
+            if outcome == "failed" and nonce not in nonces(item or self._read(pk)):
+                schedule_id = 0  # the id is someone else's: take the next one
+                continue
             self._touch()
             return schedule
-        raise StoreError(f"{self.location}: could not add a schedule after {MAX_ATTEMPTS} attempts (ids taken)")
+        raise StoreError(f"{self.location}: could not add a schedule after {MAX_ATTEMPTS} attempts")
 
     def get_schedule(self, schedule_id: int) -> Schedule:
         schedule_id = _as_schedule_id(schedule_id)
@@ -113,8 +152,6 @@ class DynamoDBSchedules:
     def update_schedule(self, schedule_id: int, change: ScheduleChange) -> Schedule:
         """Compare-and-set on ``version``; ``change`` may run once per conflicting writer, always
         on the schedule as currently stored."""
-        from botocore.exceptions import ClientError
-
         schedule_id = _as_schedule_id(schedule_id)
         pk, nonce = f"{SCHEDULE_PREFIX}{schedule_id}", new_nonce()
         item = self._read(pk)
@@ -133,46 +170,52 @@ class DynamoDBSchedules:
             if new.version <= current.version:
                 new = dataclasses.replace(new, version=current.version + 1)
             new = as_stored(new)
+            put = {"Put": {"TableName": self.table, "Item": encode_schedule(new, nonces(item) + [nonce]),
+                           "ConditionExpression": "version = :v",
+                           "ExpressionAttributeValues": {":v": {"N": str(current.version)}},
+                           "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
             try:
-                self._api.write("put_item", expect=_CHECK_FAILED, TableName=self.table,
-                                Item=encode_schedule(new, nonces(item) + [nonce]), ConditionExpression="version = :v",
-                                ExpressionAttributeValues={":v": {"N": str(current.version)}},
-                                ReturnValuesOnConditionCheckFailure="ALL_OLD")
-            except ClientError as exc:
-                item = exc.response.get("Item")  # as it is now (None: deleted meanwhile)
-                if item is None or nonce not in nonces(item):
-                    _pause(attempt)
-                    continue
+                outcome, found = self._transact(put)
             except LostAnswer as lost:
-                item = self._read(pk)
-                if item is None or nonce not in nonces(item):
-                    if item is not None and int(item["version"]["N"]) == current.version:
-                        from . import WriteOutcomeUnknown
+                found = self._read(pk)
+                if found is not None and nonce not in nonces(found) and int(found["version"]["N"]) == current.version:
+                    from . import WriteOutcomeUnknown
 
-                        raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}); the "
-                                                  f"change of schedule {schedule_id} may or may not have been applied; "
-                                                  "retrying is safe") from None
-                    continue
-            self._touch()
-            return new
+                    raise WriteOutcomeUnknown(f"{self.location}: no answer from DynamoDB ({lost.detail}); the change "
+                                              f"of schedule {schedule_id} may or may not have been applied; retrying "
+                                              "is safe") from None
+                outcome = "done" if found is not None and nonce in nonces(found) else "failed"
+            if outcome == "done":
+                self._touch()
+                return new
+            if outcome == "failed":
+                item = found if found is not None else self._read(pk)  # as it is now (None: deleted)
+                if item is not None and nonce in nonces(item):
+                    self._touch()
+                    return new
+            _pause(attempt)
         raise AssertionError("unreachable")
 
     def delete_schedule(self, schedule_id: int) -> None:
         """Delete the item (its jobs stay); ScheduleNotFound when there is none."""
-        from botocore.exceptions import ClientError
-
         schedule_id = _as_schedule_id(schedule_id)
         pk = f"{SCHEDULE_PREFIX}{schedule_id}"
-        try:
-            self._api.write("delete_item", expect=_CHECK_FAILED, TableName=self.table, Key=item_key(pk),
-                            ConditionExpression="attribute_exists(pk)")
-        except ClientError:
-            raise ScheduleNotFound(schedule_id) from None
-        except LostAnswer:
-            if self._read(pk) is not None:
-                raise StoreError(f"{self.location}: no answer from DynamoDB deleting schedule {schedule_id}, and it "
-                                 "is still there; retrying is safe") from None
-        self._touch()
+        delete = {"Delete": {"TableName": self.table, "Key": item_key(pk), "ConditionExpression": "attribute_exists(pk)"}}
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                outcome, _ = self._transact(delete)
+            except LostAnswer:
+                if self._read(pk) is not None:
+                    raise StoreError(f"{self.location}: no answer from DynamoDB deleting schedule {schedule_id}, and "
+                                     "it is still there; retrying is safe") from None
+                outcome = "done"
+            if outcome == "failed":
+                raise ScheduleNotFound(schedule_id)
+            if outcome == "done":
+                self._touch()
+                return
+            _pause(attempt)
+        raise StoreError(f"{self.location}: could not delete schedule {schedule_id} (constant conflicts)")
 
 
 def _pause(attempt: int) -> None:

@@ -82,6 +82,7 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         ("launched-at", format_time(job.launched_at) or "-"),
         ("finished-at", format_time(job.finished_at) or "-"),
     ]
+    rows.extend(capacity_rows(job))
     if job.cost_basis is not None or (job.terminal and job.instance_id):
         rows.append(("cost", cost_line(job)))
     if job.notify:
@@ -89,6 +90,25 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         rows.append(("notification", _last_delivery(job)))
     if job.secrets:  # references only: jobman never holds a secret's value
         rows.insert(6, ("secrets", ", ".join(f"{name}={ref}" for name, ref in sorted(job.secrets.items()))))
+    return rows
+
+
+def capacity_rows(job: Job) -> list[tuple[str, str]]:
+    """The launch ladder's rows (DESIGN.md section 13): where the current attempt runs (type, zone,
+    subnet, market), the choices when they differ from the defaults, and spot interruptions."""
+    rows = []
+    if job.placement:
+        p = job.placement
+        where = " ".join(str(v) for v in (p.get("instance-type"), p.get("availability-zone")) if v)
+        subnet = f", {p['subnet-id']}" if p.get("subnet-id") else ""
+        rows.append(("placement", f"{where or '?'} ({p.get('market') or '?'}{subnet})"))
+    if job.instance_type and "," in job.instance_type or job.subnet_ids or job.capacity != "on-demand":
+        choice = f"{job.instance_type or 'default type'}"
+        if job.subnet_ids:
+            choice += f" in {', '.join(job.subnet_ids)}"
+        rows.append(("capacity", f"{job.capacity}: {choice}"))
+    if job.capacity != "on-demand" or job.interruptions:
+        rows.append(("interruptions", f"{job.interruptions} of at most {job.max_interruptions}"))
     return rows
 
 

@@ -72,6 +72,9 @@ Guarantees, and why:
   bash and of the Docker CLI itself, where names such as ``PATH``, ``IFS``, ``UID`` (read-only in
   bash), ``LD_PRELOAD``, ``DOCKER_HOST`` or ``GODEBUG`` would change how the script or the CLI
   behaves instead of only reaching the container. Env-file parsing is never involved.
+* **Spot interruptions** (a job whose capacity includes spot): a background watcher polls IMDSv2
+  ``spot/instance-action``; on EC2's notice the container is stopped cleanly and the job reported
+  ``interrupted`` (:mod:`.userdata_spot`; the ``@@SPOT_*@@`` hooks are empty for on-demand jobs).
 * **The job's log** (with ``logs``, a :class:`~jobman_cli.joblogs.LogTarget`; DESIGN.md section
   10). The container's stdout/stderr go to the attempt's stream
   (:func:`~jobman_cli.joblogs.stream_name`) through Docker's ``awslogs`` driver: ``awslogs-group``,
@@ -122,6 +125,7 @@ from ..errors import ConfigError, InvalidInput
 from ..joblogs import LogTarget, size_probe_target, stream_name
 from ..model import Job, JobStatus
 from .userdata_secrets import render_secrets
+from .userdata_spot import render_spot
 
 #: EC2's limit on raw (not base64-encoded) user-data, in bytes.
 USER_DATA_LIMIT = 16384
@@ -270,11 +274,11 @@ pull() {
 log "starting job $job_id ($job_title): image $image, timeout ${job_timeout}s"
 ensure_docker || fail 125 docker-unavailable "$problem"
 report running "" "" "" 1
-log "pulling $image"
+@@SPOT_WATCH@@log "pulling $image"
 flush_log
 deadline=$((SECONDS + job_timeout + 1))  # covers pull and run; +1: SECONDS counts whole seconds
 pull || fail 125 image-pull-failed "$problem"
-@@SECRETS@@log "running the container $container"
+@@SECRETS@@@@SPOT_BEFORE_RUN@@log "running the container $container"
 flush_log
 # At the deadline `timeout` SIGKILLs the CLI (some ignore SIGTERM); the container is stopped below.
 # In the background, so a signal to this script is handled at once (the trap removes the container).
@@ -283,7 +287,7 @@ timeout --foreground -s KILL "$((deadline > SECONDS ? deadline - SECONDS : 1))s"
   @@SECRET_EXEC@@docker run --name "$container" --pull=never "${run_args[@]}" "$image" "${command_args[@]}" @@SECRET_FEED@@</dev/null &
 wait $!
 rc=$?
-if (( rc == 137 || rc == 124 )); then
+@@SPOT_AFTER_WAIT@@if (( rc == 137 || rc == 124 )); then
   # Ask the engine: a container that ended by itself (even with 124 or 137) did not time out.
   state=$(docker inspect -f '{{.State.Running}} {{.State.ExitCode}}' "$container" 2>/dev/null)
   if [[ $state == "false "* ]]; then
@@ -597,6 +601,7 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
     attempt = job.attempts if isinstance(job.attempts, int) and not isinstance(job.attempts, bool) else 0
     log_functions, log_args = _log_block(job, attempt, logs)
     secrets = render_secrets(job.secrets, logs.region if logs is not None else None)
+    spot = render_spot(job)
     run_args = env_args + secrets.run_args + entrypoint_arg + log_args
     ca_block = _NO_CALLBACK_CA
     if callback_ca is not None:
@@ -617,6 +622,9 @@ def render_user_data(job: Job, *, callback_url: str, callback_token: str, docker
         "SECRETS": secrets.block,
         "SECRET_EXEC": secrets.exec_prefix,
         "SECRET_FEED": secrets.feed,
+        "SPOT_WATCH": spot.watch,
+        "SPOT_BEFORE_RUN": spot.before_run,
+        "SPOT_AFTER_WAIT": spot.after_wait,
     }
     # One pass over the placeholders, so a value that happens to contain "@@NAME@@" stays literal.
     script = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], USER_DATA_TEMPLATE)

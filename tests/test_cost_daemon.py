@@ -69,6 +69,24 @@ def test_one_receipt_per_ended_job_even_when_poked_again(store):
     assert lines == [f"job {job.id} cost $0.25 (on-demand ...; 3600 s)"]
 
 
+def test_two_daemons_on_one_store_store_one_receipt(store):
+    """Both read the job before either wrote (a shared store): the second write keeps the first receipt."""
+    clock = FixedClock(T0 + timedelta(hours=1))
+    job = ended(store)
+    first = Costing(store, lambda: Pricer(Receipt(0.25, "first")), clock, log=lambda line: None)
+    second = Costing(store, lambda: Pricer(Receipt(0.26, "second")), clock, log=lambda line: None)
+    read = store.get
+    stale = store.get(job.id)
+    store.get = lambda job_id: stale  # the second daemon's read happened before the first's write
+    first.poke(job)
+    first.step()
+    second.poke(job)
+    second.step()
+    store.get = read
+    stored = store.get(job.id)
+    assert (stored.cost, stored.cost_basis) == (0.25, "first")
+
+
 def test_jobs_without_an_instance_or_not_ended_get_none(store):
     clock = FixedClock(T0)
     pricer = Pricer(Receipt(1.0, "x"))

@@ -156,3 +156,15 @@ def test_an_empty_store(tmp_path):
     result = jobman(home, "cost", "--by", "image")
     assert result.returncode == 0, result.stderr
     assert "Total $0.00 for 0 priced jobs of 0 ended." in result.stdout
+
+
+def test_status_and_list_show_the_receipt(world):
+    home, jobs = world
+    priced = next(s for s in jobs if s["cost"] is not None)
+    unknown = next(s for s in jobs if s["basis"] and s["basis"].startswith("unknown"))
+    shown = json.loads(jobman(home, "status", str(priced["id"]), "--json").stdout)
+    assert (shown["cost"], shown["cost-basis"]) == (priced["cost"], "on-demand ...")
+    text = jobman(home, "status", str(unknown["id"])).stdout
+    assert "\ncost           unknown: no price\n" in text
+    listed = {j["id"]: j for j in json.loads(jobman(home, "list", "--json").stdout)}
+    assert listed[priced["id"]]["cost"] == priced["cost"]

@@ -201,3 +201,39 @@ def test_a_hold_never_outlasts_max_window() -> None:
         assert store.updates == [3]
     finally:
         recorder.close()
+
+
+def test_a_poke_wakes_the_dispatcher_when_it_matters(tmp_path, monkeypatch) -> None:
+    # Pokes wake the dispatcher only when it could send sooner (a burst of callbacks costs no
+    # wakeup each). With its periodic look and the scan an hour away, every job poked must still
+    # go at once: the first because it is due before the dispatcher's wait ends, the others
+    # (no room: one worker) as soon as the attempt before them ends.
+    from notify_receiver import Receiver
+    from test_notifier import failed_jobs
+
+    from jobman_cli.clock import SystemClock
+    from jobman_cli.daemon import notifier as notifier_module
+    from jobman_cli.notify.settings import NotifySettings
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    monkeypatch.setattr(notifier_module, "MAX_WAIT", 3600.0)
+    hook = Receiver(delay=0.05)
+    store = TinyDBStore(tmp_path / "jobs.json")
+    notifier = notifier_module.Notifier(store, SystemClock(), NotifySettings(workers=1, busy_workers=1,
+                                                                             scan_interval=3600.0),
+                                        Sender(b"s" * 16), owner="test", exclusive=True, log=lambda line: None)
+    notifier.start()
+    try:
+        for _ in range(3000):  # until its first scan is done and it waits (an event, polled)
+            with notifier._cond:
+                if notifier._wake_at > 0:
+                    break
+            threading.Event().wait(0.01)
+        ids = failed_jobs(tmp_path / "jobs.json", hook.url, 3)
+        for job_id in ids:
+            notifier.poke(store.get(job_id))
+        assert len(hook.wait_for(3, timeout=30)) == 3  # generous; without the wakeups: an hour
+    finally:
+        notifier.close()
+        hook.close()
+        store.close()

@@ -197,9 +197,13 @@ class DynamoDBSchedules:
         raise AssertionError("unreachable")
 
     def delete_schedule(self, schedule_id: int) -> None:
-        """Delete the item (its jobs stay); ScheduleNotFound when there is none."""
+        """Delete the item (its jobs stay); ScheduleNotFound when there is none. Read first: once
+        it was seen, a failed ``attribute_exists`` means it is gone (a resend of our own delete
+        whose answer was lost, or another process's delete), which is the outcome asked for."""
         schedule_id = _as_schedule_id(schedule_id)
         pk = f"{SCHEDULE_PREFIX}{schedule_id}"
+        if self._read(pk) is None:
+            raise ScheduleNotFound(schedule_id)
         delete = {"Delete": {"TableName": self.table, "Key": item_key(pk), "ConditionExpression": "attribute_exists(pk)"}}
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -209,9 +213,7 @@ class DynamoDBSchedules:
                     raise StoreError(f"{self.location}: no answer from DynamoDB deleting schedule {schedule_id}, and "
                                      "it is still there; retrying is safe") from None
                 outcome = "done"
-            if outcome == "failed":
-                raise ScheduleNotFound(schedule_id)
-            if outcome == "done":
+            if outcome in ("done", "failed"):
                 self._touch()
                 return
             _pause(attempt)

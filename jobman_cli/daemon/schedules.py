@@ -33,10 +33,10 @@ and a pass reads only the schedules that are due.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Callable, Hashable
 
@@ -48,6 +48,8 @@ from .common import Log, error_text
 #: How early an occurrence's job is created (its date-time stays the occurrence): the loop wakes for
 #: it this much before, so the job is stored and the launch starts on time.
 LEAD = timedelta(seconds=5)
+#: Threads handling due schedules at once (see :meth:`Materializer.step`).
+WORKERS = 32
 #: A schedule whose handling failed (the store unreachable) is looked at again after this.
 RETRY = timedelta(seconds=10)
 #: At most this many missed occurrences are recorded one by one per pass (the schedule keeps 500
@@ -81,7 +83,9 @@ class Materializer:
         self.log = log
         self.lead = lead
         self.stopping = stopping
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one pass (or wake-up computation) at a time
+        self._state = threading.Lock()  # the pass's workers: retry times and moved schedules
+        self._moved: dict[int, datetime | None] = {}
         self._marker: Hashable = _NEVER  # the change marker read before the cached listing
         self._stale = True
         self._queue: list[tuple[datetime, int]] = []  # (next_at, id) of unpaused schedules, ascending
@@ -114,9 +118,9 @@ class Materializer:
         self._retry = {k: v for k, v in self._retry.items() if k in known}
 
     def _requeue(self, schedule_id: int, next_at: datetime | None) -> None:
-        self._queue = [item for item in self._queue if item[1] != schedule_id]
-        if next_at is not None:
-            bisect.insort(self._queue, (next_at, schedule_id))
+        """Remember a schedule's new ``next_at`` (None: no longer waiting); applied after the pass."""
+        with self._state:
+            self._moved[schedule_id] = next_at
 
     def next_wake(self, after: datetime | None = None) -> datetime | None:
         """When the loop should run a pass for the next occurrence (``LEAD`` before it), later than
@@ -138,26 +142,46 @@ class Materializer:
     # ------------------------------------------------------------------ one pass
     def step(self, now: datetime, out: Any = None) -> int:
         """Handle every due occurrence; returns how many jobs were created (each also reported to
-        ``out``, a :class:`~.common.Collector`, as :data:`OCCURRENCE_CREATED`)."""
+        ``out``, a :class:`~.common.Collector`, as :data:`OCCURRENCE_CREATED`).
+
+        Due schedules are handled by up to :data:`WORKERS` threads, one schedule per thread at a
+        time: a store write is an fsync (TinyDB, which commits concurrent writers as one group) or
+        a network round trip (DynamoDB), so 1,000 schedules due in the same minute must not wait
+        for each other's writes one by one."""
         self._out = out
         with self._lock:
             self._refresh()  # reads nothing unless invalidated (the loop saw the store change)
             horizon = now + self.lead
             due = [schedule_id for next_at, schedule_id in self._queue
                    if next_at <= horizon and self._retry.get(schedule_id, now) <= now]
-            created = 0
-            for schedule_id in due:
-                if self.stopping():
-                    break
-                try:
-                    created += self._one(schedule_id, now)
-                    self._retry.pop(schedule_id, None)
-                except Exception as exc:  # one broken schedule or a store hiccup must not stop the others
-                    self._retry[schedule_id] = now + RETRY
-                    text = one_line(str(exc)) if isinstance(exc, JobmanError) else error_text(exc)
-                    self.log(f"schedule {schedule_id}: not handled, looking again in "
-                             f"{int(RETRY.total_seconds())}s: {text}")
+            if not due:
+                return 0
+            self._moved = {}
+            if len(due) == 1:
+                created = self._guarded(due[0], now)
+            else:
+                with ThreadPoolExecutor(min(WORKERS, len(due)), thread_name_prefix="jobman-schedules") as pool:
+                    created = sum(pool.map(lambda schedule_id: self._guarded(schedule_id, now), due))
+            moved, self._moved = self._moved, {}
+            self._queue = sorted([item for item in self._queue if item[1] not in moved]
+                                 + [(at, i) for i, at in moved.items() if at is not None])
             return created
+
+    def _guarded(self, schedule_id: int, now: datetime) -> int:
+        """:meth:`_one`, with a failure logged and the schedule looked at again after :data:`RETRY`."""
+        if self.stopping():
+            return 0
+        try:
+            created = self._one(schedule_id, now)
+            with self._state:
+                self._retry.pop(schedule_id, None)
+            return created
+        except Exception as exc:  # one broken schedule or a store hiccup must not stop the others
+            with self._state:
+                self._retry[schedule_id] = now + RETRY
+            text = one_line(str(exc)) if isinstance(exc, JobmanError) else error_text(exc)
+            self.log(f"schedule {schedule_id}: not handled, looking again in {int(RETRY.total_seconds())}s: {text}")
+            return 0
 
     def _one(self, schedule_id: int, now: datetime) -> int:
         from ..errors import ScheduleNotFound

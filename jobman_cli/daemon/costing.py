@@ -56,6 +56,7 @@ class Costing:
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._scanned = False
 
     # ------------------------------------------------------------------ finding work
     def poke(self, job: Job) -> None:
@@ -150,8 +151,11 @@ class Costing:
         self._thread.start()
 
     def run_once(self) -> int:
-        """``--once`` and tests: scan, then make every receipt due now."""
-        self.scan()
+        """``--once`` and tests (each pass that waits for its launches): the first call scans the
+        store, every call makes the receipts due now (the observer's pokes found the rest)."""
+        if not self._scanned:
+            self._scanned = True
+            self.scan()
         return self.step()
 
     def _run(self) -> None:

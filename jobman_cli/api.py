@@ -12,6 +12,7 @@ is tolerated::
     GET  /, /jobs/<id>, /static/<file>     -> the dashboard (jobman_cli.dashboard; no token: no job data)
     POST /login, /logout                   -> the dashboard's no-JavaScript login cookie (its pages only)
     GET  /jobMan/v1.1/jobs/<id>/logs[?...] -> 200 + one page of the attempt's log (see api_routes)
+    GET  /jobMan/v1.1/cost[?since=DUR&by=G] -> 200 + the totals of `jobman cost --json` (see api_routes)
     GET|POST /jobMan/v1.1/schedules[/...]  -> recurring schedules: list, create, show, pause, resume,
                                               delete, preview (see api_schedules)
 
@@ -37,7 +38,7 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from . import __version__, dashboard
-from .api_routes import ExtraRoutes
+from .api_routes import ExtraRoutes, cost_answer, is_cost_path
 from .api_schedules import SchedulesApi
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
@@ -156,6 +157,9 @@ class JobsApi:
         if self.schedules.handles(request.path):  # the API token only; then its own 404/405/400
             self._authenticate(request, None)
             return self.schedules(request, connection)
+        if is_cost_path(request.path, PREFIX):  # GET /cost: jobman cost's totals (api_routes)
+            self._authenticate(request, None)
+            return cost_answer(self.service, request)
         route = match_route(request.path)
         self._authenticate(request, route)
         if route is None:

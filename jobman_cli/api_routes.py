@@ -1,4 +1,6 @@
-"""The API routes remote use needs beyond the original four (DESIGN.md section 15): cancel and logs.
+"""The API routes remote use needs beyond the original four (DESIGN.md section 15): cancel, logs
+and the cost totals (``GET /jobMan/v1.1/cost?since=DUR&by=title|image|tag``, what ``jobman cost
+--json`` prints; see :func:`cost_answer`).
 
 ``POST /jobMan/v1.1/jobs/<id>/cancel`` cancels like ``jobman cancel`` on the daemon's machine: the
 cancellation is stored first, then the instance (if any) is terminated with the launcher the
@@ -107,6 +109,58 @@ class ExtraRoutes:
                     raise HttpError(404, str(err)) from None
         return {"job": job_to_api(job), "attempt": attempt, "events": [e.to_json() for e in events],
                 "next": reader.token, "more": more, "waiting": waiting, "notes": notes, "start": start}
+
+
+COST_QUERY = ("since", "by")
+
+
+def is_cost_path(path: str, prefix: str) -> bool:
+    """``GET <prefix>/cost``: the totals of ``jobman cost`` (one trailing ``/`` tolerated)."""
+    return path in (prefix + "/cost", prefix + "/cost/")
+
+
+def cost_answer(service: JobService, request: Any) -> tuple[int, Any, tuple]:
+    """``GET /jobMan/v1.1/cost[?since=DUR][&by=title|image|tag]``: :meth:`Totals.to_json
+    <jobman_cli.cost.totals.Totals.to_json>`, as ``jobman cost --json`` prints it. Bad input: 400."""
+    from datetime import timedelta
+
+    from .cost.totals import GROUPINGS, totals
+    from .model import TERMINAL_STATES
+    from .service import parse_list_since
+
+    if request.method != "GET":
+        raise HttpError(405, f"{clip(request.method, 20)} is not allowed here; use GET", (("Allow", "GET"),))
+    if request.has_body:
+        raise HttpError(400, "a GET request must not have a body")
+    params = _strict_query(request.query, COST_QUERY)
+    try:
+        seconds = parse_list_since(params["since"], field="since") if "since" in params else None
+        by = params.get("by")
+        if by is not None and by not in GROUPINGS:
+            raise InvalidInput("by", f"must be one of {', '.join(GROUPINGS)} (got {clip(by, 40)!r})")
+        cutoff = None if seconds is None else service.clock.now() - timedelta(seconds=seconds)
+        return 200, totals(service.store.list_records(TERMINAL_STATES), by=by, since=cutoff).to_json(), ()
+    except JobmanError as err:
+        raise HttpError(err.http_status, str(err)) from None
+
+
+def _strict_query(query: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """Known names, each once; 400 otherwise."""
+    if not query:
+        return {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
+                          encoding="utf-8", errors="strict")
+    except ValueError:
+        raise HttpError(400, "malformed query string") from None
+    names = [name for name, _ in pairs]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
+                             f"allowed: {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise HttpError(400, "a query parameter is repeated")
+    return dict(pairs)
 
 
 def _log_query(query: str) -> dict[str, Any]:

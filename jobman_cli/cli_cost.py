@@ -1,10 +1,12 @@
 """``jobman cost``: totals of the cost receipts of ended jobs (see :mod:`jobman_cli.cost.totals`).
 
-Reads the store itself (like ``prune``): with ``--server`` it is a one-line usage error, since the
-daemon's API has no totals route.
+Locally it reads the store; with ``--server`` it asks the daemon's ``GET /jobMan/v1.1/cost``
+(:func:`jobman_cli.api_routes.cost_answer`), which answers the same JSON, so both print alike.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -25,41 +27,53 @@ def cost(state: State, since: str | None, by: str | None, as_json: bool) -> None
     plus its root volume (see `jobman status ID`). Data transfer, taxes, savings plans and
     reserved-instance discounts are not in it.
     """
-    from datetime import timedelta
-
-    from .cost.totals import totals
-    from .model import TERMINAL_STATES
     from .service import parse_list_since
 
     seconds = None if since is None else parse_list_since(since)
-    if state.remote:
-        raise click.UsageError("cost reads the store itself: run it where the store is, without --server")
     service = state.service(create=False)
-    cutoff = None if seconds is None else service.clock.now() - timedelta(seconds=seconds)
-    result = totals(service.store.list_records(TERMINAL_STATES), by=by, since=cutoff)
+    if state.remote:
+        from urllib.parse import urlencode
+
+        query = urlencode([(k, v) for k, v in (("since", None if seconds is None else str(seconds)), ("by", by))
+                           if v is not None])
+        data = service._call("GET", "/cost" + (f"?{query}" if query else ""))  # type: ignore[attr-defined]
+    else:
+        from datetime import timedelta
+
+        from .cost.totals import totals
+        from .model import TERMINAL_STATES
+
+        cutoff = None if seconds is None else service.clock.now() - timedelta(seconds=seconds)
+        data = totals(service.store.list_records(TERMINAL_STATES), by=by, since=cutoff).to_json()
     if as_json:
-        print_json(result.to_json())
+        print_json(data)
         return
-    click.echo(render(result), nl=False)
+    click.echo(render(data), nl=False)
 
 
-def render(result) -> str:  # type: ignore[no-untyped-def]
+def render(data: dict[str, Any]) -> str:
+    """The human report of :meth:`Totals.to_json <jobman_cli.cost.totals.Totals.to_json>`'s answer."""
     from .cost.receipt import format_usd
     from .housekeeping import id_ranges
+    from .model import parse_time
     from .render import plain_table
 
+    def plural(n: int) -> str:
+        return "" if n == 1 else "s"
+
     lines = []
-    if result.by:
-        columns = (result.by.upper(), "JOBS", "PRICED", "COST")
-        rows = [(g.key, str(g.jobs), str(g.priced), format_usd(g.cost)) for g in result.sorted_groups()]
+    if data.get("by"):
+        columns = (str(data["by"]).upper(), "JOBS", "PRICED", "COST")
+        rows = [(str(g["key"]), str(g["jobs"]), str(g["priced"]), format_usd(g["cost"])) for g in data["groups"] or ()]
         lines.append(plain_table(rows, columns).rstrip("\n"))
-    window = f" that ended since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""
-    total = result.all
-    lines.append(f"Total {format_usd(total.cost)} for {total.priced} priced job{'' if total.priced == 1 else 's'} "
-                 f"of {total.jobs} ended{window}.")
-    if total.unpriced:
-        lines.append(f"Without a price ({len(total.unpriced)}: pending, or unknown — see jobman status ID): "
-                     f"{id_ranges(sorted(total.unpriced))}")
-    if total.not_launched:
-        lines.append(f"Never launched (nothing billed): {total.not_launched}")
+    since = parse_time(data.get("since"))
+    window = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
+    lines.append(f"Total {format_usd(data['cost'])} for {data['priced']} priced job{plural(data['priced'])} "
+                 f"of {data['jobs']} ended{window}.")
+    unpriced = data["unpriced"]
+    if unpriced["count"]:
+        lines.append(f"Without a price ({unpriced['count']}: pending, or unknown — see jobman status ID): "
+                     f"{id_ranges(unpriced['ids'])}")
+    if data.get("not-launched"):
+        lines.append(f"Never launched (nothing billed): {data['not-launched']}")
     return "\n".join(lines) + "\n"

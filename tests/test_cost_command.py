@@ -142,10 +142,56 @@ def test_bad_input_is_one_line_and_exit_2(world, args, words):
     assert words in one_line_error(jobman(home, "cost", *args), 2)
 
 
-def test_with_server_it_says_it_reads_the_store(world):
+@pytest.fixture(scope="module")
+def server(world):
+    from jobman_cli.service import JobService
+    from test_api import Api
+
     home, _ = world
-    error = one_line_error(jobman(home, "--server", "http://127.0.0.1:1", "cost"), 2)
-    assert "run it where the store is, without --server" in error
+    store = TinyDBStore(home / "jobs.json")
+    api = Api(JobService(store), home / "jobs.json")
+    yield api
+    api.server.stop()
+    store.close()
+
+
+def test_with_server_the_daemon_answers_the_same_totals(world, server, tmp_path):
+    from test_api import TOKEN
+
+    home, jobs = world
+    url = f"http://127.0.0.1:{server.server.port}"
+    elsewhere = tmp_path / "elsewhere"  # no store here: everything comes from the server
+    for args in ((), ("--by", "image"), ("--by", "tag", "--since", "30d")):
+        remote = jobman(elsewhere, "--server", url, "cost", *args, "--json", JOBMAN_API_TOKEN=TOKEN)
+        assert remote.returncode == 0, remote.stderr
+        got = json.loads(remote.stdout)
+        local = json.loads(jobman(home, "cost", *args, "--json").stdout)
+        if "--since" in args:  # each computes its own cut, a moment apart: check the server's against its cut
+            since = datetime.fromisoformat(got["since"].replace("Z", "+00:00"))
+            check_group(got, expected(jobs, since=since)["all"])
+            assert [g["key"] for g in got["groups"]] == [g["key"] for g in local["groups"]]
+            continue
+        assert got == local
+    text = jobman(elsewhere, "--server", url, "cost", "--by", "title", JOBMAN_API_TOKEN=TOKEN).stdout
+    assert text == jobman(home, "cost", "--by", "title").stdout
+
+
+@pytest.mark.parametrize("query, status, words", [
+    ("?by=owner", 400, "by: must be one of title, image, tag"), ("?since=soon", 400, "since"),
+    ("?since=1d&since=2d", 400, "repeated"), ("?colour=red", 400, "unknown query parameter"),
+])
+def test_the_cost_route_refuses_bad_queries(server, query, status, words):
+    code, _, answer = server.call("GET", "/cost" + query)
+    assert code == status and words in answer["error"], answer
+
+
+def test_the_cost_route_needs_the_token_and_get(server):
+    assert server.call("GET", "/cost", token=None)[0] == 401
+    assert server.call("GET", "/cost", token="nope")[0] == 401
+    code, headers, _ = server.call("POST", "/cost", {})
+    assert code == 405 and headers["allow"] == "GET"
+    code, _, answer = server.call("GET", "/cost/?by=title")
+    assert code == 200 and answer["by"] == "title" and answer["jobs"] == 1000
 
 
 def test_an_empty_store(tmp_path):

@@ -36,6 +36,7 @@ import housekeeping_figures  # noqa: E402
 import log_figures  # noqa: E402
 import notify_figures  # noqa: E402
 import remote_figures  # noqa: E402
+import schedule_figures  # noqa: E402
 import throttle_figures  # noqa: E402
 from harness import MotoServer  # noqa: E402
 from report import Row, Sizes, render  # noqa: E402
@@ -56,6 +57,7 @@ DAEMON_FIGURES: dict[str, Callable[[Path, Sizes, MotoServer], list[Row]]] = {
     "notify": notify_figures.notify,
     "remote": remote_figures.remote,
     "dashboard": dashboard_figures.dashboard,
+    "schedules": schedule_figures.schedules,
 }
 NAMES = [*CLI_FIGURES, *DAEMON_FIGURES]
 

@@ -58,6 +58,9 @@ Rules (dicts; evaluated in order for each request; the first *terminal* one that
                               than is left answers EC2 ``RequestLimitExceeded`` (HTTP 503) without
                               forwarding; otherwise it takes its tokens and later rules apply.
     job_ids  apply only to RunInstances requests of these jobs (``jobman:job-id`` tag values).
+    params   apply only to EC2 requests whose query parameters have these values (a missing
+             parameter is null), e.g. ``{"InstanceType": "m5.large", "SubnetId": "subnet-1",
+             "InstanceMarketOptions.MarketType": "spot"}``: one rung of the launch ladder.
     first    apply to the first N matching requests only (default: every matching request).
     until_requests  with "delay": hold the request until N requests of its action have arrived
              (or ``seconds``, default 60, passed): orders two processes' requests by events.

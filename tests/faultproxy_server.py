@@ -160,6 +160,9 @@ class Faults:
                     continue
                 if "job_ids" in rule and request.job_id() not in {str(j) for j in rule["job_ids"]}:
                     continue
+                if any((request.params.get(name) or [None])[0] != value
+                       for name, value in (rule.get("params") or {}).items()):
+                    continue  # e.g. {"InstanceType": "m5.large", "SubnetId": "subnet-..."}: one rung
                 state = rule["_state"]
                 if rule["fault"] == "client_token":  # not a fault: see Faults.client_token
                     continue

@@ -54,8 +54,7 @@ from typing import Any, Callable, Mapping
 from ..clock import Clock
 from ..errors import InvalidInput, JobmanError, LaunchError
 from ..capacity import LADDER_CODES, ladder, narrowed, placement_of
-from ..launchers.base import (DEFAULT_INSTANCE_TYPE, EC2Settings, InstanceInfo, Launcher, LaunchOutcomeUnknown,
-                              LaunchThrottled, LaunchTokenInUse)
+from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
 from ..joblogs import LogTarget
 from ..launchers.userdata import callback_url_for, render_user_data
 from ..model import Job, JobStatus, ReasonCode
@@ -64,6 +63,7 @@ from ..stores.base import JobStore
 from .common import (ADOPTED, CANCELLED_DURING_LAUNCH, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING, Collector, Log,
                      Skip, best_instance, describe_change, fail_attempt, format_duration, guarded_update,
                      missed_reason)
+from .ladder import found_placement, ladder_defaults, refused_everywhere
 from .throttle import TokenBucket
 
 #: After an unknown outcome: seconds before the lookup and resend, doubling up to the maximum.
@@ -125,7 +125,7 @@ class Launch:
             self._failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return
         deadline = job.start_by
-        rungs = ladder(job, *self._ladder_defaults())
+        rungs = ladder(job, *ladder_defaults(self.launcher))
         rung = 0  # the rung being sent; it moves on only after a refusal that started nothing
         refusals: list[LaunchError] = []  # this pass's capacity refusals, one per rung
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
@@ -146,7 +146,7 @@ class Launch:
                         chosen = best_instance(found)
                         self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt "
                                  f"{job.attempts} by tag after an unknown outcome ({unknown.code})")
-                        self.record(job, chosen.instance_id, out, LAUNCHED, _placement(chosen))
+                        self.record(job, chosen.instance_id, out, LAUNCHED, found_placement(chosen))
                         return
                 if not self._still_wanted(job):
                     return
@@ -218,7 +218,7 @@ class Launch:
                         rung += 1
                         last = exc
                         continue
-                    self._refused_everywhere(job, refusals, out)
+                    refused_everywhere(self, job, refusals, out)
                     return
                 self._failed(job, exc, out)
                 return
@@ -256,7 +256,7 @@ class Launch:
             chosen = best_instance(found)
             self.log(f"job {job.id}: found instance {chosen.instance_id} ({chosen.state}) of attempt {job.attempts} "
                      f"by tag after an unknown outcome ({unknown.code}), though a resend failed ({exc.code})")
-            self.record(job, chosen.instance_id, out, LAUNCHED, _placement(chosen))
+            self.record(job, chosen.instance_id, out, LAUNCHED, found_placement(chosen))
         elif found is None:  # cannot tell whether it launched: never fail it blind
             later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
             self.log(f"job {job.id}: RunInstances failed ({exc}) after an unknown outcome ({unknown.code}) and "
@@ -337,7 +337,7 @@ class Launch:
                 chosen = best_instance(found)
                 self.log(f"job {job.id}: attempt {job.attempts} already has instance {chosen.instance_id} "
                          f"({chosen.state}; EC2 answered {exc.code}); adopting it")
-                self.record(job, chosen.instance_id, out, ADOPTED, _placement(chosen))
+                self.record(job, chosen.instance_id, out, ADOPTED, found_placement(chosen))
                 return
         later = self.clock.now() + timedelta(seconds=self.settings.reconcile_interval)
         self.log(f"job {job.id}: EC2 says attempt {job.attempts} already has an instance ({exc.code}) but it was "
@@ -377,51 +377,6 @@ class Launch:
         self.log(describe_change(job, after, f"instance {instance_id}, attempt {after.attempts}"))
         out.add(kind, job.id, "", instance_id)
 
-    def _ladder_defaults(self) -> tuple[str, tuple[str, ...]]:
-        """The daemon's default instance types and subnets (``[ec2]``), from the EC2 launcher's
-        settings (a launcher without them: the built-in type, EC2's default subnet)."""
-        settings = getattr(self.launcher, "settings", None)
-        if isinstance(settings, EC2Settings):
-            return settings.instance_type, settings.subnet_ids
-        return DEFAULT_INSTANCE_TYPE, ()
-
-    def _refused_everywhere(self, job: Job, refusals: list[LaunchError], out: Collector) -> None:
-        """Every rung refused this attempt for capacity. Nothing started: back to ``scheduled`` with
-        the usual backoff (not past the start deadline, and not limited by ``max_attempts``: capacity
-        comes back), until the start deadline; then ``missed-start-deadline`` with the last AWS
-        error. Only refusals that no later try can change (``Unsupported`` everywhere) fail it now."""
-        t = self.clock.now()
-        last = refusals[-1]
-        words = (f"{'the only rung' if len(refusals) == 1 else f'all {len(refusals)} rungs'} of the launch ladder "
-                 f"refused; last: {last}")
-        summary = LaunchError(words, retryable=any(e.retryable for e in refusals), code=last.code)
-        if not summary.retryable:
-            reason = f"launch error: {words}"
-            after = guarded_update(self.store, job.id,
-                                   lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.LAUNCH_FAILED))
-            if after is not None:
-                self.log(describe_change(job, after, reason))
-                out.add(LAUNCH_FAILED, job.id, reason)
-            return
-        deadline = job.start_by
-        if t >= deadline:
-            self._missed(job, t, summary, out)
-            return
-        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (job.attempts - 1))
-        when = min(t + timedelta(seconds=delay), deadline)
-        retry_reason = f"launch attempt {job.attempts} failed: {words}"
-
-        def retry(current: Job) -> Job:
-            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
-                raise Skip
-            return current.retry_later(retry_reason, when, t)
-
-        after = guarded_update(self.store, job.id, retry)
-        if after is not None:
-            self.log(describe_change(job, after, f"retry in {format_duration((when - t).total_seconds())}: {words}"))
-            out.add(RETRYING, job.id, words)
-            self._wake()
-
     def _failed(self, job: Job, exc: LaunchError, out: Collector) -> None:
         t = self.clock.now()
         settings = self.settings
@@ -454,7 +409,3 @@ class Launch:
             self.log(describe_change(job, after, reason))
             out.add(LAUNCH_FAILED, job.id, reason)
 
-
-def _placement(info: InstanceInfo) -> dict[str, Any] | None:
-    """The rung an instance found by lookup runs on, when the launcher says (None: unknown)."""
-    return info.placement if info.instance_type else None

@@ -237,3 +237,34 @@ def test_a_poke_wakes_the_dispatcher_when_it_matters(tmp_path, monkeypatch) -> N
         notifier.close()
         hook.close()
         store.close()
+
+
+def test_while_callbacks_arrive_a_batch_is_written_by_few_threads() -> None:
+    from jobman_cli.daemon import notify_recorder
+
+    class Overlap(CountingStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.now = self.most = 0
+
+        def update(self, job_id: int, change: Any) -> Any:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            threading.Event().wait(0.02)  # a commit's time: lets other writers overlap if they can
+            with self.lock:
+                self.now -= 1
+            return super().update(job_id, change)
+
+    store = Overlap()
+    recorder = Recorder(store, lambda line: None, window=0.01, hold=lambda: 60.0, max_window=0.05)
+    done = threading.Semaphore(0)
+    try:
+        for job_id in range(12):
+            recorder.submit(Write(job_id, lambda job: job, lambda job, error: done.release()))
+        for _ in range(12):
+            assert done.acquire(timeout=30)
+        assert sorted(store.updates) == list(range(12))  # every one written once
+        assert store.most <= notify_recorder.BUSY_WRITERS
+    finally:
+        recorder.close()

@@ -12,7 +12,9 @@ Two things stretch the wait, both bounded by :data:`MAX_WINDOW` (one second):
 
 * while callbacks are arriving (``hold``, the notifier's "busy"), outcomes are held until they calm
   down: the failures that owe the notifications arrive as callbacks, and each commit the recorder
-  starts is one the callbacks queue behind (measured in BENCHMARKS.md, ``notify``);
+  starts is one the callbacks queue behind (measured in BENCHMARKS.md, ``notify``). A batch
+  written while they still arrive is written by :data:`BUSY_WRITERS` threads, not ``writers``:
+  each thread waiting on the store is one more the store wakes at every commit;
 * a batch waits at least :data:`DUTY` times as long as the previous batch took to write, so the
   recorder spends at most about a quarter of its time committing however big the store (each
   commit of a TinyDB file rewrites all of it) and however many outcomes arrive: more of them share
@@ -41,6 +43,8 @@ MAX_WINDOW = 1.0
 DUTY = 3.0
 #: Writes in flight at once.
 WRITERS = 16
+#: ... while callbacks are arriving.
+BUSY_WRITERS = 2
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Recorder:
         self.store = store
         self.log = log
         self.window = window
+        self.writers = writers
         self.max_window = max(window, max_window)
         #: Seconds to hold outcomes back now (the callbacks' busy window), 0: none.
         self.hold = hold or (lambda: 0.0)
@@ -74,7 +79,8 @@ class Recorder:
     def submit(self, write: Write) -> None:
         with self._cond:
             self._items.append(write)
-            self._cond.notify_all()
+            if len(self._items) == 1:  # the first of a batch starts its window; later ones just join
+                self._cond.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -97,13 +103,18 @@ class Recorder:
                 batch, self._items = _merged(self._items), []
                 self._busy = True
             started = time.monotonic()
+            # While callbacks arrive, BUSY_WRITERS threads write the batch one job after the other
+            # (each write joins one of the callbacks' commits; every thread waiting on the store is
+            # one more to wake at each commit); otherwise up to ``writers`` write it side by side.
+            chunks = _chunks(batch, BUSY_WRITERS if self.hold() > 0 else self.writers)
             try:
                 futures = []
-                for item in batch:
+                for chunk in chunks:
                     try:
-                        futures.append(self._pool.submit(self._write, item))
+                        futures.append(self._pool.submit(self._write_all, chunk))
                     except RuntimeError as exc:  # the interpreter is exiting: made again after a restart
-                        item.done(None, exc)
+                        for item in chunk:
+                            item.done(None, exc)
                 wait(futures)
             finally:
                 self._last_write = time.monotonic() - started
@@ -111,6 +122,10 @@ class Recorder:
                     self.batches += 1
                     self._busy = False
                     self._cond.notify_all()
+
+    def _write_all(self, items: list[Write]) -> None:
+        for item in items:
+            self._write(item)
 
     def _write(self, item: Write) -> None:
         try:
@@ -138,6 +153,12 @@ class Recorder:
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
 
+
+
+def _chunks(items: list[Write], count: int) -> list[list[Write]]:
+    """``items`` dealt round-robin into at most ``count`` non-empty lists."""
+    count = max(1, min(count, len(items)))
+    return [items[start::count] for start in range(count)]
 
 
 def _merged(items: list[Write]) -> list[Write]:

@@ -56,6 +56,9 @@ def from_aws_error(exc: Exception, what: str) -> PriceUnavailable:
         code = str(error.get("Code") or "")
         status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
         message = " ".join(str(error.get("Message") or "").split())
+        if message.startswith("<"):  # an HTML error page (a proxy, an emulator): not worth repeating
+            message = "an HTML error page instead of an AWS answer"
+        message = message[:200]
         return PriceUnavailable(f"{what}: {code}: {message}".rstrip(": "),
                                 transient=code in TRANSIENT_CODES or status >= 500)
     if isinstance(exc, (NoCredentialsError, NoRegionError)):

@@ -34,7 +34,8 @@ def product(sku: str, family: str, attributes: dict[str, str], unit: str, usd: s
     })
 
 
-def instance_answer(instance_type: str = "m7i.large", region: str = "us-east-1", usd: str = "0.1008000000") -> dict[str, Any]:
+def instance_answer(instance_type: str = "m7i.large", region: str = "us-east-1",
+                    usd: str = "0.1008000000") -> dict[str, Any]:
     attributes = {"instanceType": instance_type, "regionCode": region, "operatingSystem": "Linux",
                   "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used", "operation": "RunInstances",
                   "location": "US East (N. Virginia)", "usagetype": f"BoxUsage:{instance_type}"}

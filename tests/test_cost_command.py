@@ -51,7 +51,8 @@ def world(tmp_path_factory) -> tuple[Path, list[dict]]:
         for spec in jobs:
             draft = make_draft(title=spec["title"], docker_image=spec["image"], status=spec["status"],
                                schedule_id=spec["schedule"], finished_at=spec["ended"], updated_at=spec["ended"],
-                               created_at=spec["ended"] - timedelta(hours=1), date_time=spec["ended"] - timedelta(hours=1),
+                               created_at=spec["ended"] - timedelta(hours=1),
+                               date_time=spec["ended"] - timedelta(hours=1),
                                instance_id=spec["instance"], cost=spec["cost"], cost_basis=spec["basis"])
             spec["id"] = store.add(draft)[0].id
     return home, jobs

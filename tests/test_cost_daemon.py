@@ -132,8 +132,8 @@ def test_a_transient_error_that_lasts_ends_as_unknown_after_max_tries(store):
     stored = store.get(job.id)
     assert len(pricer.calls) == MAX_TRIES
     assert stored.cost is None
-    assert stored.cost_basis == (f"unknown: spot price history of spot m7i.large in us-east-1a: EndpointConnectionError: "
-                                 f"no route (after {MAX_TRIES} tries)")
+    assert stored.cost_basis == ("unknown: spot price history of spot m7i.large in us-east-1a: "
+                                 f"EndpointConnectionError: no route (after {MAX_TRIES} tries)")
 
 
 def test_a_final_error_is_stored_at_once_as_unknown_with_why(store):

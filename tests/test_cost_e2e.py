@@ -66,8 +66,8 @@ def test_a_price_that_cannot_be_fetched_is_unknown_with_why(moto_server, tmp_pat
         again = ended_job(env)
     shown = json.loads(run(env, "status", "1", "--json").stdout)
     assert shown["cost"] is None
-    assert shown["cost-basis"] == ("unknown: Price List price of on-demand t3.micro in us-east-1: AccessDeniedException: "
-                                   "User is not authorized to perform: pricing:GetProducts")
+    assert shown["cost-basis"] == ("unknown: Price List price of on-demand t3.micro in us-east-1: "
+                                   "AccessDeniedException: User is not authorized to perform: pricing:GetProducts")
     assert f"job 1 cost unknown ({shown['cost-basis']})" in again.stderr
     line = next(li for li in run(env, "status", "1").stdout.splitlines() if li.startswith("cost"))
     assert line.split(None, 1)[1] == shown["cost-basis"]

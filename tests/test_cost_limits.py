@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import make_draft
-from cost_fixtures import instance_answer, instance_params, stubbed_pricing, volume_answer, volume_params
+from cost_fixtures import instance_answer, instance_params, stubbed_pricing
 from jobman_cli.cost.cache import PriceCache
 from jobman_cli.cost.limits import check_at_schedule, launch_refusal
 from jobman_cli.cost.prices_ondemand import OnDemandPrices
@@ -25,7 +25,8 @@ def cache_with(tmp_path, **prices: float) -> PriceCache:
     for key, usd in prices.items():
         kind, _, name = key.partition("__")
         unit = "GB-month" if kind == "ebs" else "hour"
-        cache.put(f"{kind.replace('_', '-')}/us-east-1/{name.replace('_', '.')}", Quote(usd, unit, "Price List", FETCHED))
+        key = f"{kind.replace('_', '-')}/us-east-1/{name.replace('_', '.')}"
+        cache.put(key, Quote(usd, unit, "Price List", FETCHED))
     return cache
 
 

@@ -4,7 +4,6 @@ not listed by hand."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 from cost_fixtures import instance_answer, instance_params, stubbed_pricing, volume_answer, volume_params
 from jobman_cli.setup_aws import daemon_policy

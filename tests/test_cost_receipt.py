@@ -49,7 +49,8 @@ def test_a_run_of_known_length_costs_exactly_this():
 
 def test_ten_hours_on_a_bigger_type_to_the_cent():
     # 36000 s x $1.536/h / 3600 = 10 x 1.536 = $15.36; 100 GiB x $0.08 x 10 / 730 = $0.10958904 -> $15.47
-    receipt = compute(facts(36000, instance_type="m7i.8xlarge", volume_gb=100), Quote(1.536, "hour", "Price List", FETCHED), GP3)
+    big = Quote(1.536, "hour", "Price List", FETCHED)
+    receipt = compute(facts(36000, instance_type="m7i.8xlarge", volume_gb=100), big, GP3)
     assert format_usd(receipt.cost) == "$15.47"
     assert receipt.cost == pytest.approx(15.36 + 8.0 * 10 / 730, abs=1e-12)
 
@@ -107,7 +108,8 @@ def test_on_demand_receipt_from_ec2_launch_time_and_the_price_list(tmp_path, moc
     assert receipt.cost == pytest.approx(0.1512 + 8 * 0.05 * 1.5 / 730, abs=1e-12)
     assert format_usd(receipt.cost) == "$0.15"
     assert receipt.basis == ("on-demand m7i.large us-east-1 $0.1008/h (Price List, fetched 2026-12-03) + "
-                             "8 GiB standard $0.05/GB-month (Price List, fetched 2026-12-03); 5400 s from EC2 launch time")
+                             "8 GiB standard $0.05/GB-month (Price List, fetched 2026-12-03); "
+                             "5400 s from EC2 launch time")
 
 
 def test_spot_receipt_from_the_spot_price_history(tmp_path, mock_ec2):
@@ -125,7 +127,8 @@ def test_spot_receipt_from_the_spot_price_history(tmp_path, mock_ec2):
 def test_an_instance_ec2_no_longer_lists_uses_jobmans_record_and_says_so(tmp_path, mock_ec2):
     pricing, stubber = stubbed_pricing()
     stubber.add_response("get_products", instance_answer("m6i.large", usd="0.0960000000"), instance_params("m6i.large"))
-    job = make_draft(id=8, status=JobStatus.FAILED, instance_id="i-0123456789abcdef0", instance_type="m7i.large,m6i.large",
+    job = make_draft(id=8, status=JobStatus.FAILED, instance_id="i-0123456789abcdef0",
+                     instance_type="m7i.large,m6i.large",
                      placement={"instance-type": "m6i.large", "availability-zone": "us-east-1b", "market": "on-demand"},
                      launched_at=START, finished_at=START + timedelta(hours=2))
     receipt = _pricer(tmp_path, mock_ec2, pricing).receipt(job)

@@ -220,8 +220,6 @@ class Materializer:
                     self._out.add(OCCURRENCE_CREATED, job.id, f"schedule {current.id} {format_time(occurrence)}")
                 records.append(_record(occurrence, "created", job.id, now,
                                        None if new else "created by another daemon"))
-                if new:
-                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} -> job {job.id}")
                 current = self._advance(current, occurrence, records, now, last_job_id=job.id)
         except (_Moved, ScheduleNotFound):
             try:  # another daemon (or a pause, resume or delete) changed it: take it as it is now
@@ -295,9 +293,9 @@ class Materializer:
                 text = one_line(str(exc))
                 self.log(f"schedule {schedule.id}: previous run job {previous.id} not cancelled: {text}")
                 return f"job {previous.id} could not be cancelled: {text}"
+            if job.status is JobStatus.CANCELLED:  # cancelled, but terminating failed: the reaper will
+                return f"job {previous.id} cancelled (overlap replace); {one_line(str(exc))}"
             return f"job {previous.id} had already ended ({job.status.value})"
-        self.log(f"schedule {schedule.id}: cancelled job {previous.id}, still {previous.status.value} "
-                 "at the next occurrence (overlap replace)")
         return f"job {previous.id} was {previous.status.value}; cancelled (overlap replace)"
 
     def _request(self, schedule: Any, occurrence: datetime) -> Any:

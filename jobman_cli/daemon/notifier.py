@@ -199,18 +199,29 @@ class Notifier:
                 ready.append(job_id)
         return ready
 
-    def _work(self, job_id: int) -> None:
-        deferred = False
-        try:
-            deferred = self.deliver(job_id)
-        except Exception as exc:  # a store error or a bug: logged; the next scan finds the job again
-            self.log(f"notify: job {job_id}: {error_text(exc)}")
-        finally:
-            with self._cond:
-                self._sending -= 1  # room for the next send (the job stays ours until recorded)
-                self._cond.notify_all()
-            if not deferred:
-                self._finish(job_id)
+    def _work(self, job_id: int | None) -> None:
+        """Deliver ``job_id``, then the next due job while there is room for it: a worker that
+        takes the next job itself spares the dispatcher's wakeup and a hand-over to another
+        thread per delivery (a burst of 1,000 is 1,000 of each fewer)."""
+        while job_id is not None:
+            deferred = False
+            following = None
+            try:
+                deferred = self.deliver(job_id)
+            except Exception as exc:  # a store error or a bug: logged; the next scan finds the job again
+                self.log(f"notify: job {job_id}: {error_text(exc)}")
+            finally:
+                with self._cond:
+                    self._sending -= 1  # room for the next send (the job stays ours until recorded)
+                    if not self._stop:
+                        limit, _ = self._limit()
+                        taken = self._ready(self.clock.now().timestamp(), min(1, limit - self._sending))
+                        following = taken[0] if taken else None
+                    if following is None:
+                        self._cond.notify_all()  # the dispatcher decides what comes next
+                if not deferred:
+                    self._finish(job_id)
+            job_id = following
 
     def _released(self, job_id: int, written: Job | None) -> None:
         """The last outcome of a pass is written: release the job, queue its next attempt."""

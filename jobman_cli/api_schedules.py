@@ -130,14 +130,18 @@ class SchedulesApi:
         return 200, {"deleted": schedule_id}, ()
 
     def _preview(self, query: str) -> dict[str, Any]:
-        from .schedules.occurrences import local_label
+        """The CLI's ``preview --json`` shape: each occurrence in UTC and local time, and a note
+        where a DST change moved or merged it."""
+        from .schedules.occurrences import local_label, transition_note
 
         params = _preview_query(query)
-        start = _parse_from(params["from"], params.get("tz"), self.service.clock.now()) if "from" in params else None
+        now = self.service.clock.now()
+        start = _parse_from(params["from"], params.get("tz"), now) if "from" in params else now
         cron, every, tz, found = self.service.preview(params.get("cron"), params.get("every"), params.get("tz"),
                                                       start, params.get("n", PREVIEW_DEFAULT), _api_fields())
-        return {"cron": cron, "every": every, "tz": tz,
-                "occurrences": [{"utc": format_time(at), "local": local_label(at, tz)} for at in found]}
+        return {"cron": cron, "every": every, "tz": tz, "from": format_time(start),
+                "occurrences": [{"utc": format_time(at), "local": local_label(at, tz), "note": transition_note(at, tz)}
+                                for at in found]}
 
 
 def _api_fields() -> Any:

@@ -108,6 +108,8 @@ def test_preview_lists_occurrences_in_utc_and_local_time_and_stores_nothing(api)
     assert [o["utc"] for o in answer["occurrences"]] == ["2027-10-30T00:30:00Z", "2027-10-31T00:30:00Z",
                                                           "2027-11-01T01:30:00Z"]
     assert answer["occurrences"][1]["local"].startswith("2027-10-31 02:30:00 CEST")  # the first 02:30 only
+    assert answer["from"] == "2027-10-29T12:00:00Z"
+    assert answer["occurrences"][0]["note"] is None and "repeated" in answer["occurrences"][1]["note"]
     status, _, every = api.call("GET", "/schedules/preview?every=1h&tz=UTC&n=2&from=2027-01-01T00:00:00Z")
     assert status == 200 and [o["utc"] for o in every["occurrences"]] == ["2027-01-01T01:00:00Z",
                                                                            "2027-01-01T02:00:00Z"]

@@ -135,7 +135,8 @@ def test_an_instance_ec2_no_longer_lists_uses_jobmans_record_and_says_so(tmp_pat
     assert receipt.cost == pytest.approx(2 * 0.096)  # the rung that launched, not the first of the list
     assert receipt.basis.startswith("on-demand m6i.large us-east-1 $0.096/h")
     assert "root volume not included (the instance's AMI is not known)" in receipt.basis
-    assert receipt.basis.endswith("7200 s from jobman's launched-at (the instance is no longer listed by EC2)")
+    assert receipt.basis.endswith("7200 s from jobman's launched-at (instance i-0123456789abcdef0 is no longer "
+                                  "listed by EC2)")
 
 
 def test_a_price_that_cannot_be_fetched_raises_never_guesses(tmp_path, mock_ec2):
@@ -157,3 +158,22 @@ def test_status_shows_the_cost_the_unknown_and_the_pending():
     assert rows["cost"] == "unknown: Price List price of ...: AccessDeniedException: no"
     assert dict(sheet_rows(done))["cost"].startswith("pending")
     assert "cost" not in dict(sheet_rows(make_draft(id=2)))  # scheduled: nothing to say yet
+
+
+def test_ec2_refusing_to_describe_falls_back_to_jobmans_record_and_says_why(tmp_path):
+    import boto3
+    from botocore.stub import Stubber
+
+    ec2 = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x").client("ec2", region_name="us-east-1")
+    ec2_stub = Stubber(ec2)
+    ec2_stub.add_client_error("describe_instances", "UnauthorizedOperation", "not allowed: ec2:DescribeInstances")
+    ec2_stub.activate()
+    pricing, stubber = stubbed_pricing()
+    stubber.add_response("get_products", instance_answer(), instance_params())
+    job = make_draft(id=9, status=JobStatus.FINISHED, instance_id="i-0123456789abcdef1", instance_type="m7i.large",
+                     launched_at=START, finished_at=START + timedelta(hours=1))
+    receipt = _pricer(tmp_path, ec2, pricing).receipt(job)
+    assert receipt.cost == pytest.approx(0.1008)
+    assert receipt.basis.endswith("3600 s from jobman's launched-at (EC2 refused to describe the instance: "
+                                  "DescribeInstances i-0123456789abcdef1: UnauthorizedOperation: not allowed: "
+                                  "ec2:DescribeInstances)")

@@ -66,16 +66,16 @@ class AwsPricer:
         end = job.finished_at or job.updated_at
         if job.instance_id is None or end is None:
             return unknown("the job has no instance or no end time")
-        instance = self._instance(job.instance_id)
+        instance, missing = self._instance(job.instance_id)
         placement = dict(job.placement or {})
         if instance is not None and instance.get("LaunchTime") is not None:
             start = _utc(instance["LaunchTime"])
             start_source = "EC2 launch time"
         elif job.launched_at is not None:
             start = job.launched_at
-            start_source = "jobman's launched-at (the instance is no longer listed by EC2)"
+            start_source = f"jobman's launched-at ({missing})"
         else:
-            return unknown(f"instance {job.instance_id} is no longer listed by EC2 and jobman recorded no launch time")
+            return unknown(f"{missing}, and jobman recorded no launch time")
         inst = instance or {}
         instance_type = (inst.get("InstanceType") or placement.get("instance-type") or first_type(job.instance_type)
                          or self.default_type)
@@ -105,20 +105,20 @@ class AwsPricer:
             return spot_average(self.ec2, facts.instance_type, facts.zone, facts.start, facts.end, self._clock())
         return self.ondemand.instance_hourly(facts.instance_type, facts.region)
 
-    def _instance(self, instance_id: str) -> dict[str, Any] | None:
-        """The instance as DescribeInstances lists it, or None when EC2 no longer lists it."""
+    def _instance(self, instance_id: str) -> tuple[dict[str, Any] | None, str]:
+        """``(instance, "")`` as DescribeInstances lists it, or ``(None, why not)``."""
         try:
             answer = self.ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": [instance_id]}])
         except Exception as exc:
             error = from_aws_error(exc, f"DescribeInstances {instance_id}")
             if error.transient:
                 raise error from None
-            return None  # refused (permissions): fall back to jobman's record, and the basis says so
+            return None, f"EC2 refused to describe the instance: {error}"  # e.g. permissions: the basis says so
         for reservation in answer.get("Reservations") or ():
             for instance in reservation.get("Instances") or ():
                 if instance.get("InstanceId") == instance_id:
-                    return instance
-        return None
+                    return instance, ""
+        return None, f"instance {instance_id} is no longer listed by EC2"
 
     def _root_volume(self, job: Job, image_id: str | None) -> tuple[int | None, str | None, str]:
         """``(GiB, volume type, why unknown)`` of the root volume: size from ``--disk-gb`` or the

@@ -5,10 +5,11 @@ Each run: a fresh store of ``sizes.store`` jobs, ``sizes.callbacks`` of them ``r
 the callbacks figure makes them), the rest scheduled days ahead; a real ``jobman daemon``; 50
 client threads send every running job a ``failed`` callback at once (new connection each, the
 job's own token). "With notifications" every running job has ``--notify`` pointing at a receiver
-in a process of its own (``http.server``, a thread per request, 200 ms sleep before answering
+in a process of its own (``http.server``, a thread per connection, 200 ms sleep before answering
 200); "without", no target. Callback throughput = callbacks / wall time from the first request to
-the last answer, as in the callbacks figure; runs alternate (without, with, without, with, ...)
-and the medians are compared. "All delivered": the receiver counted exactly one POST per job and
+the last answer, as in the callbacks figure; runs alternate in ABBA order (without, with, with,
+without, without, with, ...), so a drift of the machine's load does not favour either arm, and the
+medians are compared. "All delivered": the receiver counted exactly one POST per job and
 the store holds every delivery as ``delivered`` after one attempt.
 """
 
@@ -168,8 +169,13 @@ def notify(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
     reps = 2 if sizes.quick else 5
     plain, with_notify = [], []
     for rep in range(reps):
-        plain.append(_one_run(workdir, sizes, moto, f"plain-{rep}", notify=False))
-        with_notify.append(_one_run(workdir, sizes, moto, f"notify-{rep}", notify=True))
+        # ABBA order (without, with, with, without, ...): a drift of the machine's load during the
+        # figure falls on both arms alike (in a fixed order, "with" always ran second of a pair)
+        for notify in ((False, True) if rep % 2 == 0 else (True, False)):
+            if notify:
+                with_notify.append(_one_run(workdir, sizes, moto, f"notify-{rep}", notify=True))
+            else:
+                plain.append(_one_run(workdir, sizes, moto, f"plain-{rep}", notify=False))
     base, rate = median([r["rate"] for r in plain]), median([r["rate"] for r in with_notify])
     ratio = rate / base
     n = sizes.callbacks
@@ -182,7 +188,7 @@ def notify(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
             f"{rate:.0f} callbacks/s with, {base:.0f}/s without (× {ratio:.2f}); "
             f"{'all' if all_delivered else 'NOT all'} {n:,} delivered once",
             "throughput ≥ 90 % of the run without; every one delivered once",
-            f"median of {reps} alternating runs each; last delivery {took:.1f} s after the first callback; "
+            f"median of {reps} alternating runs each (ABBA order); last delivery {took:.1f} s after the first callback; "
             f"runs with: {_rates(with_notify)}/s, without: {_rates(plain)}/s; daemon CPU during the callbacks "
             f"{cpu_with:.2f} s with, {cpu_without:.2f} s without; {bad} non-200",
             ratio >= 0.9 and all_delivered and bad == 0),

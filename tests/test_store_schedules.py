@@ -1,6 +1,7 @@
 """The schedules contract (:mod:`store_contract_schedules`) on both backends, plus what only the
-file store has: the layout stays fast-path readable, plain TinyDB reads the table, a process
-elsewhere loses no update, and a damaged table is refused by name."""
+file store has: a schedule write leaves the job file (and every process's parse of it) untouched,
+plain TinyDB reads the schedules file, a process elsewhere loses no update, and a damaged or
+foreign schedules file is refused by name and never written."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobman_cli.errors import StoreError
-from jobman_cli.stores import jobfile
+from jobman_cli.errors import ScheduleNotFound, StoreError
 from jobman_cli.stores.dynamodb import DynamoDBStore
 from jobman_cli.stores.tinydb import TinyDBStore
 from store_contract_schedules import ScheduleContract, append, make_schedule
@@ -62,38 +62,64 @@ def test_dynamodb_schedule_marker_ignores_job_writes(make_handle):  # noqa: F811
 
 
 # ---------------------------------------------------------------------------- file store only
-def test_a_schedule_write_keeps_the_job_lines_layout_and_plain_tinydb_reads_it(tmp_path):
+def test_a_schedule_write_leaves_the_job_file_and_its_nonce_untouched(tmp_path):
     path = tmp_path / "jobs.json"
     store = TinyDBStore(path)
     for _ in range(3):
         store.add(make_draft())
-    before = path.read_bytes()
+    daemon = TinyDBStore(path)
+    daemon.due(make_draft().date_time)  # a long-lived reader with a parsed snapshot and views
+    snap = daemon._file.snapshot()
+    before, nonce, marker = path.read_bytes(), store._lock.read_nonce(), store.change_marker()
     store.add_schedule(make_schedule())
-    after = path.read_bytes()
-    lines_before, lines_after = jobfile.Lines.parse(before), jobfile.Lines.parse(after)
-    assert lines_after is not None  # the fast paths still trust the file (frame and CRC check out)
-    assert after[:lines_after.end] == before[:lines_before.end]  # the job lines are byte-identical
-    assert json.loads(after)["schedules"]["1"]["cron"] == "30 2 * * *"
+    store.update_schedule(1, append("x"))
+    assert path.read_bytes() == before and store._lock.read_nonce() == nonce
+    assert daemon._file.snapshot() is snap  # the job snapshot is still current: no reload, no re-parse
+    assert store.change_marker() != marker  # but pollers see that something changed
+    sidecar = tmp_path / "jobs.json.schedules"
+    assert json.loads(sidecar.read_bytes())["schedules"]["1"]["cron"] == "30 2 * * *"
+    assert oct(sidecar.stat().st_mode & 0o777) == "0o600"
     tinydb = pytest.importorskip("tinydb")
-    with tinydb.TinyDB(path) as db:
-        assert len(db.table("jobs")) == 3 and db.table("schedules").get(doc_id=1)["title"] == "nightly"
-    # and a job write after it keeps the schedules
-    store.add(make_draft())
-    assert TinyDBStore(path).get_schedule(1).title == "nightly"
+    with tinydb.TinyDB(sidecar) as db:
+        assert db.table("schedules").get(doc_id=1)["title"] == "nightly"
+    store.add(make_draft())  # a job write after it keeps the schedules
+    assert TinyDBStore(path).get_schedule(1).records[0]["detail"] == "x"
 
 
-def test_a_damaged_schedules_table_is_refused_naming_the_file(tmp_path):
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "other-store", "bad-table"])
+def test_a_damaged_or_foreign_schedules_file_is_refused_naming_it_and_never_written(tmp_path, damage):
     path = tmp_path / "jobs.json"
     TinyDBStore(path).add_schedule(make_schedule())
-    doc = json.loads(path.read_bytes())
-    doc["schedules"] = ["not", "a", "table"]
-    path.write_bytes(orjson.dumps(doc))
+    sidecar = tmp_path / "jobs.json.schedules"
+    doc = json.loads(sidecar.read_bytes())
+    if damage == "garbage":
+        data = b'{"schedules": {"1": '
+    else:
+        if damage == "foreign":
+            doc["meta"]["1"]["format"] = "something-else"
+        elif damage == "other-store":
+            doc["meta"]["1"]["store-id"] = "0" * 32
+        else:
+            doc["schedules"] = ["not", "a", "table"]
+        data = orjson.dumps(doc)
+    sidecar.write_bytes(data)
     store = TinyDBStore(path)
-    with pytest.raises(StoreError, match=str(path)):
+    with pytest.raises(StoreError, match=str(sidecar)):
         store.list_schedules()
     with pytest.raises(StoreError):
         store.add_schedule(make_schedule())
-    assert json.loads(path.read_bytes())["schedules"] == ["not", "a", "table"]  # never written
+    with pytest.raises(StoreError):
+        store.update_schedule(1, append("x"))
+    assert sidecar.read_bytes() == data  # never written
+    assert store.add(make_draft())[1]  # the jobs are not held hostage
+
+
+def test_a_read_only_handle_on_a_missing_store_creates_nothing(tmp_path):
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    assert store.list_schedules() == []
+    with pytest.raises(ScheduleNotFound):
+        store.update_schedule(1, append("x"))
+    assert list(tmp_path.iterdir()) == []
 
 
 _WRITER = """

@@ -194,7 +194,7 @@ class Lines:
 
     # ------------------------------------------------------------------ writing
     def splice(self, replaced: dict[int, bytes], appended: Sequence[tuple[int, bytes]],
-               meta_changes: dict[str, Any], tables: dict[str, Any] | None = None) -> "Lines":
+               meta_changes: dict[str, Any]) -> "Lines":
         """This file with the encoded records ``replaced`` (existing ids) swapped in, ``appended``
         (ascending ids above :meth:`last_id`) added, and ``meta_changes`` made to the meta document.
         The unchanged bytes are reused as memoryviews: nothing else is copied or re-encoded."""
@@ -218,10 +218,9 @@ class Lines:
             body.append(b",\n".join(b'"%d":%s' % pair for pair in appended) + _NL)
         else:
             body.append(view[pos:self.end])
-        return _assemble(body, self.rest, meta_changes, tables)
+        return _assemble(body, self.rest, meta_changes)
 
-    def without(self, removed: Sequence[int], meta_changes: dict[str, Any],
-                tables: dict[str, Any] | None = None) -> "Lines":
+    def without(self, removed: Sequence[int], meta_changes: dict[str, Any]) -> "Lines":
         """This file with the lines of jobs ``removed`` (existing ids) cut out, and ``meta_changes``
         made (``prune``). The kept bytes are reused as memoryviews; if the last line goes, the new
         last line loses its comma."""
@@ -245,7 +244,7 @@ class Lines:
             if bytes(last[-2:]) != b",\n":
                 raise ValueError("a job line before the last must end with a comma")
             body += [last[:-2], _NL]
-        return _assemble(body, self.rest, meta_changes, tables)
+        return _assemble(body, self.rest, meta_changes)
 
 
 def _meta_of(tables: Any) -> dict | None:
@@ -254,14 +253,12 @@ def _meta_of(tables: Any) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _assemble(body: list, rest: dict, meta_changes: dict[str, Any], tables: dict[str, Any] | None = None) -> Lines:
+def _assemble(body: list, rest: dict, meta_changes: dict[str, Any]) -> Lines:
     """Head, job lines and a last line holding ``rest``, its meta changed by ``meta_changes`` and
-    given the job lines' CRC, and the other tables in ``tables`` replaced (the schedules)."""
+    given the job lines' CRC."""
     crc = 0
     for chunk in body:
         crc = zlib.crc32(chunk, crc)
-    if tables:
-        rest = {**rest, **tables}
     meta_table = dict(rest[META])
     meta_table[META_ID] = {**meta_table[META_ID], **meta_changes, CRC: crc}
     rest = {**rest, META: meta_table}  # keeps the tables' order

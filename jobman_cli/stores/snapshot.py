@@ -134,12 +134,6 @@ class Snapshot:
                     self._views = Views.build(self)
         return self._views
 
-    def table(self, name: str) -> object:
-        """Another table of the document than ``jobs`` (the schedules), as stored, or None. From
-        the line layout's last line when there is one, so reading it never parses the jobs."""
-        tables = self._lines.rest if self._lines is not None else self.doc
-        return tables.get(name)
-
     def last_id(self) -> int:
         return self._lines.last_id() if self._lines is not None else max(map(int, self.raw), default=0)
 

@@ -64,7 +64,7 @@ from .base import PRUNE_BATCH, JobChange
 from .filelock import DAEMON_LOCK_SUFFIX, FileLock, GroupCommit, Request, daemon_holding
 from .jobfile import Lines
 from .snapshot import Snapshot, StoreFile
-from .tinydb_schedules import ScheduleBatch, TinyDBSchedules
+from .tinydb_schedules import TinyDBSchedules
 
 
 #: Seconds a new handle waits for a daemon that holds the lock but has no store file yet (one
@@ -93,16 +93,6 @@ class _Batch:
         self.removed: dict[int, str | None] = {}  # pruned base jobs -> their idempotency keys
         # Above every stored id even if a hand edit set the counter back: ids stay unique, ascend.
         self.next_id: int = max(base.meta["next-id"], base.last_id() + 1)
-        self.schedules: ScheduleBatch | None = None  # made by the first schedule change
-
-    def schedule_batch(self) -> ScheduleBatch:
-        if self.schedules is None:
-            self.schedules = ScheduleBatch(self.base)
-        return self.schedules
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.changed or self.removed or (self.schedules is not None and self.schedules.dirty))
 
     def current(self, job_id: int) -> Job:
         job = self.changed[job_id] if job_id in self.changed else self.base.job(job_id)
@@ -175,15 +165,11 @@ class _Batch:
         appended = [(job_id, lines[job_id]) for job_id in self.new_ids]
         # A prune writes the counter too: a stale one (a hand edit) must not hand out a pruned id.
         meta = {"next-id": self.next_id} if self.new_ids or self.removed else {}
-        tables = None
-        if self.schedules is not None and self.schedules.dirty:
-            tables, schedule_meta = self.schedules.encoded()
-            meta.update(schedule_meta)
         lines = self.base.lines
         if replaced or appended or not self.removed:
-            lines = lines.splice(replaced, appended, meta, tables)
+            lines = lines.splice(replaced, appended, meta)
         if self.removed:
-            lines = lines.without(sorted(self.removed), meta, tables)
+            lines = lines.without(sorted(self.removed), meta)
         return lines, records
 
 
@@ -247,7 +233,7 @@ class TinyDBStore(TinyDBSchedules):
                     request.result = request.apply(work)
                 except Exception as err:  # that request's own failure: nothing of it is written
                     request.error = err
-            if work.dirty or creating:
+            if work.changed or creating or work.removed:
                 lines, records = work.encoded()
                 self._file.commit(base, lines, list(work.changed.values()), records, creating, work.removed)
 
@@ -369,13 +355,13 @@ class TinyDBStore(TinyDBSchedules):
         return sorted(removed)
 
     def change_marker(self) -> Hashable:
-        """``(nonce, inode, mtime_ns, size, ctime_ns)``, or None while the file does not exist: a
-        ``stat`` and a 32-byte ``pread``, cheap enough to poll several times a second."""
+        """``(nonce, inode, mtime_ns, size, ctime_ns, schedules)``, or None while the file does not
+        exist: two ``stat`` and a 32-byte ``pread``, cheap enough to poll several times a second."""
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (self._lock.read_nonce(), st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns)
+        return (self._lock.read_nonce(), st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns, self.schedule_marker())
 
     def close(self) -> None:
         """Refuse further calls and let go of the lock file and the snapshot. Cheap: a one-shot

@@ -223,8 +223,8 @@ class Launch:
                 self._failed(job, exc, out)
                 return
             self.clock_accepted()
-            self.record(job, instance_id, out, LAUNCHED,
-                        placement_of(rungs[rung], getattr(instance_id, "availability_zone", None)))
+            zone = getattr(instance_id, "availability_zone", None)  # a Launched carries it
+            self.record(job, str(instance_id), out, LAUNCHED, placement_of(rungs[rung], zone))
             return
 
     def clock_skewed(self, exc: LaunchError) -> None:

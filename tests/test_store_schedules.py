@@ -122,6 +122,29 @@ def test_a_read_only_handle_on_a_missing_store_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_writer_killed_mid_write_leaves_the_old_schedules_and_its_temp_is_swept(tmp_path, monkeypatch):
+    from jobman_cli.stores import filelock
+
+    path = tmp_path / "jobs.json"
+    TinyDBStore(path).add_schedule(make_schedule())
+    sidecar = tmp_path / "jobs.json.schedules"
+    before = sidecar.read_bytes()
+    stale = tmp_path / ".jobs.json.schedules.0123456789ab.tmp"
+    stale.write_bytes(b'{"schedules": {"1": {"id"')  # what a writer killed before its rename leaves
+    store = TinyDBStore(path)
+
+    def power_cut(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(filelock.os, "replace", power_cut)
+    with pytest.raises(StoreError, match="cannot write"):
+        store.update_schedule(1, append("lost"))
+    monkeypatch.undo()
+    assert sidecar.read_bytes() == before and not stale.exists()
+    assert TinyDBStore(path).get_schedule(1).records == ()
+    assert store.update_schedule(1, append("kept")).records[0]["detail"] == "kept"
+
+
 _WRITER = """
 import sys
 from jobman_cli.stores.tinydb import TinyDBStore

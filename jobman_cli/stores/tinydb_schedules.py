@@ -35,7 +35,7 @@ import orjson
 
 from ..errors import ScheduleNotFound, StoreError
 from ..schedules.model import Schedule, as_stored, schedule_from_record, schedule_to_record
-from .filelock import atomic_write, decode_json, stat_key
+from .filelock import atomic_write, decode_json, remove_stale_temps, stat_key
 
 SUFFIX = ".schedules"
 FORMAT, SCHEMA = "jobman-schedules", 1
@@ -62,6 +62,7 @@ class TinyDBSchedules:
     _lock: Any
     _commits: Any
     _loaded: _Loaded | None = None
+    _swept = False
 
     @property
     def schedules_path(self) -> Path:
@@ -145,6 +146,9 @@ class TinyDBSchedules:
         if not self.store_id:  # type: ignore[attr-defined]
             self._commits.submit(lambda batch: None)  # the job file first: it names the store
         with self._lock.exclusive():
+            if not self._swept:  # temp files of writers killed mid-write (no live writer now: we hold the lock)
+                remove_stale_temps(self.schedules_path)
+                self._swept = True
             loaded = self._load()
             table, meta = dict(loaded.table), dict(loaded.meta)
             if not meta:

@@ -132,6 +132,14 @@ def test_api_and_record_shapes(service):
     assert "version" not in api and set(api) >= {"id", "cron", "every", "tz", "overlap", "template", "records"}
 
 
+def test_the_public_json_redacts_webhook_secrets_but_the_runs_keep_them(service):
+    secret = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
+    s = service.create(body(notify=[secret, "https://user:pw@example.com/hook?token=abc"]))
+    shown = schedule_to_api(s)["template"]["notify"]
+    assert not any("secret" in t or "pw" in t or "token" in t for t in shown), shown
+    assert template_to_request(service.get(s.id).template).notify == [secret, "https://user:pw@example.com/hook?token=abc"]
+
+
 def test_preview_stores_nothing_and_validates(service, tmp_path):
     cron, every, tz, found = service.preview("30 2 * * *", None, "Europe/Berlin", T, 2)
     assert found == [datetime(2027, 3, 28, 1, 0, tzinfo=UTC), datetime(2027, 3, 29, 0, 30, tzinfo=UTC)]

@@ -120,6 +120,17 @@ def as_stored(s: Schedule) -> Schedule:
     return schedule_from_record(schedule_to_record(s))
 
 
+def public_template(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The template as it may be shown: notify targets redacted as a job's are (a webhook URL
+    carries its secret; the stored template keeps it, for the runs)."""
+    from ..notify.targets import redact
+
+    shown = dict(template)
+    if isinstance(shown.get("notify"), (list, tuple)):
+        shown["notify"] = [redact(t) if isinstance(t, str) else t for t in shown["notify"]]
+    return shown
+
+
 def schedule_to_api(s: Schedule) -> dict[str, Any]:
     """The public JSON of a schedule (``schedules show --json``, ``GET …/schedules/<id>``)."""
     from .occurrences import local_label
@@ -130,7 +141,7 @@ def schedule_to_api(s: Schedule) -> dict[str, Any]:
         next_local = None
     return {
         "id": s.id, "title": s.title, "cron": s.cron, "every": s.every, "tz": s.tz, "overlap": s.overlap.value,
-        "template": dict(s.template), "paused": s.paused, "created-at": format_time(s.created_at),
+        "template": public_template(s.template), "paused": s.paused, "created-at": format_time(s.created_at),
         "next-at": format_time(s.next_at), "next-at-local": next_local, "last-job-id": s.last_job_id,
         "records": [dict(r) for r in s.records], "updated-at": format_time(s.updated_at),
     }

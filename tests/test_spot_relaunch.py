@@ -112,3 +112,40 @@ def test_max_interruptions_zero_fails_on_the_first_notice(world, tmp_path):
     final = world.get(job.id)
     assert final.status is JobStatus.FAILED and final.reason_code is ReasonCode.INTERRUPTED
     assert final.interruptions == 1
+
+
+def test_a_spot_instance_reclaimed_without_a_report_counts_as_an_interruption(world):
+    """The notice was missed or the report lost: EC2's state reason says the spot instance was
+    reclaimed, so the reconciler applies the interruption budget, not ``instance-vanished``."""
+    import dataclasses
+
+    job = world.schedule(T0 + timedelta(minutes=1), capacity="spot", max_interruptions=1)
+    world.tick(T0 + timedelta(minutes=1))
+    first = world.get(job.id)
+    world.ec2.terminate_instances(InstanceIds=[first.instance_id])  # moto: a user-initiated shutdown
+    inner = world.launcher.inner
+
+    def describe(ids):  # ... which EC2 would have named Server.SpotInstanceTermination
+        return {i: dataclasses.replace(info, state_reason="Server.SpotInstanceTermination")
+                for i, info in inner.describe(ids).items()}
+
+    world.launcher.describe = describe
+    world.tick(T0 + timedelta(minutes=5), reconcile=True)
+    back = world.get(job.id)
+    assert back.status is JobStatus.SCHEDULED and back.interruptions == 1
+    assert "Server.SpotInstanceTermination" in back.reason
+
+    assert world.tick(T0 + timedelta(minutes=5, seconds=1)).job_ids(LAUNCHED) == [job.id]
+    second = world.get(job.id)
+    world.ec2.terminate_instances(InstanceIds=[second.instance_id])
+    world.tick(T0 + timedelta(minutes=10), reconcile=True)
+    final = world.get(job.id)
+    assert final.status is JobStatus.FAILED and final.reason_code is ReasonCode.INTERRUPTED
+
+
+def test_an_on_demand_instance_that_vanished_is_still_instance_vanished(world):
+    job = world.schedule(T0 + timedelta(minutes=1))
+    world.tick(T0 + timedelta(minutes=1))
+    world.ec2.terminate_instances(InstanceIds=[world.get(job.id).instance_id])
+    world.tick(T0 + timedelta(minutes=5), reconcile=True)
+    assert world.get(job.id).reason_code is ReasonCode.INSTANCE_VANISHED

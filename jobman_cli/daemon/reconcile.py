@@ -20,7 +20,7 @@ from ..errors import JobmanError, JobNotFound
 from ..launchers.base import InstanceInfo, Launcher
 from ..model import ACTIVE_STATES, Job, JobStatus, ReasonCode
 from ..stores.base import JobStore
-from .common import REAPED, TIMED_OUT, VANISHED, Collector, Log, Skip, describe_change, guarded_update
+from .common import REAPED, RETRYING, TIMED_OUT, VANISHED, Collector, Log, Skip, describe_change, guarded_update
 
 #: On AWS a just-launched instance can be briefly absent from DescribeInstances (eventual
 #: consistency); absence counts as death only this long after the launch was recorded.
@@ -31,6 +31,9 @@ MISSING_GRACE = 120.0
 #: flight. ``stopping``/``stopped`` only happen when someone stops it by hand (jobman launches with
 #: ``InstanceInitiatedShutdownBehavior=terminate``).
 DEAD_STATES = ("terminated", "stopping", "stopped")
+
+#: EC2's ``StateReason`` of a spot instance it reclaimed (an interruption, see :meth:`Reconciler._reclaimed`).
+SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 
 
 class Reconciler:
@@ -82,6 +85,9 @@ class Reconciler:
                 state = info.state
             else:
                 continue
+            if info is not None and info.state_reason == SPOT_RECLAIMED:
+                self._reclaimed(job, now, out)
+                continue
             self._vanished(job, state, now, out)
 
     def _fail(self, job: Job, reason: str, now: datetime, code: ReasonCode) -> Job | None:
@@ -110,6 +116,23 @@ class Reconciler:
         if job.instance_id and self._terminate(job.instance_id, reason):
             self.log(f"job {job.id}: instance {job.instance_id} terminated ({reason})")
         out.add(TIMED_OUT, job.id, reason, job.instance_id)
+
+    def _reclaimed(self, job: Job, now: datetime, out: Collector) -> None:
+        """EC2 reclaimed the spot instance and no ``interrupted`` report came (the notice was missed
+        or the report lost): an interruption all the same, under the job's budget (relaunched, or
+        failed as ``interrupted``), never ``instance-vanished``."""
+        reason = f"EC2 reclaimed the spot instance ({SPOT_RECLAIMED}) without a report from it"
+
+        def change(current: Job) -> Job:
+            if current.status not in ACTIVE_STATES or current.instance_id != job.instance_id:
+                raise Skip  # it reported (or was cancelled) in the meantime
+            return current.reported("failed", None, now, ReasonCode.INTERRUPTED.value, reason)
+
+        after = guarded_update(self.store, job.id, change)
+        if after is not None:
+            self.log(describe_change(job, after, after.reason or reason))
+            out.add(RETRYING if after.status is JobStatus.SCHEDULED else VANISHED, job.id, after.reason or reason,
+                    job.instance_id)
 
     def _vanished(self, job: Job, state: str, now: datetime, out: Collector) -> None:
         reason = f"instance vanished without reporting (state: {state})"

@@ -93,6 +93,8 @@ class InstanceInfo:
     availability_zone: str | None = None
     subnet_id: str | None = None
     market: str | None = None
+    #: EC2's ``StateReason.Code`` (``Server.SpotInstanceTermination``: EC2 reclaimed a spot instance).
+    state_reason: str | None = None
 
     @property
     def placement(self) -> dict[str, str | None]:

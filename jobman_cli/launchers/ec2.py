@@ -177,6 +177,7 @@ class EC2Launcher:
             availability_zone=(instance.get("Placement") or {}).get("AvailabilityZone"),
             subnet_id=instance.get("SubnetId"),
             market="spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand",
+            state_reason=(instance.get("StateReason") or {}).get("Code"),
         )
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[InstanceInfo]:

@@ -63,3 +63,35 @@ def test_status_shows_the_rung_and_the_interruptions():
     plain = Job(id=2, title="", date_time=T0, docker_image="alpine", env_variables={}, status=JobStatus.SCHEDULED,
                 created_at=T0)
     assert not {"placement", "capacity", "interruptions"} & set(dict(sheet_rows(plain)))
+
+
+def test_the_interruption_fields_survive_a_dynamodb_store(monkeypatch):
+    """A relaunch's start deadline depends on ``interrupted-at``: it must round-trip in every store
+    (TinyDB: ``as_stored`` above; DynamoDB under moto here), with the placement and the count."""
+    from moto import mock_aws
+
+    from jobman_cli.stores.dynamodb import DynamoDBStore
+    from jobman_cli.stores.dynamodb_admin import init_table
+
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    with mock_aws():
+        url = "dynamodb://jobman-spot-test"
+        assert init_table(url, wait_delay=0)[0]
+        store = DynamoDBStore.from_url(url)
+        try:
+            draft = Job(id=0, title="", date_time=T0, docker_image="alpine", env_variables={},
+                        status=JobStatus.SCHEDULED, created_at=T0, capacity="spot")
+            job, _ = store.add(draft)
+            store.update(job.id, lambda j: j.claimed(T0, "tok", "h"))
+            store.update(job.id, lambda j: j.launched("i-0123456789abcdef0", T0, {"market": "spot"}))
+            t = T0 + timedelta(hours=2)
+            store.update(job.id, lambda j: j.reported("failed", None, t, "interrupted"))
+            back = store.get(job.id)
+            assert (back.status, back.interruptions, back.interrupted_at) == (JobStatus.SCHEDULED, 1, t)
+            assert back.placement == {"market": "spot"} and [j.id for j in store.due(t)] == [job.id]
+        finally:
+            store.close()

@@ -105,7 +105,8 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
              secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], notify_on: str | None,
              as_json: bool, quiet: bool, dry_run: bool, command: tuple[str, ...]) -> None:
-    """Schedule IMAGE to run at WHEN on a fresh EC2 instance.
+    """Schedule IMAGE to run at WHEN on a fresh EC2 instance (or, with --cron/--every instead of
+    --at, on a recurring schedule: one job per occurrence; see 'jobman schedules').
 
     Words after -- are the container's command, each passed to Docker as one argument, exactly
     as given (no shell on the way); without them the image's own CMD runs.

@@ -192,7 +192,8 @@ def notify(workdir: Path, sizes: Sizes, moto: MotoServer) -> list[Row]:
             f"{rate:.0f} callbacks/s with, {base:.0f}/s without (× {ratio:.2f}); "
             f"{'all' if all_delivered else 'NOT all'} {n:,} delivered once",
             "throughput ≥ 90 % of the run without; every one delivered once",
-            f"median of {reps} alternating runs each (ABBA order); last delivery {took:.1f} s after the first callback; "
+            f"median of {reps} alternating runs each (ABBA order, after a warm-up); "
+            f"last delivery {took:.1f} s after the first callback; "
             f"runs with: {_rates(with_notify)}/s, without: {_rates(plain)}/s; daemon CPU during the callbacks "
             f"{cpu_with:.2f} s with, {cpu_without:.2f} s without; {bad} non-200",
             ratio >= 0.9 and all_delivered and bad == 0),

@@ -103,8 +103,10 @@ class Observer:
     def service_changed(self, job: Job) -> None:
         """A change made through the service (the API): remember it and log it."""
         self.note(job)
-        if job.status is JobStatus.SCHEDULED:
+        if job.status is JobStatus.SCHEDULED and job.attempts == 0:
             self.log(f"job {job.id} scheduled for {format_time(job.date_time)}")
+        elif job.status is JobStatus.SCHEDULED:  # a spot interruption within the budget: relaunched
+            self.log(f"job {job.id} -> scheduled (reported: {job.reason})")
         else:
             code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
             self.log(f"job {job.id} -> {job.status.value} (reported{code})")

@@ -103,7 +103,7 @@ def capacity_rows(job: Job) -> list[tuple[str, str]]:
         subnet = f", {p['subnet-id']}" if p.get("subnet-id") else ""
         rows.append(("placement", f"{where or '?'} ({p.get('market') or '?'}{subnet})"))
     if job.instance_type and "," in job.instance_type or job.subnet_ids or job.capacity != "on-demand":
-        choice = f"{job.instance_type or 'default type'}"
+        choice = job.instance_type or "the daemon's default type(s)"
         if job.subnet_ids:
             choice += f" in {', '.join(job.subnet_ids)}"
         rows.append(("capacity", f"{job.capacity}: {choice}"))

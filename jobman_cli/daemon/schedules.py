@@ -124,8 +124,11 @@ class Materializer:
 
     def next_wake(self, after: datetime | None = None) -> datetime | None:
         """When the loop should run a pass for the next occurrence (``LEAD`` before it), later than
-        ``after``; None if no schedule is waiting. No store read unless the store changed."""
-        with self._lock:
+        ``after``; None if no schedule is waiting, or while a pass runs (its end wakes the loop).
+        No store read unless the store changed."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
             try:
                 self._refresh()
             except (JobmanError, OSError):
@@ -138,6 +141,8 @@ class Materializer:
                 if best is not None and next_at - self.lead > best:
                     break  # sorted by next_at: nothing later can wake earlier
             return best
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ one pass
     def step(self, now: datetime, out: Any = None) -> int:

@@ -112,6 +112,10 @@ class Daemon:
                                        log=self.log, stopping=lambda: self.stopping)
                           if hasattr(self.store, "list_schedules") else None)
         self._schedules_trouble: str | None = None
+        #: The loop's schedule passes run here, so a slow one (1,000 occurrences due at once, a
+        #: throttled store) never delays the launch of a due job, its own first jobs included.
+        self._schedules_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-schedules")
+        self._materializing: Future | None = None
         self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
         #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`).
@@ -180,7 +184,7 @@ class Daemon:
         futures: list[Future] = []
         if not self.stopping:
             futures += self.adopter.step(now, out)
-            self._materialize(now, out)
+            self._materialize(now, out, wait=wait_launches)
             futures += self.starter.step(now, out)
         if wait_launches and futures:
             wait(futures)
@@ -201,11 +205,27 @@ class Daemon:
             self.costing.run_once()
         return out.report(do_reconcile)
 
-    def _materialize(self, now: datetime, out: Collector) -> None:
-        """The schedules' due occurrences become jobs; a store that cannot list its schedules is
-        logged (once while it lasts) and never keeps the due jobs of this pass from starting."""
+    def _materialize(self, now: datetime, out: Collector, *, wait: bool = True) -> None:
+        """The schedules' due occurrences become jobs: in this pass when it waits (tests,
+        ``--once``), else in the schedules thread (one pass at a time; each job it creates wakes the
+        loop through the service, and its end wakes it to look at the next occurrence)."""
         if self.schedules is None:
             return
+        if wait:
+            self._schedules_step(now, out)
+        elif self._materializing is None or self._materializing.done():
+            self._materializing = self._schedules_thread.submit(self._schedules_in_background, now, out)
+
+    def _schedules_in_background(self, now: datetime, out: Collector) -> None:
+        try:
+            self._schedules_step(now, out)
+        finally:
+            self._wake.set()
+
+    def _schedules_step(self, now: datetime, out: Collector) -> None:
+        """One schedules pass; a store that cannot list its schedules is logged (once while it
+        lasts) and never keeps the due jobs of a pass from starting."""
+        assert self.schedules is not None
         try:
             self.schedules.step(now, out)
             self._schedules_trouble = None
@@ -261,6 +281,7 @@ class Daemon:
         self.pool.close()
         self.leases.close()
         self._reconcile_thread.shutdown(wait=True, cancel_futures=True)
+        self._schedules_thread.shutdown(wait=True, cancel_futures=True)
         if self.notifier is not None:
             self.notifier.close()
         if self.costing is not None:

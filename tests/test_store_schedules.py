@@ -52,6 +52,23 @@ class TestDynamoDBSchedules(ScheduleContract):
         assert [j.id for j in store.list()] == [1]
 
 
+def test_dynamodb_lists_schedules_without_a_scan_in_batches(make_handle):  # noqa: F811
+    from test_store_dynamodb import record_calls
+
+    store: DynamoDBStore = make_handle()
+    for _ in range(5):
+        store.add(make_draft())
+    made = [store.add_schedule(make_schedule(title=f"s{i}")) for i in range(130)]
+    store.delete_schedule(7)
+    reader = make_handle()
+    calls = record_calls(reader)
+    listed = reader.list_schedules()
+    assert [s.id for s in listed] == [s.id for s in made if s.id != 7] and listed[0] == made[0]
+    names = [name for name, _ in calls]
+    assert "Scan" not in names and names.count("BatchGetItem") == 2  # 129 keys: 100 + 29
+    assert all(params["RequestItems"][store.table]["ConsistentRead"] for name, params in calls if name == "BatchGetItem")
+
+
 def test_dynamodb_schedule_marker_ignores_job_writes(make_handle):  # noqa: F811
     store: DynamoDBStore = make_handle()
     store.add_schedule(make_schedule())

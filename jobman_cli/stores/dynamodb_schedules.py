@@ -7,12 +7,13 @@ Items (same table, so ``jobman store init`` and IAM policies need nothing new)::
     "sched#<id>"       schedule_id (N), version (N), record (S: schedule_to_record as JSON),
                        wn (L of S): the nonces of the last writes
     "schedseq"         seq (N): bumped in the same transaction as every schedule write, so
-                       ``schedule_marker`` (one GetItem) tells the daemon when to list again
+                       ``schedule_marker`` (one GetItem) tells the daemon when to list again;
+                       ids (NS): the ids of the schedules, changed in the add's/delete's transaction
 
-No index: ``list_schedules`` is one consistent paginated Scan filtered on the ``sched#`` prefix (the
-job items are filtered out server-side, so it costs read units for the whole table). That is why
-the daemon lists only when :meth:`~DynamoDBSchedules.schedule_marker` moved (a schedule was written),
-not on every wake. Writes are conditional like the jobs' and each is one transaction with the bump
+No Scan: ``list_schedules`` reads the set of ids from the marker item and the items by consistent
+BatchGetItem, so it costs about a read unit per schedule whatever the number of jobs (a Scan would
+read the whole table), and the daemon lists only when :meth:`~DynamoDBSchedules.schedule_marker`
+moved. Writes are conditional like the jobs' and each is one transaction with the bump
 of ``schedseq`` (a transaction bills twice: about 4 write units per schedule write under 1 KB,
 where a plain PutItem is 1; schedule writes are rare, one per occurrence): ``add_schedule`` under
 ``attribute_not_exists(pk)``, ``update_schedule`` compare-and-set on ``version`` with the change
@@ -71,7 +72,7 @@ class DynamoDBSchedules:
                              f"({type(exc).__name__}: {one_line(exc)})") from None
         return schedule
 
-    def _transact(self, write: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    def _transact(self, write: dict[str, Any], index: str = "") -> tuple[str, dict[str, Any] | None]:
         """``write`` (one Put or Delete) and the schedule marker's bump in one transaction, so the
         marker moves exactly when a schedule changed. ``("done", None)``; ``("failed", item)`` when
         the write's condition failed (``item``: the item as it is, if DynamoDB returned it);
@@ -79,8 +80,13 @@ class DynamoDBSchedules:
         nothing was written). A lost answer raises LostAnswer (the caller reads the item back)."""
         from botocore.exceptions import ClientError
 
-        bump = {"Update": {"TableName": self.table, "Key": item_key(SCHEDULE_MARKER_PK),
-                           "UpdateExpression": "ADD seq :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+        bump: dict[str, Any] = {"TableName": self.table, "Key": item_key(SCHEDULE_MARKER_PK),
+                                "UpdateExpression": "ADD seq :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}
+        if index:  # "ADD id" (a new schedule) or "DELETE id" (a deleted one): the set of ids list reads
+            verb, schedule_id = index.split()
+            bump["UpdateExpression"] += ", ids :id" if verb == "ADD" else " DELETE ids :id"
+            bump["ExpressionAttributeValues"][":id"] = {"NS": [schedule_id]}
+        bump = {"Update": bump}
         try:
             self._api.write("transact_write_items", expect=("TransactionCanceledException",),
                             TransactItems=[write, bump], ClientRequestToken=new_nonce())
@@ -114,7 +120,7 @@ class DynamoDBSchedules:
                            "ConditionExpression": "attribute_not_exists(pk)",
                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
             try:
-                outcome, item = self._transact(put)
+                outcome, item = self._transact(put, f"ADD {schedule.id}")
             except LostAnswer as lost:
                 item = self._read(pk)
                 if item is None:
@@ -143,10 +149,26 @@ class DynamoDBSchedules:
         return self._decode_schedule(item)
 
     def list_schedules(self) -> list[Schedule]:
-        """Every schedule by id: a consistent, paginated Scan filtered on the ``sched#`` prefix."""
-        items = self._pages("scan", TableName=self.table, ConsistentRead=True,
-                            FilterExpression="begins_with(pk, :p)",
-                            ExpressionAttributeValues={":p": {"S": SCHEDULE_PREFIX}})
+        """Every schedule by id, read consistently and without a Scan: the ids from the marker item
+        (its set ``ids`` changes in the same transaction as each add and delete), then the items by
+        BatchGetItem, 100 keys a call. Cost: about one read unit per schedule, however many jobs the
+        table holds."""
+        marker = self._call("get_item", TableName=self.table, Key=item_key(SCHEDULE_MARKER_PK),
+                            ProjectionExpression="ids", ConsistentRead=True).get("Item", {})
+        ids = sorted(int(n) for n in marker.get("ids", {}).get("NS", []))
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 100):
+            keys = [item_key(f"{SCHEDULE_PREFIX}{i}") for i in ids[start:start + 100]]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(MAX_ATTEMPTS):
+                answer = self._call("batch_get_item", RequestItems=request)
+                items += answer.get("Responses", {}).get(self.table, [])
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _pause(attempt + 2)
+            else:
+                raise StoreError(f"{self.location}: could not read the schedules (throttled)")
         return sorted((self._decode_schedule(item) for item in items), key=lambda s: s.id)
 
     def update_schedule(self, schedule_id: int, change: ScheduleChange) -> Schedule:
@@ -207,7 +229,7 @@ class DynamoDBSchedules:
         delete = {"Delete": {"TableName": self.table, "Key": item_key(pk), "ConditionExpression": "attribute_exists(pk)"}}
         for attempt in range(MAX_ATTEMPTS):
             try:
-                outcome, _ = self._transact(delete)
+                outcome, _ = self._transact(delete, f"DELETE {schedule_id}")
             except LostAnswer:
                 if self._read(pk) is not None:
                     raise StoreError(f"{self.location}: no answer from DynamoDB deleting schedule {schedule_id}, and "

@@ -50,6 +50,16 @@ def test_without_tz_the_system_zone_is_stored_explicitly(service, monkeypatch):
     assert s.tz == "America/New_York"
 
 
+def test_a_bad_jobman_tz_is_named_and_a_posix_tz_string_is_not_stored(service, monkeypatch):
+    monkeypatch.setenv("JOBMAN_TZ", "Mars/Base")
+    with pytest.raises(InvalidInput) as err:
+        service.create({"cron": "@daily", "docker-image": "alpine"})
+    assert err.value.field == "JOBMAN_TZ"
+    monkeypatch.delenv("JOBMAN_TZ")
+    monkeypatch.setenv("TZ", "CET-1CEST")
+    assert "CET-1CEST" not in service.create({"cron": "@daily", "docker-image": "alpine"}).tz
+
+
 def test_the_template_goes_through_every_job_rule_with_the_callers_names(service):
     with pytest.raises(InvalidInput) as err:
         service.create(body(**{"docker-image": "Bad Image"}), CLI_FIELDS)

@@ -116,24 +116,28 @@ def normalize_tz(name: object, field: str = "--tz") -> str:
 
 def system_zone_name() -> str:
     """The IANA name of this machine's zone, stored explicitly on a schedule created without
-    ``--tz`` (so moving the daemon to another host does not move the schedule): ``JOBMAN_TZ``,
-    ``TZ``, the ``/etc/localtime`` link, ``/etc/timezone``, else UTC."""
-    for variable in ("JOBMAN_TZ", "TZ"):
-        value = os.environ.get(variable, "").strip().lstrip(":")
-        if value and not value.startswith("/"):
-            return value
+    ``--tz`` (so moving the daemon to another host does not move the schedule): ``JOBMAN_TZ`` (an
+    error naming it if unknown: it is explicit configuration), else the first of ``TZ``, the
+    ``/etc/localtime`` link and ``/etc/timezone`` that names a known zone, else UTC."""
+    configured = os.environ.get("JOBMAN_TZ", "").strip()
+    if configured:
+        return normalize_tz(configured, "JOBMAN_TZ")
+    candidates = [os.environ.get("TZ", "").strip().lstrip(":")]
     try:
         target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
+        candidates.append(target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "")
     except OSError:
         pass
     try:
-        text = Path("/etc/timezone").read_text().strip()
-        if text:
-            return text
+        candidates.append(Path("/etc/timezone").read_text().strip())
     except OSError:
         pass
+    for name in candidates:
+        if name and not name.startswith("/"):
+            try:
+                return normalize_tz(name)
+            except InvalidInput:  # a POSIX TZ string such as CET-1CEST: not a name to store
+                continue
     return "UTC"
 
 

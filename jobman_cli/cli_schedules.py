@@ -225,18 +225,15 @@ def delete(state: State, schedule_id: str) -> None:
 def preview(cron: str | None, every: str | None, tz: str | None, start: str | None, count: str,
             as_json: bool) -> None:
     """The next N occurrences in UTC and local time; stores nothing (no store is opened)."""
-    from .schedules.occurrences import local_label, transition_note
+    from .model import format_time
+    from .schedules.occurrences import local_label, transition_note, upcoming
     from .schedules.service import parse_count, parse_spec
     from .service import CLI_FIELDS
 
     cron_n, every_n, zone = parse_spec(cron, every, tz, CLI_FIELDS)
     n = parse_count(count, "-n")
     begin = parse_from(start, zone)
-    from .schedules.occurrences import upcoming
-
     found = upcoming(cron_n, every_n, zone, begin, n, anchor=begin)
-    from .model import format_time
-
     rows = [{"utc": format_time(t), "local": local_label(t, zone), "note": transition_note(t, zone)} for t in found]
     if as_json:
         print_json({"cron": cron_n, "every": every_n, "tz": zone, "from": format_time(begin), "occurrences": rows})
@@ -322,9 +319,11 @@ def sheet_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _short(value: Any) -> str:
+    import json
+
     from .errors import one_line
 
-    text = value if isinstance(value, str) else __import__("json").dumps(value)
+    text = value if isinstance(value, str) else json.dumps(value)
     return one_line(text)[:120]
 
 

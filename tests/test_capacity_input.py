@@ -180,3 +180,31 @@ def test_rung_tokens_are_distinct_deterministic_and_fit_64_chars() -> None:
     assert tokens[0] == token and len(set(tokens)) == 200
     assert max(len(t) for t in tokens) <= 64
     assert rung_token(token, 3) == rung_token(token, 3)
+
+
+def test_the_remote_client_sends_the_ladder_keys(api: Api, tmp_path: Path) -> None:
+    """``jobman --server URL schedule ...`` validates locally with the CLI's names, then POSTs the
+    ladder keys; the server stores what was asked."""
+    import os
+    import subprocess
+    import sys
+
+    from test_api import TOKEN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBMAN_", "AWS_"))}
+    env.update(JOBMAN_HOME=str(tmp_path / "elsewhere"), JOBMAN_API_TOKEN=TOKEN)
+    url = f"http://127.0.0.1:{api.server.port}"
+
+    def jobman(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jobman_cli", "--server", url, *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = jobman(*GOOD, "--instance-type", "m7i.large,m6i.large", "--subnet-id", "subnet-0123abcd",
+                  "--capacity", "spot", "--max-interruptions", "1", "--max-cost", "3.5", "--json")
+    assert done.returncode == 0, done.stderr
+    stored = api.service.get(json.loads(done.stdout)["id"])
+    assert (stored.instance_type, stored.subnet_ids, stored.capacity) == ("m7i.large,m6i.large",
+                                                                          ("subnet-0123abcd",), "spot")
+    assert (stored.max_interruptions, stored.max_cost) == (1, 3.5)
+    bad = jobman(*GOOD, "--capacity", "cheap")
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: --capacity: ")

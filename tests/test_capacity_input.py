@@ -208,3 +208,14 @@ def test_the_remote_client_sends_the_ladder_keys(api: Api, tmp_path: Path) -> No
     assert (stored.max_interruptions, stored.max_cost) == (1, 3.5)
     bad = jobman(*GOOD, "--capacity", "cheap")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: --capacity: ")
+
+
+def test_config_file_ladder_defaults_may_be_toml_arrays(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path))
+    for name in ("JOBMAN_INSTANCE_TYPE", "JOBMAN_SUBNET_ID"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "config.toml").write_text('[ec2]\ninstance_type = ["c7i.large", "c6i.large"]\n'
+                                          'subnet_id = ["subnet-0000000a", "subnet-0000000b"]\n')
+    settings = ec2_settings({})
+    assert settings.instance_type == "c7i.large,c6i.large"
+    assert settings.subnet_ids == ("subnet-0000000a", "subnet-0000000b")

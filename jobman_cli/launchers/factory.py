@@ -9,8 +9,8 @@ standard ``AWS_REGION``/``AWS_DEFAULT_REGION``), then the ``[ec2]`` table of
 Extra tags merge per key (config, then ``JOBMAN_TAGS``, then ``--tag``; the later wins), because a
 team-wide cost tag in the config file should survive a one-off ``--tag owner=me``.
 
-``[ec2]`` keys: ``region``, ``instance_type`` (one type or a comma-separated preference list),
-``ami``, ``subnet_id`` (one subnet or a comma-separated list, one per availability zone), ``security_group_ids`` (list
+``[ec2]`` keys: ``region``, ``instance_type`` (one type, or a preference list: an array or a
+comma-separated string), ``ami``, ``subnet_id`` (one subnet or a list, one per availability zone), ``security_group_ids`` (list
 or comma-separated string), ``iam_instance_profile``, ``key_name``, ``tags`` (a table, or a list of
 ``"K=V"``), ``store_tag_key``, ``profile``, ``endpoint_url``.
 
@@ -135,7 +135,10 @@ def ec2_settings(flags: dict[str, Any]) -> EC2Settings:
     section = config_section("ec2")
 
     def setting(flag_key: str, env: str, key: str) -> str | None:
-        return _text(pick(flags.get(flag_key), env, section, key), f"{key}")
+        value = pick(flags.get(flag_key), env, section, key)
+        if key in ("instance_type", "subnet_id") and isinstance(value, list):  # a TOML array: the ladder
+            value = ",".join(_split_ids(value, key))
+        return _text(value, f"{key}")
 
     region = _text(flags.get("region"), "--region") or _text(
         _env_first("JOBMAN_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"), "AWS_REGION") or _text(

@@ -258,3 +258,38 @@ def test_idle_ticks_with_1000_schedules_read_none_of_them(tmp_path, ec2, monkeyp
     world.daemon.observe()  # the loop saw the marker move: one new listing finds the new schedule
     assert world.daemon.next_wake(after=T) == datetime(2030, 6, 4, 1, tzinfo=UTC) - LEAD
     assert calls == ["list_schedules", "list_schedules"]
+
+
+def test_a_slow_schedule_pass_does_not_hold_up_due_launches(tmp_path, ec2, monkeypatch):
+    """The loop's passes (``wait_launches=False``) hand the schedules to their own thread: while
+    one schedule write hangs, the same pass still claims and launches a due job."""
+    import threading
+    import time
+
+    world = World(tmp_path, ec2)
+    world.clock.set(T)
+    schedule = new_schedule(world, cron="0 * * * *", tz="UTC")
+    job = world.schedule(ELEVEN)
+    entered, release = threading.Event(), threading.Event()
+    real = world.store.update_schedule
+
+    def hanging(schedule_id, change):
+        entered.set()
+        assert release.wait(60)
+        return real(schedule_id, change)
+
+    monkeypatch.setattr(world.store, "update_schedule", hanging)
+    world.clock.set(ELEVEN)
+    ticking = threading.Thread(target=world.daemon.tick, args=(ELEVEN,), kwargs={"wait_launches": False})
+    ticking.start()
+    assert entered.wait(30)  # the schedules pass is stuck in its write...
+    ticking.join(15)  # generous: the pass itself takes milliseconds
+    assert not ticking.is_alive()  # ...and the pass is over: its launch of the due job goes on
+    deadline = time.monotonic() + 30  # liveness only: the launch pool claims the job in a worker
+    while world.get(job.id).status is JobStatus.SCHEDULED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert world.get(job.id).status is not JobStatus.SCHEDULED and not release.is_set()
+    release.set()
+    world.daemon._materializing.result(timeout=30)
+    [run] = schedule_jobs(world, schedule.id)
+    assert run.occurrence == ELEVEN and world.store.get_schedule(schedule.id).next_at == NOON

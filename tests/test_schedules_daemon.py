@@ -23,7 +23,7 @@ from test_daemon import World, aws_env, ec2  # noqa: F401  (fixtures)
 
 from jobman_cli.daemon.schedules import LEAD, occurrence_key
 from jobman_cli.model import JobStatus, format_time
-from jobman_cli.schedules.model import Overlap, Schedule, schedule_to_api
+from jobman_cli.schedules.model import Schedule, schedule_to_api
 from jobman_cli.schedules.service import ScheduleService
 
 UTC = timezone.utc
@@ -31,7 +31,8 @@ MINUTE = timedelta(minutes=1)
 
 
 # ---------------------------------------------------------------------- the independent oracle
-def expected_occurrences(tz: str, matches: Callable[[datetime], bool], start: datetime, end: datetime) -> list[datetime]:
+def expected_occurrences(tz: str, matches: Callable[[datetime], bool], start: datetime,
+                         end: datetime) -> list[datetime]:
     """Every UTC minute in (start, end]: an occurrence when local wall time moved forward past a
     matching wall minute (one occurrence even if the move jumped over several: a DST gap); a wall
     time seen before (the repeated hour) never fires again."""

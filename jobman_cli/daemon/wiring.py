@@ -19,7 +19,8 @@ The parts, each readable on its own (each has a ``step``):
 ======================  ===========================================================================
 
 One pass, :meth:`Daemon.tick`: abandoned launches first (so their tag lookups precede any new
-``RunInstances``), then the schedules' due occurrences (their jobs), then due jobs, then — when its interval is due — the reconciliation, then —
+``RunInstances``), then the schedules' due occurrences (their jobs; the loop's passes hand them to
+their own thread), then due jobs, then — when its interval is due — the reconciliation, then —
 once a day, if configured — the retention prune.
 """
 

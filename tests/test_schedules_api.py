@@ -155,6 +155,13 @@ def test_preview_bad_query_is_400_naming_the_field(api, query, field):
     assert field in answer["error"]
 
 
+def test_preview_near_the_end_of_the_calendar_is_an_empty_list_not_a_500(api):
+    for query in ("cron=0+0+1+1+*", "every=366d"):
+        status, _, answer = api.call("GET", f"/schedules/preview?{query}&from=9999-06-01T00:00:00Z")
+        assert status == 200, answer
+        assert answer["occurrences"] == []
+
+
 def test_bad_bodies_are_400(api):
     status, _, answer = api.call("POST", "/schedules", raw=b"[1]")
     assert status == 400 and "JSON object" in answer["error"]

@@ -73,6 +73,18 @@ def quarter_past_2(w: datetime) -> bool:
     return w.hour == 2 and w.minute % 15 == 0
 
 
+def sunday_midnight(w: datetime) -> bool:
+    return w.isoweekday() == 7 and (w.hour, w.minute) == (0, 0)
+
+
+def first_of_month_midnight(w: datetime) -> bool:
+    return w.day == 1 and (w.hour, w.minute) == (0, 0)
+
+
+def new_year_midnight(w: datetime) -> bool:
+    return (w.month, w.day, w.hour, w.minute) == (1, 1, 0, 0)
+
+
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
@@ -93,6 +105,10 @@ CASES = [
     ("@daily", "America/Santiago", utc(2027, 9, 1), utc(2027, 9, 10), midnight),
     ("@daily", "America/Santiago", utc(2027, 4, 1), utc(2027, 4, 8), midnight),
     ("*/15 2 * * *", "Europe/Berlin", utc(2027, 3, 27), utc(2027, 3, 30), quarter_past_2),
+    # the names mean what cron means by them (not only "something periodic")
+    ("@weekly", "Europe/Berlin", utc(2027, 3, 1), utc(2027, 4, 15), sunday_midnight),
+    ("@monthly", "America/Santiago", utc(2027, 1, 15), utc(2027, 12, 20), first_of_month_midnight),
+    ("@yearly", "UTC", utc(2026, 12, 30), utc(2027, 1, 3), new_year_midnight),
 ]
 
 
@@ -162,3 +178,12 @@ def test_unknown_zone_and_short_every_name_their_field():
         occ.validate_every(59)
     assert err.value.field == "--every"
     assert occ.validate_every(60) == 60
+
+
+def test_the_end_of_the_calendar_ends_the_list_instead_of_crashing():
+    """Past 9999-12-31 Python has no datetime: the preview ends there (it was an OverflowError)."""
+    start = utc(9999, 6, 1)
+    assert upcoming("0 0 1 1 *", None, "UTC", start, 3) == []
+    assert upcoming(None, 366 * 86400, "UTC", start, 3) == []
+    with pytest.raises(ValueError, match="9999"):
+        next_occurrence("0 0 1 1 *", None, "Europe/Berlin", start)

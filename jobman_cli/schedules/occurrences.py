@@ -174,9 +174,17 @@ def next_occurrence(cron: str | None, every: int | None, tz: str, after: datetim
 
     ``every``: ``anchor + k * every`` (``anchor``: the schedule's creation, default ``after``, taken
     at its whole minute, so that ``--every 15m`` made at 09:02:41 runs at 09:17:00, 09:32:00, ...).
-    ``cron``: see the module doc. Raises ValueError if the expression has no further occurrence.
+    ``cron``: see the module doc. Raises ValueError if the expression has no further occurrence
+    (also when the next one would fall after the year 9999, where Python's datetimes end).
     """
-    after = after.astimezone(UTC)
+    try:
+        return _next_occurrence(cron, every, tz, after.astimezone(UTC), anchor)
+    except OverflowError:
+        raise ValueError(f"no occurrence after {after.isoformat()} before the year 9999 ends") from None
+
+
+def _next_occurrence(cron: str | None, every: int | None, tz: str, after: datetime,
+                     anchor: datetime | None) -> datetime:
     if every is not None:
         base = (anchor or after).astimezone(UTC).replace(second=0, microsecond=0)
         if base > after:

@@ -5,7 +5,7 @@ resolution (anything else is a 404), ids are plain decimals from 1 to 2**53, and
 is tolerated::
 
     POST /jobMan/v1.1/jobs/schedule        -> 201 + job (200 + the existing job for a repeated idempotency key)
-    GET  /jobMan/v1.1/jobs[?status=S...&limit=N&since=DUR] -> 200 + {"jobs": [...]}, newest first
+    GET  /jobMan/v1.1/jobs[?status=S...&limit=N&since=DUR&schedule=ID] -> 200 + {"jobs": [...]}, newest first
     GET  /jobMan/v1.1/jobs/<id>/status     -> 200 + job
     PUT  /jobMan/v1.1/jobs/<id>/callback   -> 200 + the updated job
     POST /jobMan/v1.1/jobs/<id>/cancel     -> 200 + the cancelled job (its instance terminated)
@@ -176,7 +176,12 @@ class JobsApi:
         try:
             if name == "jobs":
                 statuses, window = _list_query(request.query)
-                return 200, {"jobs": service.list_api(statuses, **window)}, ()
+                only = window.pop("schedule", None)  # a schedule's runs: the limit counts those
+                if only is None:
+                    return 200, {"jobs": service.list_api(statuses, **window)}, ()
+                keep = window.pop("limit", None)
+                runs = [j for j in service.list_api(statuses, **window) if j.get("schedule-id") == only]
+                return 200, {"jobs": runs[:keep]}, ()
             if name == "status":
                 return 200, job_to_api(service.get(job_id)), ()  # type: ignore[arg-type]
             if name == "logs":
@@ -242,7 +247,8 @@ class JobsApi:
 
 def _list_query(query: str) -> tuple[list[Any], dict[str, int]]:
     """``?status=S`` (repeatable), ``limit=N`` (N >= 1, newest first), ``since=DUR`` (created in the
-    last DUR: ``30m``, ``7d`` or seconds): the statuses and the window; anything else is a 400."""
+    last DUR: ``30m``, ``7d`` or seconds), ``schedule=ID`` (only its runs): the statuses and the
+    window; anything else is a 400."""
     if not query:
         return [], {}
     try:
@@ -250,17 +256,18 @@ def _list_query(query: str) -> tuple[list[Any], dict[str, int]]:
                           encoding="utf-8", errors="strict")
     except ValueError:
         raise HttpError(400, "malformed query string (expected ?status=S, repeatable, limit=N, since=DUR)") from None
-    unknown = sorted({name for name, _ in pairs if name not in ("status", "limit", "since")})
+    unknown = sorted({name for name, _ in pairs if name not in ("status", "limit", "since", "schedule")})
     if unknown:
         raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
-                             "only 'status', 'limit' and 'since' are accepted")
+                             "only 'status', 'limit', 'since' and 'schedule' are accepted")
     window: dict[str, int] = {}
     for name, value in pairs:
         if name == "status":
             continue
         if name in window:
             raise HttpError(400, f"{name}: given more than once")
-        window[name] = parse_list_limit(value, name) if name == "limit" else parse_list_since(value, name)
+        window[name] = (parse_list_limit(value, name) if name == "limit" else parse_job_id(value, name)
+                        if name == "schedule" else parse_list_since(value, name))
     return [parse_status(value, "status") for name, value in pairs if name == "status"], window
 
 

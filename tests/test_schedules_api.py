@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -216,3 +216,26 @@ def test_every_route_needs_the_api_token(api, method, path, token):
     assert status == 401 and "bearer" in headers["www-authenticate"].lower()
     assert len(api.service.store.list_schedules()) == 1
     assert not api.service.store.get_schedule(1).paused
+
+
+def test_jobs_can_be_filtered_by_schedule(api):
+    from jobman_cli.service import ScheduleRequest
+
+    def run(schedule_id: int, minutes: int) -> int:
+        at = NOW + timedelta(minutes=minutes)
+        job, _ = api.service.schedule(ScheduleRequest(image="alpine:3.20", when=None, schedule_id=schedule_id,
+                                                      occurrence=at, idempotency_key=f"schedule-{schedule_id}-{minutes}"))
+        return job.id
+
+    first, other, second = run(1, 10), run(2, 10), run(1, 20)
+    api.service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h"))  # no schedule
+    status, _, answer = api.call("GET", "/jobs?schedule=1")
+    assert status == 200 and [j["id"] for j in answer["jobs"]] == [second, first]
+    assert all(j["schedule-id"] == 1 for j in answer["jobs"])
+    status, _, answer = api.call("GET", "/jobs?schedule=1&limit=1")
+    assert status == 200 and [j["id"] for j in answer["jobs"]] == [second]  # the limit counts its runs
+    status, _, answer = api.call("GET", "/jobs?schedule=2&status=scheduled")
+    assert [j["id"] for j in answer["jobs"]] == [other]
+    for bad in ("abc", "0", "", "1&schedule=2"):
+        status, _, answer = api.call("GET", f"/jobs?schedule={bad}")
+        assert status == 400 and "schedule" in answer["error"], (bad, answer)

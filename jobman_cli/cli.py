@@ -67,12 +67,12 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.option("--title", default="", help="A human title.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
 @click.option("--env-file", type=click.Path(dir_okay=True), metavar="FILE", help="File of KEY=VALUE lines.")
-@click.option("--instance-type", default=None, metavar="TYPE[,TYPE]...",
+@click.option("--instance-type", default=None, metavar="TYPES",
               help="EC2 instance type, or a preference list tried in order (m7i.large,m6i.large). [default: from config]")
 @click.option("--subnet-id", "subnet_ids", multiple=True, metavar="SUBNET",
               help="Subnet to launch in, one per availability zone, tried in order (repeatable). [default: from config]")
-@click.option("--capacity", default=None, metavar="on-demand|spot|spot-then-on-demand",
-              help="Market: on-demand, spot, or spot on every type and subnet before on-demand. [default: on-demand]")
+@click.option("--capacity", default=None, metavar="MARKET",
+              help="on-demand, spot, or spot-then-on-demand (spot on every type and subnet first). [default: on-demand]")
 @click.option("--max-interruptions", default=None, metavar="N",
               help="Relaunch a spot job after up to N interruptions, then fail it as interrupted. [default: 3]")
 @click.option("--max-cost", default=None, metavar="USD", help="Refuse a launch whose worst-case cost exceeds USD.")

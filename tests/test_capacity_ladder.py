@@ -145,9 +145,11 @@ def test_a_lost_answer_on_rung_2_is_found_by_tag_exactly_one_instance(world, zon
 
 def test_a_lost_request_on_rung_2_is_resent_on_rung_2_with_its_own_token(world, zones):
     """Nothing found by tag after an unknown outcome: the same rung again, same ClientToken; the
-    ladder never moves on from a rung that may have started an instance."""
-    a, b = zones["us-east-1a"], zones["us-east-1b"]
-    job = world.schedule(T0 + timedelta(minutes=1), instance_type="m5.large", subnet_ids=[a, b])
+    ladder never moves on from a rung that may have started an instance. Rung 2 is a middle rung
+    (a rung 3 exists), so a ladder that moved on after the lost answer would send rung 3's token
+    and launch in zone c."""
+    a, b, c = zones["us-east-1a"], zones["us-east-1b"], zones["us-east-1c"]
+    job = world.schedule(T0 + timedelta(minutes=1), instance_type="m5.large", subnet_ids=[a, b, c])
     refuse = Refuse(lambda r: r[1] == a)
     dropped = []
 

@@ -215,6 +215,23 @@ def test_a_minutely_schedule_down_for_a_year_is_recorded_without_walking_every_m
     assert [j.occurrence for j in schedule_jobs(world, schedule.id)] == [back - timedelta(seconds=90),
                                                                          back - timedelta(seconds=30)]
     assert stored.next_at == back + timedelta(seconds=30)
+    missed = [r for r in stored.records if r["outcome"] == "missed"]
+    assert any("1000+ occurrence(s) missed" in line for line in world.lines)
+    assert "every later occurrence until 2030-12-31T23:58:30Z missed too" in missed[-1]["detail"]
+
+
+def test_an_occurrence_whose_template_no_longer_validates_is_recorded_not_retried_forever(tmp_path, ec2):
+    import dataclasses
+
+    world = World(tmp_path, ec2)
+    world.clock.set(T)
+    draft = ScheduleService(world.service).validate({"docker-image": "alpine:3.20", "cron": "0 * * * *", "tz": "UTC"})
+    schedule = world.store.add_schedule(dataclasses.replace(draft, template={**draft.template, "timeout": "forever"}))
+    world.tick(ELEVEN)
+    stored = world.store.get_schedule(schedule.id)
+    assert [(r["outcome"], r["job-id"]) for r in stored.records] == [("skipped", None)]
+    assert "not created: timeout" in stored.records[0]["detail"]
+    assert stored.next_at == NOON and schedule_jobs(world, schedule.id) == []
 
 
 # ---------------------------------------------------------------------- paused, deleted, idle

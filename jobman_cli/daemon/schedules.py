@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Callable, Hashable
 
-from ..errors import JobmanError, one_line
+from ..errors import IdempotencyConflict, InvalidInput, JobmanError, one_line
 from ..model import JobStatus, format_time
 from ..service import JobService
 from .common import Log, error_text
@@ -219,7 +219,14 @@ class Materializer:
                 if previous is not None and current.overlap is Overlap.REPLACE:
                     records.append(_record(occurrence, "replaced-previous", previous.id, now,
                                            self._cancel(current, previous)))
-                job, new = self.service.schedule(self._request(current, occurrence))
+                try:
+                    job, new = self.service.schedule(self._request(current, occurrence))
+                except (InvalidInput, IdempotencyConflict) as exc:  # never valid again: record, go on
+                    records.append(_record(occurrence, "skipped", None, now, f"not created: {one_line(str(exc))}"))
+                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} not created: "
+                             f"{one_line(str(exc))}")
+                    current = self._advance(current, occurrence, records, now)
+                    continue
                 created += int(new)
                 if new and self._out is not None:
                     self._out.add(OCCURRENCE_CREATED, job.id, f"schedule {current.id} {format_time(occurrence)}")
@@ -248,21 +255,23 @@ class Materializer:
             listed.append(nxt)
             walked += 1
             nxt = self._next(schedule, nxt, next_occurrence)
-        if nxt is not None and nxt < deadline:  # too many to walk: jump to the deadline's window
+        jumped = nxt is not None and nxt < deadline
+        if jumped:  # too many to walk (a minutely schedule, months without a daemon): skip to the window
             nxt = self._next(schedule, deadline - timedelta(microseconds=1), next_occurrence)
-            walked = -1
-        earlier = (walked - len(listed)) if walked >= 0 else None
-        records = []
-        for index, when in enumerate(listed):
-            detail = f"older than the start deadline ({_duration(schedule.start_deadline())}) when handled"
-            if index == 0 and earlier != 0:
-                detail += (f"; {earlier} earlier occurrence(s) missed too, not listed" if earlier is not None
-                           else "; more earlier occurrences missed too (too many to count), not listed")
-            records.append(_record(when, "missed", None, now, detail))
+        earlier = walked - len(listed)
+        deadline_text = _duration(schedule.start_deadline())
+        records = [_record(when, "missed", None, now, f"older than the start deadline ({deadline_text}) when handled")
+                   for when in listed]
+        if earlier:
+            records[0]["detail"] += f"; {earlier} earlier occurrence(s) missed too, not listed"
+        if jumped:
+            records[-1]["detail"] += (f"; every later occurrence until {format_time(deadline)} missed too "
+                                      "(too many to list)")
         first, last = format_time(listed[0]), format_time(listed[-1])
         span = first if len(listed) == 1 else f"{first} .. {last}"
-        self.log(f"schedule {schedule.id}: {len(listed) if earlier is not None else 'many'} occurrence(s) missed "
-                 f"(older than the start deadline {_duration(schedule.start_deadline())}): {span}")
+        count = f"{walked}{'+' if jumped else ''}"
+        self.log(f"schedule {schedule.id}: {count} occurrence(s) missed (older than the start deadline "
+                 f"{deadline_text}): {span}{' and later' if jumped else ''}")
         return self._advance(schedule, occurrence, records, now, next_at=nxt)
 
     @staticmethod

@@ -267,6 +267,7 @@ def test_idle_ticks_with_1000_schedules_read_none_of_them(tmp_path, ec2, monkeyp
     world.daemon.observe()
     assert world.daemon.next_wake(after=T) == datetime(2030, 6, 4, 3, tzinfo=UTC) - LEAD
     assert calls == ["list_schedules"]
+    assert world.daemon.schedules.summary().startswith("schedules: 1000 active; next occurrence 2030-06-04T03:00:00Z")
     for second in range(1, 101):  # a hundred idle passes and wake-up computations
         world.tick(T + timedelta(seconds=second))
         world.daemon.next_wake(after=T + timedelta(seconds=second))

@@ -48,6 +48,7 @@ def test_a_schedule_added_while_the_daemon_runs_is_launched_at_its_occurrence(en
         assert [r["outcome"] for r in stored.records] == ["created"]
         assert stored.next_at is not None and stored.next_at > occurrence
         assert f"job {job.id} scheduled for" in daemon.text()
+        assert "schedules: none active" in daemon.text()  # the start-up line (the schedule came later)
     finally:
         store.close()
     assert daemon.stop() == 0

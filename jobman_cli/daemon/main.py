@@ -204,6 +204,8 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         daemon.log(f"notifications: webhooks signed with the {secret_origin}; each delivery retried "
                    f"{policy.backoff_base:g}s doubling to {policy.backoff_max:g}s, for up to {policy.max_age:g}s "
                    f"after the job ended; {notify.workers} at once")
+        if daemon.schedules is not None:
+            daemon.log(daemon.schedules.summary())
         if not exclusive:
             daemon.log(f"shared store: another daemon's claim is taken over once it went {daemon.launch_lease:g}s "
                        "without a renewal (timed on this host's monotonic clock)")

@@ -144,6 +144,18 @@ class Materializer:
         finally:
             self._lock.release()
 
+    def summary(self) -> str:
+        """One start-up line: how many schedules wait, and the next occurrence (lists them once)."""
+        with self._lock:
+            try:
+                self._refresh()
+            except (JobmanError, OSError) as exc:
+                return f"schedules: cannot read them yet ({one_line(str(exc))}); looking again at each pass"
+            if not self._queue:
+                return "schedules: none active"
+            return (f"schedules: {len(self._queue)} active; next occurrence {format_time(self._queue[0][0])} "
+                    f"(each run is created {int(self.lead.total_seconds())}s before its occurrence)")
+
     # ------------------------------------------------------------------ one pass
     def step(self, now: datetime, out: Any = None) -> int:
         """Handle every due occurrence; returns how many jobs were created (each also reported to

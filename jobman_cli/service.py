@@ -181,6 +181,9 @@ class JobService:
             schedule_id=request.schedule_id, occurrence=request.occurrence,
         )
         _check_user_data_size(draft, names)
+        from .cost.limits import check_at_schedule  # --max-cost from cached prices (never AWS)
+
+        check_at_schedule(draft, field=names.max_cost)
         return draft
 
     def schedule(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> tuple[Job, bool]:

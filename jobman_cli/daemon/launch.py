@@ -52,6 +52,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
+from ..cost.limits import launch_refusal
 from ..errors import InvalidInput, JobmanError, LaunchError
 from ..capacity import LADDER_CODES, ladder, narrowed, placement_of
 from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
@@ -126,6 +127,10 @@ class Launch:
             return
         deadline = job.start_by
         rungs = ladder(job, *ladder_defaults(self.launcher))
+        refused = launch_refusal(job, [r.instance_type for r in rungs], self.launcher)  # --max-cost
+        if refused is not None:
+            self._failed(job, refused, out)
+            return
         rung = 0  # the rung being sent; it moves on only after a refusal that started nothing
         refusals: list[LaunchError] = []  # this pass's capacity refusals, one per rung
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance

@@ -210,6 +210,11 @@ class Job:
     instance_id: str | None = None
     attempts: int = 0
     launch_token: str | None = None
+    #: The rung of the launch ladder the current attempt is sending (0: the first). Stored before a
+    #: rung ``k > 0`` is sent, so a daemon taking over a dead daemon's launch resumes there (tag
+    #: lookup, then rung ``k``'s ``ClientToken``) instead of sending rung 0 beside an instance of
+    #: rung ``k`` that a lagging lookup missed. Reset by every new attempt.
+    rung: int = 0
     launched_at: datetime | None = None
     #: When the current attempt was claimed (scheduled -> launching), and when its instance first
     #: reported ``running`` (the container is starting): the dashboard's timeline.
@@ -283,7 +288,13 @@ class Job:
         the operator's ``jobman callback`` still can)."""
         return self._to(JobStatus.LAUNCHING, now, attempts=self.attempts + 1, launch_token=launch_token,
                         not_before=None, callback_hashes=(callback_hash,) if callback_hash else (),
-                        claimed_at=now, started_at=None)
+                        claimed_at=now, started_at=None, rung=0)
+
+    def at_rung(self, rung: int, now: datetime) -> "Job":
+        """The launching attempt is about to send rung ``rung`` of its ladder (no change of state)."""
+        if self.status is not JobStatus.LAUNCHING:
+            raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot move its launch ladder")
+        return dataclasses.replace(self, rung=rung, updated_at=now, version=self.version + 1)
 
     def with_callback_hash(self, callback_hash: str) -> "Job":
         """Accept one more token for the current attempt (a take-over re-rendered its user-data;
@@ -542,6 +553,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
             "notify-targets": list(job.notify),
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
+            "rung": job.rung,
             "not-before": format_time(job.not_before),
             "interrupted-at": format_time(job.interrupted_at),
             "updated-at": format_time(job.updated_at),
@@ -555,7 +567,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
 
 _KNOWN_KEYS = frozenset(API_KEYS) | {
     "callback-hashes", "callback-token", "idempotency-key", "notify-targets", "launch-token", "not-before", "updated-at", "version",
-    "interrupted-at",
+    "interrupted-at", "rung",
 }
 
 
@@ -606,6 +618,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         instance_id=record.get("instance-id"),
         attempts=int(record.get("attempts") or 0),
         launch_token=record.get("launch-token"),
+        rung=int(record.get("rung") or 0),
         launched_at=parse_time(record.get("launched-at")),
         claimed_at=parse_time(record.get("claimed-at")),
         started_at=parse_time(record.get("started-at")),

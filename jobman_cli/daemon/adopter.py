@@ -9,7 +9,9 @@ daemon's claim (:meth:`~.lease.LeaseKeeper.honours`). Each one is:
    (the dead daemon's instance, if any, keeps its own token);
 2. **looked up** by tag (store, job id, attempt) *before* any new ``RunInstances``: found, the
    instance is recorded (adopted); not found, the same attempt is launched again with the same
-   ``ClientToken``; past its start deadline, the job fails as missed instead. A lookup that fails
+   ``ClientToken``: the one of the launch ladder's rung the dead daemon stored before sending it
+   (``Job.rung``; the rungs before it were refused, so they are not sent again in this attempt);
+   past its start deadline, the job fails as missed instead. A lookup that fails
    (throttled, a 5xx, this host's clock) decides nothing: the job is left as it is and looked up
    again after ``look_again_after``.
 

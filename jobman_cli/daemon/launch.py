@@ -131,7 +131,9 @@ class Launch:
         if refused is not None:
             self._failed(job, refused, out)
             return
-        rung = 0  # the rung being sent; it moves on only after a refusal that started nothing
+        # The rung being sent; it moves on only after a refusal that started nothing. A take-over
+        # resumes at the rung the dead daemon stored (the rungs before it were refused).
+        rung = min(max(job.rung, 0), len(rungs) - 1)
         refusals: list[LaunchError] = []  # this pass's capacity refusals, one per rung
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
         last: LaunchError | None = None  # why the previous send did not launch
@@ -220,6 +222,8 @@ class Launch:
                     if rung + 1 < len(rungs):
                         self.log(f"job {job.id}: rung {rung + 1} of {len(rungs)}, {rungs[rung].describe()}, refused "
                                  f"({exc.code}); trying rung {rung + 2}, {rungs[rung + 1].describe()}")
+                        if not self._store_rung(job, rung + 1):
+                            return
                         rung += 1
                         last = exc
                         continue
@@ -231,6 +235,27 @@ class Launch:
             zone = getattr(instance_id, "availability_zone", None)  # a Launched carries it
             self.record(job, str(instance_id), out, LAUNCHED, placement_of(rungs[rung], zone))
             return
+
+    def _store_rung(self, job: Job, rung: int) -> bool:
+        """Store that this attempt now sends ``rung`` (compare-and-set), *before* it is sent: a daemon
+        that takes the launch over after this one dies resumes at that rung. False: not stored
+        (the job moved on, or the store failed); then nothing is sent, and the job is left as it is
+        (a store failure: the next look at it resends the stored rung, which was refused)."""
+        t = self.clock.now()
+
+        def move(current: Job) -> Job:
+            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
+                raise Skip
+            return current.at_rung(rung, t)
+
+        try:
+            after = guarded_update(self.store, job.id, move)
+        except JobmanError as exc:
+            self.log(f"job {job.id}: cannot store rung {rung + 1} of attempt {job.attempts} ({exc}); not sending "
+                     f"it, looking again in {format_duration(self.settings.reconcile_interval)}")
+            self._defer(job.id, t + timedelta(seconds=self.settings.reconcile_interval))
+            return False
+        return after is not None
 
     def clock_skewed(self, exc: LaunchError) -> None:
         """AWS refused a request for this host's clock: say so once, until it accepts one again."""

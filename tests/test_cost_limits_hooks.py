@@ -39,6 +39,22 @@ def test_schedule_refuses_a_worst_case_over_the_limit(tmp_path):
     assert later.returncode == 0, later.stderr
 
 
+def test_schedule_with_a_corrupt_price_cache_is_no_traceback(tmp_path):
+    """(review finding 9) A hand-edited cache: a null fetch time crashed the check (TypeError in
+    ``jobman schedule``), a NaN price passed any limit, a negative one made any job fit. Each is
+    ignored: the schedule is accepted and the launch decides with a fetched price."""
+    home = tmp_path / "home"
+    home.mkdir()
+    args = ("schedule", "--image", "alpine:3.20", "--at", "+10m", "--instance-type", "m7i.large", "--timeout", "10h",
+            "--max-cost", "1", "-q")
+    for entry in ({"usd": 0.1008, "fetched-at": None}, {"usd": float("nan"), "fetched-at": "2026-12-01T08:00:00Z"},
+                  {"usd": -1, "fetched-at": "2026-12-01T08:00:00Z"}):
+        (home / "prices.json").write_text(json.dumps({"format": 1, "prices": {
+            "on-demand/us-east-1/m7i.large": {"unit": "hour", "source": "Price List", **entry}}}))
+        result = jobman(home, *args, AWS_REGION="us-east-1")
+        assert result.returncode == 0 and "rror" not in result.stderr, (entry, result.stderr)
+
+
 def test_the_daemon_fails_a_launch_over_the_limit_naming_it(tmp_path, mock_ec2, isolated_aws):
     from jobman_cli.clock import FixedClock
     from jobman_cli.daemon import Daemon

@@ -75,6 +75,47 @@ def test_a_corrupt_cache_file_is_an_empty_cache(tmp_path):
     assert prices(tmp_path, client).instance_hourly("m7i.large", "us-east-1").usd == 0.1008
 
 
+CORRUPT_ENTRIES = [
+    {"usd": float("nan")}, {"usd": float("inf")}, {"usd": -1}, {"usd": "0.1"}, {"usd": True}, {"usd": None},
+    {"fetched-at": None}, {"fetched-at": "yesterday"}, {"fetched-at": 20261201}, {"fetched-at": "2099-01-01T00:00:00Z"},
+    {"unit": None},
+]
+
+
+def _entry(**override):
+    entry = {"usd": 0.05, "unit": "hour", "source": "Price List", "fetched-at": "2026-12-02T00:00:00Z"}
+    entry.update(override)
+    return entry
+
+
+@pytest.mark.parametrize("override", CORRUPT_ENTRIES, ids=lambda o: repr(o)[:40])
+def test_a_corrupt_cache_entry_is_fetched_again_never_used(tmp_path, override):
+    """(review finding 9) An entry jobman would never write: NaN, inf, negative or non-number prices,
+    a missing, unparseable or future fetch time. Never a traceback, never the entry's price."""
+    key = "on-demand/us-east-1/m7i.large"
+    # the file as Python's json writes non-finite floats (NaN / Infinity literals)
+    (tmp_path / "prices.json").write_text(json.dumps({"format": 1, "prices": {key: _entry(**override)}}))
+    cache = PriceCache(tmp_path / "prices.json")
+    assert cache.get(key, NOW) is None
+    if override.get("fetched-at") != "2099-01-01T00:00:00Z":  # (a future time needs a clock to be seen)
+        assert cache.get(key) is None  # the schedule-time read (no clock) does not use it either
+    client, stubber = stubbed_pricing()
+    stubber.add_response("get_products", instance_answer(), instance_params())
+    assert prices(tmp_path, client).instance_hourly("m7i.large", "us-east-1").usd == 0.1008
+    stubber.assert_no_pending_responses()  # fetched again
+    assert PriceCache(tmp_path / "prices.json").get(key, NOW).usd == 0.1008  # and the good price replaced it
+
+
+def test_a_well_formed_cache_entry_is_used(tmp_path):
+    """The other side of the test above: the same file with a valid entry is answered from the cache."""
+    key = "on-demand/us-east-1/m7i.large"
+    (tmp_path / "prices.json").write_text(json.dumps({"format": 1, "prices": {key: _entry()}}))
+    quote = PriceCache(tmp_path / "prices.json").get(key, NOW)
+    assert (quote.usd, quote.fetched_at) == (0.05, datetime(2026, 12, 2, tzinfo=UTC))
+    (tmp_path / "prices.json").write_text(json.dumps({"format": 1, "prices": {key: _entry(usd=0)}}))
+    assert PriceCache(tmp_path / "prices.json").get(key, NOW).usd == 0.0  # zero is a price (not garbage)
+
+
 @pytest.mark.parametrize("code, status, transient", [
     ("ThrottlingException", 400, True), ("InternalErrorException", 500, True),
     ("AccessDeniedException", 400, False), ("InvalidParameterException", 400, False),

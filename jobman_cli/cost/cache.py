@@ -12,10 +12,11 @@ worst costs one extra fetch. A missing or unreadable file is an empty cache.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from ..model import format_time, parse_time
 from .quote import Quote
 
 CACHE_FILE_NAME = "prices.json"
+#: A fetch time further ahead of the caller's clock than this is garbage (it would never go stale).
+FUTURE_SLACK = timedelta(hours=1)
 DEFAULT_MAX_AGE = 7 * 86400
 FORMAT = 1
 
@@ -62,16 +65,22 @@ class PriceCache:
         return prices if isinstance(prices, dict) else {}
 
     def get(self, key: str, now: datetime | None = None) -> Quote | None:
-        """The cached quote, or None when absent, unreadable, or (with ``now``) older than max_age."""
+        """The cached quote, or None when absent, unreadable, or (with ``now``) older than max_age.
+
+        A malformed entry (a price that is not a finite non-negative number, a missing or
+        unparseable fetch time, or with ``now`` a fetch time in the future) is treated as absent:
+        the caller fetches it again (or, at schedule time, leaves the check to the launch). The
+        file is written by jobman, but a hand edit or another tool must never yield a made-up
+        price or a traceback (``jobman schedule --max-cost`` reads this)."""
         with self._lock:
             entry = self._read().get(key)
-        try:
-            quote = Quote(usd=float(entry["usd"]), unit=str(entry["unit"]), source=str(entry["source"]),
-                          fetched_at=parse_time(entry["fetched-at"]))  # type: ignore[arg-type]
-        except (TypeError, KeyError, ValueError):
+        quote = _quote(entry)
+        if quote is None:
             return None
-        if now is not None and now - quote.fetched_at > timedelta(seconds=self.max_age):
-            return None
+        if now is not None:
+            age = now - quote.fetched_at
+            if age > timedelta(seconds=self.max_age) or age < -FUTURE_SLACK:
+                return None
         return quote
 
     def put(self, key: str, quote: Quote) -> None:
@@ -96,3 +105,21 @@ class PriceCache:
             except OSError:
                 pass
             raise
+
+
+def _quote(entry: Any) -> Quote | None:
+    """An entry as a :class:`Quote`, or None when any field is missing or not what jobman writes."""
+    if not isinstance(entry, dict):
+        return None
+    usd, unit, source, fetched = (entry.get(k) for k in ("usd", "unit", "source", "fetched-at"))
+    if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
+        return None
+    if not isinstance(unit, str) or not isinstance(source, str) or not isinstance(fetched, str):
+        return None
+    try:
+        fetched_at = parse_time(fetched)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if fetched_at is None:
+        return None
+    return Quote(usd=float(usd), unit=unit, source=source, fetched_at=fetched_at.astimezone(timezone.utc))

@@ -138,8 +138,8 @@ class Materializer:
                 wake = max(next_at - self.lead, self._retry.get(schedule_id, next_at - self.lead))
                 if (after is None or wake > after) and (best is None or wake < best):
                     best = wake
-                if best is not None and next_at - self.lead > best:
-                    break  # sorted by next_at: nothing later can wake earlier
+                if best is not None and next_at - self.lead >= best:
+                    break  # sorted by next_at: nothing later can wake earlier (the loop asks twice a second)
             return best
         finally:
             self._lock.release()

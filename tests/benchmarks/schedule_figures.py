@@ -5,8 +5,8 @@ schedules, against the runner's ``moto_server``.
   idle window, against the same daemon on a store without schedules (the baseline, measured right
   before it). What it shows: the daemon does not read or parse its schedules while nothing is due
   (it caches their next occurrences and lists them again only when the store changed).
-* materialize: 1,000 schedules whose next occurrence is the same minute T (``M H * * *`` in UTC);
-  the daemon wakes ``LEAD`` (5 s) before T and creates the 1,000 jobs. Measured from the store:
+* materialize: 1,000 schedules whose next occurrence is the same instant T (``every 1h``, stored
+  with ``next-at`` = T, 45 s after the store is begun); the daemon wakes ``LEAD`` (5 s) before T and creates the 1,000 jobs. Measured from the store:
   the last job's ``created-at`` minus (T - 5 s), i.e. how long the pass took, against the target
   that it fits in the lead (so their launches can start at T). The first claim after T says when
   launching began (context: the launches themselves are the ``burst`` figure's subject).
@@ -35,7 +35,7 @@ def _env(endpoint: str, workdir: Path) -> dict[str, str]:
 
 
 def _schedule_store(db: Path, count: int, at: datetime | None) -> None:
-    """``count`` schedules ``M H * * *`` (UTC) due next at ``at`` (None: an empty store)."""
+    """``count`` schedules ``every 1h`` whose next occurrence is ``at`` (None: an empty store)."""
     from jobman_cli.schedules.service import ScheduleService
     from jobman_cli.service import JobService
     from jobman_cli.stores.tinydb import TinyDBStore
@@ -45,11 +45,9 @@ def _schedule_store(db: Path, count: int, at: datetime | None) -> None:
         if at is None:
             return
         draft = ScheduleService(JobService(store)).validate(
-            {"docker-image": "alpine:3.20", "cron": f"{at.minute} {at.hour} * * *", "tz": "UTC",
-             "overlap": "allow", "title": "bench"})
-        if draft.next_at != at:
-            raise BenchError(f"schedule draft due {draft.next_at}, expected {at}")
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent writers commit as groups
+            {"docker-image": "alpine:3.20", "every": "1h", "tz": "UTC", "overlap": "allow", "title": "bench"})
+        draft = dataclasses.replace(draft, next_at=at)  # any instant: no wait for a minute boundary
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent writers may commit as groups
             list(pool.map(lambda n: store.add_schedule(dataclasses.replace(draft, title=f"bench {n}")),
                           range(count)))
     finally:
@@ -78,11 +76,10 @@ def _materialize(workdir: Path, moto: MotoServer) -> tuple[float, float, float]:
     from jobman_cli.daemon.schedules import LEAD
 
     db = workdir / "due.json"
-    now = datetime.now(UTC)
-    at = (now + timedelta(seconds=20)).replace(second=0, microsecond=0) + timedelta(minutes=1)  # 20-80 s away
+    at = (datetime.now(UTC) + timedelta(seconds=45)).replace(microsecond=0)
     _schedule_store(db, SCHEDULES, at)
     if (at - datetime.now(UTC)).total_seconds() < 12:
-        raise BenchError("building the schedules took too long: their minute is too close")
+        raise BenchError("building the schedules took too long: their occurrence is too close")
     daemon = Daemon(_env(moto.url, workdir), db, log=workdir / "daemon-due.log")
     try:
         daemon.wait_ready()

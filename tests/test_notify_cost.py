@@ -1,7 +1,7 @@
 """What makes a burst of notifications cheap for the daemon, and that it changes no guarantee:
 connections kept between attempts to one receiver (and what happens when the receiver closed one),
 the attempt's deadline on a kept connection, and the recorder holding outcomes while callbacks
-arrive (bounded, and written at once by a flush)."""
+arrive (bounded by max_hold, and written at once by a flush)."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def test_outcomes_are_held_while_callbacks_arrive_and_a_flush_writes_them_at_onc
         asked.set()
         return 60.0  # callbacks keep arriving
 
-    recorder = Recorder(store, lambda line: None, window=0.01, hold=busy, max_window=60.0)
+    recorder = Recorder(store, lambda line: None, window=0.01, hold=busy, max_hold=60.0)
     written = threading.Event()
     try:
         recorder.submit(Write(7, lambda job: job, lambda job, error: written.set()))
@@ -191,9 +191,9 @@ def test_outcomes_are_held_while_callbacks_arrive_and_a_flush_writes_them_at_onc
         recorder.close()
 
 
-def test_a_hold_never_outlasts_max_window() -> None:
+def test_a_hold_never_outlasts_max_hold() -> None:
     store = CountingStore()
-    recorder = Recorder(store, lambda line: None, window=0.01, hold=lambda: 60.0, max_window=0.2)
+    recorder = Recorder(store, lambda line: None, window=0.01, hold=lambda: 60.0, max_hold=0.2)
     written = threading.Event()
     try:
         recorder.submit(Write(3, lambda job: job, lambda job, error: written.set()))
@@ -257,7 +257,7 @@ def test_while_callbacks_arrive_a_batch_is_written_by_few_threads() -> None:
             return super().update(job_id, change)
 
     store = Overlap()
-    recorder = Recorder(store, lambda line: None, window=0.01, hold=lambda: 60.0, max_window=0.05)
+    recorder = Recorder(store, lambda line: None, window=0.01, hold=lambda: 60.0, max_hold=0.05)
     done = threading.Semaphore(0)
     try:
         for job_id in range(12):

@@ -8,21 +8,23 @@ the next attempt; the recorder waits :data:`WINDOW` for more, then issues the ba
 from a few threads, which the store groups into about two commits (TinyDB's group commit; on
 DynamoDB they are independent conditional writes, sent in parallel).
 
-Two things stretch the wait, both bounded by :data:`MAX_WINDOW` (one second):
+Two things stretch the wait:
 
 * while callbacks are arriving (``hold``, the notifier's "busy"), outcomes are held until they calm
-  down: the failures that owe the notifications arrive as callbacks, and each commit the recorder
-  starts is one the callbacks queue behind (measured in BENCHMARKS.md, ``notify``). A batch
+  down, at most :data:`MAX_HOLD` (5 s): the failures that owe the notifications arrive as
+  callbacks, and the recorder's writes then compete with theirs for the store (measured: a
+  1,000-callback burst ran about 10 % faster when no outcome was written during it; BENCHMARKS.md,
+  ``notify``). A batch
   written while they still arrive is written by :data:`BUSY_WRITERS` threads, not ``writers``:
   each thread waiting on the store is one more the store wakes at every commit;
-* a batch waits at least :data:`DUTY` times as long as the previous batch took to write, so the
-  recorder spends at most about a quarter of its time committing however big the store (each
-  commit of a TinyDB file rewrites all of it) and however many outcomes arrive: more of them share
-  each commit instead.
+* a batch waits at least :data:`DUTY` times as long as the previous batch took to write (at most
+  :data:`MAX_WINDOW`, 1 s), so the recorder spends at most about a quarter of its time committing
+  however big the store (each commit of a TinyDB file rewrites all of it) and however many
+  outcomes arrive: more of them share each commit instead.
 
-The price: an outcome reaches the store up to about :data:`MAX_WINDOW` after the attempt (usually
-:data:`WINDOW`); a daemon killed in between makes that attempt again after it restarts (the
-receiver sees the same event id and can drop it).
+The price: an outcome reaches the store up to :data:`MAX_HOLD` after the attempt during a burst of
+callbacks, else up to :data:`MAX_WINDOW` (usually :data:`WINDOW`); a daemon killed in between
+makes that attempt again after it restarts (the receiver sees the same event id and can drop it).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from .common import Log
 
 #: Seconds an outcome waits for others to share its commit.
 WINDOW = 0.1
-#: The longest an outcome waits (held while callbacks arrive, or behind slow commits).
+#: The longest an outcome waits behind slow commits.
 MAX_WINDOW = 1.0
+#: The longest an outcome is held while callbacks keep arriving.
+MAX_HOLD = 5.0
 #: A batch waits at least this many times as long as the previous one took to write.
 DUTY = 3.0
 #: Writes in flight at once.
@@ -57,12 +61,14 @@ class Write:
 
 class Recorder:
     def __init__(self, store: Any, log: Log, *, window: float = WINDOW, writers: int = WRITERS,
-                 hold: Callable[[], float] | None = None, max_window: float = MAX_WINDOW) -> None:
+                 hold: Callable[[], float] | None = None, max_window: float = MAX_WINDOW,
+                 max_hold: float = MAX_HOLD) -> None:
         self.store = store
         self.log = log
         self.window = window
         self.writers = writers
         self.max_window = max(window, max_window)
+        self.max_hold = max(window, max_hold)
         #: Seconds to hold outcomes back now (the callbacks' busy window), 0: none.
         self.hold = hold or (lambda: 0.0)
         self._last_write = 0.0  # seconds the previous batch took to write
@@ -90,8 +96,8 @@ class Recorder:
                 if not self._items and self._stop:
                     return
                 first = time.monotonic()
-                latest = first + self.max_window
-                deadline = min(latest, first + max(self.window, DUTY * self._last_write))
+                latest = first + self.max_hold
+                deadline = first + min(self.max_window, max(self.window, DUTY * self._last_write))
                 while not self._stop and not self._flushing:  # let others join this batch
                     now = time.monotonic()
                     if now >= deadline:

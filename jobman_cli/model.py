@@ -215,6 +215,10 @@ class Job:
     #: lookup, then rung ``k``'s ``ClientToken``) instead of sending rung 0 beside an instance of
     #: rung ``k`` that a lagging lookup missed. Reset by every new attempt.
     rung: int = 0
+    #: Launch attempts that failed with a retryable error (counted against the daemon's
+    #: ``max_attempts``). ``attempts`` also counts relaunches after spot interruptions and passes
+    #: where every rung was refused for capacity; neither is a failed launch.
+    launch_failures: int = 0
     launched_at: datetime | None = None
     #: When the current attempt was claimed (scheduled -> launching), and when its instance first
     #: reported ``running`` (the container is starting): the dashboard's timeline.
@@ -318,12 +322,14 @@ class Job:
         """Remember the instance of a job that ended before its launch was recorded."""
         return dataclasses.replace(self, instance_id=instance_id, updated_at=now, version=self.version + 1)
 
-    def retry_later(self, reason: str, not_before: datetime, now: datetime) -> "Job":
-        """launching -> scheduled after a retryable launch error, not before ``not_before``."""
+    def retry_later(self, reason: str, not_before: datetime, now: datetime, *, failed: bool = False) -> "Job":
+        """launching -> scheduled after a retryable launch error, not before ``not_before``.
+        ``failed``: the launch failed (counted in ``launch_failures``); else nothing was tried or
+        only capacity refused it, which ``max_attempts`` does not limit."""
         if self.status is not JobStatus.LAUNCHING:
             raise TransitionNotAllowed(f"job {self.id} is {self.status.value}; cannot retry")
         return self._to(JobStatus.SCHEDULED, now, reason=reason, not_before=not_before, launch_token=None,
-                        callback_hashes=())
+                        callback_hashes=(), launch_failures=self.launch_failures + (1 if failed else 0))
 
     def with_cost(self, cost: float | None, basis: str, now: datetime) -> "Job":
         """The cost receipt of an ended job: ``cost`` in USD (None when no price could be found, with
@@ -554,6 +560,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
             "rung": job.rung,
+            "launch-failures": job.launch_failures,
             "not-before": format_time(job.not_before),
             "interrupted-at": format_time(job.interrupted_at),
             "updated-at": format_time(job.updated_at),
@@ -567,7 +574,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
 
 _KNOWN_KEYS = frozenset(API_KEYS) | {
     "callback-hashes", "callback-token", "idempotency-key", "notify-targets", "launch-token", "not-before", "updated-at", "version",
-    "interrupted-at", "rung",
+    "interrupted-at", "rung", "launch-failures",
 }
 
 
@@ -619,6 +626,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         attempts=int(record.get("attempts") or 0),
         launch_token=record.get("launch-token"),
         rung=int(record.get("rung") or 0),
+        launch_failures=int(record.get("launch-failures") or 0),
         launched_at=parse_time(record.get("launched-at")),
         claimed_at=parse_time(record.get("claimed-at")),
         started_at=parse_time(record.get("started-at")),

@@ -38,7 +38,8 @@ once (the launcher never resends it by itself). Then, by what the answer means
   rung (resent with that rung's token, after a tag lookup, as above): the ladder never moves on
   from a rung that may have started an instance.
 * **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
-  up to ``max_attempts``; anything else fails the job as ``launch-failed`` with AWS's code and
+  up to ``max_attempts`` failed launches (``Job.launch_failures``: relaunches after spot
+  interruptions and every-rung-refused passes do not count); anything else fails the job as ``launch-failed`` with AWS's code and
   message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
   first (by tag, then client token): found, the instance is recorded; the lookup failing, the job
   stays ``launching`` and is looked at again later (:mod:`.adopter`); only "none exists" fails it.
@@ -414,14 +415,16 @@ class Launch:
         if exc.code == "IdempotentInstanceTerminated":
             reason = "instance vanished without reporting (state: terminated)"
             code = ReasonCode.INSTANCE_VANISHED
-        elif exc.retryable and job.attempts < settings.max_attempts:
-            delay = min(settings.backoff_max, settings.backoff_base * 2 ** (job.attempts - 1))
+        elif exc.retryable and job.launch_failures + 1 < settings.max_attempts:
+            # Only failed launches count (not relaunches after spot interruptions, nor passes
+            # where every rung was refused for capacity): they are what max_attempts limits.
+            delay = min(settings.backoff_max, settings.backoff_base * 2 ** job.launch_failures)
             retry_reason = f"launch attempt {job.attempts} failed: {exc}"
 
             def retry(current: Job) -> Job:
                 if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
                     raise Skip
-                return current.retry_later(retry_reason, t + timedelta(seconds=delay), t)
+                return current.retry_later(retry_reason, t + timedelta(seconds=delay), t, failed=True)
 
             after = guarded_update(self.store, job.id, retry)
             if after is not None:
@@ -430,7 +433,7 @@ class Launch:
                 self._wake()
             return
         elif exc.retryable:
-            reason = f"launch error after {job.attempts} attempts: {exc}"
+            reason = f"launch error after {job.launch_failures + 1} attempts: {exc}"
         else:
             reason = f"launch error: {exc}"
 

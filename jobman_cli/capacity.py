@@ -123,6 +123,8 @@ def parse_max_cost(value: Any, field: str = "max-cost") -> float | None:
         amount = Decimal(text)
     except InvalidOperation:
         raise InvalidInput(field, f"must be a positive amount in USD such as 2.50 (got {_show(value)})") from None
+    if amount.is_finite() and amount.normalize().as_tuple().exponent < -6:  # a JSON 1e-300: as the string form
+        raise InvalidInput(field, f"must be an amount in USD with at most 6 decimals such as 2.50 (got {_show(value)})")
     if not amount.is_finite() or amount <= 0 or amount > MAX_COST:
         raise InvalidInput(field, f"must be more than 0 and at most {MAX_COST} USD (got {_show(value)})")
     return float(amount)

@@ -119,3 +119,18 @@ def test_the_cache_file_is_what_schedule_reads(tmp_path, monkeypatch):
     assert json.loads((home / "prices.json").read_text())["prices"]["on-demand/us-east-1/m7i.large"]["usd"] == 0.1008
     with pytest.raises(InvalidInput, match="over the limit of \\$0.10"):
         check_at_schedule(make_draft(instance_type="m7i.large", timeout=3600, max_cost=0.1), "--max-cost")
+
+
+@pytest.mark.parametrize("value", [1e-300, 1.5e-06, 0.0000001])
+def test_a_json_max_cost_below_a_millionth_is_refused_like_the_string_form(value):
+    """(review finding 12) The REST API's JSON number 1e-300 was accepted (the string form allows 6
+    decimals); now both are refused, and a millionth is the smallest limit either way."""
+    from jobman_cli.capacity import parse_max_cost
+
+    with pytest.raises(InvalidInput, match="at most 6 decimals"):
+        parse_max_cost(value)
+    with pytest.raises(InvalidInput):
+        parse_max_cost(f"{value:.7f}")
+    assert parse_max_cost(0.000001) == parse_max_cost("0.000001") == 1e-06
+    assert parse_max_cost(2.5) == parse_max_cost("2.50") == 2.5
+    assert parse_max_cost(1000.0) == 1000.0

@@ -75,6 +75,12 @@ def test_region_of_zone():
     assert region_of_zone("ap-southeast-2c") == "ap-southeast-2"
     assert region_of_zone("us-gov-west-1b") == "us-gov-west-1"
     assert region_of_zone("nonsense") is None and region_of_zone(None) is None
+    # Local Zones and Wavelength Zones: their parent region (review finding 12)
+    assert region_of_zone("us-east-1-bos-1a") == "us-east-1"
+    assert region_of_zone("us-west-2-lax-1b") == "us-west-2"
+    assert region_of_zone("us-east-1-wl1-bos-wlz-1") == "us-east-1"
+    assert region_of_zone("ap-northeast-1-wl1-nrt-wlz-1") == "ap-northeast-1"
+    assert region_of_zone("us-east-1") is None and region_of_zone("use1-az1") is None  # a region, a zone id
 
 
 # ----------------------------------------------------------------------------- from EC2 (moto)
@@ -146,6 +152,25 @@ def test_a_price_that_cannot_be_fetched_raises_never_guesses(tmp_path, mock_ec2)
                              expected_params=instance_params())
     with pytest.raises(PriceUnavailable, match="AccessDeniedException: not allowed: pricing:GetProducts") as caught:
         _pricer(tmp_path, mock_ec2, pricing).receipt(_ended(instance, 60))
+    assert not caught.value.transient
+
+
+def test_on_demand_in_a_local_zone_is_unknown_not_the_parent_regions_price(tmp_path):
+    """A Local Zone's on-demand price is its own: the receipt says unknown rather than pricing the
+    run at us-east-1's rate (no Price List call is made: the Stubber has no response)."""
+    pricing, stubber = stubbed_pricing()
+    job = make_draft(id=10, status=JobStatus.FINISHED, instance_id="i-0123456789abcdef2", instance_type="m7i.large",
+                     placement={"instance-type": "m7i.large", "availability-zone": "us-east-1-bos-1a",
+                                "market": "on-demand"},
+                     launched_at=START, finished_at=START + timedelta(hours=1))
+
+    class NoInstance:
+        def describe_instances(self, **kw):
+            return {"Reservations": []}
+
+    with pytest.raises(PriceUnavailable, match="on-demand m7i.large in us-east-1-bos-1a: Local and Wavelength Zone "
+                                               "prices are not looked up") as caught:
+        _pricer(tmp_path, NoInstance(), pricing).receipt(job)
     assert not caught.value.transient
 
 

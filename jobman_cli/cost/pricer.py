@@ -26,13 +26,24 @@ from .prices_spot import spot_average
 from .quote import PriceUnavailable, Quote, from_aws_error
 from .receipt import Receipt, RunFacts, compute, unknown
 
-_ZONE = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]+$")
+#: A region (``us-east-1``, ``us-gov-west-1``) then a zone's tail: a letter (``us-east-1a``), a Local
+#: Zone (``us-east-1-bos-1a``) or a Wavelength Zone (``us-east-1-wl1-bos-wlz-1``).
+_ZONE = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)(?:[a-z]+|(?:-[a-z0-9]+)+)$")
 
 
 def region_of_zone(zone: str | None) -> str | None:
-    """``us-east-1a`` -> ``us-east-1`` (None when it does not look like a zone name)."""
+    """``us-east-1a``, ``us-east-1-bos-1a``, ``us-east-1-wl1-bos-wlz-1`` -> ``us-east-1`` (the parent
+    region: the Price List lists Local and Wavelength Zone prices under it, by ``location``); None
+    when it does not look like a zone name."""
     match = _ZONE.match(zone or "")
     return match.group(1) if match else None
+
+
+def is_extended_zone(zone: str | None) -> bool:
+    """A Local Zone or Wavelength Zone (``us-east-1-bos-1a``): its on-demand prices are its own,
+    not its parent region's."""
+    region = region_of_zone(zone)
+    return region is not None and len(zone or "") > len(region) + 1
 
 
 def first_type(instance_type: str | None) -> str | None:
@@ -103,6 +114,9 @@ class AwsPricer:
             if not facts.zone:
                 raise PriceUnavailable(f"spot instance of type {facts.instance_type}: its zone is not known")
             return spot_average(self.ec2, facts.instance_type, facts.zone, facts.start, facts.end, self._clock())
+        if is_extended_zone(facts.zone):  # priced apart from the region: never the parent region's price
+            raise PriceUnavailable(f"on-demand {facts.instance_type} in {facts.zone}: Local and Wavelength Zone "
+                                   "prices are not looked up")
         return self.ondemand.instance_hourly(facts.instance_type, facts.region)
 
     def _instance(self, instance_id: str) -> tuple[dict[str, Any] | None, str]:

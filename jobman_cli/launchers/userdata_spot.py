@@ -7,9 +7,13 @@ the script (:mod:`.userdata` holds only the ``@@SPOT_*@@`` hooks):
 
 * **watch** (after the ``running`` report): a background loop asks IMDSv2 for a session token
   (``PUT /latest/api/token``) and then the instance-action, every ``JOBMAN_SPOT_POLL`` seconds (5,
-  as AWS suggests; the notice comes two minutes ahead). On a notice it prints it and signals the
-  script (``SIGUSR1``; bash's own ``kill``, no tool needed), then ends. The script's ``EXIT`` trap
-  ends the watcher first, so no loop outlives the script. IMDS is reached with the instance's
+  as AWS suggests; the notice comes two minutes ahead). On a notice it signals the script
+  (``SIGUSR1``; bash's own ``kill``, no tool needed) and prints the notice, then stops asking IMDS
+  but signals again every ``JOBMAN_SPOT_POLL`` seconds until the script ends: bash runs a trap
+  only between commands, so a signal that lands during a foreground command (the ``aws`` of the
+  log flush just before ``docker run``) sets the flag only after the check before the run; the
+  next signal then ends the ``wait`` for the container that started anyway. The script's ``EXIT``
+  trap ends the watcher first, so no loop outlives the script. IMDS is reached with the instance's
   hop limit of 1, so only the host (not the job's container) sees it; ``JOBMAN_IMDS_URL`` replaces
   ``http://169.254.169.254`` (tests point it at a stub on 127.0.0.1; cloud-init never sets it).
 * **check before run**: a notice during Docker start-up or the pull: no container is started.
@@ -43,8 +47,11 @@ spot_watch() {
       action=$(curl -fsSg --max-time 5 -H "X-aws-ec2-metadata-token: $token" \
         --url "$imds/latest/meta-data/spot/instance-action" 2>/dev/null </dev/null)
       if [[ -n $action ]]; then
+        kill -USR1 "$$" 2>/dev/null || return 0
         say "spot interruption notice: $(json_text "$action")"
-        kill -USR1 "$$"
+        # Again until the script ends: a signal caught during a foreground command is acted on
+        # only after it, possibly after the container started; the next one ends its wait.
+        while sleep "$spot_poll" </dev/null >/dev/null 2>&1; kill -USR1 "$$" 2>/dev/null; do :; done
         return 0
       fi
     fi
@@ -62,7 +69,7 @@ _BEFORE_RUN = """[[ -n $spot_notice ]] && fail 143 interrupted "EC2 sent a spot 
 _AFTER_WAIT = r"""if [[ -n $spot_notice ]] && kill -0 "$!" 2>/dev/null; then
   log "spot interruption notice: stopping the container (SIGTERM, then SIGKILL after ${stop_grace}s)"
   timeout "$((stop_grace + 60))s" docker stop -t "$stop_grace" "$container" >/dev/null || log "docker stop failed"
-  wait "$!"
+  while kill -0 "$!" 2>/dev/null; do wait "$!"; done  # the watcher's next signal may end a wait early
   timeout 60s docker rm -f "$container" >/dev/null || log "docker rm failed"
   started=
   fail 143 interrupted "EC2 sent a spot interruption notice; the container was stopped and removed"

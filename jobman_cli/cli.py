@@ -25,8 +25,8 @@ from .clihints import no_daemon_note, refuse_repeated_env, wait_with_progress
               help="Job store: a TinyDB file path or dynamodb://TABLE. "
                    "[env: JOBMAN_STORE, JOBMAN_DB; default: $JOBMAN_HOME/jobs.json]")
 @click.option("--server", metavar="URL", envvar="JOBMAN_SERVER",
-              help="Use the REST API of a daemon at URL instead of a store (schedule, list, status, callback, "
-                   "cancel, logs). [env: JOBMAN_SERVER]")
+              help="Use the REST API of a daemon at URL instead of a store (schedule, schedules, list, status, "
+                   "callback, cancel, logs, cost). [env: JOBMAN_SERVER]")
 @click.option("--token-file", metavar="FILE", default=None,
               help="With --server: file holding the daemon's API token (mode 0600). [default: $JOBMAN_API_TOKEN]")
 @click.option("--cacert", metavar="FILE", envvar="JOBMAN_CACERT", default=None,

@@ -215,3 +215,16 @@ def test_status_and_list_show_the_receipt(world):
     assert "\ncost           unknown: no price\n" in text
     listed = {j["id"]: j for j in json.loads(jobman(home, "list", "--json").stdout)}
     assert listed[priced["id"]]["cost"] == priced["cost"]
+
+
+def test_the_server_option_names_cost_among_the_remote_verbs():
+    """``jobman --help``: --server's help lists the verbs that work remotely; ``cost`` is one (through
+    ``GET /cost``), and every verb it lists is a real command."""
+    import re
+
+    from jobman_cli.cli import cli
+
+    server = next(p for p in cli.params if p.name == "server")
+    listed = re.search(r"\(([a-z, ]+)\)", server.help or "").group(1).split(", ")
+    assert "cost" in listed and "schedules" in listed, listed
+    assert set(listed) <= set(cli.commands), set(listed) - set(cli.commands)

@@ -199,6 +199,10 @@ class Job:
     #: USD, set once when the job has ended; None with ``cost_basis`` "unknown: why" when no price was found.
     cost: float | None = None
     cost_basis: str | None = None
+    #: The runs of earlier attempts that spot interruptions ended (oldest first), kept because the
+    #: relaunch clears ``instance_id``/``launched_at``/``placement`` yet each run was billed:
+    #: ``{"instance-id", "placement", "launched-at", "ended-at"}`` (times as :func:`format_time`).
+    past_runs: tuple[Mapping[str, Any], ...] = ()
     # Recurring schedules (DESIGN.md section 14): the schedule that created this job, and the
     # occurrence (nominal instant, UTC) it is the run of.
     schedule_id: int | None = None
@@ -411,9 +415,15 @@ class Job:
         count = self.interruptions + 1
         if self.interruptions < self.max_interruptions:
             reason = f"{words} (interruption {count} of at most {self.max_interruptions}; relaunching)"
+            runs = self.past_runs
+            if self.instance_id is not None or self.launched_at is not None:  # what the cost receipt must price
+                runs += ({"instance-id": self.instance_id,
+                          "placement": dict(self.placement) if self.placement is not None else None,
+                          "launched-at": format_time(self.launched_at), "ended-at": format_time(now)},)
             return self._to(JobStatus.SCHEDULED, now, reason=reason, reason_code=None, exit_code=None,
                             interruptions=count, interrupted_at=now, not_before=now, launch_token=None,
-                            callback_hashes=(), instance_id=None)
+                            callback_hashes=(), instance_id=None, launched_at=None, placement=None,
+                            past_runs=runs)
         reason = f"{words} (interruption {count}; the budget of {self.max_interruptions} is spent)"
         return self._to(JobStatus.FAILED, now, reason=reason, reason_code=ReasonCode.INTERRUPTED, exit_code=None,
                         interruptions=count)
@@ -502,6 +512,7 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "placement": dict(job.placement) if job.placement is not None else None,
         "cost": job.cost,
         "cost-basis": job.cost_basis,
+        "past-runs": [dict(run) for run in job.past_runs],
         "schedule-id": job.schedule_id,
         "occurrence": format_time(job.occurrence),
     }
@@ -515,7 +526,7 @@ API_KEYS = (
     "start-deadline", "instance-type", "command", "entrypoint", "disk-gb", "secrets", "container-imds",
     "notify", "notify-on", "notifications",
     "subnet-ids", "capacity", "max-interruptions", "interruptions", "max-cost", "placement", "cost", "cost-basis",
-    "schedule-id", "occurrence",
+    "past-runs", "schedule-id", "occurrence",
 )
 
 
@@ -544,6 +555,7 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     api["capacity"] = api["capacity"] or "on-demand"
     api["max-interruptions"] = int(api["max-interruptions"] if api["max-interruptions"] is not None else 3)
     api["interruptions"] = int(api["interruptions"] or 0)
+    api["past-runs"] = [dict(run) for run in api["past-runs"] or () if isinstance(run, Mapping)]
     if api["reason-code"] is None:  # stored before reason codes existed
         code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
         api["reason-code"] = code.value if code is not None else None
@@ -619,6 +631,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         placement=dict(record["placement"]) if isinstance(record.get("placement"), dict) else None,
         cost=float(record["cost"]) if record.get("cost") is not None else None,
         cost_basis=record.get("cost-basis"),
+        past_runs=tuple(dict(run) for run in record.get("past-runs") or () if isinstance(run, Mapping)),
         schedule_id=int(record["schedule-id"]) if record.get("schedule-id") is not None else None,
         occurrence=parse_time(record.get("occurrence")),
         callback_hashes=hashes,

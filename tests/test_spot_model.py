@@ -92,6 +92,75 @@ def test_the_interruption_fields_survive_a_dynamodb_store(monkeypatch):
             store.update(job.id, lambda j: j.reported("failed", None, t, "interrupted"))
             back = store.get(job.id)
             assert (back.status, back.interruptions, back.interrupted_at) == (JobStatus.SCHEDULED, 1, t)
-            assert back.placement == {"market": "spot"} and [j.id for j in store.due(t)] == [job.id]
+            assert back.placement is None and [j.id for j in store.due(t)] == [job.id]
+            assert back.past_runs == ({"instance-id": "i-0123456789abcdef0", "placement": {"market": "spot"},
+                                       "launched-at": "2031-01-01T00:00:00Z", "ended-at": "2031-01-01T02:00:00Z"},)
         finally:
             store.close()
+
+
+PLACED = {"instance-type": "m5.large", "availability-zone": "us-east-1b", "subnet-id": "subnet-0000000b",
+          "market": "spot"}
+
+
+def test_an_interrupted_run_is_kept_for_the_cost_receipt():
+    """Review finding 2 (model part): the relaunch clears the instance, its launch time and its
+    placement, but the interrupted run was billed: it is kept in ``past_runs``, oldest first."""
+    job = running(max_interruptions=2)
+    t1 = T0 + timedelta(hours=5)
+    back = job.reported("failed", None, t1, "interrupted", "notice")
+    assert (back.instance_id, back.launched_at, back.placement) == (None, None, None)
+    first = {"instance-id": "i-0123456789abcdef0", "placement": PLACED, "launched-at": "2031-01-01T00:00:00Z",
+             "ended-at": "2031-01-01T05:00:00Z"}
+    assert back.past_runs == (first,)
+    # The relaunch reports running before the daemon records it: its launch time is its own.
+    t2 = t1 + timedelta(minutes=2)
+    second = back.claimed(t2, "tok-2", "hash-2").reported("running", None, t2)
+    assert second.launched_at == t2
+    second = second.launched("i-0fedcba9876543210", t2, {**PLACED, "market": "on-demand"})
+    t3 = t2 + timedelta(hours=1)
+    again = second.reported("failed", None, t3, "interrupted")
+    assert again.past_runs == (first, {"instance-id": "i-0fedcba9876543210",
+                                       "placement": {**PLACED, "market": "on-demand"},
+                                       "launched-at": "2031-01-01T05:02:00Z", "ended-at": "2031-01-01T06:02:00Z"})
+    # Budget spent: the last run stays the job's own (instance_id), not a past run.
+    third = again.claimed(t3, "tok-3", "h").launched("i-0000000000000000c", t3, PLACED)
+    failed = third.reported("failed", None, t3 + timedelta(minutes=1), "interrupted")
+    assert failed.status is JobStatus.FAILED and failed.instance_id == "i-0000000000000000c"
+    assert failed.past_runs == again.past_runs
+    # Public (status --json, the API) and round-trips through a record.
+    from jobman_cli.model import API_KEYS, job_to_api, job_to_record, record_to_api
+
+    assert "past-runs" in API_KEYS
+    assert job_to_api(failed)["past-runs"] == [first, again.past_runs[1]]
+    assert record_to_api(job_to_record(failed)) == job_to_api(failed)
+    assert as_stored(failed).past_runs == failed.past_runs
+    plain = running()
+    assert job_to_api(plain)["past-runs"] == [] and record_to_api({**job_to_record(plain), "past-runs": None}) == \
+        job_to_api(plain)
+
+
+def test_status_json_shows_the_past_runs(tmp_path):
+    """The real program reads a TinyDB store holding an interrupted job."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    path = tmp_path / "jobs.json"
+    with TinyDBStore(path) as store:
+        draft = Job(id=0, title="", date_time=T0, docker_image="alpine", env_variables={},
+                    status=JobStatus.SCHEDULED, created_at=T0, capacity="spot")
+        job, _ = store.add(draft)
+        store.update(job.id, lambda j: j.claimed(T0, "tok", "h"))
+        store.update(job.id, lambda j: j.launched("i-0123456789abcdef0", T0, PLACED))
+        store.update(job.id, lambda j: j.reported("failed", None, T0 + timedelta(hours=1), "interrupted"))
+    env = dict(os.environ, JOBMAN_DB=str(path), JOBMAN_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "jobman_cli", "status", str(job.id), "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["past-runs"] == [
+        {"instance-id": "i-0123456789abcdef0", "placement": PLACED, "launched-at": "2031-01-01T00:00:00Z",
+         "ended-at": "2031-01-01T01:00:00Z"}]

@@ -4,6 +4,7 @@ computation made here independently (Decimal sums of the stored figures)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import defaultdict
@@ -215,6 +216,29 @@ def test_status_and_list_show_the_receipt(world):
     assert "\ncost           unknown: no price\n" in text
     listed = {j["id"]: j for j in json.loads(jobman(home, "list", "--json").stdout)}
     assert listed[priced["id"]]["cost"] == priced["cost"]
+
+
+def test_a_job_whose_only_instance_was_interrupted_is_launched_not_free(tmp_path):
+    """(review finding 2) Interrupted on spot, cancelled before its relaunch: no instance now, but
+    one ran and was billed. Without a receipt it is listed without a price, never as not launched."""
+    from jobman_cli.cost.totals import totals
+    from jobman_cli.model import job_to_record
+
+    t = NOW - timedelta(hours=6)
+    job = make_draft(id=5, capacity="spot", date_time=t, created_at=t).claimed(t, "tok")
+    job = job.launched("i-0first", t, {"instance-type": "m7i.large", "market": "spot"})
+    job = job.reported("failed", None, t + timedelta(hours=5), "interrupted", "notice")
+    job = job.cancelled(t + timedelta(hours=5, minutes=1))
+    assert job.instance_id is None
+    never = make_draft(id=6).cancelled(t)
+    got = totals([job_to_record(job), job_to_record(never)]).to_json()
+    assert (got["unpriced"], got["not-launched"]) == ({"count": 1, "ids": [5]}, 1)
+    home = tmp_path / "home"
+    home.mkdir()
+    with TinyDBStore(home / "jobs.json") as store:
+        stored, _ = store.add(dataclasses.replace(job, id=0))
+    result = json.loads(jobman(home, "cost", "--json").stdout)
+    assert (result["unpriced"], result["not-launched"]) == ({"count": 1, "ids": [stored.id]}, 0)
 
 
 def test_the_server_option_names_cost_among_the_remote_verbs():

@@ -148,6 +148,31 @@ def test_a_final_error_is_stored_at_once_as_unknown_with_why(store):
         None, "unknown: the Price List has no on-demand USD price for on-demand x9.huge in us-east-1")
 
 
+def interrupted_then_cancelled(store):
+    """A spot job EC2 interrupted (its run is kept in past_runs), cancelled before its relaunch: the
+    job has no instance now, but the interrupted instance was billed."""
+    job, _ = store.add(make_draft(capacity="spot"))
+    store.update(job.id, lambda j: j.claimed(T0, "tok"))
+    store.update(job.id, lambda j: j.launched("i-0first", T0, {"instance-type": "m7i.large",
+                                                              "availability-zone": "us-east-1a", "market": "spot"}))
+    store.update(job.id, lambda j: j.reported("failed", None, T0 + timedelta(hours=5), "interrupted", "notice"))
+    done = store.update(job.id, lambda j: j.cancelled(T0 + timedelta(hours=5, minutes=1)))
+    assert done.status is JobStatus.CANCELLED and done.instance_id is None and len(done.past_runs) == 1
+    return done
+
+
+def test_a_job_cancelled_after_an_interruption_gets_a_receipt(store):
+    """(review finding 2) Both ways the daemon finds work: the observer's poke and the start-up scan."""
+    clock = FixedClock(T0 + timedelta(hours=6))
+    job = interrupted_then_cancelled(store)
+    pricer = Pricer(Receipt(0.5, "spot ..."))
+    costing = Costing(store, lambda: pricer, clock, log=lambda line: None)
+    assert costing.scan() == 1
+    costing.poke(job)
+    costing.step()
+    assert pricer.calls == [job.id] and store.get(job.id).cost == 0.5
+
+
 def test_the_start_scan_finds_recent_ended_jobs_without_a_receipt_only(store):
     recent = ended(store)
     old, _ = store.add(make_draft())

@@ -15,7 +15,7 @@ from jobman_cli.cost.pricer import AwsPricer, region_of_zone
 from jobman_cli.cost.prices_ondemand import OnDemandPrices
 from jobman_cli.cost.quote import PriceUnavailable, Quote
 from jobman_cli.cost.receipt import RunFacts, compute, format_usd
-from jobman_cli.model import JobStatus
+from jobman_cli.model import JobStatus, format_time
 from jobman_cli.render import sheet_rows
 
 UTC = timezone.utc
@@ -202,3 +202,95 @@ def test_ec2_refusing_to_describe_falls_back_to_jobmans_record_and_says_why(tmp_
     assert receipt.basis.endswith("3600 s from jobman's launched-at (EC2 refused to describe the instance: "
                                   "DescribeInstances i-0123456789abcdef1: UnauthorizedOperation: not allowed: "
                                   "ec2:DescribeInstances)")
+
+
+# ----------------------------------------------------------------------------- several runs (spot interruptions)
+def _interrupted_then_relaunched(first: dict, second: dict, *, first_hours: float, second_seconds: int):
+    """A spot job the model itself moved through an interruption and a relaunch: the first run's
+    facts are in ``past_runs`` (written by ``Job._interrupted``), the second is the current instance."""
+    t1 = first["LaunchTime"].astimezone(UTC)
+    job = make_draft(id=11, capacity="spot-then-on-demand", max_interruptions=3, instance_type="m7i.large",
+                     date_time=t1, created_at=t1)
+    job = job.claimed(t1, "tok-1").launched(first["InstanceId"], t1, {
+        "instance-type": "m7i.large", "availability-zone": "us-east-1a", "market": "spot"})
+    job = job.reported("running", None, t1)
+    job = job.reported("failed", None, t1 + timedelta(hours=first_hours), "interrupted", "spot notice")
+    assert job.status is JobStatus.SCHEDULED and job.instance_id is None and len(job.past_runs) == 1
+    t2 = second["LaunchTime"].astimezone(UTC)
+    job = job.claimed(t2, "tok-2").launched(second["InstanceId"], t2, {
+        "instance-type": "m7i.large", "availability-zone": "us-east-1a", "market": "on-demand"})
+    return job.reported("finished", 0, t2 + timedelta(seconds=second_seconds))
+
+
+def test_a_relaunched_spot_job_is_priced_for_every_run_each_named(tmp_path, mock_ec2):
+    """(review finding 2) Five hours on spot, interrupted, then ten minutes on demand: both runs are
+    billed, each at its own market's price; the receipt was only the ten minutes before."""
+    first = _launch(mock_ec2, InstanceType="m7i.large", InstanceMarketOptions={"MarketType": "spot"})
+    second = _launch(mock_ec2, InstanceType="m7i.large")
+    job = _interrupted_then_relaunched(first, second, first_hours=5, second_seconds=600)
+    pricing, stubber = stubbed_pricing()
+    stubber.add_response("get_products", volume_answer("standard", usd="0.0500000000"), volume_params("standard"))
+    stubber.add_response("get_products", instance_answer(), instance_params())  # run 2 (the volume is cached)
+    receipt = _pricer(tmp_path, mock_ec2, pricing).receipt(job)
+    stubber.assert_no_pending_responses()
+    # run 1: spot 5 h x $0.00001 (moto's one price) + 15 GiB x 0.05 x 5 h / 730 = 0.00005 + 0.0051369863
+    # run 2: on-demand 600 s x 0.1008 / 3600 = 0.0168 + 15 GiB x 0.05 x (600/3600) h / 730 = 0.000171233
+    run1 = 5 * 0.00001 + 15 * 0.05 * 5 / 730
+    run2 = 600 * 0.1008 / 3600 + 15 * 0.05 * (600 / 3600) / 730
+    assert receipt.cost == pytest.approx(run1 + run2, abs=1e-12)
+    assert format_usd(receipt.cost) == "$0.02"
+    head, tail = receipt.basis.split(" | ")
+    assert head.startswith(f"2 instances: run 1 of 2 ({first['InstanceId']}, ended by a spot interruption): "
+                           "$0.01 = spot m7i.large us-east-1a $0.00001/h (spot price history")
+    assert head.endswith("18000 s from EC2 launch time")
+    assert tail.startswith(f"run 2 of 2 ({second['InstanceId']}): $0.02 = on-demand m7i.large us-east-1 $0.1008/h")
+    assert tail.endswith("600 s from EC2 launch time")
+
+
+def test_a_job_cancelled_before_its_relaunch_is_priced_for_the_interrupted_run(tmp_path, mock_ec2):
+    first = _launch(mock_ec2, InstanceType="m7i.large", InstanceMarketOptions={"MarketType": "spot"})
+    t1 = first["LaunchTime"].astimezone(UTC)
+    job = make_draft(id=12, capacity="spot", date_time=t1, created_at=t1).claimed(t1, "tok-1")
+    job = job.launched(first["InstanceId"], t1, {"instance-type": "m7i.large", "availability-zone": "us-east-1a",
+                                                 "market": "spot"})
+    job = job.reported("failed", None, t1 + timedelta(hours=2), "interrupted", "spot notice")
+    job = job.cancelled(t1 + timedelta(hours=2, minutes=1))
+    assert job.instance_id is None
+    pricing, stubber = stubbed_pricing()
+    stubber.add_response("get_products", volume_answer("standard", usd="0.0500000000"), volume_params("standard"))
+    receipt = _pricer(tmp_path, mock_ec2, pricing).receipt(job)
+    assert receipt.cost == pytest.approx(2 * 0.00001 + 15 * 0.05 * 2 / 730, abs=1e-12)
+    assert receipt.basis.startswith("spot m7i.large us-east-1a $0.00001/h")  # one run: the basis of one run
+    assert receipt.basis.endswith("7200 s from EC2 launch time")
+
+
+def test_one_run_without_a_price_makes_the_whole_receipt_unknown(tmp_path, mock_ec2):
+    """Never the spot run's figure presented as the job's: the on-demand run's price is refused, so
+    the pricer raises (final), naming the run; the daemon stores ``unknown: run 2 of 2 ...``."""
+    first = _launch(mock_ec2, InstanceType="m7i.large", InstanceMarketOptions={"MarketType": "spot"})
+    second = _launch(mock_ec2, InstanceType="m7i.large")
+    job = _interrupted_then_relaunched(first, second, first_hours=1, second_seconds=60)
+    pricing, stubber = stubbed_pricing()
+    stubber.add_response("get_products", volume_answer("standard", usd="0.0500000000"), volume_params("standard"))
+    stubber.add_client_error("get_products", "AccessDeniedException", "not allowed: pricing:GetProducts",
+                             expected_params=instance_params())
+    with pytest.raises(PriceUnavailable) as caught:
+        _pricer(tmp_path, mock_ec2, pricing).receipt(job)
+    assert str(caught.value).startswith(f"run 2 of 2 ({second['InstanceId']}): Price List price of on-demand "
+                                        "m7i.large in us-east-1")
+    assert "AccessDeniedException" in str(caught.value) and not caught.value.transient
+
+
+def test_a_run_with_no_start_makes_the_whole_receipt_unknown(tmp_path, mock_ec2):
+    """An earlier run EC2 no longer lists and whose launch jobman did not record: no figure at all."""
+    second = _launch(mock_ec2, InstanceType="m7i.large")
+    t2 = second["LaunchTime"].astimezone(UTC)
+    job = make_draft(id=13, status=JobStatus.FINISHED, instance_id=second["InstanceId"], launched_at=t2,
+                     finished_at=t2 + timedelta(hours=1), instance_type="m7i.large",
+                     past_runs=({"instance-id": "i-0123456789abcdef3", "placement": None, "launched-at": None,
+                                 "ended-at": format_time(t2)},))
+    pricing, stubber = stubbed_pricing()
+    receipt = _pricer(tmp_path, mock_ec2, pricing).receipt(job)
+    assert receipt.cost is None
+    assert receipt.basis == ("unknown: run 1 of 2 (i-0123456789abcdef3, ended by a spot interruption): instance "
+                             "i-0123456789abcdef3 is no longer listed by EC2, and jobman recorded no launch time")

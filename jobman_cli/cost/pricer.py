@@ -1,4 +1,4 @@
-"""One ended job's receipt from what AWS says about its instance.
+"""One ended job's receipt from what AWS says about its instances (each run: see :mod:`.runs`).
 
 The facts come from EC2 first and jobman's record second, and the basis names which:
 
@@ -11,7 +11,10 @@ The facts come from EC2 first and jobman's record second, and the basis names wh
 * The prices: :mod:`.prices_ondemand` or :mod:`.prices_spot`.
 
 The end is the job's ``finished-at`` (its end as jobman recorded it: the container's report, a
-cancel, a timeout); the seconds an instance takes to shut down after that are not counted.
+cancel, a timeout); the seconds an instance takes to shut down after that are not counted. An
+earlier run that a spot interruption ended (``Job.past_runs``) ends when jobman recorded the
+interruption; EC2 reclaims the instance up to two minutes after its notice, and those seconds are
+not counted either. Each run is priced on its own and the receipt is their sum (:mod:`.runs`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .prices_ondemand import OnDemandPrices
 from .prices_spot import spot_average
 from .quote import PriceUnavailable, Quote, from_aws_error
 from .receipt import Receipt, RunFacts, compute, unknown
+from .runs import Run, combine, label, runs_of
 
 #: A region (``us-east-1``, ``us-gov-west-1``) then a zone's tail: a letter (``us-east-1a``), a Local
 #: Zone (``us-east-1-bos-1a``) or a Wavelength Zone (``us-east-1-wl1-bos-wlz-1``).
@@ -74,16 +78,39 @@ class AwsPricer:
         return self._ec2
 
     def receipt(self, job: Job) -> Receipt:
-        end = job.finished_at or job.updated_at
-        if job.instance_id is None or end is None:
-            return unknown("the job has no instance or no end time")
-        instance, missing = self._instance(job.instance_id)
-        placement = dict(job.placement or {})
+        """Every instance the job ran on (earlier runs a spot interruption ended, then the current
+        one), each priced on its own, summed; see :mod:`.runs`."""
+        runs = runs_of(job)
+        if not runs:
+            return unknown("the job has no instance")
+        receipts = []
+        for index, run in enumerate(runs, 1):
+            try:
+                receipt = self._run(job, run)
+            except PriceUnavailable as exc:
+                if len(runs) == 1:
+                    raise
+                raise PriceUnavailable(f"{label(run, index, len(runs))}: {exc.why}", transient=exc.transient) from None
+            receipts.append(receipt)
+            if receipt.cost is None:
+                break  # the whole is unknown (combine names this run): the others need no price
+        return combine(runs, receipts) if len(runs) > 1 else receipts[0]
+
+    def _run(self, job: Job, run: Run) -> Receipt:
+        """One instance's receipt: EC2's facts when it is still listed, else jobman's record."""
+        end = run.end
+        if end is None:
+            return unknown("the job has no end time" if not run.interrupted else "the run's end is not known")
+        if run.instance_id is not None:
+            instance, missing = self._instance(run.instance_id)
+        else:
+            instance, missing = None, "its instance id was not recorded"
+        placement = dict(run.placement or {})
         if instance is not None and instance.get("LaunchTime") is not None:
             start = _utc(instance["LaunchTime"])
             start_source = "EC2 launch time"
-        elif job.launched_at is not None:
-            start = job.launched_at
+        elif run.launched_at is not None:
+            start = run.launched_at
             start_source = f"jobman's launched-at ({missing})"
         else:
             return unknown(f"{missing}, and jobman recorded no launch time")

@@ -5,9 +5,10 @@ jobs is read in well under a second). A job counts when it ended (finished, fail
 or after ``since``; its figure is its receipt's ``cost``. Three kinds of ended job:
 
 * priced: the receipt has a figure; summed (``math.fsum``: no rounding drift over many jobs);
-* unpriced: it had an instance but no figure: the receipt is pending (the daemon makes it shortly
-  after the end) or ``unknown: why`` (``jobman status ID`` says why). Listed by id, never guessed;
-* not launched: no instance ever ran (cancelled or failed before a launch), so nothing was billed.
+* unpriced: it had an instance (now, or in an earlier run a spot interruption ended) but no figure:
+  the receipt is pending (the daemon makes it shortly after the end) or ``unknown: why``
+  (``jobman status ID`` says why). Listed by id, never guessed;
+* not launched: no instance ever ran (cancelled or failed before any launch), so nothing was billed.
 
 Groups (``--by``): ``title``; ``image`` (the Docker image reference); ``tag``: jobs carry no tags of
 their own, so ``tag`` groups by the recurring schedule that created the job (``schedule N``;
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from ..model import TERMINAL_STATES, format_time, parse_time
+from .runs import ran_on_an_instance
 
 GROUPINGS = ("title", "image", "tag")
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -46,7 +48,7 @@ class Group:
         if cost is not None:
             self.priced += 1
             self.costs.append(float(cost))
-        elif record.get("instance-id"):
+        elif ran_on_an_instance(record):
             self.unpriced.append(int(record["id"]))
         else:
             self.not_launched += 1

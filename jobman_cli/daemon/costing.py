@@ -1,6 +1,7 @@
 """Cost receipts of ended jobs, made off the callback path on one background thread.
 
-A job that ended with an instance (finished, failed or cancelled) gets ``cost`` and
+A job that ended after running on an instance (finished, failed or cancelled; an earlier run a
+spot interruption ended counts: see :mod:`jobman_cli.cost.runs`) gets ``cost`` and
 ``cost-basis`` once (see :mod:`jobman_cli.cost`). The work is found like the notifier finds its:
 
 * :meth:`Costing.poke`, an observer listener: every job this process wrote and every active job
@@ -37,7 +38,12 @@ MAX_BACKOFF = 900.0
 
 
 def wants_receipt(job: Job) -> bool:
-    return job.status in TERMINAL_STATES and job.instance_id is not None and job.cost_basis is None
+    """Ended, ran on an instance (the current one, or an earlier run a spot interruption ended: a
+    job cancelled before its relaunch was still billed for that run), and no receipt yet."""
+    from ..cost.runs import past_runs
+
+    return (job.status in TERMINAL_STATES and (job.instance_id is not None or bool(past_runs(job)))
+            and job.cost_basis is None)
 
 
 class Costing:
@@ -65,10 +71,12 @@ class Costing:
             self._push(job.id, self.clock.now().timestamp())
 
     def scan(self, now: datetime | None = None) -> int:
+        from ..cost.runs import ran_on_an_instance
+
         now = now or self.clock.now()
         found = 0
         for record in self.store.list_records(TERMINAL_STATES):
-            if not record.get("instance-id") or record.get("cost-basis") is not None:
+            if not ran_on_an_instance(record) or record.get("cost-basis") is not None:
                 continue
             ended = parse_time(record.get("finished-at") or record.get("updated-at"))
             if ended is None or now - ended > RECENT:

@@ -68,19 +68,19 @@ class PriceCache:
         """The cached quote, or None when absent, unreadable, or (with ``now``) older than max_age.
 
         A malformed entry (a price that is not a finite non-negative number, a missing or
-        unparseable fetch time, or with ``now`` a fetch time in the future) is treated as absent:
-        the caller fetches it again (or, at schedule time, leaves the check to the launch). The
-        file is written by jobman, but a hand edit or another tool must never yield a made-up
-        price or a traceback (``jobman schedule --max-cost`` reads this)."""
+        unparseable fetch time, or one more than an hour ahead of ``now`` or the clock) is treated
+        as absent: the caller fetches it again (or, at schedule time, leaves the check to the
+        launch). jobman writes the file, but a hand edit or another tool must never yield a
+        made-up price or a traceback (``jobman schedule --max-cost`` reads this)."""
         with self._lock:
             entry = self._read().get(key)
         quote = _quote(entry)
         if quote is None:
             return None
-        if now is not None:
-            age = now - quote.fetched_at
-            if age > timedelta(seconds=self.max_age) or age < -FUTURE_SLACK:
-                return None
+        if now is not None and now - quote.fetched_at > timedelta(seconds=self.max_age):
+            return None
+        if quote.fetched_at - (now or datetime.now(timezone.utc)) > FUTURE_SLACK:
+            return None  # fetched "in the future": garbage, or it would never go stale
         return quote
 
     def put(self, key: str, quote: Quote) -> None:

@@ -273,6 +273,10 @@ def test_idle_ticks_with_1000_schedules_read_none_of_them(tmp_path, ec2, monkeyp
         world.daemon.next_wake(after=T + timedelta(seconds=second))
     assert calls == ["list_schedules"]
     assert world.daemon.schedules.listings == 1
+    world.schedule(T + timedelta(days=3))  # job traffic moves the store's marker, not the schedules'
+    world.daemon.observe()
+    world.daemon.next_wake(after=T)
+    assert calls == ["list_schedules"]
     service.create({"docker-image": "alpine:3.20", "cron": "0 1 * * *", "tz": "UTC"})
     world.daemon.observe()  # the loop saw the marker move: one new listing finds the new schedule
     assert world.daemon.next_wake(after=T) == datetime(2030, 6, 4, 1, tzinfo=UTC) - LEAD

@@ -294,3 +294,24 @@ def test_a_run_with_no_start_makes_the_whole_receipt_unknown(tmp_path, mock_ec2)
     assert receipt.cost is None
     assert receipt.basis == ("unknown: run 1 of 2 (i-0123456789abcdef3, ended by a spot interruption): instance "
                              "i-0123456789abcdef3 is no longer listed by EC2, and jobman recorded no launch time")
+
+
+def test_the_runs_of_a_job_whose_interruption_budget_ran_out():
+    """max_interruptions=1: the first interruption is kept as a past run and the job relaunched; the
+    second ends the job (failed, interrupted) on its own instance: two runs, both ended by EC2."""
+    from jobman_cli.cost.runs import label, runs_of
+    from jobman_cli.model import ReasonCode
+
+    spot = {"instance-type": "m7i.large", "availability-zone": "us-east-1a", "market": "spot"}
+    job = make_draft(id=14, capacity="spot", max_interruptions=1, date_time=START, created_at=START)
+    job = job.claimed(START, "tok-1").launched("i-0aaa", START, spot)
+    job = job.reported("failed", None, START + timedelta(hours=1), "interrupted", "notice")
+    later = START + timedelta(hours=1, minutes=1)
+    job = job.claimed(later, "tok-2").launched("i-0bbb", later, spot)
+    job = job.reported("failed", None, later + timedelta(hours=2), "interrupted", "notice")
+    assert (job.status, job.reason_code) == (JobStatus.FAILED, ReasonCode.INTERRUPTED)
+    runs = runs_of(job)
+    assert [(r.instance_id, r.launched_at, r.end) for r in runs] == [
+        ("i-0aaa", START, START + timedelta(hours=1)), ("i-0bbb", later, later + timedelta(hours=2))]
+    assert [label(r, i, 2) for i, r in enumerate(runs, 1)] == [
+        "run 1 of 2 (i-0aaa, ended by a spot interruption)", "run 2 of 2 (i-0bbb, ended by a spot interruption)"]

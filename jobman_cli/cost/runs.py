@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from ..model import Job, parse_time
+from ..model import Job, ReasonCode, parse_time
 from .receipt import Receipt, format_usd, unknown
 
 
 @dataclass(frozen=True)
 class Run:
     """One instance of the job: ``instance_id`` None when jobman never learnt it (the run is still
-    priced from its placement and times), ``end`` None when not known. ``interrupted``: an earlier
-    run that a spot interruption ended (its end is when jobman recorded the notice)."""
+    priced from its placement and times), ``end`` None when not known. ``interrupted``: a spot
+    interruption ended the run (its end is when jobman recorded the notice)."""
 
     instance_id: str | None
     placement: Mapping[str, Any]
@@ -59,7 +59,8 @@ def runs_of(job: Job) -> list[Run]:
                         _time(past.get("launched-at")), _time(past.get("ended-at")), interrupted=True))
     if job.instance_id is not None and job.instance_id not in {r.instance_id for r in runs}:
         runs.append(Run(job.instance_id, dict(job.placement or {}), job.launched_at,
-                        job.finished_at or job.updated_at))
+                        job.finished_at or job.updated_at,
+                        interrupted=job.reason_code is ReasonCode.INTERRUPTED))  # the budget was spent
     return runs
 
 

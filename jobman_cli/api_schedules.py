@@ -1,10 +1,11 @@
 """The REST routes of recurring schedules (DESIGN.md section 14), under ``/jobMan/v1.1/schedules``::
 
-    GET  /schedules                      -> 200 + {"schedules": [...]}, by id ascending
+    GET  /schedules                      -> 200 + {"schedules": [...]}, by id ascending (without records)
     POST /schedules                      -> 201 + schedule (Location: /schedules/<id>)
     GET  /schedules/preview?cron=EXPR|every=DUR[&tz=ZONE&n=N&from=WHEN]
                                          -> 200 + {"occurrences": [{"utc", "local"}...], ...}; stores nothing
-    GET  /schedules/<id>                 -> 200 + schedule (with its records: created/missed/skipped...)
+    GET  /schedules/<id>                 -> 200 + schedule with "records" (missed/skipped/refused...) and
+                                            "runs" (its latest 20 jobs, newest first)
     POST /schedules/<id>/pause           -> 200 + schedule
     POST /schedules/<id>/resume          -> 200 + schedule (next occurrence computed from now)
     POST /schedules/<id>/delete          -> 200 + {"deleted": <id>} (its jobs stay)
@@ -107,7 +108,7 @@ class SchedulesApi:
 
         service = self.service
         if name == "list":
-            return 200, {"schedules": [schedule_to_api(s) for s in service.list()]}, ()
+            return 200, {"schedules": [schedule_to_api(s, records=False) for s in service.list()]}, ()
         if name == "preview":
             return 200, self._preview(request.query), ()
         if name == "create":
@@ -116,7 +117,7 @@ class SchedulesApi:
             return 201, schedule_to_api(schedule), (("Location", f"{self.prefix}/{schedule.id}"),)
         assert schedule_id is not None
         if name == "show":
-            return 200, schedule_to_api(service.get(schedule_id)), ()
+            return 200, service.show_api(schedule_id), ()
         if request.has_body:  # pause/resume/delete: nothing to say, but an empty object is fine
             body = self.parse_body(connection.read_body(request))
             if body:

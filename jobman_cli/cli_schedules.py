@@ -35,14 +35,12 @@ class _LocalSchedules:
         return schedule_to_api(self.service.create(body, names))
 
     def get(self, schedule_id: int) -> dict[str, Any]:
-        from .schedules.model import schedule_to_api
-
-        return schedule_to_api(self.service.get(schedule_id))
+        return self.service.show_api(schedule_id)
 
     def list(self) -> list[dict[str, Any]]:
         from .schedules.model import schedule_to_api
 
-        return [schedule_to_api(s) for s in self.service.list()]
+        return [schedule_to_api(s, records=False) for s in self.service.list()]
 
     def pause(self, schedule_id: int) -> dict[str, Any]:
         from .schedules.model import schedule_to_api
@@ -172,10 +170,10 @@ def list_schedules(state: State, as_json: bool) -> None:
 @schedules.command(name="show")
 @store_option
 @click.argument("schedule_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print the schedule (with all its records) as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the schedule (with its records and latest runs) as JSON.")
 @click.pass_obj
 def show(state: State, schedule_id: str, as_json: bool) -> None:
-    """One schedule, with the record of each occurrence (created, missed, skipped, replaced-previous)."""
+    """One schedule: its latest runs (jobs) and the occurrences that got none (missed, skipped, refused...)."""
     found = schedule_service(state).get(_schedule_id(schedule_id))
     if as_json:
         print_json(found)
@@ -336,16 +334,31 @@ def print_schedule(s: dict[str, Any], out: TextIO | None = None) -> None:
 
     out = out or sys.stdout
     out.write(plain_sheet(sheet_rows(s)))
+    runs = list(s.get("runs") or [])
+    if runs:
+        out.write(f"\nLatest runs (newest first; all: jobman list --schedule {s['id']}):\n")
+        out.write(plain_table([(str(r.get("id")), r.get("occurrence") or "", r.get("status") or "",
+                                _short(r.get("reason") or "")) for r in runs],
+                              ("JOB", "OCCURRENCE (UTC)", "STATUS", "REASON")))
     records = list(s.get("records") or [])
     if not records:
-        out.write("\nNo runs yet.\n")
+        if not runs:
+            out.write("\nNo runs yet.\n")
         return
     shown = records[-SHOWN_RECORDS:]
     more = f" (the last {len(shown)} of {len(records)}; --json for all)" if len(records) > len(shown) else ""
-    out.write(f"\nOccurrences{more}:\n")
-    rows = [(r.get("occurrence") or "", r.get("outcome") or "", "" if r.get("job-id") is None else str(r["job-id"]),
+    out.write(f"\nOccurrences without a run of their own{more}:\n")
+    rows = [(_occurrences(r), r.get("outcome") or "", "" if r.get("job-id") is None else str(r["job-id"]),
              r.get("detail") or "") for r in shown]
     out.write(plain_table(rows, ("OCCURRENCE (UTC)", "OUTCOME", "JOB", "DETAIL")))
+
+
+def _occurrences(record: dict[str, Any]) -> str:
+    """A record's occurrence, or its range (one record sums up a long outage: ``until``, ``count``)."""
+    first = record.get("occurrence") or ""
+    if record.get("until") and record.get("until") != first:
+        return f"{first} .. {record['until']} ({record.get('count', '?')})"
+    return first
 
 
 COMMANDS = (schedules,)

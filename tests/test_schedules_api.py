@@ -75,10 +75,11 @@ def test_create_show_list_answer_the_stored_schedule(api):
     assert created["next-at"] == "2027-03-28T01:00:00Z"  # 02:30 does not exist that night: 03:00 CEST
     assert created["paused"] is False and created["records"] == []
     status, _, shown = api.call("GET", f"/schedules/{created['id']}")
-    assert status == 200 and shown == created
+    assert status == 200 and shown == {**created, "runs": []}
     second = api.create(every="15m", cron=None, tz="UTC", overlap="allow")
     status, _, listing = api.call("GET", "/schedules")
     assert status == 200
+    assert all("records" not in s for s in listing["schedules"])  # show has them (review finding 8)
     assert [s["id"] for s in listing["schedules"]] == [created["id"], second["id"]]
     assert listing["schedules"][1]["every"] == 900 and listing["schedules"][1]["overlap"] == "allow"
 
@@ -239,3 +240,27 @@ def test_jobs_can_be_filtered_by_schedule(api):
     for bad in ("abc", "0", "", "1&schedule=2"):
         status, _, answer = api.call("GET", f"/jobs?schedule={bad}")
         assert status == 400 and "schedule" in answer["error"], (bad, answer)
+
+
+def test_show_lists_the_latest_runs_from_the_jobs_not_from_records(api):
+    """A schedule stores no record per run it created: GET /schedules/<id> reads its latest runs from
+    the jobs (schedule-id), newest first, at most 20; other jobs and other schedules' runs are not
+    listed (review finding 2)."""
+    from jobman_cli.schedules.service import RECENT_RUNS, template_to_request
+
+    mine, other = api.create(), api.create(every="15m", cron=None, tz="UTC")
+    api.service.schedule(template_to_request({"docker-image": "alpine:3.20"}, when="+1h"))  # a one-off job
+    start = NOW + timedelta(days=1)
+    for n in range(RECENT_RUNS + 3):
+        for sid in (mine["id"], other["id"]):
+            at = start + timedelta(minutes=15 * n)
+            api.service.schedule(template_to_request(
+                {"docker-image": "alpine:3.20"}, when=None, schedule_id=sid, occurrence=at,
+                idempotency_key=f"schedule-{sid}-{at.isoformat()}"))
+    status, _, shown = api.call("GET", f"/schedules/{mine['id']}")
+    assert status == 200 and shown["records"] == []
+    runs = shown["runs"]
+    assert len(runs) == RECENT_RUNS
+    expected = [start + timedelta(minutes=15 * n) for n in reversed(range(3, RECENT_RUNS + 3))]
+    assert [r["occurrence"] for r in runs] == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in expected]
+    assert all(api.service.get(r["id"]).schedule_id == mine["id"] and r["status"] == "scheduled" for r in runs)

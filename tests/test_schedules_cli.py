@@ -157,3 +157,34 @@ def test_a_real_process_refuses_a_bad_expression_in_one_line(db):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: --cron: ") and "seconds" in done.stderr
     assert db.read_bytes() == before
+
+
+def test_show_lists_runs_from_the_jobs_and_a_range_record_on_one_line_list_json_omits_records(db):
+    """``show``: the latest runs come from the jobs (no record per created run); an outage summed up
+    as ONE range record reads as a range with its count; an old "created" record stays readable;
+    ``list --json`` carries no records (review findings 2 and 8)."""
+    from datetime import datetime, timezone
+
+    store = TinyDBStore(db)
+    for _ in range(2):
+        store.add(make_draft(schedule_id=1))
+    t0 = datetime(2027, 1, 1, tzinfo=timezone.utc)
+
+    def change(s):
+        s = s.with_record(t0, t0, "created", job_id=1)  # stored by an earlier jobman
+        rec = {"occurrence": "2027-01-02T00:00:00Z", "until": "2027-01-09T00:00:00Z", "count": 8, "outcome": "missed",
+               "job-id": None, "at": "2027-01-09T00:00:05Z", "detail": "older than the start deadline (1h)"}
+        return s.changed(t0, records=(*s.records, rec))
+
+    store.update_schedule(1, change)
+    store.close()
+    shown = run(db, "schedules", "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "Latest runs" in shown.output and "list --schedule 1" in shown.output
+    runs_part = shown.output.split("Latest runs", 1)[1].split("Occurrences", 1)[0]
+    assert [line.split()[0] for line in runs_part.splitlines()[2:] if line.strip()] == ["3", "2"]
+    assert "2027-01-02T00:00:00Z .. 2027-01-09T00:00:00Z (8)" in shown.output
+    assert "created" in shown.output  # the old record
+    as_json = json.loads(run(db, "schedules", "show", "1", "--json").output)
+    assert [r["id"] for r in as_json["runs"]] == [3, 2] and len(as_json["records"]) == 2
+    assert all("records" not in s for s in json.loads(run(db, "schedules", "list", "--json").output))

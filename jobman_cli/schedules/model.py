@@ -18,10 +18,13 @@ from typing import Any, Mapping
 from ..model import DEFAULT_START_DEADLINE, format_time, parse_time
 
 UTC = timezone.utc
-#: Records a schedule keeps (newest last): enough for weeks of an hourly schedule's history, small
-#: enough that a schedule stays one modest store record (~60 KB at the cap).
-MAX_RECORDS = 500
-OUTCOMES = ("created", "missed", "skipped", "replaced-previous")
+#: Records a schedule keeps (newest last). Only the exceptional outcomes are recorded (a run is a
+#: job carrying ``schedule-id`` and ``occurrence``: ``schedules show`` lists the runs from the jobs),
+#: and a long outage is one range record, so 100 is months of history in a few KB: every schedule
+#: write rewrites the whole record (TinyDB: the schedules file; DynamoDB: one item, WCU by size).
+MAX_RECORDS = 100
+#: "created" is no longer written (schedules stored by an earlier jobman may carry it: shown as is).
+OUTCOMES = ("created", "missed", "skipped", "replaced-previous", "refused")
 
 
 class Overlap(str, enum.Enum):
@@ -131,17 +134,22 @@ def public_template(template: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def schedule_to_api(s: Schedule) -> dict[str, Any]:
-    """The public JSON of a schedule (``schedules show --json``, ``GET …/schedules/<id>``)."""
+def schedule_to_api(s: Schedule, *, records: bool = True) -> dict[str, Any]:
+    """The public JSON of a schedule (``schedules show --json``, ``GET …/schedules/<id>``); without
+    ``records`` for the listings (``schedules list --json``, ``GET …/schedules``): 1,000 schedules
+    with 100 records each would be megabytes nobody reads in a table."""
     from .occurrences import local_label
 
     try:
         next_local = local_label(s.next_at, s.tz) if s.next_at is not None else None
     except Exception:  # noqa: BLE001 - a zone this host lacks must not hide the schedule
         next_local = None
-    return {
+    shown = {
         "id": s.id, "title": s.title, "cron": s.cron, "every": s.every, "tz": s.tz, "overlap": s.overlap.value,
         "template": public_template(s.template), "paused": s.paused, "created-at": format_time(s.created_at),
         "next-at": format_time(s.next_at), "next-at-local": next_local, "last-job-id": s.last_job_id,
         "records": [dict(r) for r in s.records], "updated-at": format_time(s.updated_at),
     }
+    if not records:
+        del shown["records"]
+    return shown

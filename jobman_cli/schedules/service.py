@@ -28,6 +28,10 @@ SCHEDULE_KEYS = ("cron", "every", "tz", "overlap")
 MAX_PREVIEW = 1000
 
 
+#: Runs ``schedules show`` lists (``list --schedule ID`` lists them all).
+RECENT_RUNS = 20
+
+
 def api_key(field_name: str) -> str:
     """The REST key of a :class:`ScheduleRequest` field (``start_deadline`` -> ``start-deadline``)."""
     return _API_KEY.get(field_name, field_name.replace("_", "-"))
@@ -127,6 +131,28 @@ class ScheduleService:
 
     def list(self) -> list[Schedule]:
         return self.store.list_schedules()
+
+    def show_api(self, schedule_id: int, runs: int = RECENT_RUNS) -> dict[str, Any]:
+        """``schedules show`` / ``GET …/schedules/<id>``: the schedule's public JSON with its records
+        (the exceptional outcomes) and ``"runs"``: its latest ``runs`` jobs, newest first, read from
+        the jobs themselves (a schedule no longer stores a record per run it created)."""
+        from .model import schedule_to_api
+
+        shown = schedule_to_api(self.get(schedule_id))
+        shown["runs"] = self.recent_runs(schedule_id, runs)
+        return shown
+
+    def recent_runs(self, schedule_id: int, n: int = RECENT_RUNS) -> list[dict[str, Any]]:
+        """The schedule's latest ``n`` runs (id, occurrence, status, reason), newest first: one pass
+        over the stored job records (no Job built per record; what ``list --schedule`` reads)."""
+        found: list[dict[str, Any]] = []
+        for record in self.store.list_records():
+            if record.get("schedule-id") == schedule_id:
+                found.append({"id": record.get("id"), "occurrence": record.get("occurrence"),
+                              "status": record.get("status"), "reason": record.get("reason")})
+                if len(found) >= n:
+                    break
+        return found
 
     def pause(self, schedule_id: int) -> Schedule:
         """Stop creating runs (a run already created is not touched). Pausing twice is a no-op."""

@@ -39,7 +39,8 @@ METHODS = {"list": "GET", "create": "POST", "preview": "GET", "show": "GET", "pa
 PREVIEW_QUERY = ("cron", "every", "tz", "n", "from")
 #: ``preview``: occurrences shown when ``n`` is not given (at most: the service's MAX_PREVIEW).
 PREVIEW_DEFAULT = 10
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: What "the past" means for ``from``: none (a preview stores nothing; 1950 is a fair question).
+_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 
 
 class SchedulesApi:
@@ -152,12 +153,18 @@ def _api_fields() -> Any:
 
 
 def _parse_from(text: str, tz: str | None, now: datetime) -> datetime:
-    """``from=WHEN``: a job's date-time forms (``now``, ``+2h``, ``2027-03-27 12:00``), except that it
-    may lie in the past (a preview of last week's transition is a fair question)."""
+    """``from=WHEN``: what the CLI's ``--from`` accepts — a job's date-time forms (``now``, ``+2h``,
+    ``2027-03-27 12:00``) or a bare date (local midnight) — at any time in the past too (a preview
+    of last week's transition, or of 1950's, is a fair question)."""
+    import re
+
     from .timeparse import parse_when
 
-    relative = text.strip().lower().startswith(("now", "+", "in "))
-    return parse_when(text, now=now if relative else _EPOCH, tz=tz, field="from", tz_field="tz")
+    spec = text.strip()
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", spec):
+        spec += " 00:00:00"
+    relative = spec.lower().startswith(("now", "+", "in "))
+    return parse_when(spec, now=now if relative else _EARLIEST, tz=tz, field="from", tz_field="tz")
 
 
 def _preview_query(query: str) -> dict[str, str]:

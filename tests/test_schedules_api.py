@@ -264,3 +264,14 @@ def test_show_lists_the_latest_runs_from_the_jobs_not_from_records(api):
     expected = [start + timedelta(minutes=15 * n) for n in reversed(range(3, RECENT_RUNS + 3))]
     assert [r["occurrence"] for r in runs] == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in expected]
     assert all(api.service.get(r["id"]).schedule_id == mine["id"] and r["status"] == "scheduled" for r in runs)
+
+
+def test_preview_from_accepts_a_bare_date_and_dates_before_1970_like_the_cli(api):
+    """``from`` takes what ``preview --from`` takes: a bare date is local midnight in ``tz``, and a
+    date before 1970 is a question, not "in the past" (review finding 8)."""
+    status, _, answer = api.call("GET", "/schedules/preview?cron=30+2+*+*+*&tz=Europe/Berlin&n=1&from=2027-03-28")
+    assert status == 200, answer
+    assert answer["from"] == "2027-03-27T23:00:00Z" and answer["occurrences"][0]["utc"] == "2027-03-28T01:00:00Z"
+    status, _, old = api.call("GET", "/schedules/preview?cron=0+12+*+*+*&tz=UTC&n=1&from=1950-06-01")
+    assert status == 200, old
+    assert old["occurrences"][0]["utc"] == "1950-06-01T12:00:00Z"

@@ -243,14 +243,16 @@ class JobService:
         after = self.store.update(job_id, lambda job: job.reported(status, exit_code, now, reason_code, reason))
         return self._changed(after) if after.version != before.version else after
 
-    def cancel(self, job_id: int, terminate: Callable[[str], None] | None = None) -> Job:
+    def cancel(self, job_id: int, terminate: Callable[[str], None] | None = None, reason: str | None = None) -> Job:
         """Cancel a job. A launched job's instance is terminated through ``terminate(instance_id)``.
+        ``reason``: the job's reason when not the operator's (a schedule's ``overlap replace``).
 
         The cancellation is stored first, so if terminating fails the daemon's reaper still ends the
         instance (its job is terminal), and a launch in flight sees the cancellation and undoes itself.
         """
         now = self.clock.now()
-        job = self._changed(self.store.update(job_id, lambda current: current.cancelled(now)))
+        job = self._changed(self.store.update(
+            job_id, lambda current: current.cancelled(now) if reason is None else current.cancelled(now, reason)))
         if job.instance_id and terminate is not None:
             try:
                 terminate(job.instance_id)

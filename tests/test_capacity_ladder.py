@@ -219,3 +219,69 @@ def test_an_error_that_is_not_about_capacity_does_not_climb_the_ladder(world):
     world.launcher.before = refuse
     report = world.tick(T0 + timedelta(minutes=1))
     assert report.job_ids(LAUNCH_FAILED) == [job.id] and len(refuse.rungs) == 1
+
+
+def test_a_lost_request_then_a_capacity_refusal_of_its_resend_moves_to_the_next_rung(world):
+    """Review finding 8: after a lost answer on rung 1, the resend with the same ClientToken is
+    refused for capacity and nothing is found by tag or token: that send started nothing (EC2
+    answers a token that started an instance with the instance), so rung 2 is tried at once
+    instead of rung 1 being resent until the start deadline."""
+    job = world.schedule(T0 + timedelta(minutes=1), instance_type="m5.large,m4.large", start_deadline="10m")
+    dropped = []
+
+    def before(j):
+        if j.instance_type == "m5.large":
+            if not dropped:  # the first send dies before moto saw it
+                dropped.append(j.launch_token)
+                raise run_instances_error(ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"),
+                                          j, j.launch_token)
+            raise aws_error("InsufficientInstanceCapacity", CAPACITY.format(t="m5.large"), 500, j)
+
+    world.launcher.before = before
+    assert world.tick(T0 + timedelta(minutes=1)).job_ids(LAUNCHED) == [job.id]
+    after = world.get(job.id)
+    token = after.launch_token
+    assert sent(world) == [(1, token), (1, token), (1, rung_token(token, 1))]
+    (instance,) = world.instances()
+    assert after.status is JobStatus.RUNNING and instance["InstanceType"] == "m4.large"
+
+
+class LaggyTags:
+    """``find_instances`` answers nothing for the first ``misses`` lookups (EC2's eventual consistency)."""
+
+    def __init__(self, launcher, misses: int) -> None:
+        self.launcher = launcher
+        self.misses = misses
+        self.inner_find = launcher.inner.find_instances
+
+    def __call__(self, store_id, **kw):
+        if self.misses > 0:
+            self.misses -= 1
+            return []
+        return self.inner_find(store_id, **kw)
+
+
+def test_a_refused_resend_never_moves_on_while_the_lost_send_s_instance_is_found(world):
+    """The lost send did start an instance; the lookup before the resend lags, the resend is
+    (implausibly) refused for capacity: the lookup after the refusal finds the instance, and it is
+    recorded: rung 2 is never sent (that would be a second instance for one attempt)."""
+    job = world.schedule(T0 + timedelta(minutes=1), instance_type="m5.large,m4.large", start_deadline="10m")
+    world.launcher.inner.find_instances = LaggyTags(world.launcher, misses=1)
+    lost = []
+
+    def before(j):
+        if j.instance_type == "m5.large" and lost:
+            raise aws_error("InsufficientInstanceCapacity", CAPACITY.format(t="m5.large"), 500, j)
+
+    def after(j, instance_id):
+        if not lost:
+            lost.append(instance_id)
+            raise run_instances_error(ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"),
+                                      j, j.launch_token)
+
+    world.launcher.before, world.launcher.after = before, after
+    world.tick(T0 + timedelta(minutes=1))
+    current = world.get(job.id)
+    assert current.status is JobStatus.RUNNING and current.instance_id == lost[0]
+    assert [t for _, t in sent(world)] == [current.launch_token, current.launch_token]  # never rung 2
+    assert len(world.instances()) == 1

@@ -36,7 +36,10 @@ once (the launcher never resends it by itself). Then, by what the answer means
   the backoff below (bounded by the start deadline, not by ``max_attempts``), then
   ``missed-start-deadline`` with the last AWS error. An unknown outcome pins the attempt to its
   rung (resent with that rung's token, after a tag lookup, as above): the ladder never moves on
-  from a rung that may have started an instance.
+  from a rung that may have started an instance. It moves on to the next rung only when the resend
+  with the same token is itself refused for capacity and a lookup by tag and by that token finds
+  nothing (EC2 answers a token that started an instance with that instance, not a refusal); on the
+  last rung the attempt is kept and resent as before.
 * **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
   up to ``max_attempts`` failed launches (``Job.launch_failures``: relaunches after spot
   interruptions and every-rung-refused passes do not count); anything else fails the job as ``launch-failed`` with AWS's code and
@@ -205,6 +208,16 @@ class Launch:
                 backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
                 continue
             except LaunchError as exc:
+                if (unknown is not None and exc.code in LADDER_CODES and rung + 1 < len(rungs)
+                        and self._started_nothing(job, request)):
+                    # EC2 answers a resend of a token that started an instance with that instance; refused
+                    # for capacity, and nothing found by tag or token: the lost send started nothing, so
+                    # the next rung may be sent. (On the last rung the attempt keeps its token and is
+                    # resent: a new attempt would gain nothing and lose that guarantee.)
+                    self.log(f"job {job.id}: the resend of rung {rung + 1} with the same client token was refused "
+                             f"({exc.code}) and no instance of it exists: the lost send started nothing")
+                    unknown = None
+                    backoff = UNKNOWN_BACKOFF_FIRST
                 if unknown is not None and exc.retryable and exc.code != "IdempotentInstanceTerminated":
                     # An earlier send may have started this attempt's instance: keep the attempt.
                     last = exc
@@ -236,6 +249,12 @@ class Launch:
             zone = getattr(instance_id, "availability_zone", None)  # a Launched carries it
             self.record(job, str(instance_id), out, LAUNCHED, placement_of(rungs[rung], zone))
             return
+
+    def _started_nothing(self, job: Job, request: Job) -> bool:
+        """After an unknown outcome on a rung, a resend with the same ``ClientToken`` was refused for
+        capacity: True when a lookup (by tag, then by that token) answers that no instance exists.
+        A failed lookup decides nothing (False: the rung stays pinned)."""
+        return self._look_up(job, client_token=request.launch_token) == []
 
     def _store_rung(self, job: Job, rung: int) -> bool:
         """Store that this attempt now sends ``rung`` (compare-and-set), *before* it is sent: a daemon

@@ -96,19 +96,19 @@ def test_a_take_over_resumes_at_the_stored_rung_not_rung_0(world):
     at = T0 + timedelta(minutes=1)
     claimed = _claim_as_dead_daemon(world, job, at)
     claimed = world.store.update(job.id, lambda cur: cur.at_rung(1, at))  # what Launch stores before rung 2
-    ec2 = TokenHonouringLaggyEC2(world.launcher.inner, tag_misses=1)
+    laggy = TokenHonouringLaggyEC2(world.launcher.inner, tag_misses=1)
     rungs = ladder(claimed, "t3.micro")
-    first = ec2.launch(narrowed(claimed, rungs[1]), user_data="#!/bin/bash\n# dead", store_id=world.store.store_id)
-    ec2.launches.clear()
+    first = laggy.launch(narrowed(claimed, rungs[1]), user_data="#!/bin/bash\n# dead", store_id=world.store.store_id)
+    laggy.launches.clear()
 
-    daemon = world.make_daemon(launcher=ec2)
+    daemon = world.make_daemon(launcher=laggy)
     try:
         world.clock.set(at + timedelta(seconds=5))
         daemon.tick(world.clock.now())
     finally:
         daemon.close()
 
-    assert ec2.launches == [(job.id, 1, f"{claimed.launch_token}-r1")]  # rung 2's token, not rung 0's
+    assert laggy.launches == [(job.id, 1, f"{claimed.launch_token}-r1")]  # rung 2's token, not rung 0's
     ours = world.instances(**{"jobman:job-id": str(job.id), "jobman:attempt": "1"})
     assert [i["InstanceId"] for i in ours] == [first]
     final = world.get(job.id)

@@ -42,8 +42,8 @@ once (the launcher never resends it by itself). Then, by what the answer means
   last rung the attempt is kept and resent as before.
 * **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
   up to ``max_attempts`` failed launches (``Job.launch_failures``: relaunches after spot
-  interruptions and every-rung-refused passes do not count); anything else fails the job as ``launch-failed`` with AWS's code and
-  message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
+  interruptions and every-rung-refused passes do not count); anything else fails the job as
+  ``launch-failed`` with AWS's code and message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
   first (by tag, then client token): found, the instance is recorded; the lookup failing, the job
   stays ``launching`` and is looked at again later (:mod:`.adopter`); only "none exists" fails it.
 """

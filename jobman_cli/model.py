@@ -571,8 +571,8 @@ def job_to_record(job: Job) -> dict[str, Any]:
             "notify-targets": list(job.notify),
             "idempotency-key": job.idempotency_key,
             "launch-token": job.launch_token,
-            "rung": job.rung,
-            "launch-failures": job.launch_failures,
+            "rung": job.rung or None,  # None: left out of a DynamoDB item (most jobs never climb)
+            "launch-failures": job.launch_failures or None,
             "not-before": format_time(job.not_before),
             "interrupted-at": format_time(job.interrupted_at),
             "updated-at": format_time(job.updated_at),

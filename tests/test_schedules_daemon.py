@@ -7,7 +7,8 @@ due job, whichever comes first; the loop's ``observe`` runs between passes.
   over every UTC minute; an occurrence is the first instant whose local wall time reaches a
   matching minute), no duplicate, none missing, each job launched at its occurrence.
 * Overlap ``forbid``/``replace``/``allow`` with the previous run still running at the next occurrence.
-* A daemon stopped for 3 hours over an hourly schedule: one launch, the others recorded as missed.
+* A daemon stopped for 3 hours over an hourly schedule: one launch, the others recorded as missed
+  (one range record); a backlog never creates more than one job per schedule in a pass.
 * Paused or deleted before a pass: nothing created. Idle with 1,000 schedules: nothing listed again.
 """
 
@@ -104,8 +105,7 @@ def test_a_dst_week_creates_exactly_the_expected_jobs_each_launched_at_its_occur
         assert job.claimed_at == job.occurrence  # ...and its launch started on time
         assert job.status in (JobStatus.LAUNCHING, JobStatus.RUNNING)
     stored = world.store.get_schedule(schedule.id)
-    assert [r["outcome"] for r in stored.records] == ["created"] * len(expected)
-    assert [r["job-id"] for r in stored.records] == [j.id for j in jobs]
+    assert stored.records == ()  # a run is its job (schedule-id, occurrence): no record per run
     assert stored.last_job_id == jobs[-1].id
     assert stored.next_at > end
     if week == "berlin-spring":
@@ -149,7 +149,7 @@ def test_overlap_forbid_records_the_occurrence_as_skipped(tmp_path, ec2):
     assert world.get(first.id).status is JobStatus.RUNNING
     records = world.store.get_schedule(schedule.id).records
     assert [(r["occurrence"], r["outcome"], r["job-id"]) for r in records] == [
-        ("2030-06-03T11:00:00Z", "created", first.id), ("2030-06-03T12:00:00Z", "skipped", None)]
+        ("2030-06-03T12:00:00Z", "skipped", None)]
     assert f"job {first.id} is still running" in records[-1]["detail"]
     world.service.report(first.id, "finished", 0)  # the run ends: the next occurrence runs again
     world.tick(NOON + timedelta(hours=1))
@@ -166,8 +166,8 @@ def test_overlap_replace_cancels_the_previous_run_and_terminates_its_instance(tm
     assert new.occurrence == NOON and new.status is JobStatus.RUNNING
     records = world.store.get_schedule(schedule.id).records
     assert [(r["occurrence"], r["outcome"], r["job-id"]) for r in records] == [
-        ("2030-06-03T11:00:00Z", "created", first.id), ("2030-06-03T12:00:00Z", "replaced-previous", first.id),
-        ("2030-06-03T12:00:00Z", "created", new.id)]
+        ("2030-06-03T12:00:00Z", "replaced-previous", first.id)]
+    assert old.reason == f"replaced by the run of 2030-06-03T12:00:00Z (schedule {schedule.id})"
 
 
 def test_overlap_allow_runs_both(tmp_path, ec2):
@@ -176,7 +176,7 @@ def test_overlap_allow_runs_both(tmp_path, ec2):
     world.tick(NOON)
     old, new = schedule_jobs(world, schedule.id)
     assert (old.id, old.status, new.occurrence, new.status) == (first.id, JobStatus.RUNNING, NOON, JobStatus.RUNNING)
-    assert [r["outcome"] for r in world.store.get_schedule(schedule.id).records] == ["created", "created"]
+    assert world.store.get_schedule(schedule.id).records == ()
 
 
 # ---------------------------------------------------------------------- a daemon that was down
@@ -190,16 +190,15 @@ def test_daemon_stopped_for_three_hours_launches_once_and_records_the_rest_as_mi
     jobs = schedule_jobs(world, schedule.id)
     assert [j.occurrence for j in jobs] == [datetime(2030, 6, 3, 14, tzinfo=UTC)]  # within the deadline
     assert report.job_ids("launched") == [jobs[0].id]
-    records = world.store.get_schedule(schedule.id).records
-    assert [(r["occurrence"], r["outcome"]) for r in records] == [
-        ("2030-06-03T11:00:00Z", "missed"), ("2030-06-03T12:00:00Z", "missed"), ("2030-06-03T13:00:00Z", "missed"),
-        ("2030-06-03T14:00:00Z", "created")]
-    assert all(r["job-id"] is None and "start deadline (30m)" in r["detail"] for r in records[:3])
+    records = world.store.get_schedule(schedule.id).records  # ONE range record for the outage
+    assert [(r["occurrence"], r["until"], r["count"], r["outcome"]) for r in records] == [
+        ("2030-06-03T11:00:00Z", "2030-06-03T13:00:00Z", 3, "missed")]
+    assert records[0]["job-id"] is None and "3 older than the start deadline (30m)" in records[0]["detail"]
     shown = schedule_to_api(world.store.get_schedule(schedule.id))  # what `schedules show` prints
-    assert [r["outcome"] for r in shown["records"]] == ["missed"] * 3 + ["created"]
+    assert [r["outcome"] for r in shown["records"]] == ["missed"]
     assert shown["next-at"] == "2030-06-03T15:00:00Z"
     world.tick(back + MINUTE)  # nothing more: never a late burst, never a second record
-    assert len(world.store.get_schedule(schedule.id).records) == 4 and len(schedule_jobs(world, schedule.id)) == 1
+    assert len(world.store.get_schedule(schedule.id).records) == 1 and len(schedule_jobs(world, schedule.id)) == 1
     assert any("3 occurrence(s) missed" in line for line in world.lines)
 
 
@@ -210,14 +209,16 @@ def test_a_minutely_schedule_down_for_a_year_is_recorded_without_walking_every_m
     back = datetime(2031, 1, 1, 0, 0, 30, tzinfo=UTC)
     world.tick(back)
     stored = world.store.get_schedule(schedule.id)
-    outcomes = [r["outcome"] for r in stored.records]
-    assert outcomes.count("created") == 2 and outcomes.count("missed") == 498  # capped at 500 records
-    assert [j.occurrence for j in schedule_jobs(world, schedule.id)] == [back - timedelta(seconds=90),
-                                                                         back - timedelta(seconds=30)]
+    # ONE range record; one job, for the latest occurrence (23:59 is within the deadline but
+    # superseded by 00:00: never two jobs from one backlog)
+    [missed] = stored.records
+    assert (missed["outcome"], missed["occurrence"], missed["until"]) == (
+        "missed", "2030-01-01T00:01:00Z", "2030-12-31T23:59:00Z")
+    assert missed["count"] == 1001 and "lower bound" in missed["detail"]
+    assert "1 superseded by the run of 2031-01-01T00:00:00Z" in missed["detail"]
+    assert [j.occurrence for j in schedule_jobs(world, schedule.id)] == [back - timedelta(seconds=30)]
     assert stored.next_at == back + timedelta(seconds=30)
-    missed = [r for r in stored.records if r["outcome"] == "missed"]
-    assert any("1000+ occurrence(s) missed" in line for line in world.lines)
-    assert "every later occurrence until 2030-12-31T23:58:30Z missed too" in missed[-1]["detail"]
+    assert any("1001+ occurrence(s) missed" in line for line in world.lines)
 
 
 def test_an_occurrence_whose_template_no_longer_validates_is_recorded_not_retried_forever(tmp_path, ec2):
@@ -229,8 +230,8 @@ def test_an_occurrence_whose_template_no_longer_validates_is_recorded_not_retrie
     schedule = world.store.add_schedule(dataclasses.replace(draft, template={**draft.template, "timeout": "forever"}))
     world.tick(ELEVEN)
     stored = world.store.get_schedule(schedule.id)
-    assert [(r["outcome"], r["job-id"]) for r in stored.records] == [("skipped", None)]
-    assert "not created: timeout" in stored.records[0]["detail"]
+    assert [(r["outcome"], r["job-id"]) for r in stored.records] == [("refused", None)]
+    assert stored.records[0]["detail"].startswith("timeout")
     assert stored.next_at == NOON and schedule_jobs(world, schedule.id) == []
 
 

@@ -6,15 +6,26 @@ launched by the same pass. For each unpaused schedule whose ``next_at`` is at or
 ``now + LEAD`` (created a few seconds early, so that its launch is on time; the job's date-time is
 the occurrence itself), occurrence after occurrence until ``next_at`` is in the future:
 
-* older than the template's start deadline: recorded as ``missed``, one record per occurrence,
-  never launched (a daemon that was down does not launch a burst of stale runs);
+* several occurrences at or before ``now`` (the daemon was down, or a pass came late): all but
+  the latest are recorded as ``missed`` — in ONE range record (first, ``until`` last, ``count``),
+  whether older than the start deadline or superseded by the later one — and only the latest goes
+  on (as Kubernetes' CronJob does): never more than one job per schedule per pass for past
+  occurrences, never a burst of stale runs; the latest too is missed if older than the deadline;
 * ``overlap`` ``forbid`` (the default) while the previous run (``last_job_id``) is still
   scheduled, launching or running: recorded as ``skipped``; ``replace``: the previous run is
-  cancelled as ``jobman cancel`` does (the cancellation stored, then its instance terminated) and
-  recorded as ``replaced-previous``; ``allow``: nothing to check;
+  cancelled as ``jobman cancel`` does (the cancellation stored, then its instance terminated; its
+  reason "replaced by the run of <occurrence> (schedule N)") and recorded as ``replaced-previous``;
+  ``allow``: nothing to check. The overlap is decided AT the occurrence, not ``LEAD`` early: a
+  schedule whose previous run is still active waits for the pass at its occurrence (a run that
+  ends in those last seconds is not skipped nor cancelled);
 * otherwise the job is created through :meth:`JobService.schedule` from the template with
   ``date-time`` = the occurrence, ``schedule_id``/``occurrence`` and the idempotency key
-  ``schedule-{id}-{occurrence}``.
+  ``schedule-{id}-{occurrence}``. No record is stored for it (the run is a job carrying
+  ``schedule-id``/``occurrence``; ``schedules show`` lists the runs from the jobs): records are
+  only the exceptional outcomes, so a schedule stays a small store record however long it runs;
+* refused by the job rules (``InvalidInput``/``IdempotencyConflict``: a template that no longer
+  validates, a ``--max-cost`` over the cached prices...): recorded as ``refused`` with the reason,
+  logged once, and the schedule moves on (never retried every few seconds).
 
 Then ``next_at`` moves to the next occurrence and the records are appended, in one
 compare-and-set (:meth:`update_schedule`) that first checks ``next_at`` is still the occurrence
@@ -33,7 +44,6 @@ and a pass reads only the schedules that are due.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +52,7 @@ from typing import Any, Callable, Hashable
 
 from ..errors import IdempotencyConflict, InvalidInput, JobmanError, one_line
 from ..model import JobStatus, format_time
+from ..schedules.model import MAX_RECORDS  # how many records a schedule keeps (newest last)
 from ..service import JobService
 from .common import Log, error_text
 
@@ -52,14 +63,9 @@ LEAD = timedelta(seconds=5)
 WORKERS = 32
 #: A schedule whose handling failed (the store unreachable) is looked at again after this.
 RETRY = timedelta(seconds=10)
-#: At most this many missed occurrences are recorded one by one per pass (the schedule keeps 500
-#: records anyway); beyond, the earlier ones are summed up in the first record's detail.
-MAX_MISSED_LISTED = 500
 #: A schedule that missed more occurrences than this (a minutely one, a year without a daemon) is
 #: not walked occurrence by occurrence: the walk jumps to the start deadline's window.
 MAX_MISSED_WALK = 1_000
-#: How many records a schedule keeps (the model caps them too; newest last).
-MAX_RECORDS = 500
 #: States in which the previous run counts as still active for ``overlap``.
 RUNNING_STATES = frozenset({JobStatus.SCHEDULED, JobStatus.LAUNCHING, JobStatus.RUNNING})
 _NEVER: Hashable = object()
@@ -89,7 +95,8 @@ class Materializer:
         self._marker: Hashable = _NEVER  # the change marker read before the cached listing
         self._stale = True
         self._queue: list[tuple[datetime, int]] = []  # (next_at, id) of unpaused schedules, ascending
-        self._retry: dict[int, datetime] = {}  # schedule id -> not before (after a failure)
+        self._retry: dict[int, datetime] = {}  # schedule id -> not before (after a failure; or its occurrence)
+        self._defer: dict[int, datetime] = {}  # set by a pass: look again at this occurrence (overlap)
         self._out: Any = None
         #: How many times the schedules were listed (the idle-cost tests and benchmark read it).
         self.listings = 0
@@ -105,15 +112,21 @@ class Materializer:
         job stream costs no Scan — else its ``change_marker()``)."""
         if not self._stale:
             return
-        read_marker = getattr(self.store, "schedule_marker", None) or self.store.change_marker
-        marker = read_marker()  # read before the listing: a later write moves it again
-        if marker == self._marker and self._marker is not _NEVER:
-            self._stale = False
-            return
-        queue = sorted((s.next_at, s.id) for s in self.store.list_schedules()
-                       if not s.paused and s.next_at is not None)
+        # Cleared BEFORE reading (never after): an invalidate() that lands while the marker or the
+        # listing is read (the loop's thread) must leave the cache stale for the next use.
+        self._stale = False
+        try:
+            read_marker = getattr(self.store, "schedule_marker", None) or self.store.change_marker
+            marker = read_marker()  # read before the listing: a later write moves it again
+            if marker == self._marker and self._marker is not _NEVER:
+                return
+            queue = sorted((s.next_at, s.id) for s in self.store.list_schedules()
+                           if not s.paused and s.next_at is not None)
+        except BaseException:
+            self._stale = True  # not read: still to do
+            raise
         self.listings += 1
-        self._queue, self._marker, self._stale = queue, marker, False
+        self._queue, self._marker = queue, marker
         known = {schedule_id for _, schedule_id in queue}
         self._retry = {k: v for k, v in self._retry.items() if k in known}
 
@@ -192,6 +205,8 @@ class Materializer:
             created = self._one(schedule_id, now)
             with self._state:
                 self._retry.pop(schedule_id, None)
+                if schedule_id in self._defer:  # the overlap is decided at the occurrence
+                    self._retry[schedule_id] = self._defer.pop(schedule_id)
             return created
         except Exception as exc:  # one broken schedule or a store hiccup must not stop the others
             with self._state:
@@ -203,6 +218,7 @@ class Materializer:
     def _one(self, schedule_id: int, now: datetime) -> int:
         from ..errors import ScheduleNotFound
         from ..schedules.model import Overlap
+        from ..schedules.occurrences import next_occurrence
 
         try:
             current = self.store.get_schedule(schedule_id)
@@ -216,11 +232,17 @@ class Materializer:
                    and not self.stopping()):
                 occurrence = current.next_at
                 deadline = now - timedelta(seconds=current.start_deadline())
-                if occurrence < deadline:
-                    current = self._missed(current, now, deadline)
-                    continue
+                if occurrence <= now:
+                    following = self._next(current, occurrence, next_occurrence)
+                    if occurrence < deadline or (following is not None and following <= now):
+                        current = self._missed(current, now, deadline)  # all but the latest: one record
+                        continue
                 records: list[dict[str, Any]] = []
                 previous = self._active_previous(current)
+                if previous is not None and current.overlap is not Overlap.ALLOW and occurrence > now:
+                    with self._state:  # decide at the occurrence, not LEAD early (the run may end by then)
+                        self._defer[schedule_id] = occurrence
+                    break
                 if previous is not None and current.overlap is Overlap.FORBID:
                     records.append(_record(occurrence, "skipped", None, now,
                                            f"job {previous.id} is still {previous.status.value} (overlap forbid)"))
@@ -230,20 +252,19 @@ class Materializer:
                     continue
                 if previous is not None and current.overlap is Overlap.REPLACE:
                     records.append(_record(occurrence, "replaced-previous", previous.id, now,
-                                           self._cancel(current, previous)))
+                                           self._cancel(current, previous, occurrence)))
                 try:
                     job, new = self.service.schedule(self._request(current, occurrence))
-                except (InvalidInput, IdempotencyConflict) as exc:  # never valid again: record, go on
-                    records.append(_record(occurrence, "skipped", None, now, f"not created: {one_line(str(exc))}"))
-                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} not created: "
+                except (InvalidInput, IdempotencyConflict) as exc:  # permanent: record once, go on
+                    records.append(_record(occurrence, "refused", None, now, one_line(str(exc))))
+                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} refused: "
                              f"{one_line(str(exc))}")
                     current = self._advance(current, occurrence, records, now)
                     continue
                 created += int(new)
                 if new and self._out is not None:
                     self._out.add(OCCURRENCE_CREATED, job.id, f"schedule {current.id} {format_time(occurrence)}")
-                records.append(_record(occurrence, "created", job.id, now,
-                                       None if new else "created by another daemon"))
+                # no record: the run is the job (schedule-id, occurrence); show lists it from the jobs
                 current = self._advance(current, occurrence, records, now, last_job_id=job.id)
         except (_Moved, ScheduleNotFound):
             try:  # another daemon (or a pause, resume or delete) changed it: take it as it is now
@@ -256,35 +277,36 @@ class Materializer:
 
     # ------------------------------------------------------------------ the rules
     def _missed(self, schedule: Any, now: datetime, deadline: datetime) -> Any:
-        """Record every occurrence older than the start deadline as missed (one CAS for all)."""
+        """Record as ONE range record every occurrence from ``next_at`` that gets no run: those
+        older than the start deadline and those at or before ``now`` superseded by a later one (the
+        latest past occurrence within the deadline goes on); one compare-and-set for all."""
         from ..schedules.occurrences import next_occurrence
 
-        occurrence = schedule.next_at
-        listed: collections.deque[datetime] = collections.deque(maxlen=MAX_MISSED_LISTED)
-        walked = 0
-        nxt: datetime | None = occurrence
-        while nxt is not None and nxt < deadline and walked < MAX_MISSED_WALK:
-            listed.append(nxt)
-            walked += 1
-            nxt = self._next(schedule, nxt, next_occurrence)
-        jumped = nxt is not None and nxt < deadline
-        if jumped:  # too many to walk (a minutely schedule, months without a daemon): skip to the window
-            nxt = self._next(schedule, deadline - timedelta(microseconds=1), next_occurrence)
-        earlier = walked - len(listed)
-        deadline_text = _duration(schedule.start_deadline())
-        records = [_record(when, "missed", None, now, f"older than the start deadline ({deadline_text}) when handled")
-                   for when in listed]
-        if earlier:
-            records[0]["detail"] += f"; {earlier} earlier occurrence(s) missed too, not listed"
-        if jumped:
-            records[-1]["detail"] += (f"; every later occurrence until {format_time(deadline)} missed too "
-                                      "(too many to list)")
-        first, last = format_time(listed[0]), format_time(listed[-1])
-        span = first if len(listed) == 1 else f"{first} .. {last}"
-        count = f"{walked}{'+' if jumped else ''}"
-        self.log(f"schedule {schedule.id}: {count} occurrence(s) missed (older than the start deadline "
-                 f"{deadline_text}): {span}{' and later' if jumped else ''}")
-        return self._advance(schedule, occurrence, records, now, next_at=nxt)
+        first = schedule.next_at
+        last, count, old, jumped = first, 0, 0, False
+        nxt: datetime | None = first
+        while nxt is not None and nxt <= now:
+            following = self._next(schedule, nxt, next_occurrence)
+            if nxt >= deadline and (following is None or following > now):
+                break  # the latest past occurrence, within the deadline: it goes on
+            last, count, old = nxt, count + 1, old + int(nxt < deadline)
+            nxt = following
+            if not jumped and count >= MAX_MISSED_WALK and nxt is not None and nxt < deadline:
+                # a minutely schedule, months without a daemon: jump to the deadline's window
+                jumped, nxt = True, self._next(schedule, deadline - timedelta(microseconds=1), next_occurrence)
+        why = []
+        if old:
+            why.append(f"{old}{'+' if jumped else ''} older than the start deadline "
+                       f"({_duration(schedule.start_deadline())})")
+        if count - old:
+            to = f"the run of {format_time(nxt)}" if nxt is not None and nxt <= now else "a later occurrence"
+            why.append(f"{count - old} superseded by {to}")
+        detail = "; ".join(why) + (" (too many to walk: the count is a lower bound)" if jumped else "")
+        record = _record(first, "missed", None, now, detail)
+        record.update({"until": format_time(last), "count": count})
+        span = format_time(first) if count == 1 else f"{format_time(first)} .. {format_time(last)}"
+        self.log(f"schedule {schedule.id}: {count}{'+' if jumped else ''} occurrence(s) missed ({span}): {detail}")
+        return self._advance(schedule, first, [record], now, next_at=nxt)
 
     @staticmethod
     def _next(schedule: Any, after: datetime, next_occurrence: Callable[..., Any]) -> datetime | None:
@@ -306,10 +328,12 @@ class Materializer:
             return None
         return job if job.status in RUNNING_STATES else None
 
-    def _cancel(self, schedule: Any, previous: Any) -> str:
-        """``overlap replace``: cancel the previous run as ``jobman cancel`` does; what happened."""
+    def _cancel(self, schedule: Any, previous: Any, occurrence: datetime) -> str:
+        """``overlap replace``: cancel the previous run as ``jobman cancel`` does (with a reason that
+        says why: not "cancelled by operator"); what happened."""
+        reason = f"replaced by the run of {format_time(occurrence)} (schedule {schedule.id})"
         try:
-            self.service.cancel(previous.id, terminate=self.terminate)
+            self.service.cancel(previous.id, terminate=self.terminate, reason=reason)
         except JobmanError as exc:
             try:
                 job = self.store.get(previous.id)

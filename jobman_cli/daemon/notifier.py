@@ -28,7 +28,7 @@ the sending happens in a bounded pool (``workers`` threads), the waiting in one 
 the recording in the :class:`~.notify_recorder.Recorder` (outcomes written in batches). While
 callbacks are arriving (:meth:`busy`, called for every change the API makes) at most
 ``busy_workers`` attempts are in flight: the failures that owe notifications arrive as callbacks,
-and those come first (measured: a 1,000-job burst keeps its callback throughput; BENCHMARKS.md).
+and those come first (the cost of a 1,000-job burst to the callbacks: BENCHMARKS.md, ``notify``).
 """
 
 from __future__ import annotations

@@ -183,3 +183,59 @@ def test_two_processes_updating_one_schedule_lose_no_update(tmp_path):
     final = TinyDBStore(path).get_schedule(1)
     assert sorted(r["detail"] for r in final.records) == sorted(f"{x}{n}" for x in "ab" for n in range(15))
     assert sorted(r["job-id"] for r in final.records) == list(range(1, 31))
+
+
+def test_concurrent_schedule_writers_share_one_file_write_and_a_failing_change_drops_only_its_own(
+        tmp_path, monkeypatch):
+    """The daemon's workers update many schedules at once: while one writer holds the lock, the
+    others queue and the next leader applies them all with ONE rewrite of the schedules file
+    (it was one locked rewrite + fsyncs each: 1,000 due schedules took ~30 s). A change that raises
+    fails its own caller only. Ordered by events: the first write is held until 31 writers queued."""
+    import threading
+    import time
+
+    from jobman_cli.stores import tinydb_schedules
+
+    path = tmp_path / "jobs.json"
+    store = TinyDBStore(path)
+    ids = [store.add_schedule(make_schedule()).id for _ in range(32)]
+    real, writes = tinydb_schedules.atomic_write, []
+    entered, release = threading.Event(), threading.Event()
+
+    def held_write(*args, **kwargs):
+        writes.append(1)
+        if len(writes) == 1:
+            entered.set()
+            assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tinydb_schedules, "atomic_write", held_write)
+    errors: dict[int, BaseException] = {}
+
+    def bad(s):
+        raise ValueError("this change is refused")
+
+    def update(schedule_id: int) -> None:
+        try:
+            store.update_schedule(schedule_id, bad if schedule_id == ids[5] else append(f"u{schedule_id}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors[schedule_id] = exc
+
+    first = threading.Thread(target=update, args=(ids[0],))
+    first.start()
+    assert entered.wait(60)
+    others = [threading.Thread(target=update, args=(i,)) for i in ids[1:]]
+    for t in others:
+        t.start()
+    limit = time.monotonic() + 60  # liveness bound only: waits for a state, not a duration
+    while len(store._group._queue) < len(others) and time.monotonic() < limit:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *others]:
+        t.join(60)
+    assert len(writes) == 2  # the held one, then all 31 queued changes in one
+    assert list(errors) == [ids[5]] and isinstance(errors[ids[5]], ValueError)
+    fresh = TinyDBStore(path)
+    for i in ids:
+        details = [r["detail"] for r in fresh.get_schedule(i).records]
+        assert details == ([] if i == ids[5] else [f"u{i}"])

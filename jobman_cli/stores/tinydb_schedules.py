@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,11 +36,12 @@ import orjson
 
 from ..errors import ScheduleNotFound, StoreError
 from ..schedules.model import Schedule, as_stored, schedule_from_record, schedule_to_record
-from .filelock import atomic_write, decode_json, remove_stale_temps, stat_key
+from .filelock import GroupCommit, Request, atomic_write, decode_json, remove_stale_temps, stat_key
 
 SUFFIX = ".schedules"
 FORMAT, SCHEMA = "jobman-schedules", 1
 TABLE, META, META_ID = "schedules", "meta", "1"
+_GROUP_GUARD = threading.Lock()  # creates a store's schedule GroupCommit once
 ScheduleChange = Callable[[Schedule], Schedule]
 
 
@@ -63,6 +65,7 @@ class TinyDBSchedules:
     _commits: Any
     _loaded: _Loaded | None = None
     _swept = False
+    _group: GroupCommit | None = None
 
     @property
     def schedules_path(self) -> Path:
@@ -142,9 +145,27 @@ class TinyDBSchedules:
     # ------------------------------------------------------------------ writing (under the lock)
     def _write(self, apply: Callable[[dict[str, dict], dict[str, Any]], Any]) -> Any:
         """Read-modify-write under the store's exclusive lock: ``apply(table, meta)`` changes copies
-        (or raises: then nothing is written); they are written only if it returns normally."""
+        (or raises: then its own change is dropped) and returns ``(result, changed)``.
+
+        Group-committed like the job file (:class:`~.filelock.GroupCommit`): concurrent writers of
+        this process (the daemon's schedule workers: 1,000 occurrences due in one minute) queue
+        behind the one holding the lock, and the next leader applies the whole queue to one copy
+        and rewrites the file once — one lock, one encode, two fsyncs for the batch instead of one
+        each (measured: 1,000 due schedules took ~30 s one write at a time)."""
         if not self.store_id:  # type: ignore[attr-defined]
             self._commits.submit(lambda batch: None)  # the job file first: it names the store
+        group = self._group
+        if group is None:
+            with _GROUP_GUARD:
+                if self._group is None:
+                    self._group = GroupCommit(self._run_batch, self.schedules_path)
+                group = self._group
+        return group.submit(apply)
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        """One lock holder's turn: every queued change in order on one copy, one write if any changed.
+        A change that raises gets its own error and changes nothing (every ``apply`` here writes into
+        the copies only as its last step, after everything that can raise)."""
         with self._lock.exclusive():
             if not self._swept:  # temp files of writers killed mid-write (no live writer now: we hold the lock)
                 remove_stale_temps(self.schedules_path)
@@ -153,7 +174,14 @@ class TinyDBSchedules:
             table, meta = dict(loaded.table), dict(loaded.meta)
             if not meta:
                 meta = {"format": FORMAT, "schema": SCHEMA, "store-id": self.store_id, "next-id": 1}  # type: ignore[attr-defined]
-            result, changed = apply(table, meta)
+            changed = False
+            for item in batch:
+                try:
+                    item.result, one = item.apply(table, meta)  # type: ignore[call-arg]
+                except Exception as exc:  # noqa: BLE001 - this caller's error, not the batch's
+                    item.error = exc
+                    continue
+                changed = changed or one
             if changed:
                 doc = {TABLE: {key: table[key] for key in sorted(table, key=int)}, META: {META_ID: meta}}
                 try:
@@ -161,7 +189,6 @@ class TinyDBSchedules:
                 except TypeError as err:
                     raise StoreError(f"{self.schedules_path}: cannot encode the schedules: {err}") from None
                 atomic_write(self.schedules_path, [data + b"\n"])
-            return result
 
     def add_schedule(self, draft: Schedule) -> Schedule:
         """A fresh id from the file's own counter (never reused, also not after a delete)."""

@@ -78,7 +78,8 @@ def test_list_schedule_filters_the_runs_of_one_schedule(db):
     assert [j["id"] for j in json.loads(run(db, "list", "--schedule", "1", "--limit", "2", "--json").output)] == [4, 3]
     table = run(db, "list", "--schedule", "7").output
     assert " 5 " in f" {table} " and "\n 4 " not in table
-    assert run(db, "list", "--schedule", "x").exit_code == 2
+    bad = run(db, "list", "--schedule", "x")
+    assert bad.exit_code == 2 and bad.output.startswith("Error: --schedule: ")  # names the flag (review finding 8)
 
 
 def test_preview_across_the_berlin_gap_and_repeat_stores_nothing(tmp_path):

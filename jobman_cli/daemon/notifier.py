@@ -29,6 +29,15 @@ the recording in the :class:`~.notify_recorder.Recorder` (outcomes written in ba
 callbacks are arriving (:meth:`busy`, called for every change the API makes) at most
 ``busy_workers`` attempts are in flight: the failures that owe notifications arrive as callbacks,
 and those come first (the cost of a 1,000-job burst to the callbacks: BENCHMARKS.md, ``notify``).
+
+The cost receipt (``cost``, ``cost-basis`` in the body) is made on the costing thread after the job
+ended, usually within a second. With ``receipts`` (this daemon makes them: EC2 launcher, receipts
+on), the *first* attempt of a delivery for a job that will get one (:func:`~.costing.wants_receipt`)
+is held until the receipt is stored or ``receipt_wait`` seconds after the job's ``finished-at``,
+whichever comes first; the receipt's write goes through the observer, whose :meth:`poke` queues the
+delivery at once. After the wait it goes without (``cost`` and ``cost-basis`` null). Jobs that never
+ran on an instance, daemons without costing and jobs already past the wait never wait; retries
+never wait (they send the first claim's snapshot: :mod:`jobman_cli.notify.deliveries`).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from __future__ import annotations
 import heapq
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import JobmanError
@@ -47,6 +56,7 @@ from ..notify.message import body
 from ..notify.settings import NotifySettings
 from ..notify.targets import EVENTS, redact
 from .common import Log, error_text
+from .costing import wants_receipt
 from .notify_recorder import Pass, Recorder, Write
 
 UTC = timezone.utc
@@ -60,8 +70,11 @@ CLOSE_GRACE = 3.0
 
 class Notifier:
     def __init__(self, store: Any, clock: Any, settings: NotifySettings, sender: Any, *, owner: str,
-                 exclusive: bool, log: Log) -> None:
+                 exclusive: bool, log: Log, receipts: bool = False) -> None:
+        """``receipts``: this daemon makes cost receipts (its costing is on), so a first attempt may
+        wait for one (see the module docstring)."""
         self.store = store
+        self.receipts = receipts
         self.clock = clock
         self.settings = settings
         self.policy = settings.policy
@@ -93,9 +106,26 @@ class Notifier:
         on the store or the network (called on the API's and the daemon's write paths)."""
         if not job.notify or job.status not in TERMINAL_STATES:
             return
-        when = plan.next_due(job, self.clock.now(), self.policy)
+        when = self._next_due(job, self.clock.now())
         if when is not None:
             self._schedule(job.id, when.timestamp())
+
+    def _held_until(self, job: Job, index: int, event: str) -> datetime | None:
+        """When a first attempt held for the job's cost receipt may go without it (None: not held)."""
+        if (not self.receipts or job.finished_at is None or plan.record_of(job, index, event) is not None
+                or not wants_receipt(job)):
+            return None
+        return job.finished_at + timedelta(seconds=self.settings.receipt_wait)
+
+    def _due(self, job: Job, index: int, event: str, now: datetime) -> datetime | None:
+        """:func:`~jobman_cli.notify.deliveries.due_at`, later while held for the receipt."""
+        when = plan.due_at(job, index, event, now, self.policy)
+        held = self._held_until(job, index, event) if when is not None else None
+        return max(when, held) if when is not None and held is not None else when
+
+    def _next_due(self, job: Job, now: datetime) -> datetime | None:
+        times = [t for index, event in plan.wanted(job) if (t := self._due(job, index, event, now)) is not None]
+        return min(times) if times else None
 
     def scan(self) -> int:
         """Queue every job in the store that still owes a delivery. Returns how many."""
@@ -109,7 +139,7 @@ class Notifier:
                 job = job_from_record(record)
             except (KeyError, TypeError, ValueError):
                 continue
-            when = plan.next_due(job, now, self.policy)
+            when = self._next_due(job, now)
             if when is not None:
                 self._schedule(job.id, when.timestamp())
                 found += 1
@@ -254,7 +284,7 @@ class Notifier:
             if self._stop:
                 break  # closing: the rest is found again by the next daemon's scan
             now = self.clock.now()
-            when = plan.due_at(job, index, event, now, self.policy)
+            when = self._due(job, index, event, now)
             if when is None or when > now:
                 continue
             try:
@@ -262,7 +292,7 @@ class Notifier:
             except Exception as exc:  # a store error or a bug: this target only; the others go on
                 self.log(f"notify: job {job.id}: {redact(job.notify[index])}: {error_text(exc)}")
         if not pass_.close():
-            later = plan.next_due(job, self.clock.now(), self.policy)
+            later = self._next_due(job, self.clock.now())
             if later is not None and not self._stop:
                 self._schedule(job.id, later.timestamp())
             return False
@@ -298,11 +328,12 @@ class Notifier:
                 self._given_up(job, index, event, text, claimed, None, None)
             return
         attempt = int(record.get("attempts") or 1)
-        outcome = self.sender.send(job.notify[index], body(claimed, str(record.get("event-id") or eid)))
+        receipt = plan.sent_receipt(record)  # the first claim's: every attempt sends the same bytes
+        outcome = self.sender.send(job.notify[index], body(claimed, str(record.get("event-id") or eid), receipt))
         if self._abandoned:
             return  # shut down mid-attempt: not recorded (made again: exclusive now, shared after the lease)
         pass_.add()
-        self._record(job, index, event, attempt, outcome, now, pass_)
+        self._record(job, index, event, attempt, outcome, now, pass_, receipt)
 
     def _given_up(self, job: Job, index: int, event: str, text: str, written: Job | None,
                   error: BaseException | None, pass_: "Pass | None") -> None:
@@ -316,9 +347,11 @@ class Notifier:
                 pass_.done()
 
     def _record(self, job: Job, index: int, event: str, attempt: int, outcome: Outcome, claimed_at: datetime,
-                pass_: "Pass") -> None:
+                pass_: "Pass", receipt: Any = None) -> None:
         """One target's outcome (exclusive store: with its claim) to the recorder, which writes
-        the outcomes that arrive together in one write per job."""
+        the outcomes that arrive together in one write per job. ``receipt``: the snapshot the
+        attempt sent, written with the exclusive claim (the stored job may have got its receipt
+        since the claim was made in memory; the record must keep what was sent)."""
         done_at = self.clock.now()
         owner, policy = self.owner, self.policy
         eid = plan.event_id(self.store.store_id, job.id, event)
@@ -328,7 +361,7 @@ class Notifier:
             lost.clear()
             try:
                 if self.exclusive:
-                    current = plan.claim(current, index, event, claimed_at, owner, policy, eid)
+                    current = plan.claim(current, index, event, claimed_at, owner, policy, eid, receipt)
                 return plan.settle(current, index, event, attempt, owner, outcome, done_at, policy)
             except plan.NotDue:
                 lost.append(True)

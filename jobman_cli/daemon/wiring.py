@@ -119,14 +119,17 @@ class Daemon:
         self._materializing: Future | None = None
         self._reconcile_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobman-reconcile")
         self._reconciling: Future | None = None
-        #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`).
+        #: Cost receipts of ended jobs (None: not EC2, or receipts off); its thread starts with :meth:`run`.
+        #: Its write goes through ``self.store``, so the observer pokes the notifier with the receipt.
+        self.costing = costing_for(self.store, launcher, self.clock, log=self.log)
+        #: Its threads start with :meth:`run` (``--once``: :meth:`Notifier.run_once`); with costing on,
+        #: a first notification waits (bounded) for the job's receipt.
         self.notifier = (Notifier(self.store, self.clock, notify or NotifySettings(), notify_sender,
-                                  owner=self.daemon_id, exclusive=exclusive, log=self.log)
+                                  owner=self.daemon_id, exclusive=exclusive, log=self.log,
+                                  receipts=self.costing is not None)
                          if notify_sender is not None else None)
         if self.notifier is not None:
             self.observer.listeners.append(self.notifier.poke)
-        #: Cost receipts of ended jobs (None: not EC2, or receipts off); its thread starts with :meth:`run`.
-        self.costing = costing_for(self.store, launcher, self.clock, log=self.log)
         if self.costing is not None:
             self.observer.listeners.append(self.costing.poke)
 

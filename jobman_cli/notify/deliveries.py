@@ -10,7 +10,12 @@ reconciler, ``jobman cancel`` from another process): the debt follows from the s
     {"target": "<redacted>", "target-index": 0, "event": "failed", "event-id": "...",
      "state": "pending" | "sending" | "delivered" | "failed",
      "attempts": 2, "history": [{"at": "...", "outcome": "HTTP 500"}, ...],
-     "next-attempt-at": "..." | null, "claimed-by": "..." | null, "claimed-until": "..." | null}
+     "next-attempt-at": "..." | null, "claimed-by": "..." | null, "claimed-until": "..." | null,
+     "receipt": {"cost": 0.15 | null, "cost-basis": "..." | null}}
+
+``receipt`` is the job's cost receipt as the delivery's first claim saw it, kept by every later
+claim and settle: every attempt's body is built from it (:func:`sent_receipt`), so a retry made
+after the receipt was written sends the same bytes, signature and event id as the first attempt.
 
 The functions here are pure (a :class:`~jobman_cli.model.Job` in, a new one out, or an exception
 that makes the store's compare-and-set write nothing), like the model's transitions:
@@ -138,11 +143,27 @@ def _replace(job: Any, index: int, event: str, record: dict[str, Any], now: date
     return dataclasses.replace(job, deliveries=records, updated_at=now, version=job.version + 1)
 
 
-def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: Policy, eid: str) -> Any:
+def snapshot(job: Any) -> dict[str, Any]:
+    """The job's cost receipt as a delivery sends it (both None while it has none)."""
+    return {"cost": job.cost, "cost-basis": job.cost_basis}
+
+
+def sent_receipt(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The receipt snapshot a delivery's attempts send (None: a record made before snapshots)."""
+    receipt = record.get("receipt")
+    return receipt if isinstance(receipt, Mapping) else None
+
+
+def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: Policy, eid: str,
+          receipt: Mapping[str, Any] | None = None) -> Any:
     """The job with delivery ``index`` claimed by ``owner`` (attempt count + 1). Raises
     :class:`NotDue` when it is done, not due yet, or claimed by another and not expired. Past
     ``max_age`` after the job ended, the delivery comes back ``failed`` instead (see
-    :func:`claimed`): the caller sends nothing and writes it."""
+    :func:`claimed`): the caller sends nothing and writes it.
+
+    The record keeps the ``receipt`` snapshot of an earlier claim; the first claim takes
+    ``receipt`` if given (an exclusive daemon writing the claim it sent with: the job may have got
+    its receipt since), else the job's own (:func:`snapshot`)."""
     from ..model import format_time
 
     if (index, event) not in wanted(job):
@@ -165,12 +186,14 @@ def claim(job: Any, index: int, event: str, now: datetime, owner: str, policy: P
             "next-attempt-at": None, "claimed-by": None, "claimed-at": None, "claimed-until": None,
         }
         return _replace(job, index, event, record, now)
+    kept = sent_receipt(old)
     record = {
         "target": redact(job.notify[index]), "target-index": index, "event": event,
         "event-id": old.get("event-id") or eid, "state": "sending",
         "attempts": int(old.get("attempts") or 0) + 1, "history": history[-HISTORY_KEPT:],
         "next-attempt-at": None, "claimed-by": owner, "claimed-at": format_time(now),
         "claimed-until": format_time(now + timedelta(seconds=policy.lease)),
+        "receipt": dict(kept if kept is not None else receipt if receipt is not None else snapshot(job)),
     }
     return _replace(job, index, event, record, now)
 

@@ -5,6 +5,15 @@ values may be credentials), never ``secrets`` (not even the references), never t
 (arguments are a common place for tokens) and never the notification targets themselves (a
 webhook URL can be a credential). It is the same for every attempt of one event, so the event id
 and the signature of a resent body match the first.
+
+``cost`` and ``cost-basis`` (the job's cost receipt, DESIGN.md section 13) are the one part of the
+body that may change after the job ended: the receipt is written on its own thread, usually within
+a second, sometimes minutes later (price errors are retried). So they are not read from the job at
+each attempt but from the delivery record's ``receipt`` snapshot, taken once by the delivery's
+first claim (:func:`~jobman_cli.notify.deliveries.claim`): a retry after the receipt arrived
+still sends what the first attempt sent, byte for byte. The daemon holds a first attempt back for
+the receipt (at most ``receipt_wait`` after the job ended, see :mod:`jobman_cli.daemon.notifier`)
+so that the snapshot usually has it.
 """
 
 from __future__ import annotations
@@ -12,23 +21,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, Mapping
 
 SIGNATURE_HEADER = "X-Jobman-Signature"
 EVENT_ID_HEADER = "X-Jobman-Event-Id"
 EVENT_HEADER = "X-Jobman-Event"
 #: The job fields a notification carries (DESIGN.md section 4 names).
 BODY_FIELDS = ("id", "title", "status", "reason-code", "reason", "exit-code", "docker-image", "instance-id",
-               "instance-type", "attempts", "date-time", "created-at", "launched-at", "finished-at", "timeout")
+               "instance-type", "attempts", "date-time", "created-at", "launched-at", "finished-at", "timeout",
+               "cost", "cost-basis")
+#: The body fields taken from the delivery record's snapshot, not from the job as it is now.
+RECEIPT_FIELDS = ("cost", "cost-basis")
 
 
-def body(job: Any, eid: str) -> dict[str, Any]:
-    """The documented JSON body of the event ``eid`` for ``job`` (a terminal job)."""
+def body(job: Any, eid: str, receipt: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The documented JSON body of the event ``eid`` for ``job`` (a terminal job). ``receipt``: the
+    delivery record's snapshot of ``cost``/``cost-basis`` (what every attempt of the event sends);
+    None: the job's own (a preview, or a record from before the snapshot existed)."""
     from ..model import job_to_api
 
     public = job_to_api(job)
     out: dict[str, Any] = {"event": f"job.{job.status.value}", "event-id": eid}
     out.update({key: public.get(key) for key in BODY_FIELDS})
+    if receipt is not None:
+        out.update({key: receipt.get(key) for key in RECEIPT_FIELDS})
     out["log"] = {"command": f"jobman logs {job.id}",
                   "hint": f"run 'jobman logs {job.id}' where jobman can read this store; "
                           f"'jobman status {job.id}' shows the job"}
@@ -65,6 +81,10 @@ def slack_text(data: dict[str, Any]) -> str:
     if code:
         parts.append(code + ".")
     parts.append(f"Ended {data.get('finished-at') or '?'} after {data.get('attempts', 0)} attempt(s).")
+    if isinstance(data.get("cost"), (int, float)):
+        from ..cost.receipt import format_usd
+
+        parts.append(f"Cost {format_usd(data['cost'])}.")
     parts.append(f"Log: `{data['log']['command']}`.")
     return " ".join(parts)
 

@@ -39,6 +39,10 @@ from .targets import DEFAULT_NOTIFY_ON, validate_notify_on, validate_targets
 SECRET_ENV = "JOBMAN_NOTIFY_SECRET"
 SECRET_FILE_NAME = "notify-secret"
 MIN_SECRET = 16
+#: Seconds after a job ended that its first notification waits for the cost receipt, when the
+#: daemon makes receipts and the job will get one (usually written within a second; a price
+#: error retried with its 30 s backoff must not hold the news of a failure much longer).
+RECEIPT_WAIT = 60.0
 _MAX_SECRET_FILE = 4096
 
 
@@ -51,6 +55,8 @@ class NotifySettings:
     #: last half second): callbacks come first.
     busy_workers: int = 4
     scan_interval: float = 60.0
+    #: See :data:`RECEIPT_WAIT` (tests make it short or long).
+    receipt_wait: float = RECEIPT_WAIT
 
 
 def default_targets(home: Path | None = None) -> tuple[tuple[str, ...], str]:

@@ -157,3 +157,24 @@ def test_preview_stores_nothing_and_validates(service, tmp_path):
         service.preview("@daily", None, "UTC", T, 0)
     assert err.value.field == "n"
     assert service.list() == []
+
+
+def test_recent_runs_reads_the_newest_500_jobs_first_and_the_whole_history_only_if_needed():
+    """``show``'s runs: found among the newest 500 jobs -> no full scan; a schedule whose runs are
+    older than that -> the whole history is read (none missing)."""
+    from types import SimpleNamespace
+
+    from jobman_cli.schedules.service import ScheduleService
+
+    jobs = [{"id": i, "schedule-id": 1 if i <= 30 else (2 if i % 2 else None), "occurrence": None,
+             "status": "finished", "reason": None} for i in range(1200, 0, -1)]  # newest first
+    calls: list = []
+
+    def list_records(statuses=None, *, limit=None, since=None):
+        calls.append(limit)
+        return jobs if limit is None else jobs[:limit]
+
+    service = ScheduleService(SimpleNamespace(store=SimpleNamespace(list_records=list_records), clock=None))
+    assert [r["id"] for r in service.recent_runs(2, 20)] == list(range(1199, 1159, -2)) and calls == [500]
+    calls.clear()
+    assert [r["id"] for r in service.recent_runs(1, 20)] == list(range(30, 10, -1)) and calls == [500, None]

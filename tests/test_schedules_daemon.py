@@ -190,15 +190,16 @@ def test_daemon_stopped_for_three_hours_launches_once_and_records_the_rest_as_mi
     jobs = schedule_jobs(world, schedule.id)
     assert [j.occurrence for j in jobs] == [datetime(2030, 6, 3, 14, tzinfo=UTC)]  # within the deadline
     assert report.job_ids("launched") == [jobs[0].id]
-    records = world.store.get_schedule(schedule.id).records  # ONE range record for the outage
-    assert [(r["occurrence"], r["until"], r["count"], r["outcome"]) for r in records] == [
-        ("2030-06-03T11:00:00Z", "2030-06-03T13:00:00Z", 3, "missed")]
-    assert records[0]["job-id"] is None and "3 older than the start deadline (30m)" in records[0]["detail"]
+    records = world.store.get_schedule(schedule.id).records  # one record per missed occurrence
+    assert [(r["occurrence"], r["outcome"], r["job-id"]) for r in records] == [
+        ("2030-06-03T11:00:00Z", "missed", None), ("2030-06-03T12:00:00Z", "missed", None),
+        ("2030-06-03T13:00:00Z", "missed", None)]
+    assert all(r["detail"] == "older than the start deadline (30m)" for r in records)
     shown = schedule_to_api(world.store.get_schedule(schedule.id))  # what `schedules show` prints
-    assert [r["outcome"] for r in shown["records"]] == ["missed"]
+    assert [r["outcome"] for r in shown["records"]] == ["missed"] * 3
     assert shown["next-at"] == "2030-06-03T15:00:00Z"
-    world.tick(back + MINUTE)  # nothing more: never a late burst, never a second record
-    assert len(world.store.get_schedule(schedule.id).records) == 1 and len(schedule_jobs(world, schedule.id)) == 1
+    world.tick(back + MINUTE)  # nothing more: never a late burst, never another record
+    assert len(world.store.get_schedule(schedule.id).records) == 3 and len(schedule_jobs(world, schedule.id)) == 1
     assert any("3 occurrence(s) missed" in line for line in world.lines)
 
 

@@ -67,7 +67,7 @@ def stored_size(rig: Rig, schedule_id: int) -> int:
 def test_stored_size_stays_bounded_after_1000_occurrences(rig):
     """1,000 occurrences of a minutely schedule, handled by passes every 10 minutes (9 superseded
     + 1 run each) and by passes at each occurrence: the schedule holds no record per created run
-    and at most MAX_RECORDS range records — a few KB, not 500 records (~62 KB)."""
+    and at most MAX_RECORDS records — a few KB, not 500 records (~62 KB)."""
     s = rig.create(every="1m", overlap="allow")
     empty = stored_size(rig, s.id)
     now = s.next_at
@@ -81,10 +81,10 @@ def test_stored_size_stays_bounded_after_1000_occurrences(rig):
         rig.step(now - LEAD)
     stored = rig.store.get_schedule(s.id)
     assert len(rig.runs(s.id)) == 90 + 100
-    assert len(stored.records) == 90 <= MAX_RECORDS
+    # 10 + 89 x 9 = 811 missed occurrences, one record each (short outages), the newest MAX_RECORDS kept
+    assert len(stored.records) == MAX_RECORDS
     assert all(r["outcome"] == "missed" for r in stored.records)
-    assert [r["count"] for r in stored.records] == [10] + [9] * 89  # the first pass: next_at itself too
-    assert stored_size(rig, s.id) - empty < 90 * 300  # ~250 bytes a range record
+    assert stored_size(rig, s.id) - empty < MAX_RECORDS * 300  # ~200 bytes a record
     for _ in range(30):  # the cap holds
         now = rig.store.get_schedule(s.id).next_at + timedelta(minutes=5)
         rig.step(now)
@@ -124,9 +124,13 @@ def test_hourly_schedule_down_three_hours_one_launch_the_others_missed(rig):
     s = rig.create(cron="0 * * * *")
     assert rig.step(datetime(2030, 6, 3, 12, 20, tzinfo=UTC)) == 1
     assert [j.occurrence.hour for j in rig.runs(s.id)] == [12]
-    (record,) = rig.store.get_schedule(s.id).records
-    assert (record["occurrence"], record["until"], record["count"]) == ("2030-06-03T10:00:00Z",
-                                                                        "2030-06-03T11:00:00Z", 2)
+    records = rig.store.get_schedule(s.id).records  # a short outage: one record per occurrence
+    assert [(r["occurrence"], r["outcome"]) for r in records] == [("2030-06-03T10:00:00Z", "missed"),
+                                                                  ("2030-06-03T11:00:00Z", "missed")]
+    # both older than 12:20 - 1h; each record is a range of one, so consumers read every record alike
+    assert [(r["detail"], r["until"], r["count"]) for r in records] == [
+        ("older than the start deadline (1h)", "2030-06-03T10:00:00Z", 1),
+        ("older than the start deadline (1h)", "2030-06-03T11:00:00Z", 1)]
 
 
 # ---------------------------------------------------------------------- finding 3

@@ -7,7 +7,8 @@ launched by the same pass. For each unpaused schedule whose ``next_at`` is at or
 the occurrence itself), occurrence after occurrence until ``next_at`` is in the future:
 
 * several occurrences at or before ``now`` (the daemon was down, or a pass came late): all but
-  the latest are recorded as ``missed`` — in ONE range record (first, ``until`` last, ``count``),
+  the latest are recorded as ``missed`` — one record per occurrence for a short outage (up to
+  :data:`PER_OCCURRENCE_RECORDS`), else ONE range record (first, ``until`` last, ``count``),
   whether older than the start deadline or superseded by the later one — and only the latest goes
   on (as Kubernetes' CronJob does): never more than one job per schedule per pass for past
   occurrences, never a burst of stale runs; the latest too is missed if older than the deadline;
@@ -66,6 +67,10 @@ RETRY = timedelta(seconds=10)
 #: A schedule that missed more occurrences than this (a minutely one, a year without a daemon) is
 #: not walked occurrence by occurrence: the walk jumps to the start deadline's window.
 MAX_MISSED_WALK = 1_000
+#: An outage that missed at most this many occurrences of a schedule records each one (an hourly
+#: schedule, a day without a daemon); a longer one is ONE range record (first, until, count), so a
+#: schedule's stored size stays bounded however long the daemon was away.
+PER_OCCURRENCE_RECORDS = 24
 #: States in which the previous run counts as still active for ``overlap``.
 RUNNING_STATES = frozenset({JobStatus.SCHEDULED, JobStatus.LAUNCHING, JobStatus.RUNNING})
 _NEVER: Hashable = object()
@@ -277,19 +282,23 @@ class Materializer:
 
     # ------------------------------------------------------------------ the rules
     def _missed(self, schedule: Any, now: datetime, deadline: datetime) -> Any:
-        """Record as ONE range record every occurrence from ``next_at`` that gets no run: those
+        """Record every occurrence from ``next_at`` that gets no run (one record each, or ONE range
+        record past :data:`PER_OCCURRENCE_RECORDS`): those
         older than the start deadline and those at or before ``now`` superseded by a later one (the
         latest past occurrence within the deadline goes on); one compare-and-set for all."""
         from ..schedules.occurrences import next_occurrence
 
         first = schedule.next_at
         last, count, old, jumped = first, 0, 0, False
+        walked: list[datetime] = []
         nxt: datetime | None = first
         while nxt is not None and nxt <= now:
             following = self._next(schedule, nxt, next_occurrence)
             if nxt >= deadline and (following is None or following > now):
                 break  # the latest past occurrence, within the deadline: it goes on
             last, count, old = nxt, count + 1, old + int(nxt < deadline)
+            if len(walked) <= PER_OCCURRENCE_RECORDS:
+                walked.append(nxt)
             nxt = following
             if not jumped and count >= MAX_MISSED_WALK and nxt is not None and nxt < deadline:
                 # a minutely schedule, months without a daemon: jump to the deadline's window
@@ -302,10 +311,17 @@ class Materializer:
             to = f"the run of {format_time(nxt)}" if nxt is not None and nxt <= now else "a later occurrence"
             why.append(f"{count - old} superseded by {to}")
         detail = "; ".join(why) + (" (too many to walk: the count is a lower bound)" if jumped else "")
-        record = _record(first, "missed", None, now, detail)
-        record.update({"until": format_time(last), "count": count})
         span = format_time(first) if count == 1 else f"{format_time(first)} .. {format_time(last)}"
         self.log(f"schedule {schedule.id}: {count}{'+' if jumped else ''} occurrence(s) missed ({span}): {detail}")
+        if not jumped and count <= PER_OCCURRENCE_RECORDS:
+            # a short outage: one record per occurrence, each saying why it got no run
+            later = f"the run of {format_time(nxt)}" if nxt is not None and nxt <= now else "a later occurrence"
+            old_why = f"older than the start deadline ({_duration(schedule.start_deadline())})"
+            records = [{**_record(when, "missed", None, now, old_why if when < deadline else f"superseded by {later}"),
+                        "until": format_time(when), "count": 1} for when in walked]
+            return self._advance(schedule, first, records, now, next_at=nxt)
+        record = _record(first, "missed", None, now, detail)
+        record.update({"until": format_time(last), "count": count})
         return self._advance(schedule, first, [record], now, next_at=nxt)
 
     @staticmethod

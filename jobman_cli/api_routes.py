@@ -132,7 +132,7 @@ def cost_answer(service: JobService, request: Any) -> tuple[int, Any, tuple]:
         raise HttpError(405, f"{clip(request.method, 20)} is not allowed here; use GET", (("Allow", "GET"),))
     if request.has_body:
         raise HttpError(400, "a GET request must not have a body")
-    params = _strict_query(request.query, COST_QUERY)
+    params = strict_query(request.query, COST_QUERY)
     try:
         seconds = parse_list_since(params["since"], field="since") if "since" in params else None
         by = params.get("by")
@@ -144,41 +144,30 @@ def cost_answer(service: JobService, request: Any) -> tuple[int, Any, tuple]:
         raise HttpError(err.http_status, str(err)) from None
 
 
-def _strict_query(query: str, allowed: tuple[str, ...]) -> dict[str, str]:
-    """Known names, each once; 400 otherwise."""
+def strict_query(query: str, allowed: tuple[str, ...], hint: str = "") -> dict[str, str]:
+    """A query string, strictly (every route with one uses this): well-formed UTF-8, known names
+    only, each at most once; else a 400 naming what is wrong (``hint`` says what is expected)."""
     if not query:
         return {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
                           encoding="utf-8", errors="strict")
     except ValueError:
-        raise HttpError(400, "malformed query string") from None
+        raise HttpError(400, "malformed query string" + (f" (expected {hint})" if hint else "")) from None
     names = [name for name, _ in pairs]
     unknown = sorted(set(names) - set(allowed))
     if unknown:
         raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
                              f"allowed: {', '.join(allowed)}")
-    if len(set(names)) != len(names):
-        raise HttpError(400, "a query parameter is repeated")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise HttpError(400, f"{repeated[0]}: a query parameter is repeated")
     return dict(pairs)
 
 
 def _log_query(query: str) -> dict[str, Any]:
     """The logs route's query, strictly: known names once each, numbers where numbers belong."""
-    if not query:
-        return {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
-                          encoding="utf-8", errors="strict")
-    except ValueError:
-        raise HttpError(400, "malformed query string") from None
-    names = [name for name, _ in pairs]
-    unknown = sorted(set(names) - set(LOG_QUERY))
-    if unknown:
-        raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
-                             f"allowed: {', '.join(LOG_QUERY)}")
-    if len(set(names)) != len(names):
-        raise HttpError(400, "a query parameter is repeated")
+    pairs = strict_query(query, LOG_QUERY).items()
     result: dict[str, Any] = {}
     for name, value in pairs:
         if name == "after":

@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable
-from urllib.parse import parse_qsl
 
+from .api_routes import strict_query
 from .errors import InvalidInput, JobmanError
 from .httpio import Answer, Connection, HttpError, Request, clip
 from .model import format_time
@@ -170,19 +170,4 @@ def _parse_from(text: str, tz: str | None, now: datetime) -> datetime:
 def _preview_query(query: str) -> dict[str, str]:
     """``preview``'s query, strictly: known names, each at most once (their values are checked by
     :meth:`ScheduleService.preview`, with the API's field names)."""
-    if not query:
-        return {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
-                          encoding="utf-8", errors="strict")
-    except ValueError:
-        raise HttpError(400, "malformed query string (expected ?cron=EXPR or ?every=DUR, tz, n, from)") from None
-    names = [name for name, _ in pairs]
-    unknown = sorted(set(names) - set(PREVIEW_QUERY))
-    if unknown:
-        raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "
-                             f"allowed: {', '.join(PREVIEW_QUERY)}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise InvalidInput(repeated[0], "is given more than once")
-    return dict(pairs)
+    return strict_query(query, PREVIEW_QUERY, hint="?cron=EXPR or ?every=DUR, tz, n, from")

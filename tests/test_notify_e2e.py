@@ -42,7 +42,10 @@ UTC = timezone.utc
 @pytest.fixture
 def env(moto_server, tmp_path) -> dict[str, str]:  # noqa: F811
     return aws_env(moto_server, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"),
-                   JOBMAN_NOTIFY_SECRET=SECRET, JOBMAN_API_TOKEN=API_TOKEN)
+                   JOBMAN_NOTIFY_SECRET=SECRET, JOBMAN_API_TOKEN=API_TOKEN,
+                   # moto_server has no Price List API: a receipt would be retried (a 500) and the first
+                   # notification held for it up to 60 s (tests/test_notify_receipt.py covers that wait)
+                   JOBMAN_COST_RECEIPTS="off")
 
 
 @pytest.fixture

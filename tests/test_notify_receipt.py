@@ -274,3 +274,17 @@ def test_the_daemon_waits_only_when_it_makes_receipts(tmp_path: Path, isolated_a
     assert daemon(EC2Launcher(EC2Settings())) is True
     monkeypatch.setenv("JOBMAN_COST_RECEIPTS", "off")
     assert daemon(EC2Launcher(EC2Settings())) is False
+
+
+def test_receipt_wait_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from jobman_cli.errors import ConfigError
+    from jobman_cli.notify.settings import notify_settings
+
+    assert notify_settings(tmp_path).receipt_wait == RECEIPT_WAIT
+    monkeypatch.setenv("JOBMAN_NOTIFY_RECEIPT_WAIT", "0")
+    assert notify_settings(tmp_path).receipt_wait == 0.0
+    monkeypatch.setenv("JOBMAN_NOTIFY_RECEIPT_WAIT", "2m")
+    assert notify_settings(tmp_path).receipt_wait == 120.0
+    monkeypatch.setenv("JOBMAN_NOTIFY_RECEIPT_WAIT", "-1")
+    with pytest.raises(ConfigError):
+        notify_settings(tmp_path)

@@ -111,11 +111,12 @@ class Notifier:
             self._schedule(job.id, when.timestamp())
 
     def _held_until(self, job: Job, index: int, event: str) -> datetime | None:
-        """When a first attempt held for the job's cost receipt may go without it (None: not held)."""
+        """When a first attempt held for the job's cost receipt may go without it (None: not held).
+        Never more than half of ``max_age``: a short ``max_age`` still leaves time for the attempts."""
         if (not self.receipts or job.finished_at is None or plan.record_of(job, index, event) is not None
                 or not wants_receipt(job)):
             return None
-        return job.finished_at + timedelta(seconds=self.settings.receipt_wait)
+        return job.finished_at + timedelta(seconds=min(self.settings.receipt_wait, self.policy.max_age / 2))
 
     def _due(self, job: Job, index: int, event: str, now: datetime) -> datetime | None:
         """:func:`~jobman_cli.notify.deliveries.due_at`, later while held for the receipt."""

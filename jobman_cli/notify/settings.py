@@ -17,6 +17,9 @@ config.toml [notify]   environment                     meaning (default)
 ``busy_workers``       ``JOBMAN_NOTIFY_BUSY_WORKERS``  ... while callbacks are arriving (4)
 ``scan_interval``      ``JOBMAN_NOTIFY_SCAN_INTERVAL`` how often the store is searched for deliveries
                                                        no hook announced (60s)
+``receipt_wait``       ``JOBMAN_NOTIFY_RECEIPT_WAIT``  how long after a job ended its first notification
+                                                       waits for the cost receipt, when this daemon makes
+                                                       receipts and the job will get one (60s; 0: never)
 =====================  ==============================  ==========================================
 
 Durations are seconds (a number, fractions allowed) or ``30s``/``10m``/``2h``/``1d``.
@@ -107,7 +110,8 @@ def notify_settings(home: Path | None = None) -> NotifySettings:
                     max_age=get("max_age", 86400.0, 1.0), lease=max(60.0, 4 * timeout))
     return NotifySettings(policy=policy, timeout=timeout, workers=int(get("workers", 32, 1)),
                           busy_workers=int(get("busy_workers", 4, 1)),
-                          scan_interval=get("scan_interval", 60.0, 0.1))
+                          scan_interval=get("scan_interval", 60.0, 0.1),
+                          receipt_wait=get("receipt_wait", RECEIPT_WAIT, 0.0))
 
 
 def load_or_create_secret(home: Path | None = None) -> tuple[bytes, str]:

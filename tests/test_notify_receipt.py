@@ -288,3 +288,14 @@ def test_receipt_wait_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("JOBMAN_NOTIFY_RECEIPT_WAIT", "-1")
     with pytest.raises(ConfigError):
         notify_settings(tmp_path)
+
+
+def test_the_wait_is_at_most_half_of_max_age_and_none_once_the_receipt_is_there(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path / "jobs.json")
+    job = store.get(ended_job(store, "http://127.0.0.1:9/h"))
+    short = plan.Policy(max_age=30.0)  # a 60 s wait would leave no time to send at all
+    assert plan.due_at(job, 0, "failed", END, short, RECEIPT_WAIT) == END + timedelta(seconds=15)
+    assert plan.due_at(job, 0, "failed", END, plan.Policy(), RECEIPT_WAIT) == END + timedelta(seconds=RECEIPT_WAIT)
+    assert plan.due_at(job.with_cost(0.15, "b", END), 0, "failed", END, plan.Policy(), RECEIPT_WAIT) == END
+    assert plan.due_at(job, 0, "failed", END, plan.Policy()) == END  # no receipt coming: no wait
+    store.close()

@@ -45,7 +45,7 @@ from __future__ import annotations
 import heapq
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import JobmanError
@@ -110,23 +110,12 @@ class Notifier:
         if when is not None:
             self._schedule(job.id, when.timestamp())
 
-    def _held_until(self, job: Job, index: int, event: str) -> datetime | None:
-        """When a first attempt held for the job's cost receipt may go without it (None: not held).
-        Never more than half of ``max_age``: a short ``max_age`` still leaves time for the attempts."""
-        if (not self.receipts or job.finished_at is None or plan.record_of(job, index, event) is not None
-                or not wants_receipt(job)):
-            return None
-        return job.finished_at + timedelta(seconds=min(self.settings.receipt_wait, self.policy.max_age / 2))
-
-    def _due(self, job: Job, index: int, event: str, now: datetime) -> datetime | None:
-        """:func:`~jobman_cli.notify.deliveries.due_at`, later while held for the receipt."""
-        when = plan.due_at(job, index, event, now, self.policy)
-        held = self._held_until(job, index, event) if when is not None else None
-        return max(when, held) if when is not None and held is not None else when
+    def _wait(self, job: Job) -> float | None:
+        """Seconds a first attempt may wait for the job's cost receipt (None: it does not wait)."""
+        return self.settings.receipt_wait if self.receipts and wants_receipt(job) else None
 
     def _next_due(self, job: Job, now: datetime) -> datetime | None:
-        times = [t for index, event in plan.wanted(job) if (t := self._due(job, index, event, now)) is not None]
-        return min(times) if times else None
+        return plan.next_due(job, now, self.policy, self._wait(job))
 
     def scan(self) -> int:
         """Queue every job in the store that still owes a delivery. Returns how many."""
@@ -285,7 +274,7 @@ class Notifier:
             if self._stop:
                 break  # closing: the rest is found again by the next daemon's scan
             now = self.clock.now()
-            when = self._due(job, index, event, now)
+            when = plan.due_at(job, index, event, now, self.policy, self._wait(job))
             if when is None or when > now:
                 continue
             try:

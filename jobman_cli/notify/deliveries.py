@@ -105,10 +105,15 @@ def _time(text: Any) -> datetime | None:
     return parse_time(text) if isinstance(text, str) else None
 
 
-def due_at(job: Any, index: int, event: str, now: datetime, policy: Policy) -> datetime | None:
-    """When delivery ``index`` may next be attempted (None: it is done)."""
+def due_at(job: Any, index: int, event: str, now: datetime, policy: Policy,
+           receipt_wait: float | None = None) -> datetime | None:
+    """When delivery ``index`` may next be attempted (None: it is done). ``receipt_wait``: the job
+    will get a cost receipt, so its first attempt waits for it up to this long after the job ended
+    (never more than half of ``max_age``), unless it has it already."""
     record = record_of(job, index, event)
     if record is None:
+        if receipt_wait is not None and job.finished_at is not None and job.cost_basis is None:
+            return job.finished_at + timedelta(seconds=min(receipt_wait, policy.max_age / 2))
         return job.finished_at or now
     state = record.get("state")
     if state in FINAL_STATES:
@@ -126,9 +131,10 @@ def expired(job: Any, now: datetime, policy: Policy) -> bool:
     return end is not None and now > end + timedelta(seconds=policy.max_age)
 
 
-def next_due(job: Any, now: datetime, policy: Policy) -> datetime | None:
+def next_due(job: Any, now: datetime, policy: Policy, receipt_wait: float | None = None) -> datetime | None:
     """The earliest time any of the job's deliveries is due (None: nothing left to do)."""
-    times = [t for index, event in wanted(job) if (t := due_at(job, index, event, now, policy)) is not None]
+    times = [t for index, event in wanted(job)
+             if (t := due_at(job, index, event, now, policy, receipt_wait)) is not None]
     return min(times) if times else None
 
 

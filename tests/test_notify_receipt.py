@@ -299,3 +299,32 @@ def test_the_wait_is_at_most_half_of_max_age_and_none_once_the_receipt_is_there(
     assert plan.due_at(job.with_cost(0.15, "b", END), 0, "failed", END, plan.Policy(), RECEIPT_WAIT) == END
     assert plan.due_at(job, 0, "failed", END, plan.Policy()) == END  # no receipt coming: no wait
     store.close()
+
+
+def test_in_the_daemon_the_receipts_write_sends_the_held_notification(tmp_path: Path, isolated_aws: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own wiring: costing writes through the store its observer watches, so the
+    receipt's write pokes the notifier (no scan, no clock movement needed)."""
+    from jobman_cli.daemon import Daemon, wiring
+    from jobman_cli.settings import DaemonSettings
+
+    monkeypatch.setattr(wiring, "costing_for", lambda store, launcher, clock, log: Costing(
+        store, lambda: Pricer(), clock, log=log))
+    hook = Receiver()
+    raw = TinyDBStore(tmp_path / "jobs.json")
+    settings = DaemonSettings(store_location=str(tmp_path / "jobs.json"), public_url="http://10.1.2.3:8321")
+    daemon = Daemon(raw, object(), settings, clock=FixedClock(END + timedelta(seconds=1)), exclusive=True,
+                    log=lambda line: None, notify=NotifySettings(scan_interval=3600.0), notify_sender=Sender(SECRET))
+    try:
+        assert daemon.notifier.receipts
+        job_id = ended_job(daemon.store, hook.url)
+        daemon.notifier.run_once()
+        assert hook.count() == 0  # held for the receipt
+        daemon.notifier.start()
+        daemon.costing.step()
+        hook.wait_for(1, timeout=30)  # generous: the poke makes it go at once
+    finally:
+        daemon.close()
+    assert sent(hook, 0)["cost"] == 0.15 and raw.get(job_id).cost == 0.15
+    hook.close()
+    raw.close()

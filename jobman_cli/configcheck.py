@@ -25,7 +25,8 @@ STATIC_KEYS: dict[str, frozenset[str]] = {
                       "key_name", "tags", "store_tag_key", "endpoint_url", "profile"}),
     "logs": frozenset({"group", "retention_days", "endpoint_url"}),
     "notify": frozenset({"targets", "on", "timeout", "backoff_base", "backoff_max", "max_age", "workers",
-                         "busy_workers", "scan_interval", "secret_file"}),
+                         "busy_workers", "scan_interval", "secret_file", "receipt_wait"}),
+    "cost": frozenset({"receipts", "price_max_age"}),
 }
 
 #: DaemonSettings fields that are not ``[daemon]`` keys (set by flags or derived).

@@ -486,6 +486,29 @@ def test_the_readme_config_example_passes_the_config_check() -> None:
         check_config(Path("README.md"), tomllib.loads(block))
 
 
+def test_every_key_the_code_reads_from_config_toml_passes_the_config_check() -> None:
+    """A key the product reads (``config_section("T").get("K")`` or a settings helper's
+    ``get("K", ...)`` on that section) but the check does not know would make config.toml with
+    that documented key an error at start (it happened: [cost] and [notify] receipt_wait)."""
+    import re
+
+    from jobman_cli.configcheck import known_keys
+
+    known = known_keys()
+    root = Path(__file__).resolve().parent.parent / "jobman_cli"
+    found: set[tuple[str, str]] = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        found |= set(re.findall(r'config_section\("(\w+)"[^)]*\)\.get\("(\w+)"', text))
+        tables = set(re.findall(r'section = config_section\("(\w+)"', text))
+        if len(tables) == 1 and tables != {"daemon"}:  # one table read through a local helper: get("key", ...)
+            (table,) = tables  # ([daemon]'s keys are DaemonSettings' fields by construction)
+            found |= {(table, key) for key in re.findall(r'\bget\("([a-z_]+)"', text)}
+    assert ("cost", "receipts") in found and ("notify", "receipt_wait") in found  # the scan sees them
+    unknown = sorted((t, k) for t, k in found if k not in known.get(t, frozenset()))
+    assert unknown == []
+
+
 @pytest.mark.parametrize("ahead, shown", [(9 * 60 + 40, "(in 10m)"), (86400 - 20, "(in 1d)"),
                                            (2 * 3600 - 15, "(in 2h)")])
 def test_relative_times_round_to_the_nearest_minute(home: Path, ahead: int, shown: str) -> None:

@@ -136,7 +136,7 @@ def test_first_attempt_waits_for_the_receipt_and_goes_when_it_is_stored(tmp_path
 
 
 def test_a_receipt_that_never_comes_is_waited_for_receipt_wait_then_sent_with_nulls(tmp_path: Path) -> None:
-    assert RECEIPT_WAIT == 60.0
+    assert RECEIPT_WAIT == 10.0
     hook = Receiver()
     store, notifier, _, clock, _ = make(tmp_path, receipts=True)
     job_id = ended_job(store, hook.url)
@@ -293,8 +293,8 @@ def test_receipt_wait_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_the_wait_is_at_most_half_of_max_age_and_none_once_the_receipt_is_there(tmp_path: Path) -> None:
     store = TinyDBStore(tmp_path / "jobs.json")
     job = store.get(ended_job(store, "http://127.0.0.1:9/h"))
-    short = plan.Policy(max_age=30.0)  # a 60 s wait would leave no time to send at all
-    assert plan.due_at(job, 0, "failed", END, short, RECEIPT_WAIT) == END + timedelta(seconds=15)
+    short = plan.Policy(max_age=12.0)  # a 10 s wait would leave little time to send at all
+    assert plan.due_at(job, 0, "failed", END, short, RECEIPT_WAIT) == END + timedelta(seconds=6)
     assert plan.due_at(job, 0, "failed", END, plan.Policy(), RECEIPT_WAIT) == END + timedelta(seconds=RECEIPT_WAIT)
     assert plan.due_at(job.with_cost(0.15, "b", END), 0, "failed", END, plan.Policy(), RECEIPT_WAIT) == END
     assert plan.due_at(job, 0, "failed", END, plan.Policy()) == END  # no receipt coming: no wait

@@ -43,9 +43,10 @@ SECRET_ENV = "JOBMAN_NOTIFY_SECRET"
 SECRET_FILE_NAME = "notify-secret"
 MIN_SECRET = 16
 #: Seconds after a job ended that its first notification waits for the cost receipt, when the
-#: daemon makes receipts and the job will get one (usually written within a second; a price
-#: error retried with its 30 s backoff must not hold the news of a failure much longer).
-RECEIPT_WAIT = 60.0
+#: daemon makes receipts and the job will get one. A receipt is usually written within a second
+#: (and at once as "unknown" on a final price error); a transient one is retried with a 30 s
+#: backoff, and the news of a failure must not wait for that: 10 s at most.
+RECEIPT_WAIT = 10.0
 _MAX_SECRET_FILE = 4096
 
 

@@ -108,7 +108,9 @@ def test_the_launching_daemon_dies_for_good_and_the_callback_lands_on_the_other(
         launcher, launcher_port = by_id[launched.extra[CLAIMED_BY]]
         (survivor, survivor_port), = [v for k, v in by_id.items() if k != launched.extra[CLAIMED_BY]]
         balancer.backends = [("127.0.0.1", launcher_port), ("127.0.0.1", survivor_port)]
-        assert f"job {job.id} launching -> running (instance {launched.instance_id}" in launcher.text()
+        # The store is written before the line is logged: wait for the line, do not race it.
+        launcher.wait_for(lambda line: f"job {job.id} launching -> running (instance {launched.instance_id}"
+                          in line, timeout=10)
 
         launcher.proc.send_signal(signal.SIGKILL)
         assert launcher.stop() == -signal.SIGKILL

@@ -47,7 +47,7 @@ def test_a_schedule_added_while_the_daemon_runs_is_launched_at_its_occurrence(en
         stored = store.get_schedule(schedule.id)
         assert stored.records == ()  # the run is its job: no record per created run
         assert stored.next_at is not None and stored.next_at > occurrence
-        assert f"job {job.id} scheduled for" in daemon.text()
+        daemon.wait_for(lambda line: f"job {job.id} scheduled for" in line, timeout=10)
         assert "schedules: none active" in daemon.text()  # the start-up line (the schedule came later)
     finally:
         store.close()

@@ -7,8 +7,9 @@ Bearer`` (never in a URL, never in a cookie, so no other site can make the brows
 
 Without JavaScript: the pages' ``<noscript>`` part holds a second login form that POSTs the token
 to ``/login``, which sets an HttpOnly, SameSite=Strict cookie that is not the token
-(:mod:`.session`). A GET of ``/`` or ``/jobs/<id>`` with a valid cookie is answered with the
-server-rendered, script-free page (:mod:`.plain`) instead of the fixed one; without it (or with a
+(:mod:`.session`). A GET of ``/``, ``/jobs/<id>``, ``/schedules`` or ``/schedules/<id>`` with a valid
+cookie is answered with the server-rendered, script-free page (:mod:`.plain`,
+:mod:`.plain_schedules`) instead of the fixed one; without it (or with a
 forged or expired one) with the fixed page, which holds no job data. The cookie opens nothing else:
 the JSON API still wants the Bearer token. The dashboard only reads: ``/login`` and ``/logout``
 change only the browser's cookie, no route changes a job.
@@ -21,7 +22,11 @@ Routes (GET and HEAD but for the two POSTs; anything else 405). Any other path i
 (401 without the token)::
 
     /                 the jobs list, filters, chart of recent runs (cookie: ?page=N&status=S&title=T)
-    /jobs/<id>        one job: timeline, reason, instance, attempts, notifications, log tail
+    /jobs/<id>        one job: timeline, reason, instance, attempts, notifications, log tail (and
+                      its schedule, for a schedule's run)
+    /schedules        the recurring schedules: expression, zone, state, next occurrence (UTC and
+                      local), overlap, last run, counts of records (cookie: ?page=N)
+    /schedules/<id>   one schedule: its template's public fields, latest runs and records
     /static/<file>    the CSS and scripts
     POST /login       form ``token=...``: 303 to / with the cookie, or 403 and the form again
     POST /logout      303 to / clearing the cookie
@@ -36,10 +41,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from ..auth import tokens_match
-from ..errors import JobmanError
+from ..errors import JobmanError, ScheduleNotFound
 from ..model import job_to_api, parse_status
 from ..httpwire import Answer, HttpError, RawBody, Request, clip
-from . import plain, session
+from ..validation import parse_job_id
+from . import plain, plain_schedules, session
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -54,8 +60,11 @@ SECURITY_HEADERS = (
 _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 #: every file a URL can name; anything else is a 404 (no path is ever joined from the URL)
-STATIC_FILES = ("dashboard.css", "common.js", "list.js", "chart.js", "job.js")
+STATIC_FILES = ("dashboard.css", "common.js", "list.js", "chart.js", "job.js", "schedules.js", "schedule.js")
 _JOB_PAGE = re.compile(r"/jobs/[1-9][0-9]{0,15}/?")
+_SCHEDULE_PAGE = re.compile(r"/schedules/[1-9][0-9]{0,15}/?")
+#: the pages that hold data when rendered for a cookie (else the fixed page, which holds none)
+_PAGES = ("index.html", "job.html", "schedules.html", "schedule.html")
 
 
 def is_dashboard_path(path: str, api_prefix: str) -> bool:
@@ -72,6 +81,10 @@ def _page_file(path: str) -> str | None:
         return "index.html"
     if _JOB_PAGE.fullmatch(path):
         return "job.html"
+    if path in ("/schedules", "/schedules/"):
+        return "schedules.html"
+    if _SCHEDULE_PAGE.fullmatch(path):
+        return "schedule.html"
     if path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES:
         return path[len("/static/"):]
     return None
@@ -90,6 +103,7 @@ class Backend(Protocol):
     service: Any
     api_token: str
     extra: Any
+    schedules: Any  #: :class:`jobman_cli.api_schedules.SchedulesApi` (its ``service``: the ScheduleService)
 
 
 class Connection(Protocol):
@@ -123,7 +137,7 @@ def answer(request: Request, connection: Connection, backend: Backend) -> Answer
     name = _page_file(request.path)
     if name is None:
         raise HttpError(404, "no such page", SECURITY_HEADERS)
-    if name in ("index.html", "job.html"):
+    if name in _PAGES:
         headers = (("Vary", "Cookie"), *SECURITY_HEADERS)
         if session.logged_in(request, backend.api_token):
             return 200, _plain(request, name, backend), headers
@@ -140,14 +154,34 @@ def _plain(request: Request, name: str, backend: Backend) -> RawBody:
             number, status, title = plain.parse_list_query(request.query)
             jobs = backend.service.list_api([parse_status(status, "status")] if status else [])
             return RawBody(_TYPES[".html"], plain.list_page(jobs, number, status, title))
+        if name == "schedules.html":
+            return RawBody(_TYPES[".html"], _schedules_list(request.query, backend.schedules.service))
         if request.query:
             raise HttpError(400, "this page takes no query parameters")
+        if name == "schedule.html":
+            schedule_id = parse_job_id(request.path.strip("/").split("/")[1], "schedule id")
+            return RawBody(_TYPES[".html"], plain_schedules.schedule_page(backend.schedules.service.show_api(schedule_id)))
         job = job_to_api(backend.service.get(int(request.path.strip("/").split("/")[1])))
         return RawBody(_TYPES[".html"], plain.job_page(job, backend.extra.logs))
     except HttpError as err:
         raise HttpError(err.status, err.message, SECURITY_HEADERS) from None
     except JobmanError as err:
         raise HttpError(err.http_status, str(err), SECURITY_HEADERS) from None
+
+
+def _schedules_list(query: str, service: Any) -> bytes:
+    """One page of schedules (by id), each read as ``GET …/schedules/<id>`` reads it (its records
+    and latest runs give the counts and the last run's status): at most 50 reads a page."""
+    number = plain_schedules.parse_list_query(query)
+    everything = service.list()
+    number, pages, rows = plain_schedules.visible_page(len(everything), number)
+    shown = []
+    for schedule in everything[rows]:
+        try:
+            shown.append(service.show_api(schedule.id))
+        except ScheduleNotFound:  # deleted since the list was read
+            continue
+    return plain_schedules.list_page(shown, len(everything), number, pages)
 
 
 def _login(request: Request, connection: Connection, backend: Backend, secure: bool) -> Answer:

@@ -72,7 +72,8 @@ def page(title: str, body: str, logout: bool = True) -> bytes:
 <link rel="stylesheet" href="/static/dashboard.css">
 </head>
 <body class="plain">
-<header><a class="brand" href="/">jobman</a> <span class="live">plain view (no JavaScript)</span>
+<header><a class="brand" href="/">jobman</a> <nav class="nav"><a href="/">Jobs</a> <a id="nav-schedules" href="/schedules">Schedules</a></nav>
+  <span class="live">plain view (no JavaScript)</span>
   {button}</header>
 <main>
 {body}
@@ -222,8 +223,18 @@ def _details(job: dict[str, Any]) -> str:
             ("Command", repr(job["command"]) if job.get("command") else "(image default)"),
             ("Environment", "\n".join(env)), ("Secrets", ", ".join(job.get("secrets") or {})),
             ("Notify", "\n".join(job.get("notify") or []))]
-    return "\n".join(f'<dt>{name}</dt><dd class="detail-{name.lower().replace(" ", "-")}">{_e(value)}</dd>'
-                     for name, value in rows)
+    shown = "\n".join(f'<dt>{name}</dt><dd class="detail-{name.lower().replace(" ", "-")}">{_e(value)}</dd>'
+                       for name, value in rows)
+    return shown + "\n" + schedule_detail(job)
+
+
+def schedule_detail(job: dict[str, Any]) -> str:
+    """The row that links a schedule's run back to its schedule (and names its occurrence)."""
+    sid = job.get("schedule-id")
+    if type(sid) is not int or sid < 1:
+        return '<dt>Schedule</dt><dd class="detail-schedule">–</dd>'
+    return (f'<dt>Schedule</dt><dd class="detail-schedule"><a id="schedule-link" href="/schedules/{sid}">schedule {sid}'
+            f'</a> (occurrence {_e(_short(job.get("occurrence")))})</dd>')
 
 
 def _notifications(records: Iterable[dict[str, Any]]) -> str:

@@ -99,6 +99,56 @@ var Jobman = (function () {
     run();
   }
 
+  /* ---- schedules (plain_schedules.py renders the same, server side) ---- */
+  function formatEvery(seconds) {
+    var rest = Number(seconds), parts = [];
+    if (isNaN(rest)) { return String(seconds); }
+    [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]].forEach(function (u) {
+      if (rest >= u[1]) { parts.push(Math.floor(rest / u[1]) + u[0]); rest = rest % u[1]; }
+    });
+    return parts.join("") || "0s";
+  }
+
+  function spec(s) { return s.cron ? String(s.cron) : "every " + formatEvery(s.every); }
+
+  function schedState(s) { return s.paused ? "paused" : "active"; }
+
+  /* [utc, local] of the next occurrence, as the plain pages show them. */
+  function nextCells(s) {
+    if (s.paused) { return ["– (paused)", "–"]; }
+    if (!s["next-at"]) { return ["none", "–"]; }
+    return [shortTime(s["next-at"]), s["next-at-local"] || s.tz];
+  }
+
+  var COUNTED = [["missed", "missed"], ["skipped", "skipped"], ["refused", "refused"], ["replaced-previous", "replaced"]];
+
+  /* "missed 3 · refused 1" into `node` (a range record counts its `count`), or "none". */
+  function recordCounts(node, records) {
+    clear(node);
+    var shown = 0;
+    COUNTED.forEach(function (pair) {
+      var n = 0;
+      (records || []).forEach(function (r) {
+        if (r.outcome === pair[0]) { n += (typeof r.count === "number" && r.count > 0) ? r.count : 1; }
+      });
+      if (!n) { return; }
+      if (shown) { node.appendChild(document.createTextNode(" · ")); }
+      node.appendChild(el("span", "rec rec-" + pair[1], pair[1] + " " + n));
+      shown += 1;
+    });
+    if (!shown) { node.appendChild(el("span", "rec rec-none", "none")); }
+  }
+
+  /* A link to a job's page ("#12"), or the value as text. */
+  function jobLink(id) {
+    if (typeof id !== "number" || id < 1) { return el("span", null, id === null || id === undefined ? "–" : id); }
+    var a = el("a", "job-link", "#" + id);
+    a.href = "/jobs/" + encodeURIComponent(id);
+    return a;
+  }
+
   return {get: get, boot: boot, el: el, clear: clear, ApiError: ApiError, parseTime: parseTime,
-          duration: duration, shortTime: shortTime, every: every, setLive: setLive};
+          duration: duration, shortTime: shortTime, every: every, setLive: setLive, spec: spec,
+          formatEvery: formatEvery, schedState: schedState, nextCells: nextCells, recordCounts: recordCounts,
+          jobLink: jobLink};
 }());

@@ -57,6 +57,16 @@
       dl.appendChild(Jobman.el("dt", null, row[0]));
       dl.appendChild(Jobman.el("dd", "detail-" + row[0].toLowerCase().replace(/ /g, "-"), row[1]));
     });
+    dl.appendChild(Jobman.el("dt", null, "Schedule"));  // a schedule's run links back to its schedule
+    var dd = Jobman.el("dd", "detail-schedule", typeof j["schedule-id"] === "number" ? null : "–");
+    if (typeof j["schedule-id"] === "number") {
+      var link = Jobman.el("a", null, "schedule " + j["schedule-id"]);
+      link.id = "schedule-link";
+      link.href = "/schedules/" + encodeURIComponent(j["schedule-id"]);
+      dd.appendChild(link);
+      dd.appendChild(document.createTextNode(" (occurrence " + Jobman.shortTime(j.occurrence) + ")"));
+    }
+    dl.appendChild(dd);
   }
 
   function notifications(j) {

@@ -3,7 +3,7 @@
 EC2 gives a spot instance a two-minute notice before it reclaims it: IMDS then answers
 ``GET /latest/meta-data/spot/instance-action`` with ``{"action": "terminate", "time": ...}`` (404
 until then). For a job whose capacity includes spot, :func:`render_spot` adds three fixed blocks to
-the script (:mod:`.userdata` holds only the ``@@SPOT_*@@`` hooks):
+the script (:mod:`.userdata_template` holds only the ``@@SPOT_*@@`` hooks):
 
 * **watch** (after the ``running`` report): a background loop asks IMDSv2 for a session token
   (``PUT /latest/api/token``) and then the instance-action, every ``JOBMAN_SPOT_POLL`` seconds (5,

@@ -60,6 +60,8 @@ log_failed() {
 log_note() { [[ -n $log_problem ]] && printf 'log incomplete (%s)' "$log_problem"; }
 """
 
+#: Strict shapes for what is spliced into the script and into ``--log-opt`` values: a daemon's
+#: misconfiguration is refused here (ConfigError) rather than rendered.
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-[0-9]+", re.ASCII)
 _LOG_GROUP = re.compile(r"[A-Za-z0-9._/#-]{1,512}", re.ASCII)
 

@@ -193,18 +193,16 @@ def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since:
     window = {"limit": None if limit is None else parse_list_limit(limit),
               "since": None if since is None else parse_list_since(since)}
     window = {name: value for name, value in window.items() if value is not None}  # remote: only what was given
-    only = None if schedule_id is None else parse_job_id(schedule_id, field="--schedule")
-    keep = window.pop("limit", None) if only is not None else None  # the limit applies to the schedule's runs
+    if schedule_id is not None:  # the store (or the server) answers it: the limit counts the schedule's runs
+        window["schedule"] = parse_job_id(schedule_id, field="--schedule")
     service = state.service(create=False)
     wanted = [JobStatus(s) for s in statuses]
     if as_json:
-        found = service.list_api(wanted, **window)
-        print_json(found if only is None else [j for j in found if j.get("schedule-id") == only][:keep])
+        print_json(service.list_api(wanted, **window))
     else:
         from .render import print_job_table
 
-        jobs = service.list(wanted, **window)
-        print_job_table(jobs if only is None else [j for j in jobs if j.schedule_id == only][:keep])
+        print_job_table(service.list(wanted, **window))
 
 
 @cli.command()

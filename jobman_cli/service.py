@@ -204,21 +204,22 @@ class JobService:
         return self.store.get(job_id)
 
     def list(self, statuses: Collection[JobStatus] | None = None, limit: int | None = None,
-             since: int | None = None) -> list[Job]:
-        """Newest first; at most ``limit``; only jobs created in the last ``since`` seconds (the
-        names are the API's query parameters: the remote client forwards them as they are)."""
-        return self.store.list(statuses or None, limit=limit, since=self._since(since))
+             since: int | None = None, schedule: int | None = None) -> list[Job]:
+        """Newest first; at most ``limit``; only jobs created in the last ``since`` seconds, only
+        runs of ``schedule`` (the store answers that without reading every job); the names are
+        the API's query parameters: the remote client forwards them as they are."""
+        return self.store.list(statuses or None, limit=limit, since=self._since(since), schedule=schedule)
 
     def _since(self, seconds: int | None) -> datetime | None:
         return None if seconds is None else self.clock.now() - timedelta(seconds=seconds)
 
     def list_api(self, statuses: Collection[JobStatus] | None = None, limit: int | None = None,
-                 since: int | None = None) -> list[dict[str, Any]]:
+                 since: int | None = None, schedule: int | None = None) -> list[dict[str, Any]]:
         """The public JSON of many jobs, newest first, straight from the stored records."""
         from .errors import StoreError
         from .model import record_to_api
 
-        records = self.store.list_records(statuses or None, limit=limit, since=self._since(since))
+        records = self.store.list_records(statuses or None, limit=limit, since=self._since(since), schedule=schedule)
         try:
             return [record_to_api(record) for record in records]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -159,22 +159,22 @@ def test_preview_stores_nothing_and_validates(service, tmp_path):
     assert service.list() == []
 
 
-def test_recent_runs_reads_the_newest_500_jobs_first_and_the_whole_history_only_if_needed():
-    """``show``'s runs: found among the newest 500 jobs -> no full scan; a schedule whose runs are
-    older than that -> the whole history is read (none missing)."""
+def test_recent_runs_is_one_store_query_of_the_schedule_never_a_read_of_every_job():
+    """``show``'s runs: the store's query of one schedule's runs, at most 20 (the stores answer it
+    without reading every job: tests/test_store_schedule_query.py)."""
     from types import SimpleNamespace
 
     from jobman_cli.schedules.service import ScheduleService
 
-    jobs = [{"id": i, "schedule-id": 1 if i <= 30 else (2 if i % 2 else None), "occurrence": None,
-             "status": "finished", "reason": None} for i in range(1200, 0, -1)]  # newest first
+    runs = [{"id": i, "schedule-id": 2, "occurrence": "o", "status": "finished", "reason": None, "title": "t"}
+            for i in range(40, 0, -2)]
     calls: list = []
 
-    def list_records(statuses=None, *, limit=None, since=None):
-        calls.append(limit)
-        return jobs if limit is None else jobs[:limit]
+    def list_records(statuses=None, *, limit=None, since=None, schedule=None):
+        calls.append((statuses, limit, since, schedule))
+        return runs[:limit]
 
     service = ScheduleService(SimpleNamespace(store=SimpleNamespace(list_records=list_records), clock=None))
-    assert [r["id"] for r in service.recent_runs(2, 20)] == list(range(1199, 1159, -2)) and calls == [500]
-    calls.clear()
-    assert [r["id"] for r in service.recent_runs(1, 20)] == list(range(30, 10, -1)) and calls == [500, None]
+    assert service.recent_runs(2, 20) == [{"id": i, "occurrence": "o", "status": "finished", "reason": None}
+                                          for i in range(40, 0, -2)]
+    assert calls == [(None, 20, None, 2)]

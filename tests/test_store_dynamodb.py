@@ -170,8 +170,11 @@ def test_table_design_has_the_sparse_status_due_index(table, make_handle):
     description = admin().describe_table(TableName=TABLE)["Table"]
     assert description["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
     assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    [index] = description["GlobalSecondaryIndexes"]
+    index, runs = sorted(description["GlobalSecondaryIndexes"], key=lambda i: i["IndexName"] != INDEX)
     assert index["IndexName"] == INDEX == "status-due"
+    assert runs["IndexName"] == "schedule-runs" and runs["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert runs["KeySchema"] == [{"AttributeName": "run_of", "KeyType": "HASH"},
+                                 {"AttributeName": "job_id", "KeyType": "RANGE"}]
     assert index["KeySchema"] == [{"AttributeName": "status", "KeyType": "HASH"},
                                   {"AttributeName": "due_ms", "KeyType": "RANGE"}]
     assert index["Projection"] == {"ProjectionType": "ALL"}

@@ -70,6 +70,24 @@ def ran_on_an_instance(record: Mapping[str, Any]) -> bool:
     return bool(record.get("instance-id") or record.get("past-runs"))
 
 
+def owes_receipt(job: Job) -> bool:
+    """Ended, ran on an instance (the current one, or an earlier run a spot interruption ended: a
+    job cancelled before its relaunch was still billed for that run), and no receipt yet. The
+    stores index such jobs (DynamoDB: in its status index) so the daemon finds them without a Scan."""
+    from ..model import TERMINAL_STATES
+
+    return (job.status in TERMINAL_STATES and (job.instance_id is not None or bool(past_runs(job)))
+            and job.cost_basis is None)
+
+
+def record_owes_receipt(record: Mapping[str, Any]) -> bool:
+    """:func:`owes_receipt` of a stored record (``model.job_to_record``'s shape)."""
+    from ..model import TERMINAL_STATES
+
+    return (record.get("status") in {s.value for s in TERMINAL_STATES} and ran_on_an_instance(record)
+            and record.get("cost-basis") is None)
+
+
 def label(run: Run, index: int, count: int) -> str:
     name = run.instance_id or "instance id not recorded"
     return f"run {index} of {count} ({name}{', ended by a spot interruption' if run.interrupted else ''})"

@@ -7,7 +7,7 @@ spot interruption ended counts: see :mod:`jobman_cli.cost.runs`) gets ``cost`` a
 * :meth:`Costing.poke`, an observer listener: every job this process wrote and every active job
   another process ended. It only puts an id on a queue (never blocks a callback);
 * :meth:`Costing.scan` at start: jobs that ended in the last :data:`RECENT` without a receipt
-  (a daemon stopped before making it). Older ones are left without (their instances are long gone
+  (a daemon stopped before making it), by the store's ``owing_receipts`` (no full read). Older ones are left without (their instances are long gone
   from EC2's listing, and the spot history keeps 90 days); ``jobman cost`` lists them as unpriced.
 
 A transient failure (throttling, a network error, a 5xx) is tried again with a doubling backoff,
@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from ..errors import JobmanError
-from ..model import TERMINAL_STATES, Job, parse_time
+from ..model import Job
 from .common import Log, error_text
 
 RECENT = timedelta(days=7)
@@ -39,11 +39,11 @@ MAX_BACKOFF = 900.0
 
 def wants_receipt(job: Job) -> bool:
     """Ended, ran on an instance (the current one, or an earlier run a spot interruption ended: a
-    job cancelled before its relaunch was still billed for that run), and no receipt yet."""
-    from ..cost.runs import past_runs
+    job cancelled before its relaunch was still billed for that run), and no receipt yet (the rule
+    lives beside the runs it reads, where the stores index it too)."""
+    from ..cost.runs import owes_receipt
 
-    return (job.status in TERMINAL_STATES and (job.instance_id is not None or bool(past_runs(job)))
-            and job.cost_basis is None)
+    return owes_receipt(job)
 
 
 class Costing:
@@ -71,16 +71,11 @@ class Costing:
             self._push(job.id, self.clock.now().timestamp())
 
     def scan(self, now: datetime | None = None) -> int:
-        from ..cost.runs import ran_on_an_instance
-
+        """Queue the jobs that ended in the last :data:`RECENT` owing a receipt: the store's own
+        query (DynamoDB: index Queries, never a Scan of the table). Returns how many."""
         now = now or self.clock.now()
         found = 0
-        for record in self.store.list_records(TERMINAL_STATES):
-            if not ran_on_an_instance(record) or record.get("cost-basis") is not None:
-                continue
-            ended = parse_time(record.get("finished-at") or record.get("updated-at"))
-            if ended is None or now - ended > RECENT:
-                continue
+        for record in self.store.owing_receipts(now - RECENT):
             self._push(int(record["id"]), now.timestamp())
             found += 1
         return found

@@ -10,7 +10,7 @@ claim a job or overwrite each other's transition.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Collection, Hashable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Collection, Hashable, Iterable, Mapping, Protocol, runtime_checkable
 
 from ..model import TERMINAL_STATES, Job, JobStatus, parse_time
 from ..notify import deliveries
@@ -42,14 +42,18 @@ class JobStore(Protocol):
         ...
 
     def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-             since: datetime | None = None) -> list[Job]:
-        """All jobs (optionally only those in ``statuses``, created at or after ``since``), newest
-        (highest id) first, at most ``limit`` of them (``list --limit 20`` on a file store reads
-        only the newest lines, not a year of history)."""
+             since: datetime | None = None, schedule: int | None = None) -> list[Job]:
+        """All jobs (optionally only those in ``statuses``, created at or after ``since``, runs of
+        schedule ``schedule``), newest (highest id) first, at most ``limit`` of them (``list
+        --limit 20`` on a file store reads only the newest lines, not a year of history).
+
+        ``schedule`` must be answered without reading every job: ``list --schedule``, ``GET
+        jobs?schedule=`` and ``schedules show`` ask for it on every call (a DynamoDB Scan of a
+        100k-job table costs seconds and ~1,000 read units each time)."""
         ...
 
     def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-                     since: datetime | None = None) -> list[Mapping[str, Any]]:
+                     since: datetime | None = None, schedule: int | None = None) -> list[Mapping[str, Any]]:
         """What :meth:`list` returns, as stored records (``model.job_to_record``'s shape).
 
         For bulk output (``list --json``, ``GET /jobs``) through ``model.record_to_api``: building a
@@ -64,6 +68,12 @@ class JobStore(Protocol):
         exception propagates. If it returns the very same object, nothing is written (a no-op).
         Raises ``JobNotFound`` for an unknown id.
         """
+        ...
+
+    def owing_receipts(self, since: datetime) -> list[Mapping[str, Any]]:
+        """Stored records of the jobs that owe a cost receipt (:func:`~jobman_cli.cost.runs.owes_receipt`)
+        and ended at or after ``since``, by id. The daemon asks at every start (and each ``--once``):
+        like ``schedule`` above, without reading every job."""
         ...
 
     def due(self, now: datetime, limit: int | None = None) -> list[Job]:
@@ -181,3 +191,26 @@ def record_prunable(record: Mapping[str, Any], cutoff: datetime) -> bool:
         return not record.get("notify-targets") or prunable(_RecordFacts(record), cutoff)  # type: ignore[arg-type]
     except (KeyError, ValueError, TypeError, AttributeError):
         return False
+
+
+def owing_since(records: Iterable[Mapping[str, Any]], since: datetime) -> list[Mapping[str, Any]]:
+    """The records of ``records`` that owe a receipt and ended at or after ``since``, by id (the
+    rule of :meth:`JobStore.owing_receipts`, for a backend that filters what it read)."""
+    from ..cost.runs import record_owes_receipt
+
+    chosen = []
+    for record in records:
+        try:
+            if not record_owes_receipt(record):
+                continue
+            end = parse_time(record.get("finished-at") or record.get("updated-at") or record.get("created-at"))
+            if end is not None and end >= since:
+                chosen.append(record)
+        except (ValueError, TypeError, AttributeError):
+            continue  # malformed: ``get`` says what is wrong with it
+    return sorted(chosen, key=lambda r: int(r["id"]))
+
+
+def of_schedule(record: Mapping[str, Any], schedule: int | None) -> bool:
+    """Whether a stored record is a run of ``schedule`` (None: every record is)."""
+    return schedule is None or record.get("schedule-id") == schedule

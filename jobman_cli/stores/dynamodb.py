@@ -15,7 +15,8 @@ Reads and writes, and why:
   an unchanged version would let a concurrent writer's condition pass.
 * ``due``/``next_due_at``/``active`` Query the index (never Scan). Index reads are eventually
   consistent; that is safe because every claim re-reads the job consistently inside ``update``.
-* ``get`` is a consistent GetItem; ``list`` (an operator command) is a consistent, paginated Scan.
+* ``get`` is a consistent GetItem; ``list`` (an operator command) is a consistent, paginated Scan,
+  but a schedule's runs and the jobs owing a receipt are index Queries (:mod:`.dynamodb_queries`).
 * DynamoDB has no cheap change signal, so the store keeps one: every successful write is followed
   by ``ADD seq 1`` on the counter item, and ``change_marker`` is an eventually consistent GetItem
   of ``seq`` (0.5 read units; it may lag a write by the replication delay, like the index the
@@ -55,9 +56,9 @@ from datetime import datetime
 from typing import Any, Collection, Hashable
 
 from ..errors import JobNotFound, StoreError
-from ..model import Job, JobStatus, as_stored, job_from_record
+from ..model import TERMINAL_STATES, Job, JobStatus, as_stored, job_from_record
 from . import WriteOutcomeUnknown
-from .base import JobChange, created_since
+from .base import JobChange, created_since, of_schedule
 from .dynamodb_api import SCHEME, LostAnswer, _Api, describe_error, make_client, parse_url
 from .dynamodb_schedules import DynamoDBSchedules
 from .dynamodb_items import (COUNTER_PK, FORMAT, IDEM_PREFIX, INDEX, JOB_PREFIX, META_PK, SCHEMA, decoded, due_ms,
@@ -326,11 +327,12 @@ class DynamoDBStore(DynamoDBSchedules):
         return self._decode_job(item)
 
     def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-             since: datetime | None = None) -> list[Job]:
+             since: datetime | None = None, schedule: int | None = None) -> list[Job]:
         """Newest first. A consistent Scan of the whole table (an operator command: it reads every
         item once, ≈ 1 read unit per 4 KB; a Scan has no order, so ``limit`` saves no reads);
-        ``statuses`` filter server-side, which saves transfer, not read units."""
-        return [self._decode_job(item) for item in self._chosen(statuses, limit, since)]
+        ``statuses`` filter server-side, which saves transfer, not read units. A ``schedule``'s
+        runs: an index Query, never a Scan (:mod:`.dynamodb_queries`)."""
+        return [self._decode_job(item) for item in self._chosen(statuses, limit, since, schedule)]
 
     def _scan_jobs(self, statuses: Collection[JobStatus] | None) -> list[dict[str, Any]]:
         values: dict[str, dict[str, str]] = {":job": {"S": JOB_PREFIX}}
@@ -345,17 +347,32 @@ class DynamoDBStore(DynamoDBSchedules):
                            ExpressionAttributeValues=values, **kwargs)
 
     def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-                     since: datetime | None = None) -> list[dict[str, Any]]:
-        """:meth:`list` as stored records (the same Scan, without building Jobs)."""
-        return [self._decode_record(item) for item in self._chosen(statuses, limit, since)]
+                     since: datetime | None = None, schedule: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`list` as stored records (the same reads, without building Jobs)."""
+        return [self._decode_record(item) for item in self._chosen(statuses, limit, since, schedule)]
+
+    def owing_receipts(self, since: datetime) -> list[dict[str, Any]]:
+        """See the port: Queries of the status index (:mod:`.dynamodb_queries`); a Scan only on a
+        table of an older jobman that ``jobman store init`` has not upgraded yet."""
+        from . import dynamodb_queries as queries
+        from .base import owing_since
+
+        if queries.indexed(self):
+            return owing_since(map(self._decode_record, queries.owing_items(self, since)), since)
+        return owing_since(self.list_records(TERMINAL_STATES), since)
 
     def _chosen(self, statuses: Collection[JobStatus] | None, limit: int | None,
-                since: datetime | None) -> list[dict[str, Any]]:
-        """The scanned job items :meth:`list` returns, in its order (only those are decoded, and
-        the others only if ``since`` needs their creation time)."""
+                since: datetime | None, schedule: int | None = None) -> list[dict[str, Any]]:
+        """The job items :meth:`list` returns, in its order (only those are decoded, and the
+        others only if ``since`` or ``schedule`` needs their record)."""
+        from . import dynamodb_queries as queries
+
+        if schedule is not None and queries.indexed(self):
+            return queries.schedule_items(self, schedule, statuses, limit, since)
         items = self._scan_jobs(statuses)
-        if since is not None:
-            items = [item for item in items if created_since(self._decode_record(item), since)]
+        if since is not None or schedule is not None:
+            items = [item for item in items if created_since(record := self._decode_record(item), since)
+                     and of_schedule(record, schedule)]
 
         def job_id(item: dict[str, Any]) -> int:
             try:

@@ -78,6 +78,8 @@ class _Api:
 
     def __init__(self, table: str, client: Any) -> None:
         self.table, self.location, self.client, self.closed = table, f"{SCHEME}{table}", client, False
+        #: The meta item's ``features`` as last read (:meth:`read_meta`): which indexes to trust.
+        self.features: frozenset[str] = frozenset()
 
     def call(self, operation: str, *, expect: Collection[str] = (), **kwargs: Any) -> dict:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -131,6 +133,7 @@ class _Api:
         if schema > SCHEMA:
             raise StoreError(f"{self.location}: store schema {schema} is newer than this jobman supports "
                              f"({SCHEMA}); upgrade jobman")
+        self.features = frozenset(item.get("features", {}).get("SS", []))
         return store_id
 
 

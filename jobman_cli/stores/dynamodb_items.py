@@ -11,11 +11,20 @@ Table design (one table, on-demand billing, made by ``jobman store init``; see t
                        wn (L of S): the nonce of that transaction
     "job#<id>"         job_id (N), status (S), version (N), record (S: job_to_record as JSON,
                        empty fields left out),
-                       due_ms (N: due time in epoch ms; only while scheduled/launching/running),
+                       due_ms (N: due time in epoch ms while scheduled/launching/running; its
+                       end while it owes a cost receipt, see below; else absent),
+                       run_of (N: the schedule id of a schedule's run; else absent),
                        wn (L of S): the nonces of the last writes (at most NONCES_KEPT)
 
-    GSI "status-due": hash status, range due_ms, projection ALL. Terminal jobs carry no due_ms, so
-    the index is sparse: it holds only live jobs, however long the history grows.
+    GSI "status-due": hash status, range due_ms, projection ALL. A terminal job carries due_ms only
+    while it owes a cost receipt (ended on an instance, no receipt yet: ``cost.runs.owes_receipt``),
+    so the index is sparse: it holds live jobs and the few awaiting a receipt, however long the
+    history grows; the daemon finds the latter with a Query (``due_ms >= start of the window``).
+    GSI "schedule-runs": hash run_of, range job_id, projection KEYS_ONLY. Only a schedule's runs
+    carry run_of: ``list --schedule N`` is a Query (newest first) plus a consistent BatchGetItem.
+    The meta item's ``features`` (SS) holds "schedule-runs" once both indexes may be trusted (the
+    table was made with them, or ``jobman store init`` added and backfilled them on an older table);
+    without it the store reads as before (a Scan), so a table of an older jobman keeps working.
 
 Write nonces (``nn``, ``wn``) let a write recognise itself when botocore resends it after its answer
 was lost (see :mod:`.dynamodb`). Items written before nonces existed simply carry none.
@@ -29,11 +38,15 @@ from typing import Any, Callable
 
 import orjson
 
+from ..cost.runs import owes_receipt
 from ..errors import StoreError, one_line
 from ..model import ACTIVE_STATES, Job, JobStatus, job_to_record
 
 FORMAT, SCHEMA = "jobman", 1
 INDEX = "status-due"
+#: The index of a schedule's runs, and the meta ``features`` entry that says it (and receipts in
+#: the status index) can be trusted.
+RUNS_INDEX = RUNS_FEATURE = "schedule-runs"
 META_PK, COUNTER_PK, JOB_PREFIX, IDEM_PREFIX = "meta", "counter", "job#", "idem#"
 LIVE_STATES = frozenset({JobStatus.SCHEDULED}) | ACTIVE_STATES
 #: Write nonces an item keeps (its last writers'), so a resend that meets its own committed write
@@ -53,6 +66,10 @@ def encode_job(job: Job, write_nonces: list[str]) -> dict[str, Any]:
     }
     if job.status in LIVE_STATES:
         item["due_ms"] = {"N": str(ms(job.due_at))}
+    elif owes_receipt(job):
+        item["due_ms"] = {"N": str(ms(job.finished_at or job.updated_at or job.created_at))}
+    if job.schedule_id is not None:
+        item["run_of"] = {"N": str(job.schedule_id)}
     item["wn"] = nonce_list(write_nonces[-NONCES_KEPT:])
     return item
 

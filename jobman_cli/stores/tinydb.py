@@ -273,34 +273,50 @@ class TinyDBStore(TinyDBSchedules):
         return job
 
     def list(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-             since: datetime | None = None) -> list[Job]:
+             since: datetime | None = None, schedule: int | None = None) -> list[Job]:
         """Newest first. ``None`` or an empty collection means every status."""
         snap = self._snapshot()
         if snap is None:
             return []
         with _collector_paused():
-            return [snap.job(job_id) for job_id, _ in self._select(snap, statuses, limit, since)]  # type: ignore[misc]
+            return [snap.job(job_id) for job_id, _ in self._select(snap, statuses, limit, since, schedule)]  # type: ignore[misc]
 
     def list_records(self, statuses: Collection[JobStatus] | None = None, *, limit: int | None = None,
-                     since: datetime | None = None) -> list[dict]:
+                     since: datetime | None = None, schedule: int | None = None) -> list[dict]:
         """Newest first, the parsed records themselves (read-only for the caller)."""
         snap = self._snapshot()
-        return [] if snap is None else [record for _, record in self._select(snap, statuses, limit, since)]
+        return [] if snap is None else [record for _, record in self._select(snap, statuses, limit, since, schedule)]
+
+    def owing_receipts(self, since: datetime) -> list[dict]:
+        """See the port: the parse the daemon keeps anyway (its views are built from it), filtered."""
+        snap = self._snapshot()
+        return [] if snap is None else port.owing_since(snap.raw.values(), since)  # type: ignore[return-value]
 
     @staticmethod
     def _select(snap: Snapshot, statuses: Collection[JobStatus] | None, limit: int | None,
-                since: datetime | None) -> list[tuple[int, dict]]:
+                since: datetime | None, schedule: int | None = None) -> list[tuple[int, dict]]:
         """``(id, record)`` of the chosen jobs, newest first. With a ``limit`` or ``since`` and a
         file nobody parsed yet, the lines are read from the end, one at a time, until ``limit``
         match (``list --limit 20`` at 100k jobs: 20 small parses instead of a 1 s one), and a line
         whose bytes show it was created before ``since`` is not parsed at all (``list --since 1d``
-        parses a day of jobs, not a year); otherwise the full parse, filtered."""
+        parses a day of jobs, not a year); otherwise the full parse, filtered. A ``schedule``'s
+        runs on an unparsed file: a byte search for its ``"schedule-id":N``, only those lines parsed."""
         wanted = {JobStatus(s).value for s in statuses} if statuses else None
 
         def keep(record: dict) -> bool:
-            return (wanted is None or record.get("status") in wanted) and port.created_since(record, since)
+            return ((wanted is None or record.get("status") in wanted) and port.created_since(record, since)
+                    and port.of_schedule(record, schedule))
 
         lines = snap.fast_lines()
+        if schedule is not None and lines is not None:
+            chosen = []
+            for job_id, first, last in lines.holders("schedule-id", schedule):
+                record = orjson.loads(memoryview(lines.data)[first:last])
+                if isinstance(record, dict) and keep(record):
+                    chosen.append((job_id, record))
+                    if limit is not None and len(chosen) >= limit:
+                        break
+            return chosen
         if (limit is not None or since is not None) and lines is not None:
             second = None if since is None else format_time(since)[:19].encode()  # type: ignore[index]
             view, chosen = memoryview(lines.data), []

@@ -34,6 +34,8 @@ ESCAPED_TITLE = ("&lt;script&gt;window.__x=1&lt;/script&gt;&quot;quoted&quot; &#
 ENV_VALUE = "env-value-never-shown-<b>"
 SECRET_REF = "ssm:/prod/never-shown/password"
 SECRET_TITLE = "payroll-schedule-title"
+FAIL_REASON = 'disk <b>full</b> & "more"'
+ESCAPED_REASON = "disk &lt;b&gt;full&lt;/b&gt; &amp; &quot;more&quot;"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 UTC = timezone.utc
 
@@ -76,6 +78,9 @@ def world(tmp_path: Path) -> Iterator[World]:
     now = datetime.now(UTC).replace(microsecond=0)
     first = make_run(jobs, schedules, xss, now - timedelta(minutes=30))
     second = make_run(jobs, schedules, xss, now - timedelta(minutes=15))
+    store.update(second, lambda j: j.claimed(now, "launch"))
+    store.update(second, lambda j: j.launched("i-0123456789abcdef0", now))
+    jobs.report(second, "failed", 3, None, FAIL_REASON)
     occ = lambda m: format_time(now - timedelta(minutes=m))  # noqa: E731
     records = (
         {"occurrence": occ(300), "outcome": "missed", "job-id": None, "at": occ(100),
@@ -176,8 +181,10 @@ def test_the_list_shows_each_schedule_with_next_times_state_last_run_and_record_
     assert cells(text, xss_row, "next") == shown["next-at"].replace("T", " ").split(".")[0].removesuffix("Z") + "Z"
     assert cells(text, xss_row, "next-local") == shown["next-at-local"]  # e.g. 2026-12-03 20:00:00 UTC (+00:00)
     last = shown["last-job-id"]
-    assert cells(text, xss_row, "last-run") == (
-        f'<a class="job-link" href="/jobs/{last}">#{last}</a> <span class="state state-scheduled">scheduled</span>')
+    assert cells(text, xss_row, "last-run").startswith(
+        f'<a class="job-link" href="/jobs/{last}">#{last}</a> <span class="state state-failed">failed</span> '
+        f'<span class="reason">')
+    assert ESCAPED_REASON in cells(text, xss_row, "last-run") and FAIL_REASON not in text
     records = cells(text, xss_row, "records")
     assert re.findall(r'<span class="rec rec-([a-z]+)">\1 (\d+)</span>', records) == [
         ("missed", "6"), ("skipped", "1"), ("refused", "1"), ("replaced", "1")]  # a range counts its count
@@ -234,6 +241,7 @@ def test_a_schedule_page_shows_template_runs_and_records_but_no_env_or_secret_va
     assert '<dd class="detail-overlap">replace</dd>' in text and '<dd class="detail-state">active</dd>' in text
     shown = world.schedules.show_api(world.xss)
     assert f'<dd class="detail-next-local">{shown["next-at-local"]}</dd>' in text
+    assert ESCAPED_REASON in text and FAIL_REASON not in text  # the failed run's reason, escaped
     runs = re.findall(r'<tr data-job-id="(\d+)"><td><a class="job-link" href="/jobs/\1">#\1</a></td>', text)
     assert [int(r) for r in runs] == [r["id"] for r in shown["runs"]] and len(runs) == 2  # newest first
     outcomes = re.findall(r'<td class="outcome">([^<]*)</td>', text)

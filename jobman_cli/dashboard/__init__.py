@@ -160,7 +160,8 @@ def _plain(request: Request, name: str, backend: Backend) -> RawBody:
             raise HttpError(400, "this page takes no query parameters")
         if name == "schedule.html":
             schedule_id = parse_job_id(request.path.strip("/").split("/")[1], "schedule id")
-            return RawBody(_TYPES[".html"], plain_schedules.schedule_page(backend.schedules.service.show_api(schedule_id)))
+            shown = backend.schedules.service.show_api(schedule_id)
+            return RawBody(_TYPES[".html"], plain_schedules.schedule_page(shown))
         job = job_to_api(backend.service.get(int(request.path.strip("/").split("/")[1])))
         return RawBody(_TYPES[".html"], plain.job_page(job, backend.extra.logs))
     except HttpError as err:

@@ -72,7 +72,8 @@ def page(title: str, body: str, logout: bool = True) -> bytes:
 <link rel="stylesheet" href="/static/dashboard.css">
 </head>
 <body class="plain">
-<header><a class="brand" href="/">jobman</a> <nav class="nav"><a href="/">Jobs</a> <a id="nav-schedules" href="/schedules">Schedules</a></nav>
+<header><a class="brand" href="/">jobman</a>
+  <nav class="nav"><a href="/">Jobs</a> <a id="nav-schedules" href="/schedules">Schedules</a></nav>
   <span class="live">plain view (no JavaScript)</span>
   {button}</header>
 <main>
@@ -233,8 +234,8 @@ def schedule_detail(job: dict[str, Any]) -> str:
     sid = job.get("schedule-id")
     if type(sid) is not int or sid < 1:
         return '<dt>Schedule</dt><dd class="detail-schedule">–</dd>'
-    return (f'<dt>Schedule</dt><dd class="detail-schedule"><a id="schedule-link" href="/schedules/{sid}">schedule {sid}'
-            f'</a> (occurrence {_e(_short(job.get("occurrence")))})</dd>')
+    link = f'<a id="schedule-link" href="/schedules/{sid}">schedule {sid}</a>'
+    return f'<dt>Schedule</dt><dd class="detail-schedule">{link} (occurrence {_e(_short(job.get("occurrence")))})</dd>'
 
 
 def _notifications(records: Iterable[dict[str, Any]]) -> str:

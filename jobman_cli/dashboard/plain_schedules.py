@@ -181,7 +181,8 @@ def _row(s: Mapping[str, Any]) -> str:
     image = (s.get("template") or {}).get("docker-image")
     return (f'<tr data-schedule-id="{sid}"><td><a href="{href}">{sid}</a></td>'
             f'<td class="title"><a href="{href}">{_e(s.get("title") or "(untitled)")}</a></td>'
-            f'<td class="image">{_e(image)}</td><td class="spec">{_e(spec(s))}</td><td class="tz">{_e(s.get("tz"))}</td>'
+            f'<td class="image">{_e(image)}</td><td class="spec">{_e(spec(s))}</td>'
+            f'<td class="tz">{_e(s.get("tz"))}</td>'
             f'<td class="state sched-{state(s)}">{state(s)}</td><td class="next">{_e(utc)}</td>'
             f'<td class="next-local">{_e(local)}</td><td class="overlap">{_e(s.get("overlap"))}</td>'
             f'<td class="last-run">{last_cell}</td>'

@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +19,23 @@ from jobman_cli.cli import cli
 from jobman_cli.stores.tinydb import TinyDBStore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def next_berlin_0230(after: datetime) -> datetime:
+    """The first 02:30 Berlin wall-clock time after ``after`` (UTC), the first of two in the autumn
+    repeat; in the spring gap, where 02:30 does not exist, the gap's end (03:00 CEST)."""
+    day = after.astimezone(BERLIN).date()
+    for offset in range(3):
+        date = day + timedelta(days=offset)
+        wall = datetime.combine(date, time(2, 30), BERLIN)
+        if wall.astimezone(timezone.utc).astimezone(BERLIN).replace(tzinfo=None) != wall.replace(tzinfo=None):
+            wall = datetime.combine(date, time(3, 0), BERLIN)  # 02:30 is in the gap
+        if wall > after:
+            return wall.astimezone(timezone.utc)
+    raise AssertionError("unreachable")
 
 
 def run(db: Path, *argv: str):
@@ -42,8 +61,11 @@ def test_schedule_cron_creates_a_schedule_with_the_job_options_as_template(db):
                                                                          False, "nightly")
     assert s["template"] == {"docker-image": "alpine:3.20", "title": "nightly", "env-variables": {"A": "1"},
                              "timeout": 600, "start-deadline": 3600, "command": ["echo", "hi"]}
-    assert s["next-at"].endswith(("01:30:00Z", "00:30:00Z"))  # 02:30 Berlin, CET or CEST
-    assert "02:30:00 CE" in s["next-at-local"]
+    # 02:30 Berlin (CET or CEST) after the schedule was made; computed here, so the day of the run
+    # does not matter (the night of the spring gap has no 02:30: 03:00 CEST, as previewed below).
+    expected = next_berlin_0230(datetime.fromisoformat(s["created-at"].replace("Z", "+00:00")))
+    assert s["next-at"] == expected.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert expected.astimezone(BERLIN).strftime("%Y-%m-%d %H:%M:%S %Z") in s["next-at-local"]
     assert [j.id for j in TinyDBStore(db).list()] == [1]  # no job was created, the schedule is apart
 
 

@@ -35,6 +35,7 @@ from jobman_cli.errors import JobNotFound, TransitionNotAllowed
 from jobman_cli.model import Job, JobStatus, ReasonCode
 from jobman_cli.stores.base import JobStore
 from store_contract_prune import ListWindowContract, PruneContract
+from store_contract_queries import ReceiptQueryContract, ScheduleQueryContract
 
 NOW = T0 + timedelta(hours=2)  # every draft from make_draft (due T0 + 1h) is due by then
 
@@ -65,7 +66,7 @@ def run_threads(count: int, target, *args) -> None:
         raise errors[0]
 
 
-class StoreContract(PruneContract, ListWindowContract):
+class StoreContract(PruneContract, ListWindowContract, ScheduleQueryContract, ReceiptQueryContract):
     """The whole contract (housekeeping's part, ``prune`` and ``list``'s window, is in
     :mod:`store_contract_prune`)."""
 

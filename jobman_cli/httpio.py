@@ -8,7 +8,8 @@ waiting connection costs a few KiB and no thread, and the rules that keep strang
 are explicit:
 
 * at most :data:`MAX_PER_ADDRESS` connections per client address and :data:`MAX_CONNECTIONS` in
-  all (also kept under the open-file limit, whose soft value is raised to the hard one). At a cap,
+  all (also kept under the open-file limit, whose soft value is raised to the hard one; the
+  bookkeeping is :mod:`jobman_cli.httpadmission`). At a cap,
   the connection that has waited longest *for its request* (idle, mid-TLS-handshake, a head still
   arriving, or lingering after an error) is closed to make room, first among the newcomer's own
   address: someone who opens connections and says nothing only ever pushes out their own;
@@ -44,6 +45,7 @@ import threading
 import traceback
 from typing import Any, Callable, Coroutine
 
+from .httpadmission import Admission
 from .httpwire import (MAX_BODY, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Answer, Disconnected, HttpError, Log,
                        Request, TimedOut, add_header_line, body_length, clip, describe, parse_request_line, render)
 from .httpstream import Stream
@@ -61,7 +63,6 @@ MAX_REQUESTS_PER_CONNECTION = 100
 DEFAULT_TIMEOUT = 5.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
-SUMMARY_EVERY = 60.0
 FD_RESERVE = 256  # descriptors left for the store, AWS clients and the daemon's own files
 
 _SMALL_NUMBER = re.compile(r"[0-9]{1,6}")
@@ -139,14 +140,9 @@ class HttpServer:
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(self._loop_error)
         self.stopping = False
-        #: every connection; and those waiting for a request, oldest wait first (the ones a cap closes)
-        self.connections: dict[Connection, None] = {}
-        self.by_host: dict[str, dict[Connection, None]] = {}
-        self.waiting: dict[Connection, None] = {}
-        self.waiting_by_host: dict[str, dict[Connection, None]] = {}
-        self.shed: dict[str, int] = {}  # host -> connections closed or refused at a cap since the last summary
-        self._summary: asyncio.TimerHandle | None = None
-        self._last_summary = -SUMMARY_EVERY
+        self.admission: Admission[Connection] = Admission(
+            self.loop, log, max_connections=self.max_connections, per_address=self.per_address,
+            close=self._close, stopping=lambda: self.stopping)
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -180,13 +176,13 @@ class HttpServer:
         self.stopping = True
         self.loop.remove_reader(self.socket.fileno())
         self.socket.close()
-        for conn in list(self.waiting):
+        for conn in list(self.admission.waiting):
             self._close(conn)
         deadline = self.loop.time() + grace
-        while self.connections and self.loop.time() < deadline:
+        while self.admission.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-        tasks = [conn.task for conn in list(self.connections) if conn.task is not None]
-        for conn in list(self.connections):
+        tasks = [conn.task for conn in list(self.admission.connections) if conn.task is not None]
+        for conn in list(self.admission.connections):
             self._close(conn)
         if tasks:
             await asyncio.wait(tasks, timeout=0.2)
@@ -200,7 +196,7 @@ class HttpServer:
                 return
             except OSError as err:  # out of descriptors or memory: breathe, the backlog holds them
                 if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._count_shed("(accept failed: " + (err.strerror or str(err)) + ")")
+                    self.admission.count_shed("(accept failed: " + (err.strerror or str(err)) + ")")
                     self.loop.remove_reader(self.socket.fileno())
                     self.loop.call_later(0.1, self._resume_accepting)
                 return
@@ -211,72 +207,22 @@ class HttpServer:
             self.loop.add_reader(self.socket.fileno(), self._accept)
 
     def _admit(self, sock: socket.socket, host: str) -> None:
-        address_full = len(self.by_host.get(host, ())) >= self.per_address
-        if ((address_full and not self._make_room(self.waiting_by_host.get(host, {})))
-                or (len(self.connections) >= self.max_connections and not self._make_room(self.waiting))):
+        if not self.admission.room_for(host):
             sock.close()  # every connection at the cap has its request being handled
-            self._count_shed(host)
+            self.admission.count_shed(host)
             return
         sock.setblocking(False)
         conn = Connection(self, sock, host)
-        self.connections[conn] = None
-        self.by_host.setdefault(host, {})[conn] = None
-        self._set_waiting(conn, True)
+        self.admission.add(conn)
         conn.task = self.loop.create_task(self._serve(conn))
-
-    def _make_room(self, waiting: dict[Connection, None]) -> bool:
-        if not waiting:
-            return False
-        oldest = next(iter(waiting))
-        self._count_shed(oldest.host)
-        self._close(oldest)
-        return True
-
-    def _set_waiting(self, conn: Connection, waiting: bool) -> None:
-        """Mark a connection as waiting for a request (closable at a cap), newest wait last."""
-        self.waiting.pop(conn, None)
-        mine = self.waiting_by_host.setdefault(conn.host, {})
-        mine.pop(conn, None)
-        if waiting and conn in self.connections:
-            self.waiting[conn] = None
-            mine[conn] = None
-        elif not mine:
-            del self.waiting_by_host[conn.host]
 
     def _close(self, conn: Connection) -> None:
         """Forget a connection now and make its task end (closing the socket if it never started)."""
-        self._forget(conn)
+        self.admission.forget(conn)
         if not conn.started:
             conn.sock.close()
         if conn.task is not None:
             conn.task.cancel()
-
-    def _forget(self, conn: Connection) -> None:
-        if conn not in self.connections:
-            return
-        del self.connections[conn]
-        self._set_waiting(conn, False)
-        mine = self.by_host[conn.host]
-        del mine[conn]
-        if not mine:
-            del self.by_host[conn.host]
-
-    def _count_shed(self, host: str) -> None:
-        if self.stopping:
-            return
-        self.shed[host] = self.shed.get(host, 0) + 1
-        if self._summary is None:
-            when = max(1.0, self._last_summary + SUMMARY_EVERY - self.loop.time())
-            self._summary = self.loop.call_later(when, self._log_summary)
-
-    def _log_summary(self) -> None:
-        self._summary, self._last_summary = None, self.loop.time()
-        shed, self.shed = self.shed, {}
-        top = sorted(shed.items(), key=lambda item: -item[1])[:3]
-        self.log(f"{sum(shed.values())} connections closed or refused at the connection caps "
-                 f"({self.per_address} per client address, {self.max_connections} in all), most from "
-                 + ", ".join(f"{host} ({count})" for host, count in top)
-                 + "; these were idle, slow, or not sending a request")
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if isinstance(context.get("exception"), OSError):  # a client went away, a TLS handshake failed
@@ -307,7 +253,7 @@ class HttpServer:
             abort = True
             self.log("unexpected error on a connection:\n" + traceback.format_exc().rstrip())
         finally:
-            self._forget(conn)
+            self.admission.forget(conn)
             transport = stream.transport or raw
             if transport is None:
                 conn.sock.close()
@@ -319,7 +265,7 @@ class HttpServer:
     async def _serve_one(self, conn: Connection, last: bool) -> bool:
         """Read and answer one request; True to keep the connection for another."""
         stream = conn.stream
-        self._set_waiting(conn, True)
+        self.admission.set_waiting(conn, True)
         try:
             async with asyncio.timeout(self.timeout):
                 await stream.wait_data()
@@ -336,7 +282,7 @@ class HttpServer:
                     request = await self._read_head(stream)
             except TimeoutError:
                 raise TimedOut() from None
-            self._set_waiting(conn, False)
+            self.admission.set_waiting(conn, False)
             conn.head_only = request.method == "HEAD"
             conn.buffered_body, conn.body_taken = _buffered_body(request, stream), False
             try:
@@ -380,7 +326,7 @@ class HttpServer:
     async def _linger(self, conn: Connection) -> None:
         """Before closing after an error, read and drop what the client still sends (1 s, 1 MiB)."""
         stream = conn.stream
-        self._set_waiting(conn, True)  # nothing more will be answered: a cap may close it
+        self.admission.set_waiting(conn, True)  # nothing more will be answered: a cap may close it
         stream.start_discarding()
         if stream.transport.can_write_eof():
             stream.transport.write_eof()  # the client sees EOF now instead of waiting for us

@@ -22,9 +22,10 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInput
+from .errors import ConfigError, InvalidInput
 from .model import Job
 
 ON_DEMAND = "on-demand"
@@ -37,13 +38,30 @@ MARKETS = {ON_DEMAND: (ON_DEMAND,), SPOT: (SPOT,), SPOT_THEN_ON_DEMAND: (SPOT, O
 MAX_TYPES = 10
 MAX_SUBNETS = 10
 MAX_INTERRUPTIONS = 100
+DEFAULT_MAX_INTERRUPTIONS = 3
 MAX_COST = Decimal("1000000")
 
-#: EC2 answers that mean "not here, not now" for one rung: move to the next rung at once.
-LADDER_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",
-    "MaxSpotInstanceCountExceeded", "Unsupported",
-})
+#: EC2 answers that mean "not here, not now": nothing started, so the ladder moves on at once,
+#: skipping what the answer rules out for the rest of the pass (:func:`ruled_out`):
+#:
+#: * ``rung``: only this rung (capacity of one type in one zone and market; ``Unsupported``: the
+#:   type is not offered in that zone);
+#: * ``subnet``: every rung in this subnet (``InsufficientFreeAddressesInSubnet``: the subnet has
+#:   no free IP address, whatever the type or market);
+#: * ``market``: every rung of this market (``VcpuLimitExceeded``, ``InstanceLimitExceeded``: an
+#:   account quota of on-demand instances, which another type of the same market almost always
+#:   shares (a ladder's types are comparable ones, in one vCPU-limit family); spot has quotas of
+#:   its own, so ``spot-then-on-demand`` still tries the other market).
+#:
+#: A later pass (a new attempt, after the back-off) starts again from the first rung: quotas free
+#: up when other instances end, and addresses when they are released.
+LADDER_SCOPES: dict[str, str] = {
+    "InsufficientInstanceCapacity": "rung", "InsufficientCapacity": "rung", "SpotMaxPriceTooLow": "rung",
+    "MaxSpotInstanceCountExceeded": "rung", "Unsupported": "rung",
+    "InsufficientFreeAddressesInSubnet": "subnet",
+    "VcpuLimitExceeded": "market", "InstanceLimitExceeded": "market",
+}
+LADDER_CODES = frozenset(LADDER_SCOPES)
 
 _SUBNET = re.compile(r"subnet-[0-9a-f]{8}(?:[0-9a-f]{9})?")
 
@@ -103,11 +121,43 @@ def validate_capacity(value: Any, field: str = "capacity") -> str:
 def parse_max_interruptions(value: Any, field: str = "max-interruptions") -> int:
     """How many spot interruptions a job is relaunched after: a whole number 0 to 100 (default 3)."""
     if value is None:
-        return 3
+        return DEFAULT_MAX_INTERRUPTIONS
     number = int(value) if isinstance(value, str) and re.fullmatch(r"0|[1-9][0-9]{0,2}", value) else value
     if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_INTERRUPTIONS:
         raise InvalidInput(field, f"must be a whole number from 0 to {MAX_INTERRUPTIONS} (got {_show(value)})")
     return number
+
+
+@dataclass(frozen=True)
+class CapacityDefaults:
+    """What a job that names no capacity or interruption budget gets: ``[ec2] capacity`` and
+    ``[ec2] max_interruptions`` of config.toml (:func:`config_defaults`), else on-demand and 3.
+
+    Resolved when the job is created and stored on it (as the ``[notify]`` defaults are), so
+    ``status`` and ``schedule --dry-run`` show what the job will use, and a later change of the
+    config file does not change a job already waiting. A schedule's template keeps only what was
+    given, so each run takes the default in force when it is created."""
+
+    capacity: str = ON_DEMAND
+    max_interruptions: int = DEFAULT_MAX_INTERRUPTIONS
+
+
+def config_defaults(home: Path | None = None) -> CapacityDefaults:
+    """``[ec2] capacity`` / ``max_interruptions`` from config.toml, checked: a bad value is a
+    one-line :class:`~jobman_cli.errors.ConfigError` naming the key (TOML has types, so
+    ``max_interruptions = "3"`` is a mistake, as ``[logs] retention_days = "30"`` is)."""
+    from .config import config_section
+
+    section = config_section("ec2", home)
+    capacity = section.get("capacity", ON_DEMAND)
+    if capacity not in CAPACITIES:
+        raise ConfigError(f"config file [ec2] capacity: must be one of {', '.join(CAPACITIES)} "
+                          f"(got {_show(capacity)})")
+    budget = section.get("max_interruptions", DEFAULT_MAX_INTERRUPTIONS)
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= MAX_INTERRUPTIONS:
+        raise ConfigError(f"config file [ec2] max_interruptions: must be a whole number from 0 to "
+                          f"{MAX_INTERRUPTIONS} (got {_show(budget)})")
+    return CapacityDefaults(capacity, budget)
 
 
 def parse_max_cost(value: Any, field: str = "max-cost") -> float | None:
@@ -158,6 +208,26 @@ def ladder(job: Job, default_types: str, default_subnets: tuple[str, ...] = ()) 
     markets = MARKETS.get(job.capacity, (ON_DEMAND,))
     rungs = [(t, s, m) for m in markets for t in types for s in subnets]
     return [Rung(i, t, s, m) for i, (t, s, m) in enumerate(rungs)]
+
+
+def ruled_out(rung: Rung, code: str) -> tuple[str, Any]:
+    """What a refusal of ``rung`` with ``code`` (one of :data:`LADDER_CODES`) rules out for the rest
+    of the pass: ``("rung", index)``, ``("subnet", subnet_id)`` or ``("market", market)``."""
+    scope = LADDER_SCOPES.get(code, "rung")
+    if scope == "subnet":
+        return scope, rung.subnet_id
+    if scope == "market":
+        return scope, rung.market
+    return "rung", rung.index
+
+
+def next_rung(rungs: list[Rung], current: int, excluded: set[tuple[str, Any]]) -> int | None:
+    """The first rung after ``current`` that nothing in ``excluded`` (:func:`ruled_out` values)
+    rules out, or None: the pass has no rung left to try."""
+    for rung in rungs[current + 1:]:
+        if not excluded & {("rung", rung.index), ("subnet", rung.subnet_id), ("market", rung.market)}:
+            return rung.index
+    return None
 
 
 def rung_token(launch_token: str, index: int) -> str:

@@ -142,6 +142,10 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
         from .notify.settings import default_targets
 
         service.notify_defaults = default_targets()
+    if not state.remote:  # remotely, the daemon's [ec2] capacity defaults apply
+        from .capacity import config_defaults
+
+        service.capacity_defaults = config_defaults()
     job, created = service.schedule(request, CLI_FIELDS)
     if quiet:
         click.echo(job.id)
@@ -168,6 +172,9 @@ def _dry_run(state: State, request: Any, as_json: bool, quiet: bool) -> None:
     service = JobService(None)  # type: ignore[arg-type]  # validation only: nothing is stored
     if request.notify is None:
         service.notify_defaults = default_targets()
+    from .capacity import config_defaults
+
+    service.capacity_defaults = config_defaults()
     plan = build_plan(service, request, CLI_FIELDS, state.resolved())
     if as_json:
         print_json(plan.to_json())
@@ -181,10 +188,13 @@ def _dry_run(state: State, request: Any, as_json: bool, quiet: bool) -> None:
 @click.option("--limit", default=None, metavar="N", help="Only the N newest jobs (reads only those on a file store).")
 @click.option("--since", default=None, metavar="DUR", help="Only jobs created in the last DUR (30m, 2h, 7d).")
 @click.option("--schedule", "schedule_id", default=None, metavar="ID", help="Only the runs of schedule ID.")
+@click.option("--cost", "with_cost", is_flag=True,
+              help="Add a COST column: each ended job's cost receipt ('jobman status ID' shows its basis). "
+                   "--json always has cost and cost-basis.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
 def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since: str | None, as_json: bool,
-              schedule_id: str | None) -> None:
+              schedule_id: str | None, with_cost: bool) -> None:
     """All jobs, newest first."""
     from .model import JobStatus
     from .service import parse_list_limit, parse_list_since
@@ -202,7 +212,7 @@ def list_jobs(state: State, statuses: tuple[str, ...], limit: str | None, since:
     else:
         from .render import print_job_table
 
-        print_job_table(service.list(wanted, **window))
+        print_job_table(service.list(wanted, **window), cost=with_cost)
 
 
 @cli.command()

@@ -22,7 +22,8 @@ from .errors import ConfigError
 #: Tables and keys besides ``[daemon]`` (whose keys come from DaemonSettings).
 STATIC_KEYS: dict[str, frozenset[str]] = {
     "ec2": frozenset({"region", "instance_type", "ami", "subnet_id", "security_group_ids", "iam_instance_profile",
-                      "key_name", "tags", "store_tag_key", "endpoint_url", "profile"}),
+                      "key_name", "tags", "store_tag_key", "endpoint_url", "profile", "capacity",
+                      "max_interruptions"}),
     "logs": frozenset({"group", "retention_days", "endpoint_url"}),
     "notify": frozenset({"targets", "on", "timeout", "backoff_base", "backoff_max", "max_age", "workers",
                          "busy_workers", "scan_interval", "secret_file", "receipt_wait"}),

@@ -18,7 +18,9 @@ from .notify.targets import redact
 
 RICH_ROW_LIMIT = 500
 TABLE_COLUMNS = ("ID", "STATUS", "DATE-TIME (UTC)", "IMAGE", "TITLE", "EXIT", "REASON")
-RIGHT_ALIGNED = frozenset({"ID", "EXIT"})
+#: ``list --cost``: the cost receipt's amount, before the (long) reason.
+COST_COLUMNS = ("ID", "STATUS", "DATE-TIME (UTC)", "IMAGE", "TITLE", "EXIT", "COST", "REASON")
+RIGHT_ALIGNED = frozenset({"ID", "EXIT", "COST"})
 
 STATUS_STYLE = {
     JobStatus.SCHEDULED: "cyan",
@@ -55,12 +57,28 @@ def describe_scheduled(job: Job, created: bool) -> str:
     return f"{verb} job {job.id} for {format_time(job.date_time)} ({relative(job.date_time)}): {job.docker_image}"
 
 
-def table_rows(jobs: Sequence[Job]) -> list[tuple[str, ...]]:
-    return [
-        (str(job.id), job.status.value, format_time(job.date_time) or "", job.docker_image, one_line(job.title),
-         "" if job.exit_code is None else str(job.exit_code), one_line(job.reason))
-        for job in jobs
-    ]
+def table_rows(jobs: Sequence[Job], cost: bool = False) -> list[tuple[str, ...]]:
+    """The cells of :data:`TABLE_COLUMNS` (``cost``: of :data:`COST_COLUMNS`)."""
+    rows = []
+    for job in jobs:
+        exit_code = "" if job.exit_code is None else str(job.exit_code)
+        money = (cost_cell(job),) if cost else ()
+        rows.append((str(job.id), job.status.value, format_time(job.date_time) or "", job.docker_image,
+                     one_line(job.title), exit_code, *money, one_line(job.reason)))
+    return rows
+
+
+def cost_cell(job: Job) -> str:
+    """The COST of ``list --cost``: ``$0.15`` (the receipt), ``unknown`` (no price was found;
+    ``status`` says why), ``pending`` (ended, the daemon has not made the receipt yet), or empty
+    (nothing to price yet: not ended, or no instance ran)."""
+    from .cost.receipt import format_usd
+
+    if job.cost is not None:
+        return format_usd(job.cost)
+    if job.cost_basis is not None:
+        return "unknown"
+    return "pending" if job.terminal and job.instance_id else ""
 
 
 def sheet_rows(job: Job) -> list[tuple[str, str]]:
@@ -168,22 +186,24 @@ def plain_sheet(rows: Sequence[tuple[str, str]]) -> str:
 
 
 # ----------------------------------------------------------------------------- entry points
-def print_job_table(jobs: Sequence[Job], out: TextIO | None = None) -> None:
+def print_job_table(jobs: Sequence[Job], out: TextIO | None = None, *, cost: bool = False) -> None:
+    """``jobman list``; ``cost``: with the COST column (``list --cost``)."""
     out = out or sys.stdout
     if not jobs:
         out.write("No jobs.\n")
         return
-    rows = table_rows(jobs)
+    rows = table_rows(jobs, cost)
+    columns = COST_COLUMNS if cost else TABLE_COLUMNS
     if not _wants_rich(len(rows), out):
-        out.write(plain_table(rows))
+        out.write(plain_table(rows, columns))
         return
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in TABLE_COLUMNS:
-        fixed = column in ("ID", "STATUS", "DATE-TIME (UTC)", "EXIT")  # never cut a time or an id
+    for column in columns:
+        fixed = column in ("ID", "STATUS", "DATE-TIME (UTC)", "EXIT", "COST")  # never cut a time, an id or an amount
         table.add_column(column, no_wrap=fixed, overflow="fold", min_width=len(column) if fixed else None,
                          justify="right" if column in RIGHT_ALIGNED else "left")
     for job, row in zip(jobs, rows):

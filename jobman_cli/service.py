@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
+from .capacity import CapacityDefaults
 from .clock import Clock, SystemClock
 from .errors import IdempotencyConflict, InvalidInput, JobmanError
 from .model import DEFAULT_START_DEADLINE, DEFAULT_TIMEOUT, Job, JobStatus
@@ -81,7 +82,8 @@ class ScheduleRequest:
     #: None: the service's :attr:`JobService.notify_defaults` (``[notify]`` in config.toml).
     notify: Any = None
     notify_on: Any = None
-    #: The launch ladder (DESIGN.md section 13; :mod:`jobman_cli.capacity`).
+    #: The launch ladder (DESIGN.md section 13; :mod:`jobman_cli.capacity`). ``capacity`` and
+    #: ``max_interruptions`` None: the service's :attr:`JobService.capacity_defaults`.
     subnet_ids: Any = None
     capacity: Any = None
     max_interruptions: Any = None
@@ -107,6 +109,10 @@ class JobService:
         #: Targets and ``notify-on`` of a request that names none (the front end reads them from
         #: ``[notify]`` in config.toml: :func:`jobman_cli.notify.settings.default_targets`).
         self.notify_defaults: tuple[tuple[str, ...], str] = ((), "failure")
+        #: Capacity and interruption budget of a request that names none (the front end reads them
+        #: from ``[ec2]`` in config.toml: :func:`jobman_cli.capacity.config_defaults`). Stored on
+        #: the job, so it shows what it will use.
+        self.capacity_defaults = CapacityDefaults()
 
     # ------------------------------------------------------------------ notifications
     def subscribe(self, listener: Callable[[Job], None]) -> None:
@@ -145,8 +151,12 @@ class JobService:
         instance_type = (None if request.instance_type is None
                          else cap.validate_instance_types(request.instance_type, field=names.instance_type))
         subnet_ids = cap.validate_subnet_ids(request.subnet_ids, field=names.subnet_ids)
-        capacity = cap.validate_capacity(request.capacity, field=names.capacity)
-        max_interruptions = cap.parse_max_interruptions(request.max_interruptions, field=names.max_interruptions)
+        defaults = self.capacity_defaults
+        capacity = cap.validate_capacity(defaults.capacity if request.capacity is None else request.capacity,
+                                         field=names.capacity)
+        max_interruptions = cap.parse_max_interruptions(
+            defaults.max_interruptions if request.max_interruptions is None else request.max_interruptions,
+            field=names.max_interruptions)
         max_cost = cap.parse_max_cost(request.max_cost, field=names.max_cost)
         key = (None if request.idempotency_key is None
                else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))

@@ -33,8 +33,8 @@ from ..launchers.base import Launcher
 from ..model import Job, JobStatus, ReasonCode, hash_callback_token
 from ..service import launch_token_for
 from ..stores.base import JobStore
-from .common import (ADOPTED, CLAIMED_BY, MISSED, Collector, Log, Skip, best_instance, describe_change,
-                     fail_attempt, format_duration, guarded_update, missed_reason, now_at_least)
+from .common import (ADOPTED, CLAIMED_BY, MISSED, Collector, Log, Skip, best_instance, fail_and_report,
+                     format_duration, guarded_update, missed_reason, now_at_least)
 from .launch import Launch
 from .lease import LeaseKeeper
 from .pool import LaunchPool
@@ -119,11 +119,7 @@ class Adopter:
             return
         if t > job.start_by:  # never launch days late
             reason = missed_reason(job, t) + "; its launch was interrupted"
-            after = guarded_update(self.store, job.id,
-                                   lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.MISSED_START_DEADLINE))
-            if after is not None:
-                self.log(describe_change(job, after, reason))
-                out.add(MISSED, job.id, reason)
+            fail_and_report(self.store, job, reason, t, ReasonCode.MISSED_START_DEADLINE, MISSED, self.log, out)
             return
         self.log(f"job {job.id}: no instance of attempt {job.attempts} exists; launching it again")
         self.launch.run(job, callback_token, out)

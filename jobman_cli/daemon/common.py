@@ -151,3 +151,16 @@ def fail_attempt(current: Job, attempt: Job, reason: str, now: datetime, code: R
     if current.status is not JobStatus.LAUNCHING or current.attempts != attempt.attempts:
         raise Skip
     return current.failed(reason, now, code)
+
+
+def fail_and_report(store: JobStore, attempt: Job, reason: str, now: datetime, code: ReasonCode, kind: str,
+                    log: Log, out: Collector) -> Job | None:
+    """End the launch ``attempt`` as failed with ``reason`` and ``code`` (only if the job is still in
+    it: :func:`fail_attempt`), then log the change and report it as ``kind`` (``launch-failed``,
+    ``missed``). The one way every launch path ends an attempt, so the store write, the log line
+    and the pass's outcome never disagree. None: the job had moved on; nothing was written."""
+    after = guarded_update(store, attempt.id, lambda current: fail_attempt(current, attempt, reason, now, code))
+    if after is not None:
+        log(describe_change(attempt, after, reason))
+        out.add(kind, attempt.id, reason)
+    return after

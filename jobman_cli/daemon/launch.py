@@ -30,9 +30,11 @@ once (the launcher never resends it by itself). Then, by what the answer means
   token): the attempt's instance exists; it is looked up (tags, then the ``client-token`` filter, a
   few times) and adopted. Not found yet: the job stays ``launching`` and is looked at again later.
 * **this rung refused** (``InsufficientInstanceCapacity``, ``InsufficientCapacity``,
-  ``SpotMaxPriceTooLow``, ``MaxSpotInstanceCountExceeded``, ``Unsupported``: nothing started): the
-  next rung of the launch ladder (:mod:`jobman_cli.capacity`) is sent at once, each rung once per
-  attempt, each with a ``ClientToken`` of its own. Every rung refused: back to ``scheduled`` with
+  ``SpotMaxPriceTooLow``, ``MaxSpotInstanceCountExceeded``, ``Unsupported``; and, skipping the
+  rungs they rule out, ``InsufficientFreeAddressesInSubnet`` (that subnet) and ``VcpuLimitExceeded``
+  / ``InstanceLimitExceeded`` (that market): nothing started, :data:`~jobman_cli.capacity.LADDER_SCOPES`):
+  the next rung of the launch ladder (:mod:`jobman_cli.capacity`) is sent at once, each rung once per
+  attempt, each with a ``ClientToken`` of its own. Every rung refused or skipped: back to ``scheduled`` with
   the backoff below (bounded by the start deadline, not by ``max_attempts``), then
   ``missed-start-deadline`` with the last AWS error. An unknown outcome pins the attempt to its
   rung (resent with that rung's token, after a tag lookup, as above): the ladder never moves on
@@ -40,7 +42,7 @@ once (the launcher never resends it by itself). Then, by what the answer means
   with the same token is itself refused for capacity and a lookup by tag and by that token finds
   nothing (EC2 answers a token that started an instance with that instance, not a refusal); on the
   last rung the attempt is kept and resent as before.
-* **nothing started** (capacity, quotas: retryable): back to ``scheduled`` with exponential backoff,
+* **nothing started** (any other retryable error): back to ``scheduled`` with exponential backoff,
   up to ``max_attempts`` failed launches (``Job.launch_failures``: relaunches after spot
   interruptions and every-rung-refused passes do not count); anything else fails the job as
   ``launch-failed`` with AWS's code and message. After an unknown outcome of this attempt, such a failure is settled by one more lookup
@@ -50,7 +52,6 @@ once (the launcher never resends it by itself). Then, by what the answer means
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
@@ -58,18 +59,19 @@ from typing import Any, Callable, Mapping
 from ..clock import Clock
 from ..cost.limits import launch_refusal
 from ..errors import InvalidInput, JobmanError, LaunchError
-from ..capacity import LADDER_CODES, ladder, narrowed, placement_of
+from ..capacity import LADDER_CODES, ladder, narrowed, next_rung, placement_of, ruled_out
 from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
 from ..joblogs import LogTarget
 from ..launchers.userdata import callback_url_for, render_user_data
-from ..model import Job, JobStatus, ReasonCode
+from ..model import Job, JobStatus
 from ..settings import DaemonSettings
 from ..stores.base import JobStore
-from .common import (ADOPTED, CANCELLED_DURING_LAUNCH, LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING, Collector, Log,
-                     Skip, best_instance, describe_change, fail_attempt, format_duration, guarded_update,
-                     missed_reason)
-from .ladder import found_placement, ladder_defaults, refused_everywhere
+from .clockskew import ClockSkewNotice
+from .common import (ADOPTED, CANCELLED_DURING_LAUNCH, LAUNCHED, Collector, Log, Skip, best_instance, describe_change,
+                     format_duration, guarded_update)
+from .ladder import found_placement, ladder_defaults, moving_on, refused_everywhere
 from .throttle import TokenBucket
+from .unlaunched import failed, give_back, missed
 
 #: After an unknown outcome: seconds before the lookup and resend, doubling up to the maximum.
 UNKNOWN_BACKOFF_FIRST = 1.0
@@ -98,14 +100,16 @@ class Launch:
         self.log_target = log_target
         self.bucket = bucket
         self.log = log
-        self._wake = wake
+        self.wake = wake
         self.stopping = stopping
         self._defer = defer
         #: ``pause(seconds)``: wait (real time), False if the daemon began stopping. Tests that
         #: drive a fixed clock replace it with one that moves their clock.
         self.pause: Callable[[float], bool] = self._sleep
-        self._skew_lock = threading.Lock()
-        self._skewed = False  # AWS refused this host's clock and has not accepted a request since
+        #: ``clock_skewed(exc)`` / ``clock_accepted()``: one line when AWS starts and stops refusing this host's clock.
+        self.skew = ClockSkewNotice(log, SKEW_BACKOFF_MAX)
+        self.clock_skewed: Callable[[LaunchError], None] = self.skew.refused
+        self.clock_accepted: Callable[[], None] = self.skew.accepted
 
     def _sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -127,18 +131,19 @@ class Launch:
                                          callback_token=callback_token, callback_ca=self.callback_ca,
                                          logs=self.log_target)
         except InvalidInput as exc:  # cannot happen for a validated job; never launch what we cannot quote
-            self._failed(job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
+            failed(self, job, LaunchError(f"cannot render user-data: {exc}", retryable=False), out)
             return
         deadline = job.start_by
         rungs = ladder(job, *ladder_defaults(self.launcher))
         refused = launch_refusal(job, [r.instance_type for r in rungs], self.launcher)  # --max-cost
         if refused is not None:
-            self._failed(job, refused, out)
+            failed(self, job, refused, out)
             return
         # The rung being sent; it moves on only after a refusal that started nothing. A take-over
         # resumes at the rung the dead daemon stored (the rungs before it were refused).
-        rung = min(max(job.rung, 0), len(rungs) - 1)
+        rung = first = min(max(job.rung, 0), len(rungs) - 1)
         refusals: list[LaunchError] = []  # this pass's capacity refusals, one per rung
+        excluded: set[tuple[str, Any]] = set()  # what they rule out for the rest of the pass (capacity.ruled_out)
         unknown: LaunchError | None = None  # set once a send of this attempt may have started an instance
         last: LaunchError | None = None  # why the previous send did not launch
         backoff = UNKNOWN_BACKOFF_FIRST
@@ -163,12 +168,12 @@ class Launch:
                     return
                 t = self.clock.now()
                 if t > deadline:
-                    self._missed(job, t, last, out)
+                    missed(self, job, t, last, out)
                     return
             wait = self.bucket.reserve()
             if wait > 0 and not self.pause(wait):
                 if fresh and unknown is None:
-                    self._give_back(job, out)
+                    give_back(self, job, out)
                 else:
                     self._left(job)
                 return
@@ -181,7 +186,7 @@ class Launch:
                     last = exc
                     if not self.pause(skew_backoff):
                         if fresh and unknown is None:
-                            self._give_back(job, out)
+                            give_back(self, job, out)
                         else:
                             self._left(job)
                         return
@@ -208,8 +213,10 @@ class Launch:
                 backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
                 continue
             except LaunchError as exc:
-                if (unknown is not None and exc.code in LADDER_CODES and rung + 1 < len(rungs)
-                        and self._started_nothing(job, request)):
+                # The rung a refusal moves on to (None: not a ladder refusal, or no rung left).
+                ahead = (next_rung(rungs, rung, excluded | {ruled_out(rungs[rung], exc.code)})
+                         if exc.code in LADDER_CODES else None)
+                if unknown is not None and ahead is not None and self._started_nothing(job, request):
                     # EC2 answers a resend of a token that started an instance with that instance; refused
                     # for capacity, and nothing found by tag or token: the lost send started nothing, so
                     # the next rung may be sent. (On the last rung the attempt keeps its token and is
@@ -230,20 +237,20 @@ class Launch:
                 if unknown is not None:  # an earlier send may have started it: look once more first
                     self._settle(job, unknown, exc, out, token=request.launch_token)
                     return
-                if exc.code in LADDER_CODES:  # nothing started on this rung: the next one, at once
+                if exc.code in LADDER_CODES:  # nothing started on this rung: the next one it leaves, at once
                     self.clock_accepted()
                     refusals.append(exc)
-                    if rung + 1 < len(rungs):
-                        self.log(f"job {job.id}: rung {rung + 1} of {len(rungs)}, {rungs[rung].describe()}, refused "
-                                 f"({exc.code}); trying rung {rung + 2}, {rungs[rung + 1].describe()}")
-                        if not self._store_rung(job, rung + 1):
+                    excluded.add(ruled_out(rungs[rung], exc.code))
+                    if ahead is not None:
+                        self.log(moving_on(job, rungs, rung, ahead, exc, excluded))
+                        if not self._store_rung(job, ahead):
                             return
-                        rung += 1
+                        rung = ahead
                         last = exc
                         continue
-                    refused_everywhere(self, job, refusals, out)
+                    refused_everywhere(self, job, refusals, out, skipped=len(rungs) - first - len(refusals))
                     return
-                self._failed(job, exc, out)
+                failed(self, job, exc, out)
                 return
             self.clock_accepted()
             zone = getattr(instance_id, "availability_zone", None)  # a Launched carries it
@@ -277,26 +284,6 @@ class Launch:
             return False
         return after is not None
 
-    def clock_skewed(self, exc: LaunchError) -> None:
-        """AWS refused a request for this host's clock: say so once, until it accepts one again."""
-        with self._skew_lock:
-            if self._skewed:
-                return
-            self._skewed = True
-        self.log(f"this host's clock looks wrong: AWS refused a signed request as outside its time window "
-                 f"(about 5 minutes) ({exc}); a refused request starts nothing, due launches are sent again with a back-off "
-                 f"of up to {SKEW_BACKOFF_MAX:g}s until the clock is right (check NTP/chrony)")
-
-    def clock_accepted(self) -> None:
-        """AWS answered a request: if it had refused this host's clock, say that the episode is over."""
-        if not self._skewed:
-            return
-        with self._skew_lock:
-            if not self._skewed:
-                return
-            self._skewed = False
-        self.log("AWS accepts this host's clock again")
-
     def _settle(self, job: Job, unknown: LaunchError, exc: LaunchError, out: Collector, *, token: str | None) -> None:
         """A send that started nothing (``exc``, not retryable) after an unknown outcome of this
         attempt: the earlier send may have started an instance. One last lookup decides (by tag,
@@ -314,22 +301,7 @@ class Launch:
                      f"{format_duration(self.settings.reconcile_interval)}")
             self._defer(job.id, later)
         else:
-            self._failed(job, exc, out)
-
-    def _give_back(self, job: Job, out: Collector) -> None:
-        """The daemon stops before this attempt was ever accepted by EC2: back to ``scheduled``."""
-        t = self.clock.now()
-        reason = f"launch attempt {job.attempts} not sent: the daemon stopped while pacing RunInstances"
-
-        def give_back(current: Job) -> Job:
-            if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts or current.instance_id:
-                raise Skip
-            return current.retry_later(reason, t, t)
-
-        after = guarded_update(self.store, job.id, give_back)
-        if after is not None:
-            self.log(describe_change(job, after, reason))
-            out.add(RETRYING, job.id, reason)
+            failed(self, job, exc, out)
 
     def _wait(self, job: Job, seconds: float) -> bool:
         """Pause; False (and say so) if the daemon began stopping meanwhile."""
@@ -363,14 +335,6 @@ class Launch:
         except JobmanError:
             return False
         return current.status is JobStatus.LAUNCHING and current.attempts == job.attempts
-
-    def _missed(self, job: Job, t: datetime, last: LaunchError, out: Collector) -> None:
-        reason = f"{missed_reason(job, t)}; RunInstances did not launch it in time: {last}"
-        after = guarded_update(self.store, job.id,
-                               lambda cur: fail_attempt(cur, job, reason, t, ReasonCode.MISSED_START_DEADLINE))
-        if after is not None:
-            self.log(describe_change(job, after, reason))
-            out.add(MISSED, job.id, reason)
 
     def _token_in_use(self, job: Job, exc: LaunchError, out: Collector, *, token: str | None) -> None:
         """``IdempotentParameterMismatch``: this attempt's instance exists (under ``token``, the
@@ -426,38 +390,3 @@ class Launch:
         # already logged that change, and this line records the instance.
         self.log(describe_change(job, after, f"instance {instance_id}, attempt {after.attempts}"))
         out.add(kind, job.id, "", instance_id)
-
-    def _failed(self, job: Job, exc: LaunchError, out: Collector) -> None:
-        t = self.clock.now()
-        settings = self.settings
-        code = ReasonCode.LAUNCH_FAILED
-        if exc.code == "IdempotentInstanceTerminated":
-            reason = "instance vanished without reporting (state: terminated)"
-            code = ReasonCode.INSTANCE_VANISHED
-        elif exc.retryable and job.launch_failures + 1 < settings.max_attempts:
-            # Only failed launches count (not relaunches after spot interruptions, nor passes
-            # where every rung was refused for capacity): they are what max_attempts limits.
-            delay = min(settings.backoff_max, settings.backoff_base * 2 ** job.launch_failures)
-            retry_reason = f"launch attempt {job.attempts} failed: {exc}"
-
-            def retry(current: Job) -> Job:
-                if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
-                    raise Skip
-                return current.retry_later(retry_reason, t + timedelta(seconds=delay), t, failed=True)
-
-            after = guarded_update(self.store, job.id, retry)
-            if after is not None:
-                self.log(describe_change(job, after, f"retry in {format_duration(delay)}: {exc}"))
-                out.add(RETRYING, job.id, str(exc))
-                self._wake()
-            return
-        elif exc.retryable:
-            reason = f"launch error after {job.launch_failures + 1} attempts: {exc}"
-        else:
-            reason = f"launch error: {exc}"
-
-        after = guarded_update(self.store, job.id, lambda cur: fail_attempt(cur, job, reason, t, code))
-        if after is not None:
-            self.log(describe_change(job, after, reason))
-            out.add(LAUNCH_FAILED, job.id, reason)
-

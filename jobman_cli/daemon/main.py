@@ -161,6 +161,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
     from ..joblogs import job_log_target, prepare_log_group
     from ..notify.send import Sender
     from ..notify.settings import default_targets, load_or_create_secret, notify_settings
+    from ..capacity import config_defaults
     from ..launchers.ec2 import EC2Launcher
     from ..stores import open_store
 
@@ -174,6 +175,7 @@ def run_daemon(settings: DaemonSettings, ec2: Any) -> int:
         store = open_store(settings.store_location, create=True)
         service = JobService(store)
         service.notify_defaults = default_targets(settings.home)
+        service.capacity_defaults = config_defaults(settings.home)  # [ec2] capacity: the API's jobs and schedules' runs
         notify = notify_settings(settings.home)
         secret, secret_origin = load_or_create_secret(settings.home)
         sender = Sender(secret, timeout=notify.timeout)

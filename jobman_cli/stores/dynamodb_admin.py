@@ -65,6 +65,8 @@ def init_table(url: str, *, client: Any = None, wait_delay: float = 2.0) -> tupl
         store_id = uuid.uuid4().hex
         meta = {"pk": {"S": META_PK}, "format": {"S": FORMAT}, "schema": {"N": str(SCHEMA)},
                 "store_id": {"S": store_id}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}}
+        if created:  # made just now with both indexes, and no job can be written before this item exists
+            meta["features"] = {"SS": [RUNS_FEATURE]}
         try:
             api.call("put_item", expect=("ConditionalCheckFailedException",), TableName=table, Item=meta,
                      ConditionExpression="attribute_not_exists(pk)")

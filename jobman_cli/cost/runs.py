@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from ..model import Job, ReasonCode, parse_time
+from ..model import TERMINAL_STATES, Job, ReasonCode, parse_time
 from .receipt import Receipt, format_usd, unknown
 
 
@@ -70,22 +70,22 @@ def ran_on_an_instance(record: Mapping[str, Any]) -> bool:
     return bool(record.get("instance-id") or record.get("past-runs"))
 
 
+_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATES)
+
+
 def owes_receipt(job: Job) -> bool:
     """Ended, ran on an instance (the current one, or an earlier run a spot interruption ended: a
     job cancelled before its relaunch was still billed for that run), and no receipt yet. The
     stores index such jobs (DynamoDB: in its status index) so the daemon finds them without a Scan."""
-    from ..model import TERMINAL_STATES
-
     return (job.status in TERMINAL_STATES and (job.instance_id is not None or bool(past_runs(job)))
             and job.cost_basis is None)
 
 
 def record_owes_receipt(record: Mapping[str, Any]) -> bool:
-    """:func:`owes_receipt` of a stored record (``model.job_to_record``'s shape)."""
-    from ..model import TERMINAL_STATES
-
-    return (record.get("status") in {s.value for s in TERMINAL_STATES} and ran_on_an_instance(record)
-            and record.get("cost-basis") is None)
+    """:func:`owes_receipt` of a stored record (``model.job_to_record``'s shape); cheap, for a
+    store filtering every record it holds."""
+    return (record.get("cost-basis") is None and record.get("status") in _TERMINAL_VALUES
+            and ran_on_an_instance(record))
 
 
 def label(run: Run, index: int, count: int) -> str:

@@ -39,6 +39,25 @@ def make_draft(**overrides: Any) -> Job:
     return Job(**fields)
 
 
+# --------------------------------------------------------------------------- stores
+@pytest.fixture
+def tinydb_handles(tmp_path):
+    """A function that opens a *new* :class:`~jobman_cli.stores.tinydb.TinyDBStore` handle on one and
+    the same file (``tmp_path/jobs.json``), as another process would; every handle is closed at the
+    end. The ``make_store`` of the TinyDB store contracts (jobs and schedules)."""
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    handles: list[TinyDBStore] = []
+
+    def make() -> TinyDBStore:
+        handles.append(TinyDBStore(tmp_path / "jobs.json"))
+        return handles[-1]
+
+    yield make
+    for handle in handles:
+        handle.close()
+
+
 # --------------------------------------------------------------------------- AWS (in-process moto)
 @pytest.fixture
 def isolated_aws(monkeypatch, tmp_path):

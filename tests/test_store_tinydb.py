@@ -28,16 +28,8 @@ TESTS = Path(__file__).resolve().parent
 
 class TestTinyDBContract(StoreContract):
     @pytest.fixture
-    def make_store(self, tmp_path):
-        handles: list[TinyDBStore] = []
-
-        def make() -> TinyDBStore:
-            handles.append(TinyDBStore(tmp_path / "jobs.json"))
-            return handles[-1]
-
-        yield make
-        for handle in handles:
-            handle.close()
+    def make_store(self, tinydb_handles):
+        return tinydb_handles  # conftest: new handles on one file
 
 
 @pytest.fixture

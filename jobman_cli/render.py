@@ -113,7 +113,8 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
 
 def capacity_rows(job: Job) -> list[tuple[str, str]]:
     """The launch ladder's rows (DESIGN.md section 13): where the current attempt runs (type, zone,
-    subnet, market), the choices when they differ from the defaults, and spot interruptions."""
+    subnet, market), the market (always) with the choices when they differ from the defaults, and
+    spot interruptions."""
     rows = []
     if job.placement:
         p = job.placement
@@ -125,6 +126,8 @@ def capacity_rows(job: Job) -> list[tuple[str, str]]:
         if job.subnet_ids:
             choice += f" in {', '.join(job.subnet_ids)}"
         rows.append(("capacity", f"{job.capacity}: {choice}"))
+    else:  # always said: the market's default is configurable ([ec2] capacity), so no row is no answer
+        rows.append(("capacity", job.capacity))
     if job.capacity != "on-demand" or job.interruptions:
         rows.append(("interruptions", f"{job.interruptions} of at most {job.max_interruptions}"))
     return rows

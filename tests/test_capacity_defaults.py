@@ -111,11 +111,16 @@ def test_a_job_without_flags_takes_the_config_and_its_own_values_win(home: Path)
     job = json.loads(out)
     assert (job["capacity"], job["max-interruptions"]) == ("spot", 7)  # stored: the job shows what it will use
     code, out, _ = run("--db", str(db), *GOOD, "--json", "--capacity", "on-demand", "--max-interruptions", "0")
-    assert (json.loads(out)["capacity"], json.loads(out)["max-interruptions"]) == ("on-demand", 0)
+    explicit = json.loads(out)
+    assert (explicit["capacity"], explicit["max-interruptions"]) == ("on-demand", 0)
 
-    code, out, _ = run("--db", str(db), "status", str(job["id"]))
-    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines() if "  " in line.strip())
+    def status_rows(job_id: int) -> dict[str, str]:
+        code, out, _ = run("--db", str(db), "status", str(job_id))
+        return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines() if "  " in line.strip())
+
+    rows = status_rows(job["id"])
     assert rows["capacity"].startswith("spot: ") and rows["interruptions"] == "0 of at most 7"
+    assert status_rows(explicit["id"])["capacity"] == "on-demand"  # said even when it is the built-in default
 
     write_config(home, '[ec2]\ncapacity = "on-demand"\n')  # a later change of the file ...
     with TinyDBStore(db, create=False) as store:
@@ -133,7 +138,7 @@ def test_dry_run_shows_the_effective_capacity(home: Path) -> None:
     assert "1. m5.large (spot); 2. m4.large (spot); 3. m5.large (on-demand); 4. m4.large (on-demand)" in out
     assert '"MarketType": "spot"' in out  # rung 1's request is a spot request
     code, out, err = run("--db", str(db), *GOOD, "--dry-run", "--capacity", "on-demand")
-    assert code == 0 and "MarketType" not in out and not re.search(r"^\s+capacity\s", out, re.M), out
+    assert code == 0 and "MarketType" not in out and re.search(r"^\s+capacity\s+on-demand$", out, re.M), out
     assert not db.exists()  # a dry run writes nothing
 
 

@@ -248,11 +248,16 @@ def test_one_of_three_daemons_sigkilled_mid_burst_the_others_take_over(store, st
 
     wait_until_launched(daemons, store, ids)
     jobs = assert_one_instance_per_job(moto_server, store, ids)
+    survivor_ids = {daemon_id(d) for d in survivors}
+    finish_every_job(store, survivors, ids)
+    # The take-over lines come before the launches they lead to in the store, but the threads
+    # reading the daemons' stderr may lag behind the store (the wait above can end on the store's
+    # word): stopped, their logs are complete.
+    assert [d.stop() for d in survivors] == [0, 0]
     # Survivors took over the victim's abandoned claims, each after looking its instance up by tag.
     # A request the victim sent just before it died can still land (moto, like AWS, finishes what
     # it received): such a claim ends recorded by the victim itself, or claimed too late to be in
     # ``claimed`` and then taken over as well.
-    survivor_ids = {daemon_id(d) for d in survivors}
     log = "\n".join(d.text() for d in survivors)
     adopted = {int(i) for i in re.findall(r"job (\d+): found instance \S+ \(\w+\) of attempt 1 .* adopting it", log)}
     relaunched = {int(i) for i in re.findall(r"job (\d+): no instance of attempt 1 exists; launching it again", log)}
@@ -263,5 +268,3 @@ def test_one_of_three_daemons_sigkilled_mid_burst_the_others_take_over(store, st
     record_property("taken_over", len(taken_over))
     print(f"\nSIGKILL left {len(claimed)} claims; survivors adopted {len(adopted)} instances and "
           f"relaunched {len(relaunched)} jobs")
-    finish_every_job(store, survivors, ids)
-    assert [d.stop() for d in survivors] == [0, 0]

@@ -92,12 +92,15 @@ def test_every_rung_refused_keeps_trying_until_the_start_deadline_then_missed(fa
                                                                               tmp_path):  # noqa: F811
     zones = default_subnets(moto_server)
     db = tmp_path / "jobs.json"
-    job_id = schedule(db, instance_type="m5.large,m4.large", subnet_ids=[zones["us-east-1a"], zones["us-east-1b"]],
-                      start_deadline="12s")
     fault_proxy.set_rules([refuse()])  # every RunInstances
     env = aws_env(fault_proxy.url, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(db),
                   JOBMAN_BACKOFF_BASE="1", JOBMAN_MAX_ATTEMPTS="2")
     daemon = daemons(env)
+    # The job is stored once the daemon is ready: the 12 s start deadline runs from its due time,
+    # and a slow daemon start-up (a loaded CI box) must not eat the retries it is about.
+    daemon.wait_for(lambda line: " ready;" in line, timeout=60)
+    job_id = schedule(db, instance_type="m5.large,m4.large", subnet_ids=[zones["us-east-1a"], zones["us-east-1b"]],
+                      start_deadline="12s")
     daemon.wait_for(lambda line: f"job {job_id}" in line and "-> failed" in line, timeout=90)
 
     job, store_id = read(db, job_id)

@@ -5,8 +5,8 @@ wall clock steps (NTP, a resumed or migrated VM) while its monotonic clock runs 
 ``moto_server`` process; the store a TinyDB file.
 
 * Back 10 minutes / 2 hours: a job the CLI schedules for "now" (the stepped now) is claimed within
-  about a second, launched once, never failed as missed; a job that was due 30 s after the old time
-  waits (by the store's times it is now due 30 s + the step later).
+  about a second, launched once, never failed as missed; a job that was due 2 min after the old time
+  waits (by the store's times it is now due 2 min + the step later).
 * Forward 10 minutes / 2 hours: every job whose time the new clock has passed is due at once and
   launched once; one past its start deadline by the store's times (due 30 min after the old time,
   +2 h) fails as missed; one still in the future waits. No job gets two instances. A job running
@@ -30,6 +30,11 @@ from test_e2e_daemon import daemons, instances_by_job, jobman  # noqa: F401  (fi
 from jobman_cli.model import format_time
 
 pytestmark = pytest.mark.slow
+
+#: Longest wait, after a step, for the claim of a job the step made due (typically 0.3-0.7 s; a daemon
+#: that remembered the old wall-clock time waited the whole step: 10 min or more). Generous, for a
+#: loaded 2-core CI box, not a latency figure.
+LATE = 10.0
 
 
 @pytest.fixture
@@ -60,7 +65,7 @@ def at(clock: SteppedWallClock, **delta: float) -> str:
 def test_a_real_daemon_launches_a_job_due_now_within_a_second_after_a_backward_step(host, daemons, moto_server,
                                                                                      step, record_property):  # noqa: F811
     clock, env = host
-    later = schedule(env, at(clock, seconds=30))
+    later = schedule(env, at(clock, minutes=2))  # not due before the step, however slow the start-up
     daemon = daemons(env)
     daemon.wait_for(lambda line: " ready;" in line)
     first = schedule(env, "now")  # the loop's last pass is then at the old time
@@ -68,11 +73,13 @@ def test_a_real_daemon_launches_a_job_due_now_within_a_second_after_a_backward_s
     clock.step(step)
     job = schedule(env, "now")
     returned = time.monotonic()
-    claimed = daemon.wait_for(lambda line: f"job {job} scheduled -> launching" in line, timeout=15)
+    claimed = daemon.wait_for(lambda line: f"job {job} scheduled -> launching" in line, timeout=30)
     daemon.wait_for(lambda line: f"job {job} launching -> running" in line)
     record_property("schedule_to_claim_seconds", round(claimed - returned, 3))
     print(f"\nstep {step}s: `schedule --at now` returned -> claimed {claimed - returned:.3f}s")
-    assert claimed - returned < 5.0, daemon.text()  # typically 0.3-0.7 s; the bug stalled 10 min
+    # Typically 0.3-0.7 s; the bug stalled 10 min (the step). The bound is a loaded CI box's margin,
+    # still far below the step and below the 30 s reconciliation that would also have woken it.
+    assert claimed - returned < LATE, daemon.text()
     assert status(env, job)["attempts"] == 1 and status(env, later)["status"] == "scheduled"
     assert "missed" not in daemon.text()
     assert daemon.stop() == 0
@@ -102,16 +109,16 @@ def test_a_real_daemon_after_forward_steps_launches_what_is_due_once_and_judges_
     time.sleep(0.6)
     clock.step(600)
     stepped = time.monotonic()
-    seen = daemon.wait_for(lambda line: f"job {in_5m} scheduled -> launching" in line, timeout=15)
+    seen = daemon.wait_for(lambda line: f"job {in_5m} scheduled -> launching" in line, timeout=30)
     print(f"\nstep +10m: claim of the job now 5 min late after {seen - stepped:.3f}s")
-    assert seen - stepped < 5.0  # typically 0.3-0.7 s
+    assert seen - stepped < LATE  # typically 0.3-0.7 s
     daemon.wait_for(lambda line: f"job {in_5m} launching -> running" in line)
     assert [status(env, j)["status"] for j in (in_30m, in_90m, in_3h)] == ["scheduled"] * 3
     clock.step(7200)
     stepped = time.monotonic()
-    seen = daemon.wait_for(lambda line: f"job {in_90m} scheduled -> launching" in line, timeout=15)
+    seen = daemon.wait_for(lambda line: f"job {in_90m} scheduled -> launching" in line, timeout=30)
     print(f"step +2h: claim of the job now 40 min late after {seen - stepped:.3f}s")
-    assert seen - stepped < 5.0  # typically 0.3-0.7 s
+    assert seen - stepped < LATE  # typically 0.3-0.7 s
     daemon.wait_for(lambda line: f"job {in_90m} launching -> running" in line)
     daemon.wait_for(lambda line: f"job {in_30m} scheduled -> failed (missed start deadline" in line)
     daemon.wait_for(lambda line: f"job {in_5m} running -> failed (timed out" in line)

@@ -93,6 +93,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (two calls of :func:`free_port` may pick the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _moto_server_command() -> list[str]:
     beside = Path(sys.executable).with_name("moto_server")
     if beside.exists():

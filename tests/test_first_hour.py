@@ -450,7 +450,11 @@ def test_help_shows_defaults_descriptions_and_the_config_file(home: Path) -> Non
 def test_quickstart_script_writes_no_escape_codes_into_a_file(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBMAN_", "AWS_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", JOBMAN_HOME=str(tmp_path / "h"))
+    from moto_server import free_ports  # below the ephemeral range, which other workers' connections use
+
+    moto_port, api_port = free_ports(2)
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", JOBMAN_HOME=str(tmp_path / "h"),
+               MOTO_PORT=str(moto_port), API_PORT=str(api_port))
     log = tmp_path / "quickstart.log"
     with log.open("w") as out:
         result = subprocess.run(["bash", str(root / "examples" / "quickstart.sh")], cwd=root, env=env, stdout=out,

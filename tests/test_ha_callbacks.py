@@ -24,7 +24,7 @@ import threading
 import time
 
 import pytest
-from moto_server import ec2_client, free_port, moto_server, moto_server_process  # noqa: F401  (fixtures)
+from moto_server import ec2_client, free_ports, moto_server, moto_server_process  # noqa: F401  (fixtures)
 from stubtools import StubTools
 from test_dynamodb_race import daemon_id, dynamodb_server, dynamodb_server_process, env, store  # noqa: F401
 from test_e2e_daemon import DaemonProcess, poll
@@ -95,7 +95,7 @@ def test_the_launching_daemon_dies_for_good_and_the_callback_lands_on_the_other(
         store, env, moto_server, tmp_path):  # noqa: F811
     balancer = Balancer()
     public = f"http://127.0.0.1:{balancer.port}"
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     env = {**env, "JOBMAN_RECONCILE_INTERVAL": "1"}
     started = [DaemonProcess(env, "--listen", f"127.0.0.1:{port}", "--public-url", public) for port in ports]
     try:

@@ -31,7 +31,13 @@ def test_setup_is_two_commands_install_and_run_then_test() -> None:
 
 @pytest.mark.slow
 def test_quickstart_script_runs_the_whole_life_of_a_job(tmp_path: Path) -> None:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", JOBMAN_HOME=str(tmp_path / "home"))
+    from moto_server import free_ports
+
+    moto_port, api_port = free_ports(2)
+    # Ports below the ephemeral range (the script's own pick may be taken by another worker's
+    # outgoing connection before moto_server or the daemon binds it).
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", JOBMAN_HOME=str(tmp_path / "home"),
+               MOTO_PORT=str(moto_port), API_PORT=str(api_port))
     for name in ("AWS_PROFILE", "JOBMAN_DB", "JOBMAN_STORE", "JOBMAN_API_TOKEN"):
         env.pop(name, None)
     result = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], cwd=ROOT, env=env,

@@ -10,14 +10,14 @@ at once as attempt 2 -> attempt 2 finishes.
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from imdsstub import ImdsStub
-from moto_server import aws_env, ec2_client, moto_server, moto_server_process  # noqa: F401  (fixtures)
+# free_port: below the ephemeral range, which the other worker's outgoing connections draw from
+from moto_server import aws_env, ec2_client, free_port, moto_server, moto_server_process  # noqa: F401  (fixtures)
 from stubtools import StubTools
 from test_e2e_daemon import daemons  # noqa: F401  (fixture)
 from test_spot_userdata import SPOT, wait_for
@@ -26,12 +26,6 @@ from jobman_cli.model import JobStatus
 from jobman_cli.stores.tinydb import TinyDBStore
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def user_data(moto: str, job_id: int, attempt: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 from dashboard_browser import log_in, require_browser, start_browser
 from moto_server import moto_server, moto_server_process  # noqa: F401  (fixtures)
-from test_dashboard_browser import WAIT, XSS, browser, dashboard, screenshot, text_of, wait  # noqa: F401
+from test_dashboard_browser import WAIT, XSS, browser, dashboard, screenshot, text_of  # noqa: F401
 from test_e2e_daemon import jobman, poll
 
 from jobman_cli.daemon.schedules import LEAD
@@ -71,6 +71,28 @@ def last_job(db: Path, schedule_id: int) -> int | None:
         store.close()
 
 
+def wait(driver: Any, condition: Any, what: str) -> Any:
+    """Poll ``condition`` (an element read while the page navigated or re-rendered is tried again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, message=f"waiting for {what}")
+
+
+def txt(driver: Any, css: str) -> str:
+    """The text of every element ``css`` matches, read in one script call: the page's scripts
+    re-render their tables every 2 s, so an element found first and read later may be gone."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(function (e) { return e.innerText.trim(); }).join(' ');", css)
+
+
+def click(driver: Any, css: str) -> None:
+    """Click the first element ``css`` matches, found and clicked in one script call (see :func:`txt`)."""
+    driver.execute_script("document.querySelector(arguments[0]).click();", css)
+
+
 def test_the_schedules_view_follows_pause_resume_and_new_runs_live(  # noqa: F811
         dashboard, browser, tmp_path):
     from selenium.webdriver.common.by import By
@@ -81,45 +103,46 @@ def test_the_schedules_view_follows_pause_resume_and_new_runs_live(  # noqa: F81
     browser.find_element(By.ID, "nav-schedules").click()
     row = f'#rows tr[data-schedule-id="{first}"]'
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the schedule's row")
-    assert text_of(browser, f"{row} td.title") == XSS  # the title, as text
+    assert txt(browser, f"{row} td.title") == XSS  # the title, as text
     assert browser.execute_script("return window.__x === undefined")  # and nothing of it ran
-    assert text_of(browser, f"{row} td.spec") == "every 2h" and text_of(browser, f"{row} td.tz") == "Europe/Berlin"
-    assert text_of(browser, f"{row} td.state") == "active" and text_of(browser, f"{row} td.overlap") == "allow"
-    assert text_of(browser, f"{row} td.next").endswith("Z") and "CE" in text_of(browser, f"{row} td.next-local")
-    assert text_of(browser, f"{row} td.last-run") == "–" and text_of(browser, f"{row} td.records") == "none"
+    assert txt(browser, f"{row} td.spec") == "every 2h" and txt(browser, f"{row} td.tz") == "Europe/Berlin"
+    assert txt(browser, f"{row} td.state") == "active" and txt(browser, f"{row} td.overlap") == "allow"
+    assert txt(browser, f"{row} td.next").endswith("Z") and "CE" in txt(browser, f"{row} td.next-local")
+    assert txt(browser, f"{row} td.last-run") == "–" and txt(browser, f"{row} td.records") == "none"
     loaded_at = browser.execute_script("return performance.timeOrigin")
 
     cli(dashboard, "schedules", "pause", str(first))
-    wait(browser, lambda d: text_of(d, f"{row} td.state") == "paused", "the pause, live")
-    assert text_of(browser, f"{row} td.next") == "– (paused)"
+    wait(browser, lambda d: txt(d, f"{row} td.state") == "paused", "the pause, live")
+    assert txt(browser, f"{row} td.next") == "– (paused)"
     screenshot(browser, tmp_path, "dashboard-schedules-paused")
     cli(dashboard, "schedules", "resume", str(first))
-    wait(browser, lambda d: text_of(d, f"{row} td.state") == "active", "the resume, live")
+    wait(browser, lambda d: txt(d, f"{row} td.state") == "active", "the resume, live")
 
     soon = add_soon(db, "soon-run")
     soon_row = f'#rows tr[data-schedule-id="{soon}"]'
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, soon_row), "a schedule stored by another process")
     assert poll(lambda: last_job(db, soon) is not None, timeout=WAIT), dashboard.daemon.text()
     run = last_job(db, soon)
-    wait(browser, lambda d: text_of(d, f"{soon_row} td.last-run").startswith(f"#{run} "), "the new run, live")
+    wait(browser, lambda d: txt(d, f"{soon_row} td.last-run").startswith(f"#{run} "), "the new run, live")
     assert browser.execute_script("return performance.timeOrigin") == loaded_at  # never reloaded
     screenshot(browser, tmp_path, "dashboard-schedules")
 
-    browser.find_element(By.CSS_SELECTOR, f"{soon_row} td.title a").click()
+    click(browser, f"{soon_row} td.title a")
     wait(browser, lambda d: d.current_url.endswith(f"/schedules/{soon}"), "the schedule's page")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#runs tr[data-job-id="{run}"]'), "its run")
-    assert text_of(browser, ".tpl-env") == "SOON_ENV" and ENV_VALUE not in browser.page_source
-    assert text_of(browser, ".detail-schedule") == "every 1h" and text_of(browser, "#schedule-state") == "active"
+    assert txt(browser, ".tpl-env") == "SOON_ENV" and ENV_VALUE not in browser.page_source
+    assert txt(browser, "#runs-hint") == f"jobman list --schedule {soon}"
+    assert txt(browser, ".detail-schedule") == "every 1h" and txt(browser, "#schedule-state") == "active"
     cli(dashboard, "schedules", "pause", str(soon))
-    wait(browser, lambda d: text_of(d, "#schedule-state") == "paused", "the schedule page's live state")
+    wait(browser, lambda d: txt(d, "#schedule-state") == "paused", "the schedule page's live state")
     screenshot(browser, tmp_path, "dashboard-schedule")
 
-    browser.find_element(By.CSS_SELECTOR, f'#runs tr[data-job-id="{run}"] a').click()
+    click(browser, f'#runs tr[data-job-id="{run}"] a')
     wait(browser, lambda d: d.current_url.endswith(f"/jobs/{run}"), "the run's job page")
     wait(browser, lambda d: d.find_elements(By.ID, "schedule-link"), "the link back to the schedule")
-    browser.find_element(By.ID, "schedule-link").click()
+    click(browser, "#schedule-link")
     wait(browser, lambda d: d.current_url.endswith(f"/schedules/{soon}"), "back on the schedule's page")
-    wait(browser, lambda d: "soon-run" in text_of(d, "#schedule-title"), "the schedule's title")
+    wait(browser, lambda d: "soon-run" in txt(d, "#schedule-title"), "the schedule's title")
 
 
 def test_without_javascript_the_schedules_read_as_plain_pages(dashboard, nojs_browser, tmp_path):  # noqa: F811

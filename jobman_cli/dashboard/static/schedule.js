@@ -87,6 +87,7 @@
   function show(s) {
     document.title = "jobman: schedule " + s.id;
     $("schedule-title").textContent = "Schedule " + s.id + " " + (s.title || "(untitled)");
+    $("runs-hint").textContent = "jobman list --schedule " + s.id;
     var state = Jobman.schedState(s);
     $("schedule-state").textContent = state;
     $("schedule-state").className = "state sched-" + state;

@@ -169,14 +169,18 @@ class Run:
 
 
 class Follower:
-    """``jobman logs ID --follow`` as a process; each stdout line with the time it arrived."""
+    """``jobman logs ID --follow`` as a process; each stdout line with the time it arrived, and its
+    stderr (read as it comes, so a test can wait for its "waiting for log stream" note)."""
 
     def __init__(self, run: Run) -> None:
         self.proc = subprocess.Popen([*JOBMAN, "logs", str(run.job_id), "--follow"], env=run.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []
+        self.errors: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.error_reader = threading.Thread(target=lambda: self.errors.extend(self.proc.stderr), daemon=True)
+        self.error_reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -185,10 +189,19 @@ class Follower:
     def seen(self, text: str) -> float | None:
         return next((t for t, line in self.lines if line == text), None)
 
+    def wait_for_error(self, text: str, timeout: float = 60.0) -> None:
+        """Until ``text`` is in a stderr line (liveness limit only; the follower must be running)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.errors)):
+            assert self.proc.poll() is None, f"the follower ended first: {''.join(self.errors)}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout:g}s: {''.join(self.errors)}"
+            time.sleep(0.05)
+
     def wait(self, timeout: float) -> tuple[int, str]:
         code = self.proc.wait(timeout=timeout)
         self.reader.join(10)
-        return code, self.proc.stderr.read()
+        self.error_reader.join(10)
+        return code, "".join(self.errors)
 
 
 def in_order(lines: list[str], expected: list[str]) -> bool:
@@ -234,7 +247,8 @@ def test_follow_started_before_the_container_prints_streams_lines_and_exits_with
     run = Run(tmp_path, moto_server, engine, aws_cli, images.ref(image))
     try:
         follower = Follower(run)  # before the instance has printed anything: the stream does not exist yet
-        time.sleep(1.0)
+        # It has looked (and is waiting) before the instance starts: a fixed pause raced a slow start-up.
+        follower.wait_for_error("waiting for log stream")
         script = run.start()
         script.communicate(timeout=120)
         exit_code, stderr = follower.wait(timeout=60)

@@ -240,3 +240,44 @@ def test_store_init_refuses_a_schedule_runs_index_of_another_design(aws):  # noq
     result = CliRunner().invoke(cli, ["store", "init", "--store", URL])
     assert result.exit_code == 1 and "its index 'schedule-runs' is not (run_of N HASH, job_id N RANGE)" in result.output
     assert len(result.output.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- remote
+def test_remote_list_schedule_asks_the_server_for_the_runs_not_for_every_job(tmp_path, monkeypatch):
+    """``jobman --server URL list --schedule N --limit L``: the server's store is asked for the
+    schedule's runs (``schedule=N``, ``limit=L``), once; the client no longer fetches every job to
+    filter them itself. Same answer as the local command."""
+    from jobman_cli.api import ApiServer
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    for name in ("JOBMAN_SERVER", "JOBMAN_STORE", "JOBMAN_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    db = tmp_path / "jobs.json"
+    store = TinyDBStore(db)
+    runs = populate(store, 7, runs=5, others=10)
+
+    class Recording:
+        def __init__(self) -> None:
+            self.asked: list[dict[str, Any]] = []
+
+        def list_records(self, *args: Any, **kwargs: Any) -> Any:
+            self.asked.append(kwargs)
+            return store.list_records(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    recording = Recording()
+    server = ApiServer(JobService(recording, FixedClock(NOW)), api_token=TOKEN, log=lambda line: None).start()  # type: ignore[arg-type]
+    try:
+        remote = CliRunner().invoke(cli, ["--server", server.url, "list", "--schedule", "7", "--limit", "2", "--json"],
+                                    env={"JOBMAN_API_TOKEN": TOKEN})
+    finally:
+        server.stop()
+    assert remote.exit_code == 0, remote.output
+    assert [j["id"] for j in json.loads(remote.output)] == runs[::-1][:2]
+    assert recording.asked == [{"limit": 2, "since": None, "schedule": 7}]
+    local = CliRunner().invoke(cli, ["--store", str(db), "list", "--schedule", "7", "--limit", "2", "--json"])
+    assert local.output == remote.output
+    store.close()

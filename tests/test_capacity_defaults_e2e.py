@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from faultproxy import fault_proxy  # noqa: F401  (fixture)
-from moto_server import aws_env, ec2_client, moto_server, moto_server_process  # noqa: F401  (fixtures)
+from moto_server import aws_env, moto_server, moto_server_process  # noqa: F401  (fixtures)
 from test_capacity_e2e import default_subnets, read, run_instances, schedule
 from test_e2e_daemon import daemons, instances_by_job  # noqa: F401  (fixture)
 

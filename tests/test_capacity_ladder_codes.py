@@ -186,7 +186,7 @@ def test_no_address_in_any_subnet_is_a_failed_launch_naming_the_last_subnet(worl
     assert answers.sent == [("m5.large", a, "on-demand"), ("m5.large", b, "on-demand")]
     current = world.get(job.id)
     assert current.launch_failures == 1
-    assert f"2 of 4 rungs of the launch ladder refused and the other 2 skipped" in current.reason
+    assert "2 of 4 rungs of the launch ladder refused and the other 2 skipped" in current.reason
     assert current.reason.endswith(MESSAGES["InsufficientFreeAddressesInSubnet"].format(s=b))
 
 

@@ -218,8 +218,8 @@ class Launch:
                          if exc.code in LADDER_CODES else None)
                 if unknown is not None and ahead is not None and self._started_nothing(job, request):
                     # EC2 answers a resend of a token that started an instance with that instance; refused
-                    # for capacity, and nothing found by tag or token: the lost send started nothing, so
-                    # the next rung may be sent. (On the last rung the attempt keeps its token and is
+                    # (a ladder code), and nothing found by tag or token: the lost send started nothing, so
+                    # the next rung may be sent. (With no rung left the attempt keeps its token and is
                     # resent: a new attempt would gain nothing and lose that guarantee.)
                     self.log(f"job {job.id}: the resend of rung {rung + 1} with the same client token was refused "
                              f"({exc.code}) and no instance of it exists: the lost send started nothing")

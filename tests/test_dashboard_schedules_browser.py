@@ -24,6 +24,7 @@ from test_dashboard_browser import WAIT, XSS, browser, dashboard, screenshot, te
 from test_e2e_daemon import jobman, poll
 
 from jobman_cli.daemon.schedules import LEAD
+from jobman_cli.model import format_time
 from jobman_cli.schedules.service import ScheduleService
 from jobman_cli.service import JobService
 from jobman_cli.stores.tinydb import TinyDBStore
@@ -59,6 +60,20 @@ def add_soon(db: Path, title: str) -> int:
              "env-variables": {"SOON_ENV": ENV_VALUE}})
         occurrence = (datetime.now(timezone.utc) + LEAD + timedelta(seconds=4)).replace(microsecond=0)
         return store.add_schedule(dataclasses.replace(draft, next_at=occurrence)).id
+    finally:
+        store.close()
+
+
+def add_missed_range(db: Path, schedule_id: int, count: int) -> None:
+    """One range record of ``count`` missed occurrences, written as the daemon writes records (a
+    change of the schedule: its updated-at moves)."""
+    store = TinyDBStore(db)
+    try:
+        now = datetime.now(timezone.utc)
+        record = {"occurrence": format_time(now - timedelta(hours=3)), "outcome": "missed", "job-id": None,
+                  "at": format_time(now), "detail": "no daemon ran", "until": format_time(now - timedelta(hours=1)),
+                  "count": count}
+        store.update_schedule(schedule_id, lambda s: s.changed(now, records=(*s.records, record)))
     finally:
         store.close()
 
@@ -124,6 +139,10 @@ def test_the_schedules_view_follows_pause_resume_and_new_runs_live(  # noqa: F81
     assert poll(lambda: last_job(db, soon) is not None, timeout=WAIT), dashboard.daemon.text()
     run = last_job(db, soon)
     wait(browser, lambda d: txt(d, f"{soon_row} td.last-run").startswith(f"#{run} "), "the new run, live")
+    wait(browser, lambda d: txt(d, f"{soon_row} td.last-run").startswith(f"#{run} running"),
+         "the run's own state, live (its schedule did not change)")
+    add_missed_range(db, first, 3)
+    wait(browser, lambda d: txt(d, f"{row} td.records") == "missed 3", "a new record's count, live")
     assert browser.execute_script("return performance.timeOrigin") == loaded_at  # never reloaded
     screenshot(browser, tmp_path, "dashboard-schedules")
 

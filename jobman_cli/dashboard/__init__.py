@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from ..auth import tokens_match
-from ..errors import JobmanError, ScheduleNotFound
+from ..errors import JobmanError
 from ..model import job_to_api, parse_status
 from ..httpwire import Answer, HttpError, RawBody, Request, clip
 from ..validation import parse_job_id
@@ -155,7 +155,7 @@ def _plain(request: Request, name: str, backend: Backend) -> RawBody:
             jobs = backend.service.list_api([parse_status(status, "status")] if status else [])
             return RawBody(_TYPES[".html"], plain.list_page(jobs, number, status, title))
         if name == "schedules.html":
-            return RawBody(_TYPES[".html"], _schedules_list(request.query, backend.schedules.service))
+            return RawBody(_TYPES[".html"], _schedules_list(request.query, backend))
         if request.query:
             raise HttpError(400, "this page takes no query parameters")
         if name == "schedule.html":
@@ -170,18 +170,25 @@ def _plain(request: Request, name: str, backend: Backend) -> RawBody:
         raise HttpError(err.http_status, str(err), SECURITY_HEADERS) from None
 
 
-def _schedules_list(query: str, service: Any) -> bytes:
-    """One page of schedules (by id), each read as ``GET …/schedules/<id>`` reads it (its records
-    and latest runs give the counts and the last run's status): at most 50 reads a page."""
+def _schedules_list(query: str, backend: Backend) -> bytes:
+    """One page of schedules (by id) from one read of them all (their records give the counts),
+    and each shown schedule's last run read as its job (a few µs each from a file store; a show
+    per schedule would read the newest 500 jobs 50 times: ~0.5 s a page at 10,000 jobs)."""
+    from ..errors import JobNotFound
+    from ..schedules.model import schedule_to_api
+
     number = plain_schedules.parse_list_query(query)
-    everything = service.list()
+    everything = backend.schedules.service.list()
     number, pages, rows = plain_schedules.visible_page(len(everything), number)
     shown = []
     for schedule in everything[rows]:
-        try:
-            shown.append(service.show_api(schedule.id))
-        except ScheduleNotFound:  # deleted since the list was read
-            continue
+        run = None
+        if schedule.last_job_id is not None:
+            try:
+                run = plain_schedules.run_of(job_to_api(backend.service.get(schedule.last_job_id)))
+            except JobNotFound:  # pruned (or deleted): shown as gone
+                pass
+        shown.append((schedule_to_api(schedule), run))
     return plain_schedules.list_page(shown, len(everything), number, pages)
 
 

@@ -90,21 +90,10 @@ def job_link(job_id: Any) -> str:
     return _e(job_id)
 
 
-def last_run(s: Mapping[str, Any]) -> tuple[Any, Mapping[str, Any] | None]:
-    """``(last job id, its run entry)``: the run is looked up among the show's latest runs (None
-    when the job is gone, e.g. pruned)."""
-    last = s.get("last-job-id")
-    runs = s.get("runs") or []
-    for run in runs:
-        if run.get("id") == last:
-            return last, run
-    return last, None
-
-
-def _why(run: Mapping[str, Any] | None) -> str:
-    if run is None:
-        return ""
-    return str(run.get("reason") or "")
+def run_of(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's API shape cut to what a schedule's run shows (as ``show``'s ``runs`` entries)."""
+    return {"id": job.get("id"), "occurrence": job.get("occurrence"), "status": job.get("status"),
+            "reason": job.get("reason")}
 
 
 # --------------------------------------------------------------------------- the list
@@ -134,9 +123,11 @@ def visible_page(count: int, number: int) -> tuple[int, int, slice]:
     return number, pages, slice((number - 1) * PAGE, number * PAGE)
 
 
-def list_page(shown: list[dict[str, Any]], total: int, number: int, pages: int) -> bytes:
-    """The schedules of one page (each a show answer: records and runs), by id ascending."""
-    rows = "\n".join(_row(s) for s in shown)
+def list_page(shown: list[tuple[dict[str, Any], Mapping[str, Any] | None]], total: int, number: int,
+              pages: int) -> bytes:
+    """The schedules of one page, by id ascending: each schedule's public JSON with its records,
+    and its last run (:func:`run_of` its ``last-job-id``; None when that job is gone)."""
+    rows = "\n".join(_row(s, run) for s, run in shown)
     pager = " ".join(filter(None, (
         f'<a id="prev" href="/schedules?page={number - 1}">← Previous</a>' if number > 1 else "",
         f'<span id="page">page {number} of {pages}</span>',
@@ -166,16 +157,16 @@ def _next_cells(s: Mapping[str, Any]) -> tuple[str, str]:
     return _short(s.get("next-at")), str(s.get("next-at-local") or s.get("tz"))
 
 
-def _row(s: Mapping[str, Any]) -> str:
+def _row(s: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
     sid = int(s["id"])
     href = f"/schedules/{sid}"
     utc, local = _next_cells(s)
-    last, run = last_run(s)
+    last = s.get("last-job-id")
     if last is None:
         last_cell = "–"
     else:
         status = str(run.get("status")) if run else "(gone)"
-        why = _why(run)
+        why = str(run.get("reason") or "") if run else ""
         last_cell = (f'{job_link(last)} <span class="state state-{_e(status)}">{_e(status)}</span>'
                      + (f' <span class="reason">{_e(why)}</span>' if why else ""))
     image = (s.get("template") or {}).get("docker-image")

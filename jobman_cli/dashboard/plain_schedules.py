@@ -2,9 +2,11 @@
 without JavaScript that logged in by cookie: the schedules list (``/schedules``) and one
 schedule (``/schedules/<id>``).
 
-They render the very dicts the JSON API answers (``GET …/schedules/<id>``: the schedule's public
-JSON with its records and latest runs, from :meth:`ScheduleService.show_api`), so the scripted
-pages (``schedules.js``, ``schedule.js``) and these show the same facts from the same source.
+They render the very dicts the JSON API answers (a schedule's public JSON with its records; one
+schedule's page: ``GET …/schedules/<id>``, with its latest runs, from
+:meth:`ScheduleService.show_api`; a last run: the job's own JSON, as ``GET …/jobs/<id>/status``),
+so the scripted pages (``schedules.js``, ``schedule.js``) and these show the same facts from the
+same source.
 Like ``jobman schedules show``, the template is shown without values that may be secret: the
 names of its environment variables and of its secrets, never their values (a webhook URL in
 ``notify`` is already redacted by the API's shape). Every value goes through :func:`plain._e`.

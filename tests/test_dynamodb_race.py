@@ -88,17 +88,19 @@ def store(dynamodb_server: str, env: dict[str, str]) -> Iterator[DynamoDBStore]:
 
 
 @pytest.fixture
-def start_daemons(env: dict[str, str]) -> Iterator[Callable[[], list[DaemonProcess]]]:
-    """Three daemons on the table, started together; each ready (its first pass done) on return.
-    Reconciliation keeps its default (30 s): under moto every DescribeInstances of 300 instances
-    costs about a second of the EC2 server's time."""
+def start_daemons(env: dict[str, str]) -> Iterator[Callable[..., list[DaemonProcess]]]:
+    """``start(count=3)``: that many daemons on the table, started together; each ready (its first
+    pass done) on return; any still running at the end are killed. Reconciliation keeps its
+    default (30 s): under moto every DescribeInstances of 300 instances costs about a second of the
+    EC2 server's time. (Also the schedules race's fixture: test_schedules_dynamodb_race.py.)"""
     started: list[DaemonProcess] = []
 
-    def start() -> list[DaemonProcess]:
-        started.extend(DaemonProcess(env) for _ in range(3))
-        for daemon in started:
+    def start(count: int = 3) -> list[DaemonProcess]:
+        new = [DaemonProcess(env) for _ in range(count)]
+        started.extend(new)
+        for daemon in new:
             daemon.wait_for(lambda line: " ready;" in line, timeout=WAIT)
-        return started
+        return new
 
     yield start
     for daemon in started:

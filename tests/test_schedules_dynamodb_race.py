@@ -16,12 +16,11 @@ import collections
 import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
 
 import pytest
 
 from moto_server import moto_server, moto_server_process  # noqa: F401
-from test_dynamodb_race import (dynamodb_server, dynamodb_server_process, env, store,  # noqa: F401
+from test_dynamodb_race import (dynamodb_server, dynamodb_server_process, env, start_daemons, store,  # noqa: F401
                                 WAIT)
 from test_e2e_daemon import DaemonProcess
 
@@ -36,23 +35,6 @@ pytestmark = pytest.mark.slow
 SCHEDULES = 10
 MINUTE = timedelta(minutes=1)
 PILE = 8  # occurrences due per schedule when it is stored (one a minute, the last eight minutes)
-
-
-@pytest.fixture
-def two_daemons(env: dict[str, str]) -> Iterator[Callable[[], list[DaemonProcess]]]:  # noqa: F811
-    started: list[DaemonProcess] = []
-
-    def start() -> list[DaemonProcess]:
-        started.extend(DaemonProcess(env) for _ in range(2))
-        for daemon in started:
-            daemon.wait_for(lambda line: " ready;" in line, timeout=WAIT)
-        return started
-
-    yield start
-    for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(timeout=10)
 
 
 def store_piles(store: DynamoDBStore) -> dict[int, list[datetime]]:  # noqa: F811
@@ -85,8 +67,8 @@ def wait_until_advanced(store: DynamoDBStore, piles: dict[int, list[datetime]], 
         time.sleep(0.2)
 
 
-def test_two_daemons_on_one_table_create_one_job_per_occurrence(store, two_daemons):  # noqa: F811
-    daemons = two_daemons()
+def test_two_daemons_on_one_table_create_one_job_per_occurrence(store, start_daemons):  # noqa: F811
+    daemons = start_daemons(2)
     piles = store_piles(store)
     wait_until_advanced(store, piles, daemons)
     for daemon in daemons:

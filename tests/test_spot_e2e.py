@@ -15,12 +15,10 @@ import sys
 
 import pytest
 
-from imdsstub import ImdsStub
 # free_port: below the ephemeral range, which the other worker's outgoing connections draw from
 from moto_server import aws_env, ec2_client, free_port, moto_server, moto_server_process  # noqa: F401  (fixtures)
-from stubtools import StubTools
 from test_e2e_daemon import daemons  # noqa: F401  (fixture)
-from test_spot_userdata import SPOT, wait_for
+from test_spot_userdata import run_spot_instance
 
 from jobman_cli.model import JobStatus
 from jobman_cli.stores.tinydb import TinyDBStore
@@ -38,23 +36,6 @@ def user_data(moto: str, job_id: int, attempt: int) -> str:
     return base64.b64decode(raw["UserData"]["Value"]).decode()
 
 
-def run_instance(script: str, root, *, interrupt: bool) -> StubTools:
-    tools = StubTools(root, docker_sleep=120 if interrupt else 1)
-    with ImdsStub() as imds:
-        proc = tools.popen_script(script, env={**SPOT, "JOBMAN_IMDS_URL": imds.url})
-        try:
-            if interrupt:
-                wait_for(tools.docker_runs, proc, "docker run")
-                polls = imds.polls()
-                wait_for(lambda: imds.polls() > polls, proc, "a poll while the container runs")
-                imds.arm()
-            proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    return tools
-
-
 def test_a_real_daemon_relaunches_an_interrupted_spot_job_and_the_second_attempt_finishes(
         moto_server, daemons, tmp_path):  # noqa: F811
     db = tmp_path / "jobs.json"
@@ -68,13 +49,13 @@ def test_a_real_daemon_relaunches_an_interrupted_spot_job_and_the_second_attempt
     job_id = int(scheduled.stdout)
     daemon.wait_for(lambda line: f"job {job_id} launching -> running" in line, timeout=60)
 
-    first = run_instance(user_data(moto_server, job_id, 1), tmp_path / "attempt-1", interrupt=True)
+    first = run_spot_instance(user_data(moto_server, job_id, 1), tmp_path / "attempt-1", interrupt=True)
     assert any(c.args[:1] == ["stop"] for c in first.calls("docker")) and first.powered_off
     daemon.wait_for(lambda line: f"job {job_id} -> scheduled (reported: the spot instance was interrupted" in line,
                     timeout=30)
     daemon.wait_for(lambda line: f"job {job_id} launching -> running" in line, count=2, timeout=60)
 
-    second = run_instance(user_data(moto_server, job_id, 2), tmp_path / "attempt-2", interrupt=False)
+    second = run_spot_instance(user_data(moto_server, job_id, 2), tmp_path / "attempt-2", interrupt=False)
     assert not any(c.args[:1] == ["stop"] for c in second.calls("docker"))
     daemon.wait_for(lambda line: f"job {job_id} -> finished" in line, timeout=30)
 

@@ -14,13 +14,11 @@ from datetime import timedelta
 
 import pytest
 
-from imdsstub import ImdsStub
 from jobman_cli.api import ApiServer
 from jobman_cli.daemon.common import LAUNCHED
 from jobman_cli.model import JobStatus, ReasonCode
-from stubtools import StubTools
 from test_daemon import T0, World, aws_env, ec2  # noqa: F401  (fixtures)
-from test_spot_userdata import SPOT, wait_for
+from test_spot_userdata import run_spot_instance
 
 @pytest.fixture
 def world(tmp_path, ec2):  # noqa: F811
@@ -41,19 +39,7 @@ def user_data_of(world, attempt: int) -> str:
 def run_attempt(world, tmp_path, attempt: int, *, interrupt: bool) -> None:
     """Run attempt ``attempt``'s user-data as its instance would; with ``interrupt``, EC2's notice
     comes while the container runs."""
-    tools = StubTools(tmp_path / f"attempt-{attempt}", docker_sleep=120 if interrupt else 1)
-    with ImdsStub() as imds:
-        proc = tools.popen_script(user_data_of(world, attempt), env={**SPOT, "JOBMAN_IMDS_URL": imds.url})
-        try:
-            if interrupt:
-                wait_for(tools.docker_runs, proc, "docker run")
-                polls = imds.polls()
-                wait_for(lambda: imds.polls() > polls, proc, "a poll while the container runs")
-                imds.arm()
-            proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    tools = run_spot_instance(user_data_of(world, attempt), tmp_path / f"attempt-{attempt}", interrupt=interrupt)
     assert tools.powered_off
     stops = [c.args for c in tools.calls("docker") if c.args[:1] == ["stop"]]
     assert bool(stops) == interrupt  # the container was stopped only for the notice

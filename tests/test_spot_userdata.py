@@ -39,6 +39,27 @@ def wait_for(condition, proc, what: str, limit: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def run_spot_instance(script: str, root, *, interrupt: bool) -> StubTools:
+    """Run a spot job's user-data ``script`` as its instance would: bash, stub tools under ``root``
+    and a stub IMDSv2 of its own. With ``interrupt``, EC2's notice comes while the container runs
+    (its ``docker run`` recorded and a poll of the watcher's seen since: events, not sleeps); the
+    container would otherwise run two minutes. Returns the tools, to look at what ran."""
+    tools = StubTools(root, docker_sleep=120 if interrupt else 1)
+    with ImdsStub() as imds:
+        proc = tools.popen_script(script, env={**SPOT, "JOBMAN_IMDS_URL": imds.url})
+        try:
+            if interrupt:
+                wait_for(tools.docker_runs, proc, "docker run")
+                polls = imds.polls()
+                wait_for(lambda: imds.polls() > polls, proc, "a poll while the container runs")
+                imds.arm()
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return tools
+
+
 def test_a_notice_mid_run_stops_the_container_and_reports_interrupted(tmp_path, server, imds):
     tools = StubTools(tmp_path, docker_sleep=120)  # the "container" would run two minutes
     script = render(make_job(capacity="spot"), callback_url=url_of(server))

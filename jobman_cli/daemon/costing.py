@@ -11,7 +11,10 @@ spot interruption ended counts: see :mod:`jobman_cli.cost.runs`) gets ``cost`` a
   from EC2's listing, and the spot history keeps 90 days); ``jobman cost`` lists them as unpriced.
 
 A transient failure (throttling, a network error, a 5xx) is tried again with a doubling backoff,
-:data:`MAX_TRIES` times at most; then, or at once for a final failure, the receipt is stored as
+:data:`MAX_TRIES` times at most. A job has at most one pending entry: a poke of a job already
+queued, being priced or waiting out its backoff is ignored (every write of an ended job pokes --
+each notification attempt's record, the reaper's terminate -- and re-queueing each one burnt the
+tries in seconds instead of the ~45 minutes the backoff promises); then, or at once for a final failure, the receipt is stored as
 ``unknown: <why>``. The write is a compare-and-set that keeps an existing receipt, so a job gets
 one receipt even when two daemons on one shared store both compute it.
 
@@ -58,6 +61,7 @@ class Costing:
         self.log = log
         self._heap: list[tuple[float, int]] = []
         self._tries: dict[int, int] = {}
+        self._due: dict[int, float] = {}  # the one pending entry of each job (queued, running or backing off)
         self._done: set[int] = set()
         self._cond = threading.Condition()
         self._stop = False
@@ -81,8 +85,23 @@ class Costing:
         return found
 
     def _push(self, job_id: int, at: float) -> None:
+        """Queue ``job_id`` at ``at`` unless it is already pending: its entry (or the try under way,
+        which reads the store afresh) covers whatever this write changed, and keeps its backoff."""
         with self._cond:
+            if job_id in self._due:
+                return
+            self._due[job_id] = at
             heapq.heappush(self._heap, (at, job_id))
+            self._cond.notify()
+
+    def _finish(self, job_id: int, again_at: float | None) -> None:
+        """End the try under way: the job leaves the queue, or waits until ``again_at``."""
+        with self._cond:
+            if again_at is None:
+                self._due.pop(job_id, None)
+                return
+            self._due[job_id] = again_at
+            heapq.heappush(self._heap, (again_at, job_id))
             self._cond.notify()
 
     # ------------------------------------------------------------------ doing it
@@ -94,23 +113,28 @@ class Costing:
             with self._cond:
                 if not self._heap or self._heap[0][0] > now.timestamp() or self._stop:
                     return count
-                _, job_id = heapq.heappop(self._heap)
+                _, job_id = heapq.heappop(self._heap)  # stays in _due while it runs: pokes wait
             count += 1
-            self._one(job_id, now)
+            again_at: float | None = None
+            try:
+                again_at = self._one(job_id, now)
+            finally:
+                self._finish(job_id, again_at)
 
-    def _one(self, job_id: int, now: datetime) -> None:
+    def _one(self, job_id: int, now: datetime) -> float | None:
+        """One try at ``job_id``'s receipt; returns when to try again (None: done or nothing to do)."""
         from ..cost.quote import PriceUnavailable
         from ..cost.receipt import unknown
 
         if job_id in self._done:
-            return
+            return None
         try:
             job = self.store.get(job_id)
         except JobmanError:
-            return  # pruned or unreadable: nothing to receipt
+            return None  # pruned or unreadable: nothing to receipt
         if not wants_receipt(job):
             self._done.add(job_id)
-            return
+            return None
         try:
             if self._pricer is None:
                 self._pricer = self._make_pricer()
@@ -121,14 +145,13 @@ class Costing:
                 self._tries[job_id] = tries
                 delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (tries - 1))
                 self.log(f"cost: job {job_id}: {exc}; trying again in {delay:g}s")
-                self._push(job_id, now.timestamp() + delay)
-                return
+                return now.timestamp() + delay
             receipt = unknown(f"{exc}" + (f" (after {tries} tries)" if exc.transient else ""))
         except Exception as exc:  # a bug or an unexpected answer: said once, never a made-up number
             receipt = unknown(f"unexpected error: {error_text(exc)}")
-        self._store(job_id, receipt)
+        return self._store(job_id, receipt)
 
-    def _store(self, job_id: int, receipt: Any) -> None:
+    def _store(self, job_id: int, receipt: Any) -> float | None:
         stamp = self.clock.now()
 
         def change(current: Job) -> Job:
@@ -140,13 +163,13 @@ class Costing:
             self.store.update(job_id, change)
         except JobmanError as exc:
             self.log(f"cost: job {job_id}: cannot store the receipt: {exc}")
-            self._push(job_id, stamp.timestamp() + FIRST_BACKOFF)
-            return
+            return stamp.timestamp() + FIRST_BACKOFF
         self._done.add(job_id)
         self._tries.pop(job_id, None)
         from ..cost.receipt import format_usd
 
         self.log(f"job {job_id} cost {format_usd(receipt.cost)} ({receipt.basis})")
+        return None
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> None:

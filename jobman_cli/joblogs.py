@@ -80,6 +80,15 @@ class LogEvent:
         return {"timestamp": when, "message": self.message, "stream": self.stream}
 
 
+class TokenRejected(InvalidInput):
+    """CloudWatch refused a page token given from outside (the API's ``after``): forged, from another
+    stream, or expired (CloudWatch keeps them about a day). A 400, not a server fault."""
+
+    def __init__(self) -> None:
+        super().__init__("after", "not a token from a previous answer's 'next' (or it expired); start again "
+                                  "without after")
+
+
 class LogNotFound(JobmanError):
     """The stream (or the whole group) does not exist."""
 
@@ -233,6 +242,9 @@ class StreamReader:
         self.stream = stream
         self.start_time = start_time
         self.token: str | None = None
+        self._issued: str | None = None  # the last token CloudWatch gave this reader
+        self._last: tuple[int, int] | None = None  # (timestamp, lines seen with it): where to resume
+        self._skip = 0
 
     def pages(self) -> Iterator[list[LogEvent]]:
         """Each page of new events up to the current end of the stream (possibly none).
@@ -252,12 +264,18 @@ class StreamReader:
             except ClientError as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     raise LogNotFound(f"log not found: no stream {self.stream} in log group {self.group}") from exc
+                if error_code(exc) == "InvalidParameterException" and self.token is not None:
+                    if self.token != self._issued:
+                        raise TokenRejected() from exc
+                    self._resume()  # our own token expired (a quiet follow of over a day): go on by time
+                    continue
                 raise aws_failure(exc, "logs", f"cannot read log stream {self.group}/{self.stream}") from exc
             except BotoCoreError as exc:
                 raise aws_failure(exc, "logs", f"cannot read log stream {self.group}/{self.stream}") from exc
-            events = [LogEvent(int(e["timestamp"]), _line(e.get("message")), self.stream)
-                      for e in page.get("events") or ()]
+            events = self._unseen([LogEvent(int(e["timestamp"]), _line(e.get("message")), self.stream)
+                                   for e in page.get("events") or ()])
             token = page.get("nextForwardToken")
+            self._issued = token
             if events:
                 yield events
             if not token or token == self.token:
@@ -265,6 +283,25 @@ class StreamReader:
                     self.token = token
                 return
             self.token = token
+
+    def _resume(self) -> None:
+        """Restart without a token from the last line's instant, skipping the lines of that
+        millisecond already given (lines are in time order within a stream)."""
+        self.token = self._issued = None
+        if self._last is not None:
+            self.start_time, self._skip = self._last
+
+    def _unseen(self, events: list[LogEvent]) -> list[LogEvent]:
+        """``events`` minus those already given before a resume; remembers where the last one was."""
+        while self._skip and events and events[0].timestamp == self.start_time:
+            events.pop(0)
+            self._skip -= 1
+        self._skip = 0 if events else self._skip
+        for event in events:
+            stamp = int(event.timestamp or 0)
+            seen = self._last[1] + 1 if self._last is not None and self._last[0] == stamp else 1
+            self._last = (stamp, seen)
+        return events
 
 
 def _line(message: Any) -> str:

@@ -1,0 +1,82 @@
+"""Review findings on input handling (findings-contract.md): F9 a log page token CloudWatch
+refuses, F5 malformed --server URLs, F14 host-dependent --tz names, F6 --db with --server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import claim_with_token, make_draft
+from jobman_cli.joblogs import StreamReader, TokenRejected
+from test_api import Api, api, service, store_path  # noqa: F401  (fixtures)
+from test_logs import GROUP, aws, now, put_lines  # noqa: F401  (fixtures)
+
+
+# --------------------------------------------------------------------------- F9: page tokens
+def _launched_job(service: Any) -> int:  # noqa: F811
+    store = service.store
+    job, _ = store.add(make_draft(date_time=now() - timedelta(seconds=5), created_at=now() - timedelta(minutes=1)))
+    claim_with_token(store, job.id, now())
+    store.update(job.id, lambda j: j.launched("i-00000000000000001", now()))
+    return job.id
+
+
+def test_api_logs_after_a_token_cloudwatch_refuses_is_a_one_line_400_naming_after(aws, api: Api) -> None:  # noqa: F811
+    job_id = _launched_job(api.service)
+    put_lines(aws, job_id, 1, ["one", "two"])
+    status, _, page = api.call("GET", f"/jobs/{job_id}/logs")
+    assert status == 200 and [e["message"] for e in page["events"]] == ["one", "two"] and page["next"]
+    status, _, again = api.call("GET", f"/jobs/{job_id}/logs?after={page['next']}")
+    assert status == 200 and again["events"] == []  # a real token still works
+    status, _, answer = api.call("GET", f"/jobs/{job_id}/logs?after=garbage")
+    assert status == 400
+    assert answer["error"].startswith("after: not a token from a previous answer's 'next'")
+    assert "\n" not in answer["error"]
+
+
+class _Stubbed:
+    """A logs client answering get_log_events from a script, checking the arguments it is sent."""
+
+    def __init__(self, script: list[tuple[dict[str, Any], Any]]) -> None:
+        self.script = list(script)
+        self.calls: list[dict[str, Any]] = []
+
+    def get_log_events(self, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        self.calls.append(kwargs)
+        expected, answer = self.script.pop(0)
+        assert {k: v for k, v in kwargs.items() if k in ("nextToken", "startTime")} == expected
+        if answer == "expired":
+            raise ClientError({"Error": {"Code": "InvalidParameterException",
+                                         "Message": "The specified nextToken is invalid."}}, "GetLogEvents")
+        return answer
+
+
+def _page(token: str, *events: tuple[int, str]) -> dict[str, Any]:
+    return {"events": [{"timestamp": t, "message": m} for t, m in events], "nextForwardToken": token}
+
+
+def test_a_followers_own_token_expiring_resumes_from_the_last_lines_instant_without_repeats() -> None:
+    client = _Stubbed([
+        ({}, _page("t1", (1000, "a"), (1000, "b"))),
+        ({"nextToken": "t1"}, _page("t1")),
+        ({"nextToken": "t1"}, "expired"),  # a day of silence later: CloudWatch forgot t1
+        ({"startTime": 1000}, _page("t2", (1000, "a"), (1000, "b"), (1000, "c"), (1001, "d"))),
+        ({"startTime": 1000, "nextToken": "t2"}, _page("t2")),
+    ])
+    reader = StreamReader(client, GROUP, "jobs/1/attempt-1")
+    first = [e.message for page in reader.pages() for e in page]
+    later = [e.message for page in reader.pages() for e in page]
+    assert (first, later) == (["a", "b"], ["c", "d"]) and client.script == []
+
+
+def test_a_token_from_outside_that_cloudwatch_refuses_is_invalid_input_not_a_server_fault() -> None:
+    client = _Stubbed([({"nextToken": "forged"}, "expired")])
+    reader = StreamReader(client, GROUP, "jobs/1/attempt-1")
+    reader.token = "forged"
+    with pytest.raises(TokenRejected) as refused:
+        list(reader.pages())
+    assert refused.value.http_status == 400 and refused.value.exit_code == 2

@@ -111,9 +111,15 @@ class RemoteService:
     remote = True
 
     def __init__(self, url: str, token: str, *, cacert: str | None = None, timeout: float = TIMEOUT) -> None:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise _usage(f"--server: {url!r} is not an http:// or https:// URL such as https://jobs.example:8321")
+        bad = _usage(f"--server: {url!r} is not an http:// or https:// URL such as https://jobs.example:8321")
+        try:  # urlsplit refuses a broken [IPv6] host with ValueError; http.client refuses spaces/controls later
+            parts = urlsplit(url.strip())
+            host = parts.hostname
+        except ValueError:
+            raise bad from None
+        if parts.scheme not in ("http", "https") or not host or parts.query or parts.fragment \
+                or any(c.isspace() or not c.isprintable() for c in url.strip()):
+            raise bad
         try:
             self.port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:

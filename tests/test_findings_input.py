@@ -80,3 +80,29 @@ def test_a_token_from_outside_that_cloudwatch_refuses_is_invalid_input_not_a_ser
     with pytest.raises(TokenRejected) as refused:
         list(reader.pages())
     assert refused.value.http_status == 400 and refused.value.exit_code == 2
+
+
+# --------------------------------------------------------------------------- F5: malformed --server
+BAD_SERVERS = ["http://[::1", "http://[zz]:80", "http://a b/", "http://host\x07/"]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("url", BAD_SERVERS, ids=["open-bracket", "bad-ipv6", "space", "control"])
+def test_a_malformed_server_url_is_a_one_line_usage_error_naming_server(url: str, how: str, tmp_path,
+                                                                        monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from jobman_cli.cli import cli
+
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JOBMAN_API_TOKEN", "t0ken")
+    for name in ("JOBMAN_SERVER", "JOBMAN_STORE", "JOBMAN_DB"):
+        monkeypatch.delenv(name, raising=False)
+    if how == "env":
+        monkeypatch.setenv("JOBMAN_SERVER", url)
+    args = ([] if how == "env" else ["--server", url]) + ["list"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --server: ") and "internal error" not in lines[0]
+    assert "is not an http:// or https:// URL" in lines[0]

@@ -40,12 +40,21 @@ _IN_UNITS = re.compile(r"([0-9]+) *(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hou
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: tz database files that are not zones: ``localtime`` follows the evaluating host's /etc/localtime
+#: (a schedule stored with it would fire at different instants on different hosts), ``posixrules``
+#: is whatever zone the distribution linked, ``Factory`` is "-00"; ``posix/``/``right/`` are copies.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "factory"})
+
+
 def _zone(name: str, field: str) -> tzinfo:
     """An IANA zone: the system's tz database, else the copy bundled with dateutil (slim images)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     if name.upper() in ("UTC", "Z"):  # as the UTC suffix of a time is: any case
         return UTC
+    if name.casefold() in _NOT_ZONES or name.casefold().startswith(("posix/", "right/")):
+        raise InvalidInput(field, f"{name!r} is not a time zone of its own (it depends on the host, or is a "
+                                  "tz database alias); use an IANA name such as 'Europe/Berlin' or 'UTC'")
     try:
         return ZoneInfo(name)
     except ZoneInfoNotFoundError:

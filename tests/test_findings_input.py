@@ -106,3 +106,63 @@ def test_a_malformed_server_url_is_a_one_line_usage_error_naming_server(url: str
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: --server: ") and "internal error" not in lines[0]
     assert "is not an http:// or https:// URL" in lines[0]
+
+
+# --------------------------------------------------------------------------- F14: host-dependent zones
+NOT_ZONES = ["localtime", "posixrules", "Factory", "posix/Europe/Berlin", "right/UTC"]
+
+
+@pytest.fixture()
+def sched_api(tmp_path) -> Iterator[Any]:
+    from jobman_cli.clock import FixedClock
+    from jobman_cli.service import JobService
+    from jobman_cli.stores import open_store
+    from test_schedules_api import NOW
+    from test_schedules_api import Api as SchedulesApi
+
+    store = open_store(tmp_path / "jobs.json")
+    harness = SchedulesApi(JobService(store, FixedClock(NOW)), tmp_path / "jobs.json")
+    yield harness
+    harness.server.stop()
+    store.close()
+    assert harness.log == []  # never a 5xx
+
+
+@pytest.mark.parametrize("name", NOT_ZONES)
+def test_the_api_refuses_a_host_dependent_zone_name_with_400_naming_tz(sched_api: Any, name: str) -> None:
+    from test_schedules_api import BODY
+
+    before = sched_api.store_path.read_bytes() if sched_api.store_path.exists() else b""
+    status, _, answer = sched_api.call("POST", "/schedules", {**BODY, "tz": name})
+    assert status == 400, answer
+    assert answer["error"].startswith(f"tz: {name!r} is not a time zone of its own")
+    assert (sched_api.store_path.read_bytes() if sched_api.store_path.exists() else b"") == before
+
+
+@pytest.mark.parametrize("how", ["flag", "JOBMAN_TZ"])
+@pytest.mark.parametrize("name", NOT_ZONES)
+@pytest.mark.parametrize("when", ["cron", "at"])
+def test_the_cli_refuses_a_host_dependent_zone_name_with_exit_2(name: str, how: str, when: str, tmp_path,
+                                                                 monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from jobman_cli.cli import cli
+
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    for var in ("JOBMAN_SERVER", "JOBMAN_STORE", "JOBMAN_TZ"):
+        monkeypatch.delenv(var, raising=False)
+    db = tmp_path / "jobs.json"
+    monkeypatch.setenv("JOBMAN_DB", str(db))
+    args = ["schedule", "--image", "alpine"] + (["--cron", "0 6 * * *"] if when == "cron" else
+                                                 ["--at", "2030-01-01 06:00:00"])
+    if how == "flag":
+        args += ["--tz", name]
+    else:
+        monkeypatch.setenv("JOBMAN_TZ", name)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    field = "--tz" if how == "flag" else "JOBMAN_TZ"
+    assert result.output.strip().splitlines() == [f"Error: {field}: {name!r} is not a time zone of its own (it "
+                                                  "depends on the host, or is a tz database alias); use an IANA "
+                                                  "name such as 'Europe/Berlin' or 'UTC'"]
+    assert not any("alpine" in p.read_text() for p in tmp_path.iterdir() if p.name.startswith("jobs.json"))

@@ -46,15 +46,20 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NOT_ZONES = frozenset({"localtime", "posixrules", "factory"})
 
 
+def refuse_host_zone(name: str, field: str) -> None:
+    """Input only (a zone already stored is still read, so an old schedule keeps running): refuse
+    the tz database entries in :data:`_NOT_ZONES` and the ``posix/``/``right/`` copies."""
+    if name.casefold() in _NOT_ZONES or name.casefold().startswith(("posix/", "right/")):
+        raise InvalidInput(field, f"{name!r} is not a time zone of its own (it depends on the host, or is a "
+                                  "tz database alias); use an IANA name such as 'Europe/Berlin' or 'UTC'")
+
+
 def _zone(name: str, field: str) -> tzinfo:
     """An IANA zone: the system's tz database, else the copy bundled with dateutil (slim images)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     if name.upper() in ("UTC", "Z"):  # as the UTC suffix of a time is: any case
         return UTC
-    if name.casefold() in _NOT_ZONES or name.casefold().startswith(("posix/", "right/")):
-        raise InvalidInput(field, f"{name!r} is not a time zone of its own (it depends on the host, or is a "
-                                  "tz database alias); use an IANA name such as 'Europe/Berlin' or 'UTC'")
     try:
         return ZoneInfo(name)
     except ZoneInfoNotFoundError:
@@ -76,12 +81,14 @@ def resolve_tz(name: str | None, field: str = "--tz") -> tzinfo:
     if name is None:
         env = os.environ.get("JOBMAN_TZ", "").strip()
         if env:
+            refuse_host_zone(env, "JOBMAN_TZ")
             return _zone(env, "JOBMAN_TZ")
         from dateutil.tz import tzlocal
 
         return tzlocal()
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(field, "must be a time zone name such as 'Europe/Berlin'")
+    refuse_host_zone(name.strip(), field)
     return _zone(name.strip(), field)
 
 
@@ -199,3 +206,7 @@ def parse_when(
     if result < now - PAST_TOLERANCE:
         raise InvalidInput(field, f"{spec} is in the past (use 'now' to run at once)")
     return result
+
+
+#: A zone by name without the input-only refusals: for names already stored (schedules).
+zone_by_name = _zone

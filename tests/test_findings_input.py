@@ -166,3 +166,12 @@ def test_the_cli_refuses_a_host_dependent_zone_name_with_exit_2(name: str, how: 
                                                   "depends on the host, or is a tz database alias); use an IANA "
                                                   "name such as 'Europe/Berlin' or 'UTC'"]
     assert not any("alpine" in p.read_text() for p in tmp_path.iterdir() if p.name.startswith("jobs.json"))
+
+
+def test_a_schedule_stored_with_localtime_before_the_refusal_still_computes_its_next_run() -> None:
+    from datetime import datetime, timezone
+
+    from jobman_cli.schedules.occurrences import next_occurrence
+
+    after = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+    assert next_occurrence("0 6 * * *", None, "localtime", after) > after  # read, not refused

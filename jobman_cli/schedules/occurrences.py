@@ -99,17 +99,22 @@ def validate_every(seconds: object, field: str = "--every") -> int:
 
 
 def zone(name: object, field: str = "--tz") -> tzinfo:
-    """The tzinfo of an IANA zone name (InvalidInput naming ``field`` when unknown)."""
-    from ..timeparse import resolve_tz
+    """The tzinfo of an IANA zone name (InvalidInput naming ``field`` when unknown). Also reads
+    stored schedules, so it does not apply the input-only :func:`normalize_tz` refusals."""
+    from ..timeparse import zone_by_name as _zone
 
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(field, "must be a time zone name such as 'Europe/Berlin'")
-    return resolve_tz(name.strip(), field)
+    return _zone(name.strip(), field)
 
 
 def normalize_tz(name: object, field: str = "--tz") -> str:
-    """The zone name as stored (validated; ``utc`` -> ``UTC``)."""
+    """The zone name as stored (validated; ``utc`` -> ``UTC``; host-dependent names such as
+    ``localtime`` refused, since the schedule would fire at another instant on another host)."""
+    from ..timeparse import refuse_host_zone
+
     zone(name, field)
+    refuse_host_zone(str(name).strip(), field)
     text = str(name).strip()
     return "UTC" if text.upper() in ("UTC", "Z") else text
 

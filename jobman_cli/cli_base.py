@@ -103,6 +103,8 @@ class State:
         if self._service is None and self.server is not None:
             from .remote import RemoteService, read_token
 
+            _refuse_db_with_server()
+
             self._service = RemoteService(self.server, read_token(self.token_file), cacert=self.cacert)  # type: ignore[assignment]
         if self._service is None:
             from .service import JobService
@@ -123,6 +125,27 @@ class State:
                 context.call_on_close(store.close)
             self._service = JobService(store)
         return self._service
+
+
+def _refuse_db_with_server() -> None:
+    """An explicit ``--db/--store`` on the command line with a server (flag or JOBMAN_SERVER) names two
+    stores: refused rather than silently reading or writing the daemon's. Both from the
+    environment (JOBMAN_DB and JOBMAN_SERVER) is a profile default, not a choice made now: the server wins."""
+    from click.core import ParameterSource
+
+    from .errors import InvalidInput
+
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    given = [ctx.get_parameter_source(name) for ctx in (context, context.find_root())
+             for name in ("location", "store_location")]
+    if ParameterSource.COMMANDLINE not in given:
+        return
+    server = context.find_root().get_parameter_source("server")
+    where = "JOBMAN_SERVER is set" if server is ParameterSource.ENVIRONMENT else "--server is given"
+    raise InvalidInput("--db/--store", f"names a local store but {where}, which sends the command to a daemon; use "
+                                       "one (unset JOBMAN_SERVER to use the local store)")
 
 
 def job_json(job: Any) -> Any:

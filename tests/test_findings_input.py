@@ -175,3 +175,49 @@ def test_a_schedule_stored_with_localtime_before_the_refusal_still_computes_its_
 
     after = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
     assert next_occurrence("0 6 * * *", None, "localtime", after) > after  # read, not refused
+
+
+# --------------------------------------------------------------------------- F6: --db with a server
+@pytest.mark.parametrize("args, where", [
+    (["list", "--db", "{db}"], "JOBMAN_SERVER is set"),
+    (["--db", "{db}", "list"], "JOBMAN_SERVER is set"),
+    (["schedules", "list", "--db", "{db}"], "JOBMAN_SERVER is set"),
+    (["cost", "--db", "{db}"], "JOBMAN_SERVER is set"),
+    (["schedule", "--db", "{db}", "--image", "alpine", "--at", "+300d", "-q"], "JOBMAN_SERVER is set"),
+    (["--server", "http://127.0.0.1:9", "--db", "{db}", "list"], "--server is given"),
+    (["--server", "http://127.0.0.1:9", "cancel", "1", "--db", "{db}"], "--server is given"),
+], ids=["list", "global-db", "schedules-list", "cost", "schedule", "server-flag", "cancel"])
+def test_an_explicit_db_with_a_server_is_refused_naming_both(args: list[str], where: str, tmp_path,
+                                                             monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from jobman_cli.cli import cli
+
+    db = tmp_path / "jobs.json"
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JOBMAN_API_TOKEN", "t0ken")
+    for var in ("JOBMAN_SERVER", "JOBMAN_STORE", "JOBMAN_DB"):
+        monkeypatch.delenv(var, raising=False)
+    assert CliRunner().invoke(cli, ["--db", str(db), "schedule", "--image", "busybox", "--at", "+300d", "-q"]).exit_code == 0
+    before = db.read_bytes()
+    if where.startswith("JOBMAN_SERVER"):
+        monkeypatch.setenv("JOBMAN_SERVER", "http://127.0.0.1:9")  # nothing listens: it must not be asked
+    result = CliRunner().invoke(cli, [a.format(db=db) for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: --db/--store: names a local store but {where}, which sends the command to a daemon; use one "
+        "(unset JOBMAN_SERVER to use the local store)"]
+    assert db.read_bytes() == before
+
+
+def test_jobman_db_and_jobman_server_both_from_the_environment_still_mean_the_server(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from jobman_cli.cli import cli
+
+    monkeypatch.setenv("JOBMAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JOBMAN_API_TOKEN", "t0ken")
+    monkeypatch.setenv("JOBMAN_DB", str(tmp_path / "absent.json"))
+    monkeypatch.setenv("JOBMAN_SERVER", "http://127.0.0.1:9")
+    result = CliRunner().invoke(cli, ["list"])
+    assert "--db/--store" not in result.output and "127.0.0.1:9" in result.output  # it tried the server

@@ -51,7 +51,7 @@ def test_the_budget_spent_fails_as_interrupted_and_a_repeat_is_a_no_op():
 
 def test_an_interruption_while_launching_also_goes_back():
     job = Job(id=1, title="", date_time=T0, docker_image="alpine", env_variables={}, status=JobStatus.SCHEDULED,
-              created_at=T0).claimed(T0, "tok", "h")
+              created_at=T0, capacity="spot").claimed(T0, "tok", "h")
     assert job.reported("failed", None, T0, "interrupted").status is JobStatus.SCHEDULED
 
 
@@ -117,11 +117,11 @@ def test_an_interrupted_run_is_kept_for_the_cost_receipt():
     t2 = t1 + timedelta(minutes=2)
     second = back.claimed(t2, "tok-2", "hash-2").reported("running", None, t2)
     assert second.launched_at == t2
-    second = second.launched("i-0fedcba9876543210", t2, {**PLACED, "market": "on-demand"})
+    second = second.launched("i-0fedcba9876543210", t2, {**PLACED, "availability-zone": "us-east-1c"})
     t3 = t2 + timedelta(hours=1)
     again = second.reported("failed", None, t3, "interrupted")
     assert again.past_runs == (first, {"instance-id": "i-0fedcba9876543210",
-                                       "placement": {**PLACED, "market": "on-demand"},
+                                       "placement": {**PLACED, "availability-zone": "us-east-1c"},
                                        "launched-at": "2031-01-01T05:02:00Z", "ended-at": "2031-01-01T06:02:00Z"})
     # Budget spent: the last run stays the job's own (instance_id), not a past run.
     third = again.claimed(t3, "tok-3", "h").launched("i-0000000000000000c", t3, PLACED)

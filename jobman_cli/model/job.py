@@ -115,6 +115,15 @@ class Job:
         return self.status in TERMINAL_STATES
 
     @property
+    def run_market(self) -> str | None:
+        """The market the current run launched on: its placement's (a ``spot-then-on-demand`` job
+        may have launched on either), else ``on-demand`` for an on-demand job; None: not known."""
+        market = (self.placement or {}).get("market")
+        if market:
+            return str(market)
+        return "on-demand" if self.capacity == "on-demand" else None
+
+    @property
     def due_at(self) -> datetime:
         """When the daemon may next try to launch it (the schedule, or a retry's backoff)."""
         if self.not_before is not None and self.not_before > self.date_time:
@@ -278,6 +287,12 @@ class Job:
         if self.status is JobStatus.SCHEDULED:
             raise TransitionNotAllowed(f"job {self.id} is scheduled and has not been launched; cannot become {status}")
         if code is ReasonCode.INTERRUPTED:
+            if self.run_market == "on-demand":
+                # EC2 sends no interruption notice to an on-demand instance, so no budget applies and
+                # a relaunch would buy another instance for a report that cannot be a spot notice.
+                # Refusing it would lose the last word of an instance that is ending: it is kept.
+                words = "interrupted (on-demand: not relaunched)" + (f": {told}" if told else "")
+                return self._to(target, now, exit_code=stored_code, reason=words, reason_code=code)
             return self._interrupted(words, now)
         return self._to(target, now, exit_code=stored_code, reason=words, reason_code=code)
 

@@ -314,9 +314,29 @@ class RemoteService:
         said: set[str] = set()
         ended_at: float | None = None
         received = 0
+        last: tuple[str, int] | None = None  # the last line's timestamp and how many lines had it
+        skip = 0
         while True:
-            answer = self._call("GET", f"/jobs/{int(request.job_id)}/logs?{urlencode(query)}")
+            try:
+                answer = self._call("GET", f"/jobs/{int(request.job_id)}/logs?{urlencode(query)}")
+            except RemoteError as err:
+                if not (request.follow and "after" in query and self.last_status == 400
+                        and str(err).startswith("after:")):
+                    raise
+                # CloudWatch forgot the page token (a quiet follow of over a day): go on from the last line's
+                # instant, without repeating the lines of that millisecond already shown
+                query.pop("after")
+                if last is not None:
+                    query["start"], skip = _epoch_ms(last[0]), last[1]
+                continue
             events = [RemoteEvent(e) for e in answer.get("events") or ()]
+            while skip and events and last is not None and events[0].data.get("timestamp") == last[0]:
+                events.pop(0)
+                skip -= 1
+            skip = 0 if events else skip
+            for event in events:
+                stamp = str(event.data.get("timestamp"))
+                last = (stamp, last[1] + 1 if last is not None and last[0] == stamp else 1)
             for text in answer.get("notes") or ():
                 if text not in said:
                     said.add(text)
@@ -343,6 +363,14 @@ class RemoteService:
                 note(f"attempt {query['attempt']} of job {job['id']} started; following its log")
             received = 0
             time.sleep(poll)
+
+
+def _epoch_ms(stamp: str) -> int:
+    """Epoch milliseconds of a log line's ``timestamp`` as the API writes it (``...T12:00:00.123Z``)."""
+    from datetime import datetime, timezone
+
+    moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
 
 
 def _usage(message: str) -> JobmanError:

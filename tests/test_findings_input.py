@@ -221,3 +221,37 @@ def test_jobman_db_and_jobman_server_both_from_the_environment_still_mean_the_se
     monkeypatch.setenv("JOBMAN_SERVER", "http://127.0.0.1:9")
     result = CliRunner().invoke(cli, ["list"])
     assert "--db/--store" not in result.output and "127.0.0.1:9" in result.output  # it tried the server
+
+
+def test_a_remote_follower_whose_token_expired_on_the_daemon_resumes_without_repeats(api: Api, monkeypatch) -> None:  # noqa: F811
+    from jobman_cli.api_routes import ExtraRoutes
+    from jobman_cli.joblogs import LogRequest
+    from jobman_cli.remote import RemoteService
+    from test_api import TOKEN
+
+    job_id = _launched_job(api.service)
+
+    def finished_then(page: dict[str, Any]) -> dict[str, Any]:
+        api.service.store.update(job_id, lambda j: j.reported("finished", 0, now()))
+        return page
+
+    class Client(_Stubbed):
+        def get_log_events(self, **kwargs: Any) -> dict[str, Any]:
+            answer = super().get_log_events(**kwargs)
+            return answer() if callable(answer) else answer
+
+    client = Client([
+        ({}, _page("t1", (1000, "a"), (1000, "b"))),
+        ({"nextToken": "t1"}, _page("t1")),
+        ({"nextToken": "t1"}, "expired"),  # the follower's next poll, a day of silence later
+        ({"startTime": 1000}, lambda: finished_then(_page("t2", (1000, "a"), (1000, "b"), (1000, "c"),
+                                                         (1001, "d")))),
+        ({"startTime": 1000, "nextToken": "t2"}, _page("t2")),
+        ({"startTime": 1000, "nextToken": "t2"}, _page("t2")),
+    ])
+    monkeypatch.setattr(ExtraRoutes, "_logs_client", lambda self: (client, GROUP))
+    shown: list[str] = []
+    remote = RemoteService(f"http://127.0.0.1:{api.server.port}", TOKEN)
+    code = remote.show_log(LogRequest(job_id, follow=True), write=lambda events: shown.extend(e.message for e in events),
+                           note=lambda text: None, poll=0, settle=0)
+    assert (code, shown) == (0, ["a", "b", "c", "d"])

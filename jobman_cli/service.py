@@ -176,6 +176,11 @@ class JobService:
                   else validate_targets(request.notify, field=names.notify))
         notify_on = validate_notify_on(request.notify_on if request.notify_on is not None
                                        else self.notify_defaults[1], field=names.notify_on)
+        if request.notify_on is not None and not notify and request.occurrence is None:
+            # Asked for notifications that can never be sent: said now, not discovered at the end.
+            # (A schedule's run is not refused here: its template was checked when it was created.)
+            raise InvalidInput(names.notify_on, f"there is no target to notify: give {names.notify} TARGET "
+                                                "(or set [notify] targets in config.toml)")
         when_text = "" if request.occurrence is not None else request.when.strip().lower()
         # For a relative time ("now", "+10m") a retried cron call names the same *request*, not the
         # same instant, so the idempotency check compares the text; for an absolute time, the instant.

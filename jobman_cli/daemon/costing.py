@@ -14,8 +14,8 @@ A transient failure (throttling, a network error, a 5xx) is tried again with a d
 :data:`MAX_TRIES` times at most. A job has at most one pending entry: a poke of a job already
 queued, being priced or waiting out its backoff is ignored (every write of an ended job pokes --
 each notification attempt's record, the reaper's terminate -- and re-queueing each one burnt the
-tries in seconds instead of the ~45 minutes the backoff promises); then, or at once for a final failure, the receipt is stored as
-``unknown: <why>``. The write is a compare-and-set that keeps an existing receipt, so a job gets
+tries in seconds instead of the ~45 minutes the backoff promises). After the last try, or at
+once for a final failure, the receipt is stored as ``unknown: <why>``. The write is a compare-and-set that keeps an existing receipt, so a job gets
 one receipt even when two daemons on one shared store both compute it.
 
 Off when the daemon's launcher is not EC2 (tests with a fake cloud), or with

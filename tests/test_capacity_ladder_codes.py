@@ -25,6 +25,7 @@ from botocore.exceptions import ReadTimeoutError
 from jobman_cli.daemon.common import LAUNCH_FAILED, LAUNCHED, MISSED, RETRYING
 from jobman_cli.launchers.ec2 import run_instances_error
 from jobman_cli.model import JobStatus, ReasonCode
+from test_capacity_ladder import rung_token, world, zones  # noqa: F401  (fixtures: one setup for both ladder files)
 from test_daemon import T0, World, _claim_as_dead_daemon, aws_error, ec2, aws_env  # noqa: F401  (fixtures)
 
 MESSAGES = {
@@ -40,21 +41,8 @@ MESSAGES = {
 QUOTAS = ("VcpuLimitExceeded", "InstanceLimitExceeded")
 
 
-@pytest.fixture
-def world(tmp_path, ec2):  # noqa: F811
-    w = World(tmp_path, ec2)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def zones(ec2) -> dict[str, str]:  # noqa: F811
-    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-    return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
-
-
 def token_of(launch_token: str, index: int) -> str:
-    return launch_token if index == 0 else f"{launch_token}-r{index}"
+    return rung_token(launch_token, index)
 
 
 class Answers:

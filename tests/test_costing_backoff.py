@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from conftest import make_draft
 from jobman_cli.clock import FixedClock
 from jobman_cli.cost.quote import PriceUnavailable
 from jobman_cli.cost.receipt import Receipt
 from jobman_cli.daemon.costing import MAX_TRIES, Costing
-from jobman_cli.stores.tinydb import TinyDBStore
+from test_cost_daemon import store  # noqa: F401  (fixture: the same TinyDB file store)
 
 UTC = timezone.utc
 T0 = datetime(2031, 3, 4, 5, 6, 0, tzinfo=UTC)
@@ -43,11 +42,6 @@ class Pricer:
         return answer
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = TinyDBStore(tmp_path / "jobs.json")
-    yield s
-    s.close()
 
 
 def ended(store):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-
 from conftest import make_draft
 from jobman_cli.clock import FixedClock
 from jobman_cli.cost.quote import PriceUnavailable

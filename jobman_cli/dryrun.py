@@ -13,6 +13,12 @@ fresh per attempt and never stored), the AMI when it is resolved from SSM, the A
 ``--disk-gb``, and, without a readable TinyDB store, the store id and the job id. No AWS call is made
 and boto3 is not imported (unless no region is configured anywhere but an AWS profile), so a dry
 run works without credentials; the store is only read.
+
+The predicted worst case (DESIGN.md section 15) is :func:`jobman_cli.cost.limits.worst_case` over
+every rung's type, the same bound the daemon checks ``--max-cost`` against at launch, priced from
+the local price cache only (``$JOBMAN_HOME/prices.json``, stale entries included, their date shown):
+a dry run must not call the Price List. A price not cached is said to be unknown, with why, rather
+than guessed.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ class Plan:
     user_data: str
     notes: list[str] = field(default_factory=list)
     ladder: list[str] = field(default_factory=list)  #: every rung, in order (rung 1 is ``params``)
+    #: ``{"usd": float | None, "basis": words}``: the predicted worst case (see :func:`worst_case_cost`)
+    cost: dict[str, Any] = field(default_factory=lambda: {"usd": None, "basis": "not computed"})
+    cost_lines: list[str] = field(default_factory=list)  #: the same for a reader (and the --max-cost verdict)
 
     def to_json(self) -> dict[str, Any]:
         from .model import job_to_api
 
         return {"dry-run": True, "job": job_to_api(self.job), "run-instances": self.params,
                 "user-data": self.user_data, "notes": list(self.notes),
-                "ladder": list(self.ladder)}
+                "ladder": list(self.ladder), "worst-case-cost": dict(self.cost)}
 
 
 def _store_facts(location: str) -> tuple[str, int, str | None]:
@@ -103,12 +112,57 @@ def build_plan(service: Any, request: Any, names: Any, location: str) -> Plan:
                                   root_device=root_device)
     from .capacity import ladder
 
-    rungs = [r.describe() for r in ladder(claimed, ec2.instance_type, ec2.subnet_ids)]
+    steps = ladder(claimed, ec2.instance_type, ec2.subnet_ids)
+    rungs = [r.describe() for r in steps]
     if len(rungs) > 1:
         notes.append(f"launch ladder ({len(rungs)} rungs, tried in this order until one launches; the request "
                      f"above is rung 1): " + "; ".join(f"{i}. {r}" for i, r in enumerate(rungs, 1)))
     notes.append("settings from config.toml and the environment; flags of a running daemon are not known here")
-    return Plan(job=job, claimed=claimed, params=params, user_data=user_data, notes=notes, ladder=rungs)
+    cost, cost_lines = worst_case_cost(job, [r.instance_type for r in steps], ec2.region)
+    return Plan(job=job, claimed=claimed, params=params, user_data=user_data, notes=notes, ladder=rungs,
+                cost=cost, cost_lines=cost_lines)
+
+
+def worst_case_cost(job: Job, types: list[str], region: str | None,
+                    prices: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """``({"usd", "basis"}, lines)``: the worst case of ``job`` over ``types`` from cached prices.
+
+    ``types`` are every rung's types (daemon defaults included), as the launch-time ``--max-cost``
+    check prices them, so the figure is the one the daemon will hold the job to. ``prices``: a
+    source with ``cached_instance_hourly`` / ``cached_volume_gb_month`` (default: the local cache,
+    which never calls AWS)."""
+    from .cost.limits import VOLUME_TYPE, _cache_only_prices, _limit, _usd, worst_case
+
+    types = list(dict.fromkeys(types))
+    usd: float | None = None
+    if not types:
+        basis = "no instance type: neither --instance-type nor a daemon default ([ec2] instance_type)"
+    elif not region:
+        basis = "no region configured (AWS_REGION / [ec2] region), so no price can be looked up"
+    else:
+        prices = prices or _cache_only_prices()
+        hourly = {t: prices.cached_instance_hourly(t, region) for t in types}
+        missing = [t for t, q in hourly.items() if q is None]
+        volume = prices.cached_volume_gb_month(VOLUME_TYPE, region) if job.disk_gb is not None else None
+        if missing:
+            basis = (f"no cached on-demand price for {', '.join(missing)} in {region}; "
+                     "the daemon fetches it at launch")
+        elif job.disk_gb is not None and volume is None:
+            basis = f"no cached {VOLUME_TYPE} volume price in {region}; the daemon fetches it at launch"
+        else:
+            quotes = [q for q in hourly.values() if q is not None] + ([volume] if volume is not None else [])
+            usd, words = worst_case(job, {t: q for t, q in hourly.items() if q is not None}, volume)
+            basis = (f"{words}; on-demand prices in {region}, cached "
+                     f"{min(q.fetched_at for q in quotes):%Y-%m-%d}")
+    lines = [f"worst case: {_usd(usd, job) if usd is not None else 'unknown'} ({basis})"]
+    if job.max_cost is not None:
+        if usd is None:
+            lines.append(f"--max-cost {_limit(job)}: checked by the daemon at launch, with fetched prices")
+        elif usd <= job.max_cost:
+            lines.append(f"within --max-cost {_limit(job)}")
+        else:  # only a daemon-default rung can be over here: schedule refuses the job's own types
+            lines.append(f"over --max-cost {_limit(job)}: the daemon would refuse the launch (launch-failed)")
+    return {"usd": round(usd, 6) if usd is not None else None, "basis": basis}, lines
 
 
 def log_target(ec2: Any, settings: Any) -> Any:
@@ -138,6 +192,8 @@ def render_text(plan: Plan) -> str:
     shown = dict(plan.params, UserData=f"<the user-data below: {size} bytes; botocore base64-encodes it>")
     request = json.dumps(shown, indent=2, ensure_ascii=False)
     notes = "\n".join(f"  - {n}" for n in plan.notes)
+    cost = "".join(f"  {line}\n" for line in plan.cost_lines)
     return (f"Dry run: nothing was written and nothing was launched.\n\nJob (validated):\n{job}\n\n"
+            f"Cost (predicted from the local price cache; no AWS call):\n{cost}\n"
             f"RunInstances request (as the daemon would send it for attempt 1):\n{request}\n\n"
             f"Notes:\n{notes}\n\nUser-data ({size} bytes):\n{plan.user_data.rstrip()}\n")

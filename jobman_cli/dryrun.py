@@ -97,9 +97,9 @@ def build_plan(service: Any, request: Any, names: Any, location: str) -> Plan:
         public_url = PUBLIC_URL_PLACEHOLDER
         notes.append("the callback URL is a placeholder: set --public-url / JOBMAN_PUBLIC_URL for the daemon")
     callback_ca = load_callback_ca(settings.callback_ca, public_url) if settings.callback_ca else None
+    logs = log_target(ec2, log_settings())
     user_data = render_user_data(claimed, callback_url=callback_url_for(public_url, claimed.id),
-                                 callback_token=TOKEN_PLACEHOLDER, callback_ca=callback_ca,
-                                 logs=log_target(ec2, log_settings()))
+                                 callback_token=TOKEN_PLACEHOLDER, callback_ca=callback_ca, logs=logs)
     parameter = ec2.ami_parameter
     image_id = f"resolve:ssm:{parameter}" if parameter else str(ec2.ami)
     if parameter:
@@ -118,7 +118,8 @@ def build_plan(service: Any, request: Any, names: Any, location: str) -> Plan:
         notes.append(f"launch ladder ({len(rungs)} rungs, tried in this order until one launches; the request "
                      f"above is rung 1): " + "; ".join(f"{i}. {r}" for i, r in enumerate(rungs, 1)))
     notes.append("settings from config.toml and the environment; flags of a running daemon are not known here")
-    cost, cost_lines = worst_case_cost(job, [r.instance_type for r in steps], ec2.region)
+    region = ec2.region or getattr(logs, "region", None)  # the latter: a region set in an AWS profile only
+    cost, cost_lines = worst_case_cost(job, [r.instance_type for r in steps], region)
     return Plan(job=job, claimed=claimed, params=params, user_data=user_data, notes=notes, ladder=rungs,
                 cost=cost, cost_lines=cost_lines)
 
@@ -154,7 +155,10 @@ def worst_case_cost(job: Job, types: list[str], region: str | None,
             usd, words = worst_case(job, {t: q for t, q in hourly.items() if q is not None}, volume)
             basis = (f"{words}; on-demand prices in {region}, cached "
                      f"{min(q.fetched_at for q in quotes):%Y-%m-%d}")
-    lines = [f"worst case: {_usd(usd, job) if usd is not None else 'unknown'} ({basis})"]
+    from .cost.receipt import format_usd
+
+    shown = "unknown" if usd is None else _usd(usd, job) if job.max_cost is not None else format_usd(usd)
+    lines = [f"worst case: {shown} ({basis})"]
     if job.max_cost is not None:
         if usd is None:
             lines.append(f"--max-cost {_limit(job)}: checked by the daemon at launch, with fetched prices")

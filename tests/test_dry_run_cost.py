@@ -126,14 +126,25 @@ def test_a_region_set_only_in_an_aws_profile_is_used(tmp_path: Path) -> None:
                                "cached 2026-12-01"}
 
 
-def test_the_cost_needs_no_aws_client(tmp_path: Path) -> None:
-    """In-process, with prices cached: no boto3/botocore imported, so no AWS call can have been made."""
+def test_a_stale_cached_price_is_shown_with_its_date_not_fetched_again(tmp_path: Path) -> None:
+    """The daemon would fetch a price older than the cache's max age again; a dry run must not, so it
+    shows the stale one with the date it was cached (the reader judges it)."""
     cache(tmp_path, m5_large=0.096)
-    argv = [*BASE, "--instance-type", "m5.large", "--timeout", "1h", "--json"]
+    done = jobman(env_for(tmp_path, JOBMAN_PRICE_MAX_AGE="1"), *BASE, "--instance-type", "m5.large", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["worst-case-cost"]["usd"] == 0.096
+
+
+def test_the_cost_needs_no_aws_client(tmp_path: Path) -> None:
+    """In-process, with one price cached and one not: no boto3/botocore imported, so no AWS call can
+    have been made (a source that fetched the missing price would import botocore)."""
+    cache(tmp_path, m5_large=0.096)
+    argv = [*BASE, "--instance-type", "m5.large,c7i.large", "--timeout", "1h", "--json"]
     program = ("import sys\nfrom jobman_cli.cli import cli\n"
                f"code = cli.main({argv!r}, standalone_mode=False)\n"
                "print(code, 'boto3' in sys.modules, 'botocore' in sys.modules, file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", program], env=env_for(tmp_path), capture_output=True, text=True,
                           timeout=60)
     assert done.stderr.strip().endswith("0 False False"), done.stderr
-    assert json.loads(done.stdout)["worst-case-cost"]["usd"] == 0.096
+    assert json.loads(done.stdout)["worst-case-cost"] == {
+        "usd": None, "basis": "no cached on-demand price for c7i.large in us-east-1; the daemon fetches it at launch"}

@@ -49,6 +49,26 @@ DAEMON_CHECK_INTERVAL = 10.0
 
 
 def wait_with_progress(service: "JobService", job: Any, limit: float | None, location: str) -> Any:
+    """:func:`_wait_in_slices` with a Ctrl-C that only sets a flag: a KeyboardInterrupt raised in
+    the middle of the store's code (a snapshot being loaded, a lock being taken) could leave the
+    store's state half-changed, and the "still scheduled" answer that follows reads the store again:
+    it hung on CI. The flag is checked between slices (every 0.25 s), outside the store's code,
+    and turned into the KeyboardInterrupt the command expects there."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _wait_in_slices(service, job, limit, location, None)
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        return _wait_in_slices(service, job, limit, location, interrupted)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_in_slices(service: "JobService", job: Any, limit: float | None, location: str,
+                    interrupted: Any) -> Any:
     """``service.wait`` in slices, saying on stderr what it waits for: each status change when stderr
     is a terminal, and (always) a note whenever no daemon runs on the store, for then nothing moves."""
     import time
@@ -68,8 +88,10 @@ def wait_with_progress(service: "JobService", job: Any, limit: float | None, loc
             if note and not warned:  # once, and again if a daemon came and went
                 click.echo(note, err=True)
             warned = bool(note)
+        if interrupted is not None and interrupted.is_set():
+            raise KeyboardInterrupt
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        step = 1.0 if left is None else min(1.0, left)
+        step = 0.25 if left is None else min(0.25, left)
         ended = service.wait(job.id, step)
         if ended is not None:
             return ended

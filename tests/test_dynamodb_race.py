@@ -30,6 +30,7 @@ import boto3
 import pytest
 
 from moto_server import atomic_dynamodb_server, aws_env, moto_server, moto_server_process, reset  # noqa: F401
+from faultproxy import FaultProxy
 from test_e2e_daemon import DaemonProcess, instances_by_job, jobman, poll
 
 from jobman_cli.daemon import CLAIMED_BY
@@ -233,15 +234,27 @@ def claims_of(store: DynamoDBStore, daemon: str) -> list[int]:
 
 
 def test_one_of_three_daemons_sigkilled_mid_burst_the_others_take_over(store, start_daemons, moto_server,  # noqa: F811
-                                                                       record_property):
+                                                                       env, tmp_path, record_property):
     ids = schedule_burst(store)
-    daemons = start_daemons()
-    victim, survivors = daemons[0], daemons[1:]
-    # Kill it mid-burst, with launches in flight: claims persisted but not yet recorded.
-    victim.wait_for(lambda line: "launching -> running" in line, count=5, timeout=WAIT)
-    assert poll(lambda: len(claims_of(store, daemon_id(victim))) >= 2, timeout=WAIT, every=0.01)
-    victim.proc.send_signal(signal.SIGKILL)
-    assert victim.stop() == -signal.SIGKILL
+    # The victim reaches EC2 through a proxy that holds each RunInstances answer 3 s (moto has
+    # created the instance): its claims stay in flight that long, so the SIGKILL below lands with
+    # launches in flight on any machine (without the hold, a loaded CI box let the victim record
+    # every launch it had claimed between the test's read of the store and the kill).
+    proxy = FaultProxy(moto_server, [{"action": "RunInstances", "fault": "delay", "seconds": 3}],
+                       workdir=tmp_path / "ec2-proxy").start()
+    victim = DaemonProcess({**env, "AWS_ENDPOINT_URL_EC2": proxy.url})
+    try:
+        victim.wait_for(lambda line: " ready;" in line, timeout=WAIT)
+        survivors = start_daemons(2)
+        daemons = [victim, *survivors]
+        # Kill it mid-burst, with launches in flight: claims persisted but not yet recorded.
+        assert poll(lambda: len(claims_of(store, daemon_id(victim))) >= 2, timeout=WAIT, every=0.05)
+        victim.proc.send_signal(signal.SIGKILL)
+        assert victim.stop() == -signal.SIGKILL
+    finally:
+        if victim.proc.poll() is None:
+            victim.proc.kill()
+        proxy.stop()
     at_kill = store.list()
     claimed = [j.id for j in at_kill
                if j.status is JobStatus.LAUNCHING and j.extra.get(CLAIMED_BY) == daemon_id(victim)]

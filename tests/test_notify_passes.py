@@ -107,13 +107,26 @@ def test_a_fast_targets_outcome_is_written_while_a_slow_target_is_still_in_fligh
     store.close()
 
 
-def test_close_abandons_an_attempt_that_does_not_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preempted", [False, True], ids=["prompt", "dispatcher-preempted-after-submit"])
+def test_close_abandons_an_attempt_that_does_not_end(tmp_path: Path, preempted: bool) -> None:
+    # ``preempted``: the dispatcher stalls 1 s just after handing the attempt to the pool, as a
+    # loaded CI box did; the attempt connects and close() runs meanwhile. Tracking the attempt
+    # only after submitting it let close() miss it: no wait, no abandon, no log line.
     stalled = Stalled()
     store = TinyDBStore(tmp_path / "jobs.json")
     job_id = failed_job(store, [f"{stalled.url}/never"])
     lines: list[str] = []
     notifier = Notifier(store, SystemClock(), NotifySettings(), Sender(b"s" * 16, timeout=600), owner="d1",
                         exclusive=True, log=lines.append)
+    if preempted:
+        submit = notifier._pool.submit
+
+        def slow_submit(*args: Any, **kwargs: Any) -> Any:
+            future = submit(*args, **kwargs)
+            time.sleep(1.0)
+            return future
+
+        notifier._pool.submit = slow_submit  # type: ignore[method-assign]
     notifier.start()
     assert stalled.accepted.wait(30)
     closing = threading.Thread(target=notifier.close, kwargs={"grace": 0.5}, daemon=True)

@@ -376,8 +376,15 @@ class Notifier:
 
     # ------------------------------------------------------------------ once / stop
     def _submit(self, job_id: int) -> Future:
-        future = self._pool.submit(self._work, job_id)
+        """Start one job's attempts on the pool. Submitted and tracked under the lock that
+        :meth:`close` takes to stop and to list what is in flight, so an attempt is either in that
+        list (waited for, then abandoned) or never started: submitting first and tracking after
+        let an attempt begin unseen by a close() in between, which then neither waited for it nor
+        abandoned it."""
         with self._cond:
+            if self._stop:
+                raise RuntimeError("the notifier is closed")
+            future = self._pool.submit(self._work, job_id)
             self._futures.add(future)
         future.add_done_callback(self._forget)
         return future

@@ -143,11 +143,18 @@ class LeaseKeeper:
 
             after = guarded_update(self.store, job_id, renew)
             with self._lock:
-                if job_id in self._claims and after is not None:
+                # The write ran outside the lock: meanwhile the launch may have ended this attempt
+                # and the job been claimed again (release, then hold of the next attempt). The
+                # answer is about ``attempt`` only: a newer claim is neither dropped (it would never
+                # be renewed again, and be taken over while still launching) nor overwritten.
+                held = self._claims.get(job_id)
+                if held is None or held[0] != attempt:
+                    continue
+                if after is not None:
                     self._claims[job_id] = (attempt, mono)
                     renewed += 1
-                elif after is None:
-                    self._claims.pop(job_id, None)  # moved on: nothing left to protect
+                else:
+                    del self._claims[job_id]  # moved on: nothing left to protect
         return renewed
 
     # ------------------------------------------------------------------ the renewal thread

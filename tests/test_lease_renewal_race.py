@@ -15,6 +15,7 @@ release-and-claim happen just before the renewal's write reaches the store.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -126,4 +127,46 @@ def test_a_renewal_that_succeeds_as_the_attempt_ends_does_not_bring_the_old_clai
         assert keeper.step() == 1
         assert store.get(job.id).version == second[0].version + 1
     finally:
+        store.close()
+
+
+def test_close_waits_for_the_renewal_in_flight_and_starts_no_other(tmp_path: Path) -> None:
+    """The renewal thread is inside a write (held here until the test lets it go) when the daemon
+    closes: close() returns only after that write, so the store the daemon closes next sees no
+    late write, and the second claim due is not renewed at all."""
+    store = TinyDBStore(tmp_path / "jobs.json")
+    clock = FixedClock(T0)
+    shared = Interleaving(store)
+    keeper = LeaseKeeper(shared, clock, daemon_id="me", lease=0.06, exclusive=False, log=lambda line: None)
+    events: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    try:
+        jobs = [store.add(make_draft(date_time=T0))[0] for _ in range(2)]
+        claims = [claimed_by(store, job.id, "me", T0) for job in jobs]
+        for claim in claims:
+            keeper.hold(claim)
+        clock.advance(1.0)  # both due for renewal
+
+        def held_write() -> None:
+            entered.set()
+            release.wait(60)  # a slow conditional write; ends when the test says so
+
+        shared.before_next_update = held_write
+        shared.after_next_update = lambda: events.append("write returned")
+        keeper.start()
+        assert entered.wait(30)
+        closer = threading.Thread(target=lambda: (keeper.close(), events.append("close returned")))
+        closer.start()
+        # Bounded check (the write is held, so with the fix close() cannot return meanwhile):
+        closer.join(1.0)
+        assert closer.is_alive() and events == []
+        release.set()
+        closer.join(30)
+        assert not closer.is_alive()
+        assert events == ["write returned", "close returned"]
+        renewed = [store.get(job.id).version - claim.version for job, claim in zip(jobs, claims)]
+        assert sorted(renewed) == [0, 1]  # the write in flight landed; no other was started
+    finally:
+        release.set()
+        keeper.close()
         store.close()

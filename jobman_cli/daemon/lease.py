@@ -38,6 +38,8 @@ from .common import CLAIMED_BY, Log, Skip, error_text, guarded_update, now_at_le
 
 #: ``--once`` only: how far another host's clock may be behind before its stamp alone may end a lease.
 ONCE_SKEW_MARGIN = 600.0
+#: Seconds :meth:`LeaseKeeper.close` waits for a renewal in flight (one conditional write).
+CLOSE_WAIT = 10.0
 
 
 class LeaseKeeper:
@@ -134,6 +136,8 @@ class LeaseKeeper:
                      if mono - renewed >= self.lease / 3]
         renewed = 0
         for job_id, attempt in stale:
+            if self._closed.is_set():
+                break  # closing: no new write (the one in flight, if any, is waited for)
             def renew(current: Job, attempt: int = attempt) -> Job:
                 if (current.status not in (JobStatus.LAUNCHING, JobStatus.RUNNING) or current.instance_id
                         or current.attempts != attempt or current.extra.get(CLAIMED_BY) != self.daemon_id):
@@ -181,4 +185,10 @@ class LeaseKeeper:
                 failing = None
 
     def close(self) -> None:
+        """Stop renewing, and wait (bounded) for a renewal already talking to the store: the daemon
+        closes the store right after, and a write still in flight then would land, or fail and be
+        logged, after the daemon said it stopped."""
         self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=CLOSE_WAIT)

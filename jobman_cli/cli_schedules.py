@@ -347,10 +347,50 @@ def print_schedule(s: dict[str, Any], out: TextIO | None = None) -> None:
         return
     shown = records[-SHOWN_RECORDS:]
     more = f" (the last {len(shown)} of {len(records)}; --json for all)" if len(records) > len(shown) else ""
-    out.write(f"\nOccurrences without a run of their own{more}:\n")
-    rows = [(_occurrences(r), r.get("outcome") or "", "" if r.get("job-id") is None else str(r["job-id"]),
-             r.get("detail") or "") for r in shown]
-    out.write(plain_table(rows, ("OCCURRENCE (UTC)", "OUTCOME", "JOB", "DETAIL")))
+    # a replaced-previous occurrence HAS a run (the one that replaced the previous run): not listed
+    # among the occurrences without one ("created": a run recorded by an earlier jobman, likewise)
+    without = [r for r in shown if r.get("outcome") not in WITH_A_RUN]
+    replaced = [r for r in shown if r.get("outcome") == "replaced-previous"]
+    created = [r for r in shown if r.get("outcome") == "created"]
+    if without:
+        out.write(f"\nOccurrences without a run of their own{more}:\n")
+        rows = [(_occurrences(r), r.get("outcome") or "", "" if r.get("job-id") is None else str(r["job-id"]),
+                 r.get("detail") or "", _notified(r)) for r in without]
+        out.write(plain_table(rows, ("OCCURRENCE (UTC)", "OUTCOME", "JOB", "DETAIL", "NOTIFIED")))
+    if replaced:
+        out.write(f"\nOccurrences whose run replaced the previous one (overlap replace){more if not without else ''}:\n")
+        rows = [(_occurrences(r), "" if r.get("job-id") is None else str(r["job-id"]), r.get("detail") or "")
+                for r in replaced]
+        out.write(plain_table(rows, ("OCCURRENCE (UTC)", "CANCELLED JOB", "DETAIL")))
+    if created:
+        out.write("\nRuns recorded by an earlier jobman:\n")
+        rows = [(_occurrences(r), "" if r.get("job-id") is None else str(r["job-id"]), r.get("detail") or "")
+                for r in created]
+        out.write(plain_table(rows, ("OCCURRENCE (UTC)", "JOB", "DETAIL")))
+
+
+#: Record outcomes whose occurrence has a run (see print_schedule).
+WITH_A_RUN = ("replaced-previous", "created")
+
+
+def _notified(record: dict[str, Any]) -> str:
+    """The delivery state of a missed/refused event's notifications ("" when the record sends none:
+    no target, or an outage whose first record carries the one notification)."""
+    items = record.get("notifications")
+    if not isinstance(items, list):
+        return ""
+    if not items:
+        return "pending"
+    parts = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        text = f"{item.get('target', '?')}: {item.get('state', '?')}"
+        attempts = item.get("attempts")
+        if attempts:
+            text += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _occurrences(record: dict[str, Any]) -> str:

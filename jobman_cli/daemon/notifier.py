@@ -58,6 +58,7 @@ from ..notify.targets import EVENTS, redact
 from .common import Log, error_text
 from .costing import wants_receipt
 from .notify_recorder import Pass, Recorder, Write
+from .schedule_notifier import ScheduleEvents
 
 UTC = timezone.utc
 #: The dispatcher looks at the wall clock at least this often (a clock step is noticed within it).
@@ -99,6 +100,11 @@ class Notifier:
         #: sent before room is made): a burst of 1,000 failures costs no wakeup per callback.
         self._wake_at = float("-inf")
         self.recorder = Recorder(store, log, hold=self._calm_in)
+        #: A schedule's missed/refused occurrences (None: a store without schedules). The daemon
+        #: sets its ``defaults`` (``[notify]``) and pokes it from the materializer.
+        self.schedule_events = (ScheduleEvents(store, clock, self.policy, sender, owner=owner, log=log,
+                                               scan_interval=settings.scan_interval)
+                                if hasattr(store, "list_schedules") else None)
 
     # ------------------------------------------------------------------ finding work
     def poke(self, job: Job) -> None:
@@ -149,6 +155,8 @@ class Notifier:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._dispatch, name="jobman-notify-dispatch", daemon=True)
         self._thread.start()
+        if self.schedule_events is not None:
+            self.schedule_events.start()
 
     def _dispatch(self) -> None:
         next_scan = self.clock.monotonic()
@@ -400,6 +408,8 @@ class Notifier:
             ready = self._ready(self.clock.now().timestamp(), len(self._heap))
         wait([self._submit(job_id) for job_id in ready])
         self.recorder.flush()
+        if self.schedule_events is not None:
+            self.schedule_events.run_once()
 
     def close(self, grace: float = CLOSE_GRACE) -> None:
         """Stop dispatching; attempts in flight get ``grace`` seconds to finish, then are abandoned
@@ -413,12 +423,14 @@ class Notifier:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         _, left = wait(futures, timeout=grace)
-        if left:
+        events_ended = self.schedule_events is None or self.schedule_events.close(grace)
+        if left or not events_ended:
             self._abandoned = True
             abort = getattr(self.sender, "abort", None)
             if abort is not None:
                 abort()
-            self.log(f"notify: {len(left)} notification attempt(s) still in flight at shutdown abandoned; "
+            self.log(f"notify: {len(left) + int(not events_ended)} notification attempt(s) still in flight at "
+                     "shutdown abandoned; "
                      "they are made again later")
         self.recorder.flush()
         self.recorder.close()

@@ -103,6 +103,9 @@ class Materializer:
         self._retry: dict[int, datetime] = {}  # schedule id -> not before (after a failure; or its occurrence)
         self._defer: dict[int, datetime] = {}  # set by a pass: look again at this occurrence (overlap)
         self._out: Any = None
+        #: Called with a schedule's id after it recorded an event that notifies (the notifier's
+        #: :meth:`~.schedule_notifier.ScheduleEvents.poke`; None: the notifier's scan finds it).
+        self.on_event: Callable[[int], None] | None = None
         #: How many times the schedules were listed (the idle-cost tests and benchmark read it).
         self.listings = 0
 
@@ -261,10 +264,11 @@ class Materializer:
                 try:
                     job, new = self.service.schedule(self._request(current, occurrence))
                 except (InvalidInput, IdempotencyConflict) as exc:  # permanent: record once, go on
-                    records.append(_record(occurrence, "refused", None, now, one_line(str(exc))))
+                    records.append(self._owed(current, _record(occurrence, "refused", None, now, one_line(str(exc)))))
                     self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} refused: "
                              f"{one_line(str(exc))}")
                     current = self._advance(current, occurrence, records, now)
+                    self._announce(current, records)
                     continue
                 created += int(new)
                 if new and self._out is not None:
@@ -319,10 +323,40 @@ class Materializer:
             old_why = f"older than the start deadline ({_duration(schedule.start_deadline())})"
             records = [{**_record(when, "missed", None, now, old_why if when < deadline else f"superseded by {later}"),
                         "until": format_time(when), "count": 1} for when in walked]
-            return self._advance(schedule, first, records, now, next_at=nxt)
+            # one outage, one notification: the first record carries it, for the whole span
+            records[0] = self._owed(schedule, records[0], {"until": format_time(last), "count": count,
+                                                           "detail": detail} if count > 1 else None)
+            advanced = self._advance(schedule, first, records, now, next_at=nxt)
+            self._announce(advanced, records)
+            return advanced
         record = _record(first, "missed", None, now, detail)
         record.update({"until": format_time(last), "count": count})
-        return self._advance(schedule, first, [record], now, next_at=nxt)
+        record = self._owed(schedule, record)
+        advanced = self._advance(schedule, first, [record], now, next_at=nxt)
+        self._announce(advanced, [record])
+        return advanced
+
+    def _owed(self, schedule: Any, record: dict[str, Any], span: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``record`` (a missed or refused event) made to owe a notification when the schedule's
+        runs would notify (see :mod:`jobman_cli.notify.schedule_events`)."""
+        from ..notify.schedule_events import KEY, targets_of
+
+        if not targets_of(schedule.template, self.service.notify_defaults):
+            return record
+        record = {**record, KEY: []}
+        if span is not None:
+            record["notify-span"] = span
+        return record
+
+    def _announce(self, schedule: Any, records: list[dict[str, Any]]) -> None:
+        """Tell the notifier of this process that ``schedule`` has an event to send (after the write)."""
+        from ..notify.schedule_events import owes
+
+        if self.on_event is not None and any(owes(r) for r in records):
+            try:
+                self.on_event(schedule.id)
+            except Exception as exc:  # noqa: BLE001 - the scan finds it anyway
+                self.log(f"schedule {schedule.id}: notifier not told ({error_text(exc)}); its scan will find the event")
 
     @staticmethod
     def _next(schedule: Any, after: datetime, next_occurrence: Callable[..., Any]) -> datetime | None:

@@ -130,6 +130,10 @@ class Daemon:
                          if notify_sender is not None else None)
         if self.notifier is not None:
             self.observer.listeners.append(self.notifier.poke)
+            if self.notifier.schedule_events is not None:  # missed/refused occurrences notify too
+                self.notifier.schedule_events.defaults = lambda: self.service.notify_defaults
+                if self.schedules is not None:
+                    self.schedules.on_event = self.notifier.schedule_events.poke
         if self.costing is not None:
             self.observer.listeners.append(self.costing.poke)
 

@@ -30,6 +30,8 @@ EVENT_HEADER = "X-Jobman-Event"
 BODY_FIELDS = ("id", "title", "status", "reason-code", "reason", "exit-code", "docker-image", "instance-id",
                "instance-type", "attempts", "date-time", "created-at", "launched-at", "finished-at", "timeout",
                "cost", "cost-basis")
+#: What ``placement`` says of the rung that launched.
+PLACEMENT_FIELDS = ("instance-type", "availability-zone", "market")
 #: The body fields taken from the delivery record's snapshot, not from the job as it is now.
 RECEIPT_FIELDS = ("cost", "cost-basis")
 
@@ -38,17 +40,31 @@ def body(job: Any, eid: str, receipt: Mapping[str, Any] | None = None) -> dict[s
     """The documented JSON body of the event ``eid`` for ``job`` (a terminal job). ``receipt``: the
     delivery record's snapshot of ``cost``/``cost-basis`` (what every attempt of the event sends);
     None: the job's own (a preview, or a record from before the snapshot existed)."""
-    from ..model import job_to_api
+    from ..model import format_time, job_to_api
 
     public = job_to_api(job)
     out: dict[str, Any] = {"event": f"job.{job.status.value}", "event-id": eid}
     out.update({key: public.get(key) for key in BODY_FIELDS})
     if receipt is not None:
         out.update({key: receipt.get(key) for key in RECEIPT_FIELDS})
+    out["placement"] = placement(job)
+    out["schedule-id"] = job.schedule_id
+    out["occurrence"] = format_time(job.occurrence)
     out["log"] = {"command": f"jobman logs {job.id}",
                   "hint": f"run 'jobman logs {job.id}' where jobman can read this store; "
                           f"'jobman status {job.id}' shows the job"}
     return out
+
+
+def placement(job: Any) -> dict[str, Any] | None:
+    """Where the job ran: the rung that launched its last run (``instance-type`` is the request,
+    which may be a whole ladder or null); None if it never launched."""
+    where = job.placement
+    if where is None and job.past_runs:  # relaunched after an interruption, then ended unlaunched
+        where = job.past_runs[-1].get("placement")
+    if not isinstance(where, Mapping):
+        return None
+    return {key: where.get(key) for key in PLACEMENT_FIELDS}
 
 
 def encode(data: dict[str, Any]) -> bytes:
@@ -68,6 +84,8 @@ def verify(raw: bytes, header: str, secret: bytes) -> bool:
 
 def slack_text(data: dict[str, Any]) -> str:
     """One readable paragraph for a Slack channel."""
+    if str(data.get("event", "")).startswith("schedule."):
+        return _schedule_text(data)
     title = f" \u201c{_clean(data['title'])}\u201d" if data.get("title") else ""
     what = {"job.failed": "failed", "job.finished": "finished", "job.cancelled": "was cancelled"}.get(
         data["event"], data["event"])
@@ -87,6 +105,19 @@ def slack_text(data: dict[str, Any]) -> str:
         parts.append(f"Cost {format_usd(data['cost'])}.")
     parts.append(f"Log: `{data['log']['command']}`.")
     return " ".join(parts)
+
+
+def _schedule_text(data: dict[str, Any]) -> str:
+    """The paragraph of a schedule event (a missed or refused occurrence: no job)."""
+    title = f" \u201c{_clean(data['title'])}\u201d" if data.get("title") else ""
+    what = "missed" if data["event"] == "schedule.missed" else "refused"
+    count = int(data.get("count") or 1)
+    when = (f"{count} occurrences {data.get('occurrence')} .. {data.get('until')}" if count > 1
+            else f"occurrence {data.get('occurrence')}")
+    text = f"jobman: schedule {data['schedule-id']}{title}: {when} {what}"
+    if data.get("reason"):
+        text += f": {_clean(data['reason'])}"
+    return text + f". Reason code {data.get('reason-code')}. See `{data['log']['command']}`."
 
 
 def _clean(text: Any) -> str:

@@ -6,9 +6,9 @@
                                          -> 200 + {"occurrences": [{"utc", "local"}...], ...}; stores nothing
     GET  /schedules/<id>                 -> 200 + schedule with "records" (missed/skipped/refused...) and
                                             "runs" (its latest 20 jobs, newest first)
-    POST /schedules/<id>/pause           -> 200 + schedule
+    POST /schedules/<id>/pause           -> 200 + schedule + "runs-still-to-launch"
     POST /schedules/<id>/resume          -> 200 + schedule (next occurrence computed from now)
-    POST /schedules/<id>/delete          -> 200 + {"deleted": <id>} (its jobs stay)
+    POST /schedules/<id>/delete          -> 200 + {"deleted": <id>, "runs-still-to-launch": [...]} (its jobs stay)
 
 Deleting is a ``POST .../delete``, like ``POST /jobs/<id>/cancel``: every change in this API is a
 POST to a verb, so a client, a proxy rule or an audit log needs one pattern, and the CLI's verbs
@@ -125,11 +125,15 @@ class SchedulesApi:
                 names = ", ".join(repr(clip(k, 60)) for k in sorted(body)[:10])
                 raise HttpError(400, f"unknown field(s) {names}; this request takes no fields")
         if name == "pause":
-            return 200, schedule_to_api(service.pause(schedule_id)), ()
+            shown = schedule_to_api(service.pause(schedule_id))
+            shown["runs-still-to-launch"] = service.still_to_launch(schedule_id)
+            return 200, shown, ()
         if name == "resume":
             return 200, schedule_to_api(service.resume(schedule_id)), ()
+        service.get(schedule_id)  # 404 before anything else
+        pending = service.still_to_launch(schedule_id)
         service.delete(schedule_id)
-        return 200, {"deleted": schedule_id}, ()
+        return 200, {"deleted": schedule_id, "runs-still-to-launch": pending}, ()
 
     def _preview(self, query: str) -> dict[str, Any]:
         """The CLI's ``preview --json`` shape: each occurrence in UTC and local time, and a note

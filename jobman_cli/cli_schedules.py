@@ -45,15 +45,20 @@ class _LocalSchedules:
     def pause(self, schedule_id: int) -> dict[str, Any]:
         from .schedules.model import schedule_to_api
 
-        return schedule_to_api(self.service.pause(schedule_id))
+        shown = schedule_to_api(self.service.pause(schedule_id))
+        shown["runs-still-to-launch"] = self.service.still_to_launch(schedule_id)
+        return shown
 
     def resume(self, schedule_id: int) -> dict[str, Any]:
         from .schedules.model import schedule_to_api
 
         return schedule_to_api(self.service.resume(schedule_id))
 
-    def delete(self, schedule_id: int) -> None:
+    def delete(self, schedule_id: int) -> dict[str, Any]:
+        self.service.get(schedule_id)  # ScheduleNotFound before anything else
+        pending = self.service.still_to_launch(schedule_id)
         self.service.delete(schedule_id)
+        return {"deleted": schedule_id, "runs-still-to-launch": pending}
 
 
 def schedule_service(state: State, *, create: bool = False) -> Any:
@@ -186,9 +191,10 @@ def show(state: State, schedule_id: str, as_json: bool) -> None:
 @click.argument("schedule_id", metavar="ID")
 @click.pass_obj
 def pause(state: State, schedule_id: str) -> None:
-    """Create no more runs until resumed (a run already created is not touched)."""
+    """Create no more runs until resumed (a run already created still runs: named in the answer)."""
     s = schedule_service(state).pause(_schedule_id(schedule_id))
     click.echo(f"Paused schedule {s['id']} ({_spec(s)}). Occurrences while paused are not run and not recorded.")
+    _still_to_launch(s)
 
 
 @schedules.command(name="resume")
@@ -206,10 +212,22 @@ def resume(state: State, schedule_id: str) -> None:
 @click.argument("schedule_id", metavar="ID")
 @click.pass_obj
 def delete(state: State, schedule_id: str) -> None:
-    """Delete a schedule. Its jobs stay (cancel a scheduled or running one with 'jobman cancel ID')."""
+    """Delete a schedule. Its jobs stay (a run already created still runs: named in the answer;
+    cancel it with 'jobman cancel ID')."""
     number = _schedule_id(schedule_id)
-    schedule_service(state).delete(number)
+    answer = schedule_service(state).delete(number)
     click.echo(f"Deleted schedule {number}; its jobs stay (see 'jobman list --schedule {number}').")
+    _still_to_launch(answer)
+
+
+def _still_to_launch(answer: Any) -> None:
+    """Name each run already created that will still launch (pause/delete do not stop it; an
+    older daemon's answer has no such list: nothing said)."""
+    runs = answer.get("runs-still-to-launch") if isinstance(answer, dict) else None
+    for run in runs if isinstance(runs, list) else ():
+        if isinstance(run, dict) and run.get("id") is not None:
+            click.echo(f"Job {run['id']} (for {run.get('occurrence')}) was already created and will still run; "
+                       f"cancel it with 'jobman cancel {run['id']}'.")
 
 
 @schedules.command(name="preview")

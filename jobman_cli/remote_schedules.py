@@ -57,8 +57,8 @@ class RemoteSchedules:
     def resume(self, schedule_id: int) -> dict[str, Any]:
         return self._call("POST", f"/schedules/{int(schedule_id)}/resume")
 
-    def delete(self, schedule_id: int) -> None:
-        self._call("POST", f"/schedules/{int(schedule_id)}/delete")
+    def delete(self, schedule_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"/schedules/{int(schedule_id)}/delete") or {})
 
 
 def _jsonable(value: Any) -> Any:

@@ -94,7 +94,7 @@ def test_pause_resume_delete(api):
     assert status == 200 and resumed["paused"] is False
     assert resumed["next-at"] == "2027-03-28T01:00:00Z"
     status, _, answer = api.call("POST", f"/schedules/{sid}/delete")
-    assert status == 200 and answer == {"deleted": sid}
+    assert status == 200 and answer == {"deleted": sid, "runs-still-to-launch": []}
     status, _, missing = api.call("GET", f"/schedules/{sid}")
     assert status == 404 and str(sid) in missing["error"]
     status, _, _ = api.call("POST", f"/schedules/{sid}/delete")

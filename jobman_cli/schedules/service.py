@@ -28,6 +28,8 @@ SCHEDULE_KEYS = ("cron", "every", "tz", "overlap")
 MAX_PREVIEW = 1000
 
 
+#: Newest runs ``pause``/``delete`` look at for one created but not launched yet.
+STILL_TO_LAUNCH_LOOKED_AT = 10
 #: Runs ``schedules show`` lists (``list --schedule ID`` lists them all).
 RECENT_RUNS = 20
 
@@ -149,6 +151,15 @@ class ScheduleService:
         records = self.store.list_records(limit=n, schedule=schedule_id)
         return [{"id": r.get("id"), "occurrence": r.get("occurrence"), "status": r.get("status"),
                  "reason": r.get("reason")} for r in records]
+
+    def still_to_launch(self, schedule_id: int) -> list[dict[str, Any]]:
+        """The schedule's runs already created that have not launched yet (``scheduled``,
+        ``launching``), oldest first: pausing or deleting the schedule does not stop them (a run is
+        created a few seconds before its occurrence), so ``pause``/``delete`` name them. Newest
+        runs only (:data:`STILL_TO_LAUNCH_LOOKED_AT`): at most one or two can be pending."""
+        records = self.store.list_records(limit=STILL_TO_LAUNCH_LOOKED_AT, schedule=schedule_id)
+        return [{"id": r.get("id"), "occurrence": r.get("occurrence"), "status": r.get("status")}
+                for r in reversed(records) if r.get("status") in ("scheduled", "launching")]
 
     def pause(self, schedule_id: int) -> Schedule:
         """Stop creating runs (a run already created is not touched). Pausing twice is a no-op."""

@@ -94,6 +94,7 @@ class Adopter:
             return
         if job.status is JobStatus.LAUNCHING:
             self.leases.hold(job)
+        self.launch.skew.sending()  # its answer's clock refusal is reported to the launches' notice
         try:
             instances = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
                                                      include_terminated=True)

@@ -178,6 +178,7 @@ class Launch:
                     self._left(job)
                 return
             request = narrowed(job, rungs[rung])  # one type, subnet and market; the rung's ClientToken
+            self.skew.sending()
             try:
                 instance_id = self.launcher.launch(request, user_data=user_data, store_id=self.store.store_id)
             except LaunchThrottled as exc:
@@ -317,6 +318,7 @@ class Launch:
     def _look_up(self, job: Job, client_token: str | None = None) -> list[InstanceInfo] | None:
         """This attempt's instances by tag (then ``client_token``, if given), or None when the lookup failed."""
         kw = {"client_token": client_token} if client_token else {}
+        self.skew.sending()
         try:
             found = self.launcher.find_instances(self.store.store_id, job_id=job.id, attempt=job.attempts,
                                                  include_terminated=True, **kw)

@@ -1,4 +1,5 @@
-"""The :class:`Notifier`: delivers the notifications jobs owe, on its own threads.
+"""The :class:`Notifier`: delivers the notifications jobs owe, on its own threads (and, through its
+:class:`~.schedule_notifier.ScheduleEvents`, those of schedules' missed/refused occurrences).
 
 What is owed is read from the store, never kept only in memory (see
 :mod:`jobman_cli.notify.deliveries`): a terminal job whose ``notify-on`` covers its end owes one

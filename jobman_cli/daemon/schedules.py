@@ -28,6 +28,11 @@ the occurrence itself), occurrence after occurrence until ``next_at`` is in the 
   validates, a ``--max-cost`` over the cached prices...): recorded as ``refused`` with the reason,
   logged once, and the schedule moves on (never retried every few seconds).
 
+A missed or refused event of a schedule whose runs would notify owes ONE notification (one per
+outage, however many occurrences it covers): its record gets a ``notifications`` list, the
+notifier's schedule part (:mod:`.schedule_notifier`) is poked and delivers it
+(:mod:`jobman_cli.notify.schedule_events`).
+
 Then ``next_at`` moves to the next occurrence and the records are appended, in one
 compare-and-set (:meth:`update_schedule`) that first checks ``next_at`` is still the occurrence
 handled. **Exactly once with several daemons** comes from the key, not from the schedule write:
@@ -337,26 +342,16 @@ class Materializer:
         return advanced
 
     def _owed(self, schedule: Any, record: dict[str, Any], span: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``record`` (a missed or refused event) made to owe a notification when the schedule's
-        runs would notify (see :mod:`jobman_cli.notify.schedule_events`)."""
-        from ..notify.schedule_events import KEY, targets_of
+        from ..notify.schedule_events import owed
 
-        if not targets_of(schedule.template, self.service.notify_defaults):
-            return record
-        record = {**record, KEY: []}
-        if span is not None:
-            record["notify-span"] = span
-        return record
+        return owed(record, schedule.template, self.service.notify_defaults, span)
 
     def _announce(self, schedule: Any, records: list[dict[str, Any]]) -> None:
-        """Tell the notifier of this process that ``schedule`` has an event to send (after the write)."""
+        """Tell this process's notifier (after the write) that ``schedule`` has an event to send."""
         from ..notify.schedule_events import owes
 
         if self.on_event is not None and any(owes(r) for r in records):
-            try:
-                self.on_event(schedule.id)
-            except Exception as exc:  # noqa: BLE001 - the scan finds it anyway
-                self.log(f"schedule {schedule.id}: notifier not told ({error_text(exc)}); its scan will find the event")
+            self.on_event(schedule.id)  # a dict update under a lock: cannot fail
 
     @staticmethod
     def _next(schedule: Any, after: datetime, next_occurrence: Callable[..., Any]) -> datetime | None:

@@ -72,6 +72,18 @@ def targets_of(template: Mapping[str, Any], defaults: tuple[tuple[str, ...], str
     return tuple(defaults[0])
 
 
+def owed(record: dict[str, Any], template: Mapping[str, Any], defaults: tuple[tuple[str, ...], str],
+         span: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``record`` (a new missed or refused record) made to owe a notification when the schedule's
+    runs would notify; ``span``: the outage it speaks for (a short one, recorded per occurrence)."""
+    if not targets_of(template, defaults):
+        return record
+    marked = {**record, KEY: []}
+    if span is not None:
+        marked["notify-span"] = dict(span)
+    return marked
+
+
 def event_name(record: Mapping[str, Any]) -> str:
     return f"schedule.{record.get('outcome')}"
 

@@ -8,6 +8,7 @@ caller (``--image`` on the command line, ``docker-image`` over HTTP) through :cl
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,9 @@ CLI_FIELDS = FieldNames(
 )
 
 RELATIVE_PREFIXES = ("now", "+", "in ")
+#: Idempotency keys only the schedules materializer may use: each run of a schedule is keyed
+#: ``schedule-<id>-<occurrence>`` (:func:`jobman_cli.daemon.schedules.occurrence_key`).
+RESERVED_KEY = re.compile(r"schedule-[0-9]+-")
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,34 @@ class JobService:
 
     # ------------------------------------------------------------------ notifications
     def subscribe(self, listener: Callable[[Job], None]) -> None:
-        """Call ``listener(job)`` after every change made through this service (the daemon's wake-up)."""
+        """Call ``listener(job)`` after every change of state made through this service (the
+        daemon's log line and wake-up); not after a no-op (a repeated cancel or callback)."""
         self._listeners.append(listener)
 
     def _changed(self, job: Job) -> Job:
+        """Tell the listeners that ``job`` changed state (never for a no-op: DESIGN.md section 5
+        wants one daemon log line per state *change*, and a listener wakes the loop for it)."""
         for listener in self._listeners:
             listener(job)
         return job
+
+    def _update(self, job_id: int, change: Callable[[Job], Job]) -> tuple[Job, bool]:
+        """``store.update`` that also says whether *this* write changed the job's state.
+
+        Judged inside the compare-and-set, from the version the write was based on: comparing a
+        separate read before the update with its result would call another process's change in
+        between ours, and a write that only records a time (the first ``running`` of an attempt on
+        a job the daemon already marked running), changes of state."""
+        applied: list[tuple[Job, Job]] = []
+
+        def recorded(current: Job) -> Job:
+            new = change(current)
+            applied.append((current, new))  # the compare-and-set may run it more than once: the last counts
+            return new
+
+        after = self.store.update(job_id, recorded)
+        current, new = applied[-1]
+        return after, new is not current and new.status is not current.status
 
     # ------------------------------------------------------------------ schedule
     def validate(self, request: ScheduleRequest, names: FieldNames = API_FIELDS) -> Job:
@@ -160,6 +185,11 @@ class JobService:
         max_cost = cap.parse_max_cost(request.max_cost, field=names.max_cost)
         key = (None if request.idempotency_key is None
                else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))
+        if key is not None and request.occurrence is None and RESERVED_KEY.match(key):
+            # The materializer's key of an occurrence is predictable (schedule id + next-at are
+            # public): a front end's job holding it would take that run's place (refused, or adopted).
+            raise InvalidInput(names.idempotency_key, f"{key[:80]!r} is reserved: keys that begin "
+                                                      "'schedule-<number>-' name the runs of recurring schedules")
         command = validation.validate_command(request.command, field=names.command)
         entrypoint = validation.validate_entrypoint(request.entrypoint, field=names.entrypoint)
         disk_gb = validation.parse_disk_gb(request.disk_gb, field=names.disk_gb)
@@ -255,9 +285,8 @@ class JobService:
         """The completion callback (HTTP PUT or ``jobman callback``); ``reason_code``/``reason``
         say why a ``failed`` run failed (DESIGN.md section 9)."""
         now = self.clock.now()
-        before = self.store.get(job_id)
-        after = self.store.update(job_id, lambda job: job.reported(status, exit_code, now, reason_code, reason))
-        return self._changed(after) if after.version != before.version else after
+        after, moved = self._update(job_id, lambda job: job.reported(status, exit_code, now, reason_code, reason))
+        return self._changed(after) if moved else after
 
     def cancel(self, job_id: int, terminate: Callable[[str], None] | None = None, reason: str | None = None) -> Job:
         """Cancel a job. A launched job's instance is terminated through ``terminate(instance_id)``.
@@ -267,8 +296,10 @@ class JobService:
         instance (its job is terminal), and a launch in flight sees the cancellation and undoes itself.
         """
         now = self.clock.now()
-        job = self._changed(self.store.update(
-            job_id, lambda current: current.cancelled(now) if reason is None else current.cancelled(now, reason)))
+        job, moved = self._update(
+            job_id, lambda current: current.cancelled(now) if reason is None else current.cancelled(now, reason))
+        if moved:  # a job already cancelled: an idempotent no-op, nothing to tell
+            self._changed(job)
         if job.instance_id and terminate is not None:
             try:
                 terminate(job.instance_id)

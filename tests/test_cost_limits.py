@@ -106,7 +106,8 @@ def test_launch_time_price_unknown_is_retried_or_fails_never_ignored(tmp_path, c
     prices = OnDemandPrices(PriceCache(tmp_path / "prices.json"), lambda: pricing)
     error = launch_refusal(make_draft(max_cost=5), ["m7i.large"], region="us-east-1", prices=prices)
     assert error is not None and error.retryable is retryable
-    assert str(error).startswith(f"MaxCostExceeded: cannot check --max-cost $5.00: Price List price of on-demand "
+    assert error.code == "MaxCostUnchecked"  # (F10a) not "exceeded": nothing says it is over
+    assert str(error).startswith(f"MaxCostUnchecked: cannot check --max-cost $5.00: Price List price of on-demand "
                                  f"m7i.large in us-east-1: {code}: no")
 
 

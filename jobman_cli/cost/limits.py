@@ -18,9 +18,14 @@ Two moments, two hooks:
   not cached, or no region, leaves the decision to the launch. Over the limit: a usage error.
 * launch time, :func:`launch_refusal` (the daemon's launch path, before any ``RunInstances``):
   the full ladder (the daemon's default types included) in the daemon's region, prices fetched if
-  not cached. Over the limit: a non-retryable ``LaunchError`` (the job fails ``launch-failed`` and
-  its reason names the limit); a price that cannot be found: retryable if transient, else the job
-  fails too — a limit that cannot be checked is not silently ignored.
+  not cached. Over the limit: a non-retryable ``LaunchError`` coded :data:`CODE`
+  (``MaxCostExceeded``: the job fails ``launch-failed`` and its reason names the limit). A limit
+  that cannot be *checked* (a price that cannot be found, no region) is coded :data:`UNCHECKED`
+  (``MaxCostUnchecked``: nothing says the job is over it): never silently ignored, the job is not
+  launched. Transient (the Price List throttled or down): the launch path gives the attempt back and
+  checks again after a back-off, not as a failed launch (no ``RunInstances`` was sent), until the
+  start deadline (then ``missed-start-deadline``). Anything else (no price for that type, access
+  denied): ``launch-failed`` at once (:func:`jobman_cli.daemon.unlaunched.unchecked`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from .receipt import HOURS_PER_MONTH, format_usd
 
 VOLUME_TYPE = "gp3"
 CODE = "MaxCostExceeded"
+#: The code of a limit that could not be checked (no price, no region): not an excess.
+UNCHECKED = "MaxCostUnchecked"
 
 
 def worst_case(job: Job, hourly: dict[str, Quote], volume: Quote | None) -> tuple[float, str]:
@@ -137,15 +144,15 @@ def launch_refusal(job: Job, instance_types: Iterable[str], launcher: Any = None
     types: Sequence[str] = list(dict.fromkeys(instance_types))
     region = region or launcher_region(launcher)
     if not region:
-        return LaunchError(f"{CODE}: cannot check --max-cost {_limit(job)}: the daemon's region is not known",
-                           retryable=False, code=CODE)
+        return LaunchError(f"{UNCHECKED}: cannot check --max-cost {_limit(job)}: the daemon's region is not known",
+                           retryable=False, code=UNCHECKED)
     prices = prices or price_source()
     try:
         hourly = {t: prices.instance_hourly(t, region) for t in types}
         volume = prices.volume_gb_month(VOLUME_TYPE, region) if job.disk_gb is not None else None
     except PriceUnavailable as exc:
-        return LaunchError(f"{CODE}: cannot check --max-cost {_limit(job)}: {exc}", retryable=exc.transient,
-                           code=CODE)
+        return LaunchError(f"{UNCHECKED}: cannot check --max-cost {_limit(job)}: {exc}", retryable=exc.transient,
+                           code=UNCHECKED)
     usd, words = worst_case(job, hourly, volume)
     if usd > job.max_cost:
         return LaunchError(f"{CODE}: the worst case is {_usd(usd, job)} ({words}, on-demand prices in {region}), "

@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..cost.limits import launch_refusal
+from ..cost.limits import UNCHECKED, launch_refusal
 from ..errors import InvalidInput, JobmanError, LaunchError
 from ..capacity import LADDER_CODES, ladder, narrowed, next_rung, placement_of, ruled_out
 from ..launchers.base import InstanceInfo, Launcher, LaunchOutcomeUnknown, LaunchThrottled, LaunchTokenInUse
@@ -71,7 +71,7 @@ from .common import (ADOPTED, CANCELLED_DURING_LAUNCH, LAUNCHED, Collector, Log,
                      format_duration, guarded_update)
 from .ladder import found_placement, ladder_defaults, moving_on, refused_everywhere
 from .throttle import TokenBucket
-from .unlaunched import failed, give_back, missed
+from .unlaunched import failed, give_back, missed, unchecked
 
 #: After an unknown outcome: seconds before the lookup and resend, doubling up to the maximum.
 UNKNOWN_BACKOFF_FIRST = 1.0
@@ -137,7 +137,8 @@ class Launch:
         rungs = ladder(job, *ladder_defaults(self.launcher))
         refused = launch_refusal(job, [r.instance_type for r in rungs], self.launcher)  # --max-cost
         if refused is not None:
-            failed(self, job, refused, out)
+            # Over the limit: launch-failed. Not checkable: not a failed launch (nothing was sent).
+            (unchecked if refused.code == UNCHECKED else failed)(self, job, refused, out)
             return
         # The rung being sent; it moves on only after a refusal that started nothing. A take-over
         # resumes at the rung the dead daemon stored (the rungs before it were refused).

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from ..errors import JobmanError
 from ..model import ACTIVE_STATES, Job, JobStatus, format_time
+from ..model.job import OPERATOR_CANCEL_REASON
 from ..stores import WriteOutcomeUnknown
 from ..stores.base import JobStore
 from .common import Log
@@ -101,12 +102,22 @@ class Observer:
             listener(job)
 
     def service_changed(self, job: Job) -> None:
-        """A change made through the service (the API): remember it and log it."""
+        """A change of state made through the service: remember it and log it. The service calls
+        this only for a real change (never for a repeated cancel or callback), so each is one line.
+
+        In the daemon the service is reached by the API (a new job, an instance's callback, an
+        operator's cancel) and by the schedules materializer (a new run; ``overlap replace``
+        cancels the previous run with a reason of its own). A cancel is therefore worded from its
+        reason, never as "reported": nothing reported it."""
         self.note(job)
         if job.status is JobStatus.SCHEDULED and job.attempts == 0:
             self.log(f"job {job.id} scheduled for {format_time(job.date_time)}")
         elif job.status is JobStatus.SCHEDULED:  # a spot interruption within the budget: relaunched
             self.log(f"job {job.id} -> scheduled (reported: {job.reason})")
+        elif job.status is JobStatus.CANCELLED:
+            how = ("cancelled via the API" if job.reason in (None, OPERATOR_CANCEL_REASON)
+                   else f"cancelled: {job.reason}")
+            self.log(f"job {job.id} -> cancelled ({how})")
         else:
             code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
             self.log(f"job {job.id} -> {job.status.value} (reported{code})")
@@ -169,10 +180,12 @@ class RecordingStore:
 
     def update(self, job_id: int, change: Any) -> Job:
         intended: list[Job] = []
+        wrote: list[bool] = [False]  # the last run of ``change`` (the one the store acted on) changed the job
 
         def announced(current: Job) -> Job:
             new = change(current)
-            if new is not current and isinstance(new, Job):
+            wrote[0] = new is not current and isinstance(new, Job)
+            if wrote[0]:
                 intended.append(new)
                 self._observer.intend(new)
             return new
@@ -186,7 +199,10 @@ class RecordingStore:
         except BaseException:
             self._observer.settle(intended, None)
             raise
-        self._observer.settle(intended, job)
+        # A no-op (``change`` returned the job as it was) wrote nothing: the version it returns is
+        # not ours (it may be another process's, which must still be logged as such), and the
+        # listeners are not poked for a change that did not happen.
+        self._observer.settle(intended, job if wrote[0] else None)
         return job
 
     def __getattr__(self, name: str) -> Any:

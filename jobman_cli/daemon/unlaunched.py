@@ -10,6 +10,7 @@ caller handled: a job that moved on meanwhile (a cancel, a take-over) is left al
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,41 @@ def missed(launch: "Launch", job: Job, t: datetime, last: LaunchError, out: Coll
     """The start deadline passed while EC2 kept not launching the attempt (``last``: why not)."""
     reason = f"{missed_reason(job, t)}; RunInstances did not launch it in time: {last}"
     fail_and_report(launch.store, job, reason, t, ReasonCode.MISSED_START_DEADLINE, MISSED, launch.log, out)
+
+
+def unchecked(launch: "Launch", job: Job, exc: LaunchError, out: Collector) -> None:
+    """``--max-cost`` could not be checked (``MaxCostUnchecked``, before any ``RunInstances``): the
+    job is not launched (a limit is never ignored), but nothing was tried either, so it is not a
+    failed launch and ``max_attempts`` does not count it. Transient (the Price List throttled or
+    unreachable): back to ``scheduled`` with the usual back-off, never parked past the start
+    deadline, and checked again at the next claim; at the deadline ``missed-start-deadline``, the
+    reason naming the check. Anything else (no price for that type, no region): ``launch-failed``
+    now, with the reason saying the limit could not be checked (not that it was exceeded)."""
+    t = launch.clock.now()
+    if not exc.retryable:
+        fail_and_report(launch.store, job, f"launch error: {exc}", t, ReasonCode.LAUNCH_FAILED, LAUNCH_FAILED,
+                        launch.log, out)
+        return
+    deadline = job.start_by
+    if t >= deadline:
+        reason = f"{missed_reason(replace(job, reason=None), t)}; {exc}"
+        fail_and_report(launch.store, job, reason, t, ReasonCode.MISSED_START_DEADLINE, MISSED, launch.log, out)
+        return
+    settings = launch.settings
+    delay = min(settings.backoff_max, settings.backoff_base * 2 ** min(max(job.attempts - 1, 0), 32))
+    when = min(t + timedelta(seconds=delay), deadline)
+    retry_reason = f"launch attempt {job.attempts} not sent: {exc}"
+
+    def retry(current: Job) -> Job:
+        if current.status is not JobStatus.LAUNCHING or current.attempts != job.attempts:
+            raise Skip
+        return current.retry_later(retry_reason, when, t)  # failed=False: not a failed launch
+
+    after = guarded_update(launch.store, job.id, retry)
+    if after is not None:
+        launch.log(describe_change(job, after, f"retry in {format_duration((when - t).total_seconds())}: {exc}"))
+        out.add(RETRYING, job.id, str(exc))
+        launch.wake()
 
 
 def give_back(launch: "Launch", job: Job, out: Collector) -> None:

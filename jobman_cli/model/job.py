@@ -22,6 +22,9 @@ from .times import format_time
 #: Seconds a job may run (pull included), and may start late, when its request does not say.
 DEFAULT_TIMEOUT = 3600
 DEFAULT_START_DEADLINE = 3600
+#: The reason of a job an operator cancelled (``jobman cancel``, the API); a schedule's
+#: ``overlap replace`` gives its own.
+OPERATOR_CANCEL_REASON = "cancelled by operator"
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ class Job:
         """-> failed, with a human ``reason`` and the machine ``code`` (section 9)."""
         return self._to(JobStatus.FAILED, now, reason=reason, reason_code=ReasonCode(code), exit_code=exit_code)
 
-    def cancelled(self, now: datetime, reason: str = "cancelled by operator") -> "Job":
+    def cancelled(self, now: datetime, reason: str = OPERATOR_CANCEL_REASON) -> "Job":
         if self.status is JobStatus.CANCELLED:
             return self
         return self._to(JobStatus.CANCELLED, now, reason=reason, reason_code=ReasonCode.CANCELLED)

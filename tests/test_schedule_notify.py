@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -264,3 +265,43 @@ def test_two_owners_on_one_dynamodb_table_send_one_event_once(make_handle, hook)
     assert len(_notified(other.store, made.id)) == 1
     two_owners_send_once(one, other, hook, made.id)
 
+
+
+def test_an_event_older_than_max_age_is_given_up_unsent(tmp_path, hook):
+    """A daemon that comes back more than max_age after the event was recorded sends nothing and
+    records why (the job deliveries' rule)."""
+    setup = Setup(TinyDBStore(tmp_path / "jobs.json"))
+    made = setup.create(every="1m", notify=[hook.url])
+    setup.step(T0 + timedelta(days=1))
+    setup.clock.set(T0 + timedelta(days=1) + timedelta(seconds=Policy().max_age + 60))
+    assert setup.events.run_once() == 0
+    record = _notified(setup.store, made.id)[0]["notifications"][0]
+    assert record["state"] == "failed" and record["attempts"] == 0
+    assert record["history"][-1]["outcome"].startswith("gave up")
+    assert hook.count() == 0
+
+
+def test_the_daemon_notifier_starts_and_closes_its_schedule_part(tmp_path, hook):
+    """The Notifier (as the daemon runs it): its schedule part's thread delivers a poked event and
+    ends with close()."""
+    from jobman_cli.daemon.notifier import Notifier
+    from jobman_cli.notify.settings import NotifySettings
+
+    setup = Setup(TinyDBStore(tmp_path / "jobs.json"))
+    notifier = Notifier(setup.store, setup.clock, NotifySettings(), Sender(SECRET), owner="d1", exclusive=True,
+                        log=setup.lines.append)
+    assert notifier.schedule_events is not None
+    setup.materializer.on_event = notifier.schedule_events.poke
+    made = setup.create(every="1m", notify=[hook.url])
+    notifier.start()
+    try:
+        setup.step(T0 + timedelta(hours=3))
+        body = json.loads(hook.wait_for(1, timeout=60)[0].body)
+        deadline = time.monotonic() + 60  # the outcome is recorded after the answer: wait for it
+        while _notified(setup.store, made.id)[0]["notifications"][0]["state"] != "delivered":
+            assert time.monotonic() < deadline, "the delivered outcome was not recorded within 60 s"
+            time.sleep(0.05)
+    finally:
+        notifier.close()
+    assert body["schedule-id"] == made.id and body["event"] == "schedule.missed"
+    assert not any("abandoned" in line for line in setup.lines)

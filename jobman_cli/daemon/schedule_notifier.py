@@ -180,8 +180,9 @@ class ScheduleEvents:
                 except Exception as exc:  # a broken store: the next scan tries again
                     self.log(f"notify: cannot look for schedule events: {error_text(exc)}")
                 next_scan = time.monotonic() + self.scan_interval
+            sent = 0
             try:
-                self.run_due()
+                sent = self.run_due()
             except Exception as exc:  # a bug: logged, the thread goes on
                 self.log(f"notify: schedule events: {error_text(exc)}")
             with self._cond:
@@ -189,6 +190,8 @@ class ScheduleEvents:
                     return
                 now = self.clock.now().timestamp()
                 top = min(self._due.values(), default=now + MAX_WAIT)
+                if top <= now and not sent:  # still due but nothing went: never spin (a poke wakes it)
+                    top = now + MAX_WAIT
                 pause = min(MAX_WAIT, max(0.0, top - now), max(0.0, next_scan - time.monotonic()))
                 if pause > 0:
                     self._cond.wait(pause)

@@ -51,7 +51,7 @@ class Tls:
         self.log: list[str] = []
         self.tokens: dict[int, str] = {}
         self.server = ApiServer(self.service, api_token=TOKEN, tls_cert=str(self.cert), tls_key=str(self.key),
-                                log=self.log.append, timeout=2.0).start()
+                                log=self.log.append, timeout=5.0).start()
 
     def running_job(self) -> int:
         job, _ = self.service.schedule(ScheduleRequest(image="alpine:3.20", when="+1h", title="tls"))

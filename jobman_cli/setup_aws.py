@@ -17,7 +17,7 @@ Four steps, each printed as one line saying what it found and did:
 Every step first reads (Describe*/Get*), then makes only the changing calls that are needed, so a
 second run changes nothing and says "exists" for each step. With ``dry_run`` the changing calls are
 printed, never made. A call refused for lack of permission is a one-line error naming the IAM
-action (:class:`~jobman_cli.joblogs.PermissionDenied`).
+action (:class:`~jobman_cli.awserrors.PermissionDenied`).
 
 The policy documents themselves are data, in :mod:`.iam_policies` (their names are importable
 from here too). The daemon's own policy (:func:`~.iam_policies.daemon_policy`) is printed in the
@@ -31,10 +31,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .awserrors import aws_failure, error_code
 from .errors import ConfigError, JobmanError
 from .iam_policies import (DEFAULT_NAME, EC2_TRUST, POLICY_NAME, SECRETS_POLICY_NAME, allowed_secret, daemon_policy,
                            instance_policy, log_group_arn, secrets_policy)
-from .joblogs import aws_failure, error_code, find_log_group
+from .loggroup import find_log_group
 
 # The policy names are re-exported: the CLI and the tests import them from here.
 __all__ = ["SetupOptions", "SetupResult", "setup_aws", "DEFAULT_NAME", "EC2_TRUST", "POLICY_NAME",
@@ -119,7 +120,7 @@ def setup_aws(session: Any, options: SetupOptions, echo: Callable[[str], None]) 
     """Run the four steps with clients of ``session`` (a boto3 Session). ``echo`` prints a line."""
     from botocore.exceptions import BotoCoreError
 
-    from .joblogs import client_config
+    from .loggroup import client_config
 
     region = session.region_name
     if not region:

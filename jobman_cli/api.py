@@ -35,7 +35,6 @@ import re
 import ssl
 import sys
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl
 
 from . import __version__, dashboard
 from .api_routes import ExtraRoutes, cost_answer, is_cost_path
@@ -43,6 +42,7 @@ from .api_schedules import SchedulesApi
 from .auth import BadCredentials, bearer_token, load_or_create_api_token, tokens_match
 from .errors import ConfigError, InvalidInput, JobmanError, JobNotFound
 from .httpio import DEFAULT_TIMEOUT, MAX_BODY, Answer, Connection, HttpError, HttpServer, Log, Request, clip
+from .httpwire import query_pairs
 from .model import callback_token_matches, job_to_api, parse_status
 from .service import API_FIELDS, JobService, ScheduleRequest, parse_list_limit, parse_list_since
 from .validation import parse_exit_code, parse_job_id
@@ -246,11 +246,7 @@ def _list_query(query: str) -> tuple[list[Any], dict[str, int]]:
     window; anything else is a 400."""
     if not query:
         return [], {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=50,
-                          encoding="utf-8", errors="strict")
-    except ValueError:
-        raise HttpError(400, "malformed query string (expected ?status=S, repeatable, limit=N, since=DUR)") from None
+    pairs = query_pairs(query, 50, "?status=S, repeatable, limit=N, since=DUR")
     unknown = sorted({name for name, _ in pairs if name not in ("status", "limit", "since", "schedule")})
     if unknown:
         raise HttpError(400, f"unknown query parameter(s) {', '.join(repr(clip(n, 40)) for n in unknown[:5])}; "

@@ -24,10 +24,10 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qsl
 
 from .errors import InvalidInput, JobmanError
 from .httpio import HttpError, clip
+from .httpwire import query_pairs
 from .model import job_to_api
 from .service import JobService
 
@@ -149,11 +149,7 @@ def strict_query(query: str, allowed: tuple[str, ...], hint: str = "") -> dict[s
     only, each at most once; else a 400 naming what is wrong (``hint`` says what is expected)."""
     if not query:
         return {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=10,
-                          encoding="utf-8", errors="strict")
-    except ValueError:
-        raise HttpError(400, "malformed query string" + (f" (expected {hint})" if hint else "")) from None
+    pairs = query_pairs(query, 10, hint)
     names = [name for name, _ in pairs]
     unknown = sorted(set(names) - set(allowed))
     if unknown:

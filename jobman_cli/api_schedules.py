@@ -146,7 +146,7 @@ class SchedulesApi:
         cron, every, tz, found = self.service.preview(params.get("cron"), params.get("every"), params.get("tz"),
                                                       start, params.get("n", PREVIEW_DEFAULT), _api_fields())
         return {"cron": cron, "every": every, "tz": tz, "from": format_time(start),
-                "occurrences": [{"utc": format_time(at), "local": local_label(at, tz), "note": transition_note(at, tz)}
+                "occurrences": [{"utc": format_time(at), "local": local_label(at, tz), "note": transition_note(at, tz, every)}
                                 for at in found]}
 
 

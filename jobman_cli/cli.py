@@ -259,7 +259,9 @@ def status(ctx: click.Context, job_id: str, as_json: bool, wait: bool, wait_time
 
         print_job(job)
     if code == EXIT_WAIT_TIMEOUT:
-        click.echo(f"Error: job {job.id} is still {job.status.value} after {wait_timeout}", err=True)
+        given = str(wait_timeout).strip()  # a bare number is seconds: say so ("after 1s", not "after 1")
+        click.echo(f"Error: job {job.id} is still {job.status.value} after {given + 's' if given.isdigit() else given}",
+                   err=True)
     ctx.exit(code)
 
 

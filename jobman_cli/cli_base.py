@@ -95,6 +95,14 @@ class State:
 
         location = self.location or default_store_location()
         check_location(location)
+        if location.startswith("dynamodb://"):  # a bad table name or option is a usage error (exit 2), not 1
+            from .errors import InvalidInput, StoreError
+            from .stores.dynamodb_api import parse_url
+
+            try:
+                parse_url(location)
+            except StoreError as err:
+                raise InvalidInput("--store", str(err)) from None
         return location
 
     def service(self, *, create: bool = True) -> "JobService":

@@ -250,7 +250,7 @@ def preview(cron: str | None, every: str | None, tz: str | None, start: str | No
     n = parse_count(count, "-n")
     begin = parse_from(start, zone)
     found = upcoming(cron_n, every_n, zone, begin, n, anchor=begin)
-    rows = [{"utc": format_time(t), "local": local_label(t, zone), "note": transition_note(t, zone)} for t in found]
+    rows = [{"utc": format_time(t), "local": local_label(t, zone), "note": transition_note(t, zone, every_n)} for t in found]
     if as_json:
         print_json({"cron": cron_n, "every": every_n, "tz": zone, "from": format_time(begin), "occurrences": rows})
         return

@@ -96,6 +96,22 @@ class Request:
         return self.version == "HTTP/1.1" and any(v.lower() == "100-continue" for v in self.header("expect"))
 
 
+def query_pairs(query: str, max_fields: int, hint: str = "", *, strict: bool = True) -> list[tuple[str, str]]:
+    """A query string's ``(name, value)`` pairs, or a 400 that says what is wrong: more than
+    ``max_fields`` parameters is said as such (``parse_qsl`` reports it as a ValueError that reads
+    like a syntax error), anything else unparseable is "malformed" (``hint``: what is expected)."""
+    from urllib.parse import parse_qsl
+
+    count = query.count("&") + 1 if query else 0
+    if count > max_fields:
+        raise HttpError(400, f"too many query parameters ({count}; at most {max_fields})")
+    try:
+        return parse_qsl(query, keep_blank_values=True, strict_parsing=strict, max_num_fields=max_fields,
+                         encoding="utf-8", errors="strict")
+    except ValueError:
+        raise HttpError(400, "malformed query string" + (f" (expected {hint})" if hint else "")) from None
+
+
 def clip(text: str, limit: int = 300) -> str:
     """One line, at most ``limit`` characters (for messages that quote client input)."""
     text = " ".join(text.split())

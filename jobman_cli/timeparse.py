@@ -6,7 +6,9 @@ Accepted forms (surrounding whitespace ignored; ``now`` and the ``in ...`` form 
 - relative: ``+30s``, ``+10m``, ``+2h``, ``+1d``, ``+1h30m`` (the duration grammar, lowercase
   units; a bare ``+90`` is seconds), ``in 10 minutes``, ``in 1 hour``, ``in 90 secs``, ``in 1h30m``;
 - absolute: the original service's ``YYYY-MM-DD HH:MM:SS`` and ISO-8601 ``YYYY-MM-DDTHH:MM[:SS[.f]]``
-  with an optional offset (``Z``, ``UTC``, ``+02:00``, ``+0200``, ``+02``).
+  with an optional offset (``Z``, ``UTC``, ``+02:00``, ``+0200``, ``+02``), and ISO-8601's basic
+  format ``YYYYMMDDTHHMM[SS[.f]]`` with the same offsets (``20261224T090000Z``; the ``T`` is required,
+  so a bare number is never read as a date).
 
 An absolute time without an offset is wall-clock time in a zone: ``tz`` if given, else
 ``JOBMAN_TZ``, else the system's local zone. A wall-clock time that a DST change skips or repeats
@@ -35,6 +37,11 @@ _ABSOLUTE = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]"
     r"(?P<hm>[0-9]{2}:[0-9]{2})(?::(?P<sec>[0-9]{2})(?:[.,](?P<frac>[0-9]+))?)?"
     r" ?(?P<offset>[Zz]|UTC|utc|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
+#: ISO-8601 basic format: rewritten to the extended one above before matching.
+_BASIC = re.compile(
+    r"(?P<y>[0-9]{4})(?P<mo>[0-9]{2})(?P<d>[0-9]{2})[Tt](?P<h>[0-9]{2})(?P<mi>[0-9]{2})"
+    r"(?:(?P<s>[0-9]{2})(?P<frac>[.,][0-9]+)?)?(?P<offset>[Zz]|[+-][0-9]{2}(?:[0-9]{2})?)?"
 )
 _IN_UNITS = re.compile(r"([0-9]+) *(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -177,7 +184,11 @@ def parse_when(
         except OverflowError:
             raise InvalidInput(field, f"{spec!r} is too far in the future (years up to 9999)") from None
 
-    match = _ABSOLUTE.fullmatch(spec)
+    basic = _BASIC.fullmatch(spec)
+    extended = spec if basic is None else (
+        f"{basic['y']}-{basic['mo']}-{basic['d']}T{basic['h']}:{basic['mi']}"
+        + (f":{basic['s']}{basic['frac'] or ''}" if basic["s"] else "") + (basic["offset"] or ""))
+    match = _ABSOLUTE.fullmatch(extended)
     if not match:
         raise InvalidInput(field, f"{spec!r} is not a date-time; use {WHEN_FORMS}")
     frac = (match["frac"] or "")[:6].ljust(6, "0")  # beyond microseconds is truncated

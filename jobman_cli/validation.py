@@ -399,5 +399,6 @@ def parse_job_id(value: Any, field: str = "id") -> int:
     if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,15}", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOB_ID:
-        raise InvalidInput(field, f"must be a positive integer job id (got {_show(value)})")
+        what = "schedule id" if "schedule" in field.lower() else "job id"  # list --schedule, ?schedule=
+        raise InvalidInput(field, f"must be a positive integer {what} (got {_show(value)})")
     return value

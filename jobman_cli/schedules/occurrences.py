@@ -79,9 +79,41 @@ def _compile(expr: str, field: str) -> None:
     try:
         next(CronSim(expr, datetime(2000, 1, 1)))
     except CronSimError as err:
+        impossible = _impossible_day(expr)
+        if impossible:
+            raise InvalidInput(field, f"{expr!r} never fires: {impossible} (its day-of-month and month "
+                                      "fields never match a date)") from None
         raise InvalidInput(field, f"{expr!r} is not a valid cron expression ({err})") from None
     except StopIteration:
         raise InvalidInput(field, f"{expr!r} never matches a date") from None
+
+
+_MONTH_NAMES = ("", "January", "February", "March", "April", "May", "June", "July", "August", "September",
+                "October", "November", "December")
+
+
+def _impossible_day(expr: str) -> str | None:
+    """Why a well-formed expression names no real date (``0 0 31 2 *``: "February has no day 31"),
+    or None. cronsim refuses these at parse time with the same "Bad day-of-month" it gives a day 32,
+    which reads as a typo in the field; the fields are each valid, only their combination is empty.
+    (With a restricted day-of-week as well, cron ORs the two fields, so such an expression fires.)"""
+    from cronsim import CronSimError
+    from cronsim.cronsim import DAYS_IN_MONTH, Field
+
+    _minute, _hour, dom, month, dow = expr.split()
+    if not (dom.startswith("*") or dow.startswith("*")):
+        return None
+    try:
+        days, months = Field.DAY.parse(dom), Field.MONTH.parse(month)
+    except CronSimError:
+        return None  # a field of its own is bad: cronsim's words say which
+    if not days or not months or min(days) <= max(DAYS_IN_MONTH[m] for m in months):
+        return None
+    names = [_MONTH_NAMES[m] for m in sorted(months)]
+    which = names[0] + " has" if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]} have"
+    wanted = sorted(days)
+    shown = f"day {wanted[0]}" if len(wanted) == 1 else "day " + ", ".join(map(str, wanted[:-1])) + f" or {wanted[-1]}"
+    return f"{which} no {shown}"
 
 
 def expand(cron: str) -> str:
@@ -241,10 +273,14 @@ def format_every(seconds: int) -> str:
     return "".join(parts) or "0s"
 
 
-def transition_note(instant: datetime, tz: str) -> str | None:
+def transition_note(instant: datetime, tz: str, every: int | None = None) -> str | None:
     """Why an occurrence sits where it does at a DST change (``preview`` shows it): at a gap's end
     (the clocks jumped over the wall time the expression names), or in a repeated hour (this is the
-    first pass; the second pass does not run it again). None on ordinary days."""
+    first pass; the second pass does not run it again). None on ordinary days, and always None for
+    an ``--every`` schedule (``every`` given): it counts elapsed time, so a DST change moves none of
+    its runs, and both passes through a repeated hour are real runs."""
+    if every is not None:
+        return None
     zone_info = zone(tz)
     local = instant.astimezone(zone_info)
     before = (instant - timedelta(seconds=1)).astimezone(zone_info)

@@ -182,6 +182,9 @@ class JobService:
         max_interruptions = cap.parse_max_interruptions(
             defaults.max_interruptions if request.max_interruptions is None else request.max_interruptions,
             field=names.max_interruptions)
+        if request.occurrence is None:  # a front end's input (a stored schedule's runs keep running)
+            validation.refuse_budget_without_spot(request.capacity, request.max_interruptions, names.capacity,
+                                                  names.max_interruptions)
         max_cost = cap.parse_max_cost(request.max_cost, field=names.max_cost)
         key = (None if request.idempotency_key is None
                else validation.validate_idempotency_key(request.idempotency_key, field=names.idempotency_key))

@@ -402,3 +402,14 @@ def parse_job_id(value: Any, field: str = "id") -> int:
         what = "schedule id" if "schedule" in field.lower() else "job id"  # list --schedule, ?schedule=
         raise InvalidInput(field, f"must be a positive integer {what} (got {_show(value)})")
     return value
+
+
+def refuse_budget_without_spot(capacity: Any, max_interruptions: Any, capacity_field: str,
+                               budget_field: str) -> None:
+    """A relaunch budget on a job that explicitly asked for on-demand capacity: refused, since an
+    on-demand instance is never interrupted and the budget would be silently ignored (a slip:
+    ``--capacity spot`` was probably meant). ``0`` ("never relaunch") is what on-demand does anyway,
+    so it is accepted, and so is a budget beside a capacity from the config (not chosen now)."""
+    if capacity == "on-demand" and max_interruptions is not None and str(max_interruptions) != "0":
+        raise InvalidInput(capacity_field, f"on-demand capacity is never interrupted, so {budget_field} does not "
+                                           f"apply; use {budget_field} with spot or spot-then-on-demand")

@@ -157,8 +157,8 @@ def api(tmp_path: Path):
 def test_the_api_applies_the_daemon_s_default_and_the_body_wins(api: Api) -> None:
     job = api.schedule()
     assert (job["capacity"], job["max-interruptions"]) == ("spot", 9)
-    job = api.schedule(**{"capacity": "on-demand", "max-interruptions": 1})
-    assert (job["capacity"], job["max-interruptions"]) == ("on-demand", 1)
+    job = api.schedule(**{"capacity": "on-demand", "max-interruptions": 0})  # 0: on-demand with a budget > 0 is refused
+    assert (job["capacity"], job["max-interruptions"]) == ("on-demand", 0)
 
 
 def test_over_server_the_daemon_s_default_applies_not_this_machine_s(api: Api, home: Path,

@@ -89,6 +89,8 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.option("--notify", "notify", multiple=True, metavar="TARGET",
               help="Tell TARGET when the job ends: an http(s):// webhook (signed JSON), a Slack webhook URL "
                    "(or slack+https://...) or sns:ARN (repeatable). [default: [notify] targets in config.toml]")
+@click.option("--no-notify", is_flag=True,
+              help="Notify nobody, not even the [notify] targets of config.toml (as the API's \"notify\": []).")
 @click.option("--notify-on", default=None, metavar="failure|end",
               help="Notify when the job failed, or at every end (finished, failed, cancelled). [default: failure]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
@@ -103,8 +105,8 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
              instance_type: str | None, subnet_ids: tuple[str, ...], capacity: str | None,
              max_interruptions: str | None, max_cost: str | None, timeout: str | None, start_deadline: str | None,
              idempotency_key: str | None, tz: str | None, entrypoint: str | None, disk_gb: str | None,
-             secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], notify_on: str | None,
-             as_json: bool, quiet: bool, dry_run: bool, command: tuple[str, ...]) -> None:
+             secrets: tuple[str, ...], container_imds: bool, notify: tuple[str, ...], no_notify: bool,
+             notify_on: str | None, as_json: bool, quiet: bool, dry_run: bool, command: tuple[str, ...]) -> None:
     """Schedule IMAGE to run at WHEN on a fresh EC2 instance (or, with --cron/--every instead of
     --at, on a recurring schedule: one job per occurrence; see 'jobman schedules').
 
@@ -118,6 +120,9 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
         raise click.UsageError("--json and -q cannot be used together")
     refuse_repeated_env(env)
     from .cli_schedules import check_schedule_flags
+    from .clihints import notify_targets
+
+    targets = notify_targets(notify, no_notify, notify_on)
 
     recurring = check_schedule_flags(when, idempotency_key, dry_run, cron, every, overlap)
     request = ScheduleRequest(
@@ -125,7 +130,7 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
         timeout=timeout, start_deadline=start_deadline, idempotency_key=idempotency_key, tz=tz,
         command=list(command) or None, entrypoint=entrypoint, disk_gb=disk_gb,
         secrets=parse_secret_assignments(secrets), container_imds=container_imds,
-        notify=list(notify) if notify else None, notify_on=notify_on,
+        notify=targets, notify_on=notify_on,
         subnet_ids=list(subnet_ids) or None, capacity=capacity, max_interruptions=max_interruptions,
         max_cost=max_cost,
     )
@@ -138,7 +143,7 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
         _dry_run(state, request, as_json, quiet)
         return
     service = state.service()
-    if not notify and not state.remote:  # remotely, the daemon's [notify] defaults apply
+    if targets is None and not state.remote:  # remotely, the daemon's [notify] defaults apply
         from .notify.settings import default_targets
 
         service.notify_defaults = default_targets()

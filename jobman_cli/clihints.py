@@ -44,6 +44,18 @@ def refuse_repeated_env(assignments: tuple[str, ...]) -> None:
         seen[name] = item
 
 
+def notify_targets(notify: tuple[str, ...], no_notify: bool, notify_on: str | None) -> list[str] | None:
+    """The request's ``notify``: the targets given, ``[]`` for ``--no-notify`` (nobody, not even the
+    config's defaults: the API's ``"notify": []``), or None (the ``[notify]`` defaults apply).
+    ``--no-notify`` beside ``--notify`` or ``--notify-on`` contradicts itself: a usage error."""
+    if no_notify:
+        for given, flag in ((notify, "--notify"), (notify_on is not None, "--notify-on")):
+            if given:
+                raise click.UsageError(f"--no-notify and {flag} cannot be used together")
+        return []
+    return list(notify) if notify else None
+
+
 #: Seconds between checks, while ``status --wait`` waits, whether a daemon runs on the store.
 DAEMON_CHECK_INTERVAL = 10.0
 

@@ -60,8 +60,8 @@ def request_to_template(request: ScheduleRequest) -> dict[str, Any]:
     template = {}
     for key, name in template_fields().items():
         value = getattr(request, name)
-        if value is None or value == defaults.get(name) or value in ({}, [], ()):
-            continue
+        if value is None or value == defaults.get(name) or (value in ({}, [], ()) and name != "notify"):
+            continue  # notify [] is kept: --no-notify, nobody (not the [notify] defaults) is told
         template[key] = value
     return template
 

@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .cli_base import (EXIT_WAIT_TIMEOUT, STATUS_CHOICES, JobmanGroup, State, job_id_argument, job_json, print_json,
-                       store_option)
+from .cli_base import (EXIT_WAIT_TIMEOUT, STATUS_CHOICES, JobmanGroup, State, complete_from, job_id_argument,
+                       job_json, print_json, store_option)
 from .clihints import no_daemon_note, refuse_repeated_env, wait_with_progress
 
 @click.group(cls=JobmanGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +59,7 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
               help="Instead of --at: a recurring schedule, five-field cron or @hourly/@daily/@weekly/@monthly, "
                    "in --tz (one job per occurrence; see 'jobman schedules').")
 @click.option("--every", default=None, metavar="DUR", help="Instead of --at: a recurring schedule every DUR (at least 1m).")
-@click.option("--overlap", default=None, metavar="MODE",
+@click.option("--overlap", default=None, metavar="MODE", shell_complete=complete_from("allow", "forbid", "replace"),
               help="With --cron/--every, when the previous run is still active: allow (run anyway), forbid (skip "
                    "this one) or replace (cancel it). [default: forbid]")
 @click.option("--at", "when", required=False, metavar="WHEN",
@@ -72,6 +72,7 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
 @click.option("--subnet-id", "subnet_ids", multiple=True, metavar="SUBNET",
               help="Subnet to launch in, one per availability zone, tried in order (repeatable). [default: from config]")
 @click.option("--capacity", default=None, metavar="MARKET",
+              shell_complete=complete_from("on-demand", "spot", "spot-then-on-demand"),
               help="on-demand, spot, or spot-then-on-demand (spot on every type and subnet first). [default: on-demand]")
 @click.option("--max-interruptions", default=None, metavar="N",
               help="Relaunch a spot job after up to N interruptions, then fail it as interrupted. [default: 3]")
@@ -91,7 +92,7 @@ def cli(ctx: click.Context, location: str | None, server: str | None, token_file
                    "(or slack+https://...) or sns:ARN (repeatable). [default: [notify] targets in config.toml]")
 @click.option("--no-notify", is_flag=True,
               help="Notify nobody, not even the [notify] targets of config.toml (as the API's \"notify\": []).")
-@click.option("--notify-on", default=None, metavar="failure|end",
+@click.option("--notify-on", default=None, metavar="failure|end", shell_complete=complete_from("failure", "end"),
               help="Notify when the job failed, or at every end (finished, failed, cancelled). [default: failure]")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")

@@ -185,6 +185,17 @@ def store_option(command: Any) -> Any:
                         help="Job store (same as the global --db/--store).")(command)
 
 
+def complete_from(*values: str) -> Any:
+    """A ``shell_complete`` offering ``values`` for an option that stays a plain string: the core
+    validates it (one rule, the same words as the API's 400), which ``click.Choice`` would replace
+    with click's own multi-line "Invalid value" text."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        return [value for value in values if value.startswith(incomplete)]
+
+    return complete
+
+
 def job_id_argument(value: str) -> int:
     from .validation import parse_job_id
 

@@ -151,15 +151,18 @@ def normalize_tz(name: object, field: str = "--tz") -> str:
     return "UTC" if text.upper() in ("UTC", "Z") else text
 
 
-def system_zone_name() -> str:
+def system_zone_name(tz_field: str = "--tz") -> str:
     """The IANA name of this machine's zone, stored explicitly on a schedule created without
     ``--tz`` (so moving the daemon to another host does not move the schedule): ``JOBMAN_TZ`` (an
-    error naming it if unknown: it is explicit configuration), else the first of ``TZ``, the
-    ``/etc/localtime`` link and ``/etc/timezone`` that names a known zone, else UTC."""
+    error naming it if unknown: it is explicit configuration), else ``TZ`` if set (see
+    :func:`_zone_of_tz_variable`: the zone ``--at`` reads local times in, or a refusal), else the
+    ``/etc/localtime`` link or ``/etc/timezone``, else UTC."""
     configured = os.environ.get("JOBMAN_TZ", "").strip()
     if configured:
         return normalize_tz(configured, "JOBMAN_TZ")
-    candidates = [os.environ.get("TZ", "").strip().lstrip(":")]
+    if "TZ" in os.environ:
+        return _zone_of_tz_variable(os.environ["TZ"], tz_field)
+    candidates = []
     try:
         target = os.path.realpath("/etc/localtime")
         candidates.append(target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "")
@@ -173,9 +176,44 @@ def system_zone_name() -> str:
         if name and not name.startswith("/"):
             try:
                 return normalize_tz(name)
-            except InvalidInput:  # a POSIX TZ string such as CET-1CEST: not a name to store
+            except InvalidInput:
                 continue
     return "UTC"
+
+
+#: A POSIX TZ rule without daylight saving (``UTC0``, ``JST-9``, ``<+0530>-5:30`` is not: whole hours only).
+_POSIX_FIXED = re.compile(r"(?:[A-Za-z]{3,}|<[A-Za-z0-9+-]{3,}>)([+-]?[0-9]{1,2})")
+
+
+def _zone_of_tz_variable(value: str, tz_field: str) -> str:
+    """The zone name of a set ``TZ``, agreeing with the zone ``--at`` reads local times in (the C
+    library's, through dateutil's ``tzlocal``): a zone name (``Europe/Berlin``, ``:Europe/Berlin``,
+    a path under ``zoneinfo/``), ``UTC`` for an empty TZ, the ``Etc/GMT±N`` zone of a fixed-offset
+    rule (``JST-9``: POSIX and ``Etc`` share the inverted sign). A rule with daylight saving
+    (``CET-1CEST,M3.5.0,M10.5.0/3``) or an unknown name is refused (InvalidInput on TZ): the
+    schedule would otherwise follow another zone than the one a one-off ``--at`` in the same shell
+    uses, and no IANA name is provably the same rule. ``--tz`` or ``JOBMAN_TZ`` settles it."""
+    text = value.strip()
+    if not text:
+        return "UTC"  # the C library reads an empty TZ as UTC
+    name = text[1:] if text.startswith(":") else text
+    if name.startswith("/") and "zoneinfo/" in name:
+        name = name.split("zoneinfo/", 1)[1]
+    try:
+        return normalize_tz(name, "TZ")
+    except InvalidInput:
+        pass
+    fixed = _POSIX_FIXED.fullmatch(name)
+    if fixed:
+        hours = int(fixed.group(1))
+        try:
+            return "UTC" if hours == 0 else normalize_tz(f"Etc/GMT{hours:+d}", "TZ")
+        except InvalidInput:
+            pass
+    hint = tz_field if tz_field.startswith("--") else f'"{tz_field}"'
+    raise InvalidInput("TZ", f"{value[:80]!r} is not a time zone name a schedule can keep (local times of --at "
+                             f"follow it, a schedule could not); give {hint} with an IANA name such as "
+                             "'Europe/Berlin', or set JOBMAN_TZ")
 
 
 def to_utc(wall: datetime, tz: tzinfo) -> datetime:

@@ -79,7 +79,7 @@ def parse_spec(cron: Any, every: Any, tz: Any, names: FieldNames = API_FIELDS) -
     field = _names(names)
     if (cron is None) == (every is None):
         raise InvalidInput(f"{field['cron']}/{field['every']}", "give exactly one of them")
-    tz_name = normalize_tz(tz if tz is not None else system_zone_name(), field["tz"])
+    tz_name = normalize_tz(tz if tz is not None else system_zone_name(field["tz"]), field["tz"])
     if cron is not None:
         return normalize_cron(cron, field["cron"]), None, tz_name
     seconds = parse_duration(every, field=field["every"], maximum=10**9)

@@ -108,6 +108,9 @@ def sheet_rows(job: Job) -> list[tuple[str, str]]:
         rows.append(("notification", _last_delivery(job)))
     if job.secrets:  # references only: jobman never holds a secret's value
         rows.insert(6, ("secrets", ", ".join(f"{name}={ref}" for name, ref in sorted(job.secrets.items()))))
+    if job.schedule_id is not None:  # a schedule's run: which series, and which of its occurrences
+        occurrence = f", occurrence {format_time(job.occurrence)}" if job.occurrence is not None else ""
+        rows.insert(4, ("schedule", f"{job.schedule_id}{occurrence} ('jobman schedules show {job.schedule_id}')"))
     return rows
 
 

@@ -39,7 +39,7 @@ def test_a_refusal_reported_after_a_later_request_was_accepted_does_not_reopen_t
                 a_second_sent.set()
             raise aws_error(*SKEWED["RequestExpired"], job)
         if job.id == b.id and call == 1:
-            assert a_second_sent.wait(30)  # B's request goes after A's second one
+            assert a_second_sent.wait(60)  # B's request goes after A's second one
 
     launch = world.daemon.launch
     real_skewed, real_accepted = launch.clock_skewed, launch.clock_accepted
@@ -48,7 +48,7 @@ def test_a_refusal_reported_after_a_later_request_was_accepted_does_not_reopen_t
     def skewed(exc):
         refusals[0] += 1
         if refusals[0] == 2:  # A's second refusal: reported only after B's acceptance was
-            assert b_accepted.wait(30)
+            assert b_accepted.wait(60)
         real_skewed(exc)
 
     def accepted():  # the first acceptance is B's (A's requests are refused until B's is in)

@@ -67,3 +67,20 @@ def test_api_refuses_a_budget_on_explicit_on_demand(tmp_path: Path) -> None:
         server.stop()
         store.close()
     assert log == []
+
+
+def test_remote_cli_gets_the_same_usage_error(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "jobs.json")
+    log: list[str] = []
+    server = ApiServer(JobService(store), api_token=TOKEN, log=log.append).start()
+    try:
+        result = CliRunner().invoke(cli, ["--server", f"http://127.0.0.1:{server.port}", "schedule", "--image", "alpine",
+                                          "--at", "+1h", "--capacity", "on-demand", "--max-interruptions", "2"],
+                                    env={"JOBMAN_API_TOKEN": TOKEN, "JOBMAN_SERVER": None})
+        assert result.exit_code == 2, result.output
+        assert "--max-interruptions" in result.output and result.output.count("\n") == 1, result.output
+        assert store.list() == []
+    finally:
+        server.stop()
+        store.close()
+    assert log == []

@@ -44,12 +44,13 @@ def body(job: Any, eid: str, receipt: Mapping[str, Any] | None = None) -> dict[s
 
     public = job_to_api(job)
     out: dict[str, Any] = {"event": f"job.{job.status.value}", "event-id": eid}
-    out.update({key: public.get(key) for key in BODY_FIELDS})
+    for key in BODY_FIELDS:
+        if key == RECEIPT_FIELDS[0]:  # added later than the others, before the receipt (cost stays last)
+            out.update({"placement": placement(job), "schedule-id": job.schedule_id,
+                        "occurrence": format_time(job.occurrence)})
+        out[key] = public.get(key)
     if receipt is not None:
         out.update({key: receipt.get(key) for key in RECEIPT_FIELDS})
-    out["placement"] = placement(job)
-    out["schedule-id"] = job.schedule_id
-    out["occurrence"] = format_time(job.occurrence)
     out["log"] = {"command": f"jobman logs {job.id}",
                   "hint": f"run 'jobman logs {job.id}' where jobman can read this store; "
                           f"'jobman status {job.id}' shows the job"}

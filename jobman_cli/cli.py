@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .cli_base import (EXIT_WAIT_TIMEOUT, STATUS_CHOICES, JobmanGroup, State, complete_from, job_id_argument,
                        job_json, print_json, store_option)
-from .clihints import no_daemon_note, refuse_repeated_env, wait_with_progress
+from .clihints import no_daemon_note, notify_targets, refuse_repeated_env, wait_with_progress
 
 @click.group(cls=JobmanGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="jobman", message="%(prog)s %(version)s")
@@ -121,7 +121,6 @@ def schedule(state: State, image: str, when: str | None, cron: str | None, every
         raise click.UsageError("--json and -q cannot be used together")
     refuse_repeated_env(env)
     from .cli_schedules import check_schedule_flags
-    from .clihints import notify_targets
 
     targets = notify_targets(notify, no_notify, notify_on)
 

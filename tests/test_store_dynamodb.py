@@ -320,7 +320,7 @@ class TokenCheckingClient:
 @pytest.fixture
 def pauses(monkeypatch) -> list[str]:
     """The back-offs ``add`` takes between sends (recorded, not slept)."""
-    import jobman_cli.stores.dynamodb as module
+    import jobman_cli.stores.dynamodb_writes as module
 
     taken: list[str] = []
     monkeypatch.setattr(module, "_pause", lambda attempt: taken.append("conflict"))

@@ -151,13 +151,13 @@ def test_an_overlap_replace_cancel_says_why_not_reported(tmp_path, ec2):  # noqa
         world.clock.set(T)
         schedule = ScheduleService(world.service).create({"docker-image": "alpine:3.20", "cron": "0 * * * *",
                                                           "tz": "UTC", "overlap": "replace"})
-        world.tick(ELEVEN - LEAD)
-        world.tick(ELEVEN)
+        world.tick(ELEVEN - LEAD, reconcile=False)
+        world.tick(ELEVEN, reconcile=False)
         [first] = [j for j in world.store.list() if j.schedule_id == schedule.id]
         assert first.status is JobStatus.RUNNING
         since = len(world.lines)
-        world.tick(NOON - LEAD)
-        world.tick(NOON)
+        world.tick(NOON - LEAD, reconcile=False)
+        world.tick(NOON, reconcile=False)
         world.daemon.observe()
         assert world.get(first.id).status is JobStatus.CANCELLED
         assert about(world, first.id, since) == [
@@ -182,8 +182,8 @@ def test_a_front_end_cannot_take_a_schedule_run_s_key(tmp_path, ec2, names):  # 
         assert str(refused.value) == (f"{names.idempotency_key}: {key!r} is reserved: keys that begin "
                                       "'schedule-<number>-' name the runs of recurring schedules")
         assert world.store.list() == []
-        world.tick(ELEVEN - LEAD)
-        world.tick(ELEVEN)
+        world.tick(ELEVEN - LEAD, reconcile=False)
+        world.tick(ELEVEN, reconcile=False)
         [run] = world.store.list()
         assert (run.schedule_id, run.occurrence, run.idempotency_key, run.docker_image) == (
             schedule.id, ELEVEN, key, "alpine:3.20")

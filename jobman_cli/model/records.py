@@ -79,6 +79,9 @@ API_KEYS = (
 )
 
 
+_STATUS_VALUES = frozenset(status.value for status in JobStatus)
+
+
 def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`job_to_api` of a stored record, without building the :class:`Job` in between.
 
@@ -86,27 +89,53 @@ def record_to_api(record: Mapping[str, Any]) -> dict[str, Any]:
     the public keys gives the same JSON. Bulk output (``list --json``, ``GET /jobs``) uses this:
     the round trip through ``Job`` costs ~30 µs a job, 300 ms at 10,000 jobs. Defaults match
     :func:`job_from_record` for records that leave empty fields out.
+
+    Why it is written this way: at 10,000 jobs this function is most of ``list --json``'s own
+    time, so the projection is one C-level ``dict(zip(...))`` and each normalisation is skipped
+    when the stored value already has its public type (what this jobman writes); anything else
+    takes the same conversion as before (same result, same exceptions for malformed records).
     """
-    api = {key: record.get(key) for key in API_KEYS}
-    JobStatus(api["status"])  # ValueError for a record that is not a job's (the caller names the store)
-    api["title"] = api["title"] or ""
-    api["env-variables"] = dict(api["env-variables"] or {})
-    api["attempts"] = int(api["attempts"] or 0)
-    api["timeout"] = int(api["timeout"] or DEFAULT_TIMEOUT)
-    api["start-deadline"] = int(api["start-deadline"] or DEFAULT_START_DEADLINE)
-    api["id"] = int(api["id"])
-    api["secrets"] = dict(api["secrets"] or {})
-    api["container-imds"] = bool(api["container-imds"])
-    api["notify"] = list(api["notify"] or [])
-    api["notify-on"] = api["notify-on"] or DEFAULT_NOTIFY_ON
-    api["notifications"] = list(api["notifications"] or [])
-    api["subnet-ids"] = list(api["subnet-ids"] or [])
-    api["capacity"] = api["capacity"] or "on-demand"
-    api["max-interruptions"] = int(api["max-interruptions"] if api["max-interruptions"] is not None else 3)
-    api["interruptions"] = int(api["interruptions"] or 0)
-    api["past-runs"] = [dict(run) for run in api["past-runs"] or () if isinstance(run, Mapping)]
+    api = dict(zip(API_KEYS, map(record.get, API_KEYS)))
+    status = api["status"]
+    if type(status) is not str or status not in _STATUS_VALUES:
+        JobStatus(status)  # ValueError for a record that is not a job's (the caller names the store)
+    if type(api["id"]) is not int:
+        api["id"] = int(api["id"])
+    if not api["title"]:
+        api["title"] = ""
+    value = api["env-variables"]
+    api["env-variables"] = dict(value) if value else {}
+    if type(api["attempts"]) is not int:
+        api["attempts"] = int(api["attempts"] or 0)
+    value = api["timeout"]
+    if type(value) is not int or not value:
+        api["timeout"] = int(value or DEFAULT_TIMEOUT)
+    value = api["start-deadline"]
+    if type(value) is not int or not value:
+        api["start-deadline"] = int(value or DEFAULT_START_DEADLINE)
+    value = api["secrets"]
+    api["secrets"] = dict(value) if value else {}
+    if type(api["container-imds"]) is not bool:
+        api["container-imds"] = bool(api["container-imds"])
+    value = api["notify"]
+    api["notify"] = list(value) if value else []
+    if not api["notify-on"]:
+        api["notify-on"] = DEFAULT_NOTIFY_ON
+    value = api["notifications"]
+    api["notifications"] = list(value) if value else []
+    value = api["subnet-ids"]
+    api["subnet-ids"] = list(value) if value else []
+    if not api["capacity"]:
+        api["capacity"] = "on-demand"
+    value = api["max-interruptions"]
+    if type(value) is not int:
+        api["max-interruptions"] = int(value if value is not None else 3)
+    if type(api["interruptions"]) is not int:
+        api["interruptions"] = int(api["interruptions"] or 0)
+    value = api["past-runs"]
+    api["past-runs"] = [dict(run) for run in value if isinstance(run, Mapping)] if value else []
     if api["reason-code"] is None:  # stored before reason codes existed
-        code = infer_reason_code(JobStatus(api["status"]), api["reason"], api["exit-code"])
+        code = infer_reason_code(JobStatus(status), api["reason"], api["exit-code"])
         api["reason-code"] = code.value if code is not None else None
     return api
 

@@ -20,7 +20,7 @@ The daemon runs with a fixed clock against moto's in-process EC2 and a real Tiny
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

@@ -132,12 +132,10 @@ class JobService:
         return job
 
     def _update(self, job_id: int, change: Callable[[Job], Job]) -> tuple[Job, bool]:
-        """``store.update`` that also says whether *this* write changed the job's state.
-
-        Judged inside the compare-and-set, from the version the write was based on: comparing a
-        separate read before the update with its result would call another process's change in
-        between ours, and a write that only records a time (the first ``running`` of an attempt on
-        a job the daemon already marked running), changes of state."""
+        """``store.update``, and whether *this* write changed the job's state. Judged inside the
+        compare-and-set, on the version the write was based on: a separate read before the update
+        would count another process's change in between as ours, and a new version that only
+        records a time (the first ``running`` report of a job already running) is no change."""
         applied: list[tuple[Job, Job]] = []
 
         def recorded(current: Job) -> Job:

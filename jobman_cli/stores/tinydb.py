@@ -155,7 +155,7 @@ class _Batch:
 
     def encoded(self) -> tuple[Lines, dict[int, dict]]:
         """The base file with this batch's jobs spliced in (and pruned ones cut out), and their records."""
-        records = {job_id: job_to_record(job) for job_id, job in self.changed.items()}
+        records = {job_id: _stored(job) for job_id, job in self.changed.items()}
         try:
             lines = {job_id: orjson.dumps(record) for job_id, record in records.items()}
         except TypeError as err:
@@ -406,6 +406,13 @@ class TinyDBStore(TinyDBSchedules):
         if self._froze:  # see _parsed: the parse is let go of above, so this frees or walks nothing big
             self._froze = False
             gc.unfreeze()
+
+
+def _stored(job: Job) -> dict:
+    """``job_to_record`` without its empty (``None``) fields, as DynamoDB items already are: every
+    reader takes an absent key as ``None`` (``.get``), and the ~18 nulls of a typical job were a
+    quarter of the file (12.0 -> 9.0 MB at 10k jobs) that every command reads, checksums or parses."""
+    return {k: v for k, v in job_to_record(job).items() if v is not None or k in job.extra}
 
 
 class _collector_paused:

@@ -25,6 +25,7 @@ from pathlib import Path
 from jobman_cli.daemon.main import DaemonLock
 DaemonLock(sys.argv[1])
 if len(sys.argv) > 2:  # a daemon starting on a fresh host: it creates the store a moment later
+    print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
     from jobman_cli.stores import open_store
     print(open_store(sys.argv[1]).store_id, flush=True)
@@ -88,8 +89,10 @@ def test_schedule_refuses_to_recreate_a_store_deleted_under_a_running_daemon(tmp
 def test_schedule_waits_for_a_starting_daemon_to_create_the_store_and_uses_it(tmp_path: Path,
                                                                              holders: list) -> None:
     path = tmp_path / "jobs.json"
-    holder = hold(holders, path, "0.7")  # takes the lock now, creates the store 0.7 s later
-    time.sleep(0.3)
+    holder = hold(holders, path, "1.2")  # takes the lock, then creates the store 1.2 s later
+    # Once it holds the lock (its start-up can take longer than any fixed pause on a loaded box;
+    # before it holds it, `schedule` would simply create the store itself and prove nothing):
+    assert holder.stdout.readline().strip() == "holding"  # type: ignore[union-attr]
     assert not path.exists()
     scheduled = schedule(path)
     assert scheduled.returncode == 0, scheduled.stderr

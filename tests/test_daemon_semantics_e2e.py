@@ -79,3 +79,47 @@ def test_no_ops_over_the_api_log_nothing_and_a_cancel_says_who(moto_server, daem
     assert [line.split(" ", 1)[1] for line in lines if "cancelled" in line] == [
         f"job {job_id} -> cancelled (cancelled via the API)"], text
     assert not any("reported" in line for line in lines), text
+
+
+def test_a_max_cost_moto_cannot_price_is_unchecked_and_waits_for_the_start_deadline(moto_server, daemons,  # noqa: F811
+                                                                                      tmp_path):
+    """(F10a) moto has no Price List (its answer is a 5xx: transient). The review saw the job fail
+    "launch error after 5 attempts: MaxCostExceeded: cannot check ..." with no RunInstances sent.
+    Now each pass gives the claim back without counting it against max_attempts (2 here), until the
+    job's start deadline; then missed-start-deadline naming the check. Never an instance."""
+    from test_e2e_daemon import instances_by_job, poll
+
+    env = aws_env(moto_server, JOBMAN_HOME=str(tmp_path / "home"), JOBMAN_DB=str(tmp_path / "jobs.json"),
+                  JOBMAN_COST_RECEIPTS="off", JOBMAN_BACKOFF_BASE="1", JOBMAN_MAX_ATTEMPTS="2")
+    daemon = daemons(env)
+    daemon.wait_for(lambda line: " ready;" in line)
+    scheduled = jobman(env, "schedule", "--image", "alpine:3.20", "--at", "now", "--instance-type", "t3.micro",
+                       "--max-cost", "5", "--start-deadline", "30s", "-q")
+    assert scheduled.returncode == 0, scheduled.stderr
+    job_id = int(scheduled.stdout)
+
+    def status() -> dict:
+        done = jobman(env, "status", str(job_id), "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    # Failed by the launch path (launching -> failed) or by the claim (scheduled -> failed), as the deadline falls.
+    daemon.wait_for(lambda line: f"job {job_id} " in line and "-> failed" in line, timeout=180)
+    assert poll(lambda: status()["status"] == "failed", timeout=60)
+    ended = status()
+    assert ended["reason-code"] == "missed-start-deadline", ended
+    assert "MaxCostUnchecked: cannot check --max-cost $5.00: " in ended["reason"], ended
+    assert "MaxCostExceeded" not in daemon.text() and "launch error after" not in ended["reason"], daemon.text()
+    assert ended["attempts"] > 2, ended  # more passes than max_attempts: none was a failed launch
+    assert daemon.stop() == 0
+    assert instances_by_job(moto_server, _store_id(tmp_path)) == {}  # no RunInstances, ever
+
+
+def _store_id(tmp_path) -> str:
+    from jobman_cli.stores.tinydb import TinyDBStore
+
+    store = TinyDBStore(tmp_path / "jobs.json", create=False)
+    try:
+        return store.store_id
+    finally:
+        store.close()

@@ -312,11 +312,13 @@ class JobService:
     def wait(self, job_id: int, timeout: float | None, poll: float = 0.1) -> Job | None:
         """Block until the job is terminal; None if ``timeout`` seconds pass first.
 
-        Polls the store's cheap change marker and re-reads the job only when it moved.
+        Polls the store's cheap change marker and re-reads the job only when it moved. The marker
+        is read *before* the job (as the daemon's loop does): a write landing between the two reads
+        then moves the marker past the one held, so it is never taken as already seen.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.store.get(job_id)
         marker = self.store.change_marker()
+        job = self.store.get(job_id)
         while not job.terminal:
             if deadline is not None and time.monotonic() >= deadline:
                 return None

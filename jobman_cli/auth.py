@@ -27,7 +27,7 @@ from typing import Sequence
 
 from .config import TOKEN_FILE_NAME
 from .errors import ConfigError
-from .privatefile import read_private_file
+from .privatefile import publish_private_file, read_private_file
 
 TOKEN_ENV = "JOBMAN_API_TOKEN"
 #: Visible ASCII, no spaces: what fits in ``Authorization: Bearer <token>`` without quoting. (A
@@ -126,43 +126,7 @@ def _create_home(home: Path) -> None:
 
 def _publish(path: Path, token: str) -> bool:
     """Write ``token`` to ``path`` unless it exists; False if another process made it first."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(temp, flags, 0o600)
-        try:
-            os.write(fd, (token + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            return False
-        except OSError:
-            # A filesystem without hard links: create the file itself exclusively instead.
-            return _publish_directly(path, token)
-        return True
-    except OSError as err:
-        raise ConfigError(f"cannot create the API token file {path}: {err.strerror or err}") from None
-    finally:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-
-
-def _publish_directly(path: Path, token: str) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, (token + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
+    return publish_private_file(path, token + "\n", label="the API token file")
 
 
 def _read_token_file(path: Path) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..config import config_section, jobman_home
 from ..errors import ConfigError, InvalidInput
-from ..privatefile import read_private_file
+from ..privatefile import publish_private_file, read_private_file
 from .deliveries import Policy
 from .targets import DEFAULT_NOTIFY_ON, validate_notify_on, validate_targets
 
@@ -140,18 +140,13 @@ def load_or_create_secret(home: Path | None = None) -> tuple[bytes, str]:
 
 
 def _create(path: Path) -> None:
+    """Make the secret file unless another daemon did first (then theirs is read): published
+    whole, so a daemon starting at the same moment never reads it half-written."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        return  # another daemon made it first: read theirs
     except OSError as err:
         raise ConfigError(f"cannot create the notification secret file {path}: {err.strerror or err}") from None
-    try:
-        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    publish_private_file(path, secrets.token_hex(32) + "\n", label="the notification secret file")
 
 
 def _read(path: Path) -> bytes:

@@ -108,6 +108,17 @@ def slack_text(data: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def subject(data: dict[str, Any]) -> str:
+    """The SNS Subject (at most 100 characters): a job event names the job and its status, a schedule
+    event (no job, no status) names the schedule and what happened to its occurrence."""
+    if str(data.get("event", "")).startswith("schedule."):
+        what = "missed" if data["event"] == "schedule.missed" else "refused"
+        text = f"jobman: schedule {data.get('schedule-id', '?')} {what}"
+    else:
+        text = f"jobman: job {data.get('id', '?')} {data.get('status', '?')}"
+    return text[:100]
+
+
 def _schedule_text(data: dict[str, Any]) -> str:
     """The paragraph of a schedule event (a missed or refused occurrence: no job)."""
     title = f" \u201c{_clean(data['title'])}\u201d" if data.get("title") else ""

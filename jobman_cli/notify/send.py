@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from .. import __version__
 from .deliveries import Outcome
 from .keepalive import Idle
-from .message import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, encode, sign, slack_text
+from .message import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, encode, sign, slack_text, subject
 from .targets import ascii_host, blocked, numeric_host, sns_region, target_kind, url_of
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -241,10 +241,9 @@ class Sender:
 
         arn = target[len("sns:"):]
         raw = encode(data).decode("utf-8")
-        subject = f"jobman: job {data['id']} {data['status']}"
         try:
             answer = self._client(sns_region(target)).publish(
-                TopicArn=arn, Message=raw, Subject=subject[:100],
+                TopicArn=arn, Message=raw, Subject=subject(data),
                 MessageAttributes={"event-id": {"DataType": "String", "StringValue": data["event-id"]},
                                    "event": {"DataType": "String", "StringValue": data["event"]}})
         except ClientError as exc:

@@ -405,18 +405,29 @@ class Materializer:
         """Compare-and-set: ``next_at`` from ``occurrence`` to the next one, records appended."""
         from ..schedules.occurrences import next_occurrence
 
+        from ..notify.schedule_events import targets_of, trim
+
         following = self._next(schedule, occurrence, next_occurrence) if next_at is _NEVER else next_at
+        lost: list[Any] = []
 
         def change(current: Any) -> Any:
             if current.next_at != occurrence:
                 raise _Moved
+            # past the cap, a record still owing a delivery is kept (bounded): never silently lost
+            targets = targets_of(current.template, self.service.notify_defaults)
+            kept, lost[:] = trim(current, tuple(current.records) + tuple(records), MAX_RECORDS, targets)
             changes: dict[str, Any] = {"next_at": following, "updated_at": now, "version": current.version + 1,
-                                       "records": (tuple(current.records) + tuple(records))[-MAX_RECORDS:]}
+                                       "records": kept}
             if last_job_id is not None:
                 changes["last_job_id"] = last_job_id
             return dataclasses.replace(current, **changes)
 
-        return self.store.update_schedule(schedule.id, change)
+        updated = self.store.update_schedule(schedule.id, change)
+        for record in lost:  # only after the write that dropped them (a retried change re-decides)
+            self.log(f"schedule {schedule.id}: the {record.get('outcome')} event of {record.get('occurrence')} "
+                     f"dropped from the schedule's history before it was delivered (more than "
+                     f"{MAX_RECORDS} newer records and too many undelivered events); it is not sent")
+        return updated
 
 
 def occurrence_key(schedule_id: int, occurrence: datetime) -> str:

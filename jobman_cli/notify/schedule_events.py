@@ -35,6 +35,10 @@ KEY = "notifications"
 OWED = ("missed", "refused")
 REASON_CODES = {"missed": "missed-start-deadline", "refused": "refused"}
 _JOB_EVENT = "failed"  # the status the job-shaped view has: every notify-on covers it
+#: Records still owing a delivery are kept past the schedule's record cap (an event is retried until
+#: ``max_age``; dropping it silently loses it), but at most this many: a schedule item must stay far
+#: below DynamoDB's 400 KB item limit. Past it the oldest owed record goes, and that is logged.
+MAX_OWED_EXTRA = 20
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,28 @@ def event_id(store_id: str, schedule_id: int, record: Mapping[str, Any]) -> str:
 
 def owes(record: Mapping[str, Any]) -> bool:
     return record.get("outcome") in OWED and isinstance(record.get(KEY), list)
+
+
+def unfinished(schedule: Any, record: Mapping[str, Any], targets: tuple[str, ...]) -> bool:
+    """Whether ``record`` owes a delivery that is neither delivered nor failed yet."""
+    if not owes(record):
+        return False
+    view = _view(schedule, record, targets)
+    return any((plan.record_of(view, index, event) or {}).get("state") not in plan.FINAL_STATES
+               for index, event in plan.wanted(view))
+
+
+def trim(schedule: Any, records: tuple[Mapping[str, Any], ...], keep: int,
+         targets: tuple[str, ...]) -> tuple[tuple[Mapping[str, Any], ...], list[Mapping[str, Any]]]:
+    """(the records a schedule keeps, the owed records dropped): the newest ``keep``, plus older
+    records whose delivery is not finished (at most :data:`MAX_OWED_EXTRA`, the newest of them),
+    in their order. Whatever else goes owed nothing, or has been delivered or given up."""
+    if len(records) <= keep:
+        return tuple(records), []
+    older, newest = records[:-keep], records[-keep:]
+    held = [r for r in older if unfinished(schedule, r, targets)]
+    dropped = held[:-MAX_OWED_EXTRA] if len(held) > MAX_OWED_EXTRA else []
+    return tuple(held[len(dropped):]) + tuple(newest), dropped
 
 
 def _find(schedule: Any, occurrence: str, outcome: str) -> tuple[int, Mapping[str, Any]]:

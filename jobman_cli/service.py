@@ -12,13 +12,15 @@ import re
 import time
 from datetime import datetime, timedelta
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Collection
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from .capacity import CapacityDefaults
 from .clock import Clock, SystemClock
 from .errors import IdempotencyConflict, InvalidInput, JobmanError
 from .model import DEFAULT_START_DEADLINE, DEFAULT_TIMEOUT, Job, JobStatus
 from .stores.base import JobStore
+
+if TYPE_CHECKING:  # capacity (and decimal) is imported when a job is scheduled, not by every command
+    from .capacity import CapacityDefaults
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,23 @@ class JobService:
         self.notify_defaults: tuple[tuple[str, ...], str] = ((), "failure")
         #: Capacity and interruption budget of a request that names none (the front end reads them
         #: from ``[ec2]`` in config.toml: :func:`jobman_cli.capacity.config_defaults`). Stored on
-        #: the job, so it shows what it will use.
-        self.capacity_defaults = CapacityDefaults()
+        #: the job, so it shows what it will use. None until set or first read: see the property.
+        self._capacity_defaults: CapacityDefaults | None = None
+
+    @property
+    def capacity_defaults(self) -> CapacityDefaults:
+        """Capacity and interruption budget of a request that names none (default: on-demand, 3).
+        Made on first use so that commands which schedule nothing (``status``, ``list``) do not
+        import :mod:`jobman_cli.capacity` and :mod:`decimal` (~2.6 ms)."""
+        if self._capacity_defaults is None:
+            from .capacity import CapacityDefaults
+
+            self._capacity_defaults = CapacityDefaults()
+        return self._capacity_defaults
+
+    @capacity_defaults.setter
+    def capacity_defaults(self, value: CapacityDefaults) -> None:
+        self._capacity_defaults = value
 
     # ------------------------------------------------------------------ notifications
     def subscribe(self, listener: Callable[[Job], None]) -> None:

@@ -7,19 +7,23 @@ Hashing and checking live side by side so they cannot drift apart.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+# hashlib/hmac are imported inside the functions: loading libcrypto (_hashlib) costs 1-10 ms, and
+# the commands that never see a token (status, list, schedule) import this module via the model.
 
 
 def hash_callback_token(token: str) -> str:
     """What a store keeps of a callback token: its SHA-256, hex. The token itself is 32 random
     bytes, so a plain hash is enough (nothing to brute-force), and a reader of the store who sees
     the hash cannot present it as the token."""
+    import hashlib
+
     return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()
 
 
 def callback_token_matches(token: str, hashes: "tuple[str, ...] | list[str]") -> bool:
     """Constant-time check of a presented token against an attempt's stored hashes."""
+    import hmac
+
     presented = hash_callback_token(token).encode()
     matched = False
     for expected in hashes:

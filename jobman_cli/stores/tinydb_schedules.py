@@ -30,19 +30,22 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
 from ..errors import ScheduleNotFound, StoreError
-from ..schedules.model import Schedule, as_stored, schedule_from_record, schedule_to_record
 from .filelock import GroupCommit, Request, atomic_write, decode_json, remove_stale_temps, stat_key
 
 SUFFIX = ".schedules"
 FORMAT, SCHEMA = "jobman-schedules", 1
 TABLE, META, META_ID = "schedules", "meta", "1"
 _GROUP_GUARD = threading.Lock()  # creates a store's schedule GroupCommit once
-ScheduleChange = Callable[[Schedule], Schedule]
+if TYPE_CHECKING:  # schedules.model (~1.5 ms) is imported where a schedule is decoded or encoded:
+    # TinyDBStore subclasses this class, so a top-level import was paid by every job command
+    from ..schedules.model import Schedule
+
+ScheduleChange = Callable[["Schedule"], "Schedule"]
 
 
 class _Loaded:
@@ -115,6 +118,8 @@ class TinyDBSchedules:
         return table, meta
 
     def _decode(self, schedule_id: int, record: dict[str, Any]) -> Schedule:
+        from ..schedules.model import schedule_from_record
+
         try:
             schedule = schedule_from_record(record)
             if schedule.id != schedule_id:
@@ -192,6 +197,8 @@ class TinyDBSchedules:
 
     def add_schedule(self, draft: Schedule) -> Schedule:
         """A fresh id from the file's own counter (never reused, also not after a delete)."""
+        from ..schedules.model import as_stored, schedule_to_record
+
         def apply(table: dict, meta: dict) -> tuple[Schedule, bool]:
             next_id = max(meta["next-id"], max(map(int, table), default=0) + 1)
             schedule = as_stored(dataclasses.replace(draft, id=next_id))
@@ -203,6 +210,8 @@ class TinyDBSchedules:
 
     def update_schedule(self, schedule_id: int, change: ScheduleChange) -> Schedule:
         """Compare-and-set, as ``update``: ``change`` runs under the lock on the current schedule."""
+        from ..schedules.model import Schedule, as_stored, schedule_to_record
+
         schedule_id = _as_schedule_id(schedule_id)
         if self.schedule_marker() is None:
             raise ScheduleNotFound(schedule_id)  # (and a read-only handle creates nothing)

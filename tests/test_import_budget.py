@@ -13,7 +13,9 @@ module on its path and cost 1.5-4 ms each; they are now imported where they are 
 Each check runs the real CLI in a fresh interpreter under ``-X importtime`` and fails when one of
 them appears, so a top-level import put back on the path is caught. Modules the bare interpreter
 already imports (``python -c pass``: site, sitecustomize, an editable install's finder) are not
-counted against jobman. No timing is asserted.
+counted against jobman. No timing is asserted. (Measured, 10,000-job store, `status 5001`,
+interleaved 15 runs each, medians: HEAD 106.2 ms wall / 101.4 ms CPU, these lazy imports
+91.5 / 86.5 ms, import floor 66.4 / 63.7 ms; see commit c72f4fa for the loaded-box rounds.)
 """
 
 from __future__ import annotations

@@ -269,9 +269,12 @@ class Materializer:
                 try:
                     job, new = self.service.schedule(self._request(current, occurrence))
                 except (InvalidInput, IdempotencyConflict) as exc:  # permanent: record once, go on
-                    records.append(self._owed(current, _record(occurrence, "refused", None, now, one_line(str(exc)))))
-                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} refused: "
-                             f"{one_line(str(exc))}")
+                    reason = one_line(str(exc))
+                    refused = {**_record(occurrence, "refused", None, now, reason), RUN_BEFORE: current.last_job_id}
+                    again = _refused_again(current, refused)
+                    records.append(refused if again else self._owed(current, refused))
+                    self.log(f"schedule {current.id}: occurrence {format_time(occurrence)} refused: {reason}"
+                             + (" (as the previous occurrence: no new notification)" if again else ""))
                     current = self._advance(current, occurrence, records, now)
                     self._announce(current, records)
                     continue
@@ -428,6 +431,22 @@ class Materializer:
                      f"dropped from the schedule's history before it was delivered (more than "
                      f"{MAX_RECORDS} newer records and too many undelivered events); it is not sent")
         return updated
+
+
+#: A refused record notes the schedule's last run then: a refusal after a new run notifies again.
+RUN_BEFORE = "after-job-id"
+
+
+def _refused_again(schedule: Any, record: dict[str, Any]) -> bool:
+    """Whether ``record`` (a new refusal) repeats the schedule's previous refused record: the same
+    reason and no run created in between. One notification per distinct reason while a refusal
+    persists, not one per occurrence (a minutely schedule would page 1,440 times a day, and every
+    owed record weighs on the schedule's item)."""
+    for previous in reversed(schedule.records):
+        if previous.get("outcome") == "refused":
+            return (previous.get("detail") == record.get("detail")
+                    and previous.get(RUN_BEFORE) == record.get(RUN_BEFORE))
+    return False
 
 
 def occurrence_key(schedule_id: int, occurrence: datetime) -> str:

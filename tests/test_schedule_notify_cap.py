@@ -44,7 +44,7 @@ def test_a_pending_event_outlives_the_record_cap_and_is_delivered_when_the_recei
         # delivered: the next records appended (the minutes missed meanwhile) let it go with the cap
         setup.step(T0 + timedelta(hours=3, seconds=1))
         assert first not in [r["occurrence"] for r in _records(setup.store, made.id)]
-        assert not any("dropped from the schedule's history" in line for line in setup.lines)
+        assert not any("given up before it was delivered" in line for line in setup.lines)
     finally:
         hook.close()
 
@@ -54,35 +54,37 @@ def _owed(minute: int) -> dict:
             "at": f"2026-12-01T12:{minute:02d}:01Z", "detail": f"reason {minute}", "notifications": []}
 
 
-def test_owed_records_kept_past_the_cap_are_bounded_and_the_oldest_dropped_is_reported(tmp_path):
-    """More owed records than the bound: the newest MAX_OWED_EXTRA are kept, the others reported."""
+def test_only_the_newest_owing_records_keep_their_deliveries_older_unfinished_ones_are_given_up(tmp_path):
+    """More owing records than MAX_DETAILED: the older ones are given up (reported) and then go with
+    the cap; the newest MAX_DETAILED, unfinished, are kept past the cap; a delivered old one just goes."""
     setup = Setup(TinyDBStore(tmp_path / "jobs.json"))
     made = setup.create(every="1m", notify=["https://hooks.example.com/x"])
     schedule = setup.store.get_schedule(made.id)
-    extra = schedule_events.MAX_OWED_EXTRA
-    owed = [_owed(m) for m in range(extra + 3)]
+    detailed = schedule_events.MAX_DETAILED
+    owed = [_owed(m) for m in range(detailed + 3)]
     done = [{**_owed(59), "occurrence": f"2026-12-02T00:{m:02d}:00Z", "outcome": "skipped",
              "notifications": None} for m in range(MAX_RECORDS)]
     delivered = {**_owed(58), "notifications": [{"target-index": 0, "event": "schedule.refused",
                                                  "state": "delivered", "attempts": 1}]}
-    kept, dropped = schedule_events.trim(schedule, (delivered, *owed, *done), MAX_RECORDS, ("https://h/x",))
-    assert len(kept) == MAX_RECORDS + extra
-    assert list(kept[:extra]) == owed[3:] and list(kept[extra:]) == done
-    assert dropped == owed[:3]  # the oldest owed ones; the delivered one just went with the cap
+    kept, lost = schedule_events.trim(schedule, (delivered, *owed, *done), MAX_RECORDS, ("https://h/x",))
+    assert list(kept) == [*owed[3:], *done]
+    assert lost == owed[:3]  # the oldest owing ones; the delivered one just went with the cap
 
 
-def test_the_materializer_logs_each_owed_event_it_has_to_drop(tmp_path):
-    """A schedule holding more owed records than the cap and the bound: the materializer's next
-    write drops the oldest of them, and says so once each (never silently)."""
+def test_the_materializer_logs_each_event_it_gives_up(tmp_path):
+    """A schedule holding more owing records than MAX_DETAILED: the materializer's next write gives
+    the oldest up (their deliveries 'failed', nothing more sent) and says so once each."""
     import dataclasses
 
     setup = Setup(TinyDBStore(tmp_path / "jobs.json"))
     made = setup.create(every="1m", notify=["https://hooks.example.com/x"])
-    too_many = MAX_RECORDS + schedule_events.MAX_OWED_EXTRA + 2
-    owed = [{**_owed(0), "occurrence": f"2026-11-30T{m // 60:02d}:{m % 60:02d}:00Z"} for m in range(too_many)]
+    owed = [{**_owed(0), "occurrence": f"2026-11-30T00:{m:02d}:00Z"} for m in range(schedule_events.MAX_DETAILED + 2)]
     setup.store.update_schedule(made.id, lambda s: dataclasses.replace(s, records=tuple(owed)))
     setup.step(T0 + timedelta(minutes=1, seconds=1))  # the 12:01 run: a write of the schedule, no new record
     records = _records(setup.store, made.id)
-    assert records == owed[2:]
-    dropped = [line for line in setup.lines if "dropped from the schedule's history" in line]
-    assert len(dropped) == 2 and owed[0]["occurrence"] in dropped[0] and owed[1]["occurrence"] in dropped[1]
+    assert [r["notifications"] for r in records[2:]] == [[]] * schedule_events.MAX_DETAILED
+    assert [[n["state"] for n in r["notifications"]] for r in records[:2]] == [["failed"], ["failed"]]
+    given_up = [line for line in setup.lines if "given up before it was delivered" in line]
+    assert len(given_up) == 2 and owed[0]["occurrence"] in given_up[0] and owed[1]["occurrence"] in given_up[1]
+    owing = schedule_events.pending(setup.store.get_schedule(made.id), ("https://hooks.example.com/x",))
+    assert len(owing) == schedule_events.MAX_DETAILED  # the given-up ones are never sent

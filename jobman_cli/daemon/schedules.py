@@ -408,7 +408,7 @@ class Materializer:
         """Compare-and-set: ``next_at`` from ``occurrence`` to the next one, records appended."""
         from ..schedules.occurrences import next_occurrence
 
-        from ..notify.schedule_events import targets_of, trim
+        from ..notify.schedule_events import MAX_DETAILED, targets_of, trim
 
         following = self._next(schedule, occurrence, next_occurrence) if next_at is _NEVER else next_at
         lost: list[Any] = []
@@ -428,8 +428,8 @@ class Materializer:
         updated = self.store.update_schedule(schedule.id, change)
         for record in lost:  # only after the write that dropped them (a retried change re-decides)
             self.log(f"schedule {schedule.id}: the {record.get('outcome')} event of {record.get('occurrence')} "
-                     f"dropped from the schedule's history before it was delivered (more than "
-                     f"{MAX_RECORDS} newer records and too many undelivered events); it is not sent")
+                     f"given up before it was delivered to every target: more than {MAX_DETAILED} newer events "
+                     f"owe notifications; it is not sent")
         return updated
 
 

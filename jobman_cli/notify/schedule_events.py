@@ -35,10 +35,12 @@ KEY = "notifications"
 OWED = ("missed", "refused")
 REASON_CODES = {"missed": "missed-start-deadline", "refused": "refused"}
 _JOB_EVENT = "failed"  # the status the job-shaped view has: every notify-on covers it
-#: Records still owing a delivery are kept past the schedule's record cap (an event is retried until
-#: ``max_age``; dropping it silently loses it), but at most this many: a schedule item must stay far
-#: below DynamoDB's 400 KB item limit. Past it the oldest owed record goes, and that is logged.
-MAX_OWED_EXTRA = 20
+#: At most this many records of a schedule keep their full delivery records (the newest events);
+#: an older event's deliveries shrink to their target, state and attempts, and one not finished by
+#: then is given up (``failed``; the caller logs it). So records still owing a delivery are kept past
+#: the schedule's record cap (never silently lost), and a schedule item stays far below DynamoDB's
+#: 400 KB item limit whatever the targets answer (worst case about 241 KiB: tests/test_schedule_notify_size.py).
+MAX_DETAILED = 10
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,38 @@ def unfinished(schedule: Any, record: Mapping[str, Any], targets: tuple[str, ...
 
 def trim(schedule: Any, records: tuple[Mapping[str, Any], ...], keep: int,
          targets: tuple[str, ...]) -> tuple[tuple[Mapping[str, Any], ...], list[Mapping[str, Any]]]:
-    """(the records a schedule keeps, the owed records dropped): the newest ``keep``, plus older
-    records whose delivery is not finished (at most :data:`MAX_OWED_EXTRA`, the newest of them),
-    in their order. Whatever else goes owed nothing, or has been delivered or given up."""
+    """(the records a schedule keeps, the events given up): past the newest :data:`MAX_DETAILED`
+    owing records, deliveries shrink and unfinished ones are given up (:func:`_shrink`); then the
+    newest ``keep`` records are kept, plus older ones whose delivery is not finished (at most
+    :data:`MAX_DETAILED`), in their order. Whatever else goes has been delivered or given up."""
+    records, lost = _shrink(schedule, tuple(records), targets)
     if len(records) <= keep:
-        return tuple(records), []
+        return records, lost
     older, newest = records[:-keep], records[-keep:]
-    held = [r for r in older if unfinished(schedule, r, targets)]
-    dropped = held[:-MAX_OWED_EXTRA] if len(held) > MAX_OWED_EXTRA else []
-    return tuple(held[len(dropped):]) + tuple(newest), dropped
+    return tuple(r for r in older if unfinished(schedule, r, targets)) + tuple(newest), lost
+
+
+def _shrink(schedule: Any, records: tuple[Mapping[str, Any], ...],
+            targets: tuple[str, ...]) -> tuple[tuple[Mapping[str, Any], ...], list[Mapping[str, Any]]]:
+    owing = [n for n, r in enumerate(records) if owes(r)]
+    older = set(owing[:-MAX_DETAILED]) if len(owing) > MAX_DETAILED else set()
+    out, lost = list(records), []
+    for number in sorted(older):
+        record = records[number]
+        view = _view(schedule, record, targets)
+        small, gave_up = [], False
+        for index, event in plan.wanted(view):
+            old = plan.record_of(view, index, event) or {}
+            state = old.get("state")
+            if state not in plan.FINAL_STATES:
+                state, gave_up = "failed", True
+            small.append({"target": str(old.get("target") or "?")[:40], "target-index": index,
+                          "event": event_name(record), "state": state, "attempts": int(old.get("attempts") or 0)})
+        if gave_up:
+            lost.append(record)
+        if small != record.get(KEY):
+            out[number] = {**record, KEY: small}
+    return tuple(out), lost
 
 
 def _find(schedule: Any, occurrence: str, outcome: str) -> tuple[int, Mapping[str, Any]]:
@@ -139,9 +164,28 @@ def _view(schedule: Any, record: Mapping[str, Any], targets: tuple[str, ...]) ->
                  deliveries=inner, version=schedule.version)
 
 
+#: What a schedule event's delivery record keeps (a job's keeps more): up to :data:`MAX_DETAILED`
+#: records of up to 10 targets each keep these, and must stay far below DynamoDB's 400 KB item limit.
+HISTORY_KEPT_PENDING = 3
+HISTORY_KEPT_FINAL = 2
+TEXT_KEPT = 80
+
+
+def _compact(delivery: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A delivery record as a schedule stores it: no receipt, the last few history entries (fewer
+    once final), texts (the redacted target, outcomes) cut to :data:`TEXT_KEPT` characters."""
+    kept = {k: v for k, v in {**delivery, "event": name}.items() if k != "receipt"}
+    if isinstance(kept.get("target"), str) and len(kept["target"]) > TEXT_KEPT:
+        kept["target"] = kept["target"][:TEXT_KEPT - 1] + "\u2026"
+    history = [h for h in kept.get("history") or () if isinstance(h, Mapping)]
+    keep = HISTORY_KEPT_FINAL if kept.get("state") in plan.FINAL_STATES else HISTORY_KEPT_PENDING
+    kept["history"] = [{**h, "outcome": str(h.get("outcome"))[:TEXT_KEPT]} for h in history[-keep:]]
+    return kept
+
+
 def _store(schedule: Any, number: int, record: Mapping[str, Any], view: _View, now: datetime) -> Any:
     name = event_name(record)
-    kept = [{k: v for k, v in {**d, "event": name}.items() if k != "receipt"} for d in view.deliveries]
+    kept = [_compact(d, name) for d in view.deliveries]
     records = list(schedule.records)
     records[number] = {**record, KEY: kept}
     return dataclasses.replace(schedule, records=tuple(records), updated_at=now, version=schedule.version + 1)

@@ -53,6 +53,7 @@ class ScheduleEvents:
         self._cond = threading.Condition()
         self._pass = threading.Lock()  # one pass at a time (the thread, or run_once)
         self._stop = False
+        self._abandoned = False  # close() gave up waiting: an outcome still arriving is not recorded
         self._thread: threading.Thread | None = None
         self.attempts = 0  # attempts sent (tests)
 
@@ -149,6 +150,8 @@ class ScheduleEvents:
         sent_eid = str(stored.get("event-id") or eid)
         result = self.sender.send(targets[index], events.body(claimed, record, sent_eid))
         self.attempts += 1
+        if self._abandoned:  # close() said this attempt is made again later: its claim expires, as said
+            return claimed, 1
         done_at = self.clock.now()
         try:
             written = self.store.update_schedule(schedule.id, lambda s: events.settle(
@@ -156,6 +159,10 @@ class ScheduleEvents:
         except plan.NotDue:
             self.log(f"notify: schedule {schedule.id}: {shown} attempt {attempt} not recorded: "
                      "its claim was taken over")
+            return claimed, 1
+        except ScheduleNotFound:  # deleted meanwhile: nothing is made again
+            self.log(f"notify: schedule {schedule.id} was deleted during the attempt to {shown}; "
+                     "its events go with it")
             return claimed, 1
         except (JobmanError, OSError) as exc:
             self.log(f"notify: schedule {schedule.id}: outcome to {shown} not recorded ({error_text(exc)}); "
@@ -212,4 +219,7 @@ class ScheduleEvents:
         if self._thread is None:
             return True
         self._thread.join(timeout=grace)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            self._abandoned = True  # before the caller aborts the connection: the outcome is not recorded
+            return False
+        return True

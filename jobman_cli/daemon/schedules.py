@@ -26,12 +26,16 @@ the occurrence itself), occurrence after occurrence until ``next_at`` is in the 
   only the exceptional outcomes, so a schedule stays a small store record however long it runs;
 * refused by the job rules (``InvalidInput``/``IdempotencyConflict``: a template that no longer
   validates, a ``--max-cost`` over the cached prices...): recorded as ``refused`` with the reason,
-  logged once, and the schedule moves on (never retried every few seconds).
+  logged once, and the schedule moves on (never retried every few seconds). It notifies only when
+  its reason differs from the previous refusal's or a run was created since (:func:`_refused_again`).
 
 A missed or refused event of a schedule whose runs would notify owes ONE notification (one per
 outage, however many occurrences it covers): its record gets a ``notifications`` list, the
 notifier's schedule part (:mod:`.schedule_notifier`) is poked and delivers it
 (:mod:`jobman_cli.notify.schedule_events`).
+
+Records past the newest ``MAX_RECORDS`` go, except those whose notification is still owed
+(:func:`jobman_cli.notify.schedule_events.trim`: bounded, a given-up one is logged).
 
 Then ``next_at`` moves to the next occurrence and the records are appended, in one
 compare-and-set (:meth:`update_schedule`) that first checks ``next_at`` is still the occurrence

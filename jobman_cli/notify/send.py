@@ -230,8 +230,11 @@ class Sender:
                 import boto3  # lazily: only a daemon that publishes to SNS pays for it
                 from botocore.config import Config
 
-                # bounded like a webhook attempt (botocore's default is 60 s per connect and read)
-                config = Config(connect_timeout=self.timeout, read_timeout=self.timeout)
+                # bounded like a webhook attempt (botocore's default is 60 s per connect and read), and
+                # ONE try: jobman retries itself; botocore's own retries could outlast the claim's lease
+                # (another daemon would then send the event again)
+                config = Config(connect_timeout=self.timeout, read_timeout=self.timeout,
+                                retries={"total_max_attempts": 1})
                 client = self._sns[region] = boto3.session.Session().client("sns", region_name=region,
                                                                                config=config)
             return client

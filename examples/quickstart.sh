@@ -27,23 +27,26 @@ mkdir -p "$JOBMAN_HOME"
 echo "JOBMAN_HOME=$JOBMAN_HOME"
 moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$JOBMAN_HOME/moto.log" 2>&1 &
 MOTO_PID=$!
-for _ in $(seq 150); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 600); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null || { echo "moto_server did not start:"; cat "$JOBMAN_HOME/moto.log"; exit 1; }
 
 step jobman daemon --listen "127.0.0.1:$API_PORT" '&'
 jobman daemon --listen "127.0.0.1:$API_PORT" 2>"$JOBMAN_HOME/daemon.log" &
 DAEMON_PID=$!
-for _ in $(seq 150); do [ -s "$JOBMAN_HOME/api-token" ] && curl -s "$API/jobs" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$JOBMAN_HOME/api-token" ] && curl -s "$API/jobs" >/dev/null 2>&1 && break; sleep 0.1; done
 [ -s "$JOBMAN_HOME/api-token" ] || { echo "jobman daemon did not start:"; cat "$JOBMAN_HOME/daemon.log"; exit 1; }
 
 step jobman schedule --image alpine:3.20 --at now --title hello -e "GREETING=hello world" -q
 JOB=$(jobman schedule --image alpine:3.20 --at now --title hello -e "GREETING=hello world" -q)
 echo "$JOB"
 
-# The daemon launches it within a second; wait until EC2 (moto) has the instance.
-for _ in $(seq 100); do
+# The daemon launches it within a second; wait until EC2 (moto) has the instance (up to a
+# minute or so on a very busy machine).
+for _ in $(seq 300); do
     jobman status "$JOB" --json | grep -q '"status": "running"' && break; sleep 0.1
 done
+jobman status "$JOB" --json | grep -q '"status": "running"' \
+    || { echo "the daemon did not launch job $JOB:"; cat "$JOBMAN_HOME/daemon.log"; exit 1; }
 step jobman status "$JOB"
 jobman status "$JOB"
 
